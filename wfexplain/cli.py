@@ -1,0 +1,253 @@
+"""The ``wfexplain`` command: train, unlearn, evaluate, list.
+
+Logs and progress bars go to stderr; ``--json`` results go to stdout. Ctrl-C stops a
+training loop cleanly and writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import Subset
+from tqdm import tqdm
+
+from .backbones import create_backbone, get_spec, list_backbones
+from .checkpoint import CheckpointError, load, read_manifest, save_checkpoint, write_json
+from .data import DatasetError, fingerprint, list_datasets, load_dataset, stratified_subset
+from .engine import TrainConfig, UnlearnConfig, train_classifier, train_memory
+from .evaluation import evaluate, predict
+from .filtering import FilteredModel
+from .metrics import accuracy
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+class _Interrupt:
+    """SIGINT sets a flag the loops poll, so they stop between steps."""
+
+    def __init__(self):
+        self.stop = False
+
+    def __enter__(self):
+        self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, *_):
+        self.stop = True
+        log("\ninterrupt: stopping after this step (nothing will be written)")
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self._old)
+
+    def __call__(self) -> bool:
+        return self.stop
+
+
+def _bar(desc: str):
+    bar = tqdm(desc=desc, file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
+
+    def progress(step: int, total: int, metrics: dict) -> None:
+        bar.total = total
+        bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()}, refresh=False)
+        bar.update(step - bar.n)
+
+    return bar, progress
+
+
+def _limit(ds, n: int | None, seed: int):
+    return ds if n is None else Subset(ds, stratified_subset(ds.targets, n, seed).tolist())
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="dataset directory (default: $WFEXPLAIN_DATA or the dataset's system path)")
+    p.add_argument("--download", action="store_true", help="allow downloading CIFAR-10 (explicit opt-in)")
+
+
+def _config_args(p: argparse.ArgumentParser, cls) -> None:
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            kind = {"int": int, "float": float}[f.type]
+            p.add_argument(flag, type=kind, default=f.default, help=f"(default: {f.default})")
+
+
+def _config(args, cls):
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+
+
+def cmd_train(args) -> int:
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.force:
+        log(f"error: {out} exists and is not empty; choose another --out or pass --force")
+        return 2
+    cfg = _config(args, TrainConfig)
+    train = load_dataset(args.dataset, "train", args.data_dir, args.download, args.img_size)
+    test = load_dataset(args.dataset, "test", args.data_dir, args.download, args.img_size)
+    info = train.info
+    log(f"training {args.backbone} on {info.name}: {len(train)} train / {len(test)} test images, "
+        f"{info.num_classes} classes")
+    torch.manual_seed(cfg.seed)
+    backbone = create_backbone(args.backbone, info.num_classes, info.in_chans, info.img_size)
+    bar, progress = _bar("train")
+    with _Interrupt() as stop:
+        result = train_classifier(backbone, _limit(train, args.limit_train, cfg.seed), cfg, progress, stop)
+    bar.close()
+    if result["cancelled"]:
+        log("cancelled: no checkpoint written")
+        return 130
+    model = FilteredModel(args.backbone, info, backbone)
+    if args.half:  # evaluate exactly what will be loaded back
+        model.backbone.load_state_dict({k: v.half().float() if v.is_floating_point() else v
+                                        for k, v in model.backbone.state_dict().items()})
+    acc = accuracy(predict(model, test), test.targets)
+    log(f"test accuracy {acc:.4f} ({result['seconds']:.0f} s)")
+    manifest = {
+        "train_config": dataclasses.asdict(cfg), "seed": cfg.seed, "unlearn_config": None,
+        "backbone_description": get_spec(args.backbone).description,
+        "train_images": len(train) if args.limit_train is None else min(args.limit_train, len(train)),
+        "dataset_fingerprint": {"train": fingerprint(train), "test": fingerprint(test)},
+        "metrics": {"original_accuracy": acc},
+        "timings": {"train_seconds": round(result["seconds"], 1)},
+    }
+    save_checkpoint(model, out, manifest, half=args.half)
+    log(f"saved {out}")
+    return 0
+
+
+def cmd_unlearn(args) -> int:
+    model = load(args.checkpoint)
+    manifest = model.manifest
+    cfg = _config(args, UnlearnConfig)
+    name = manifest["dataset"]["name"]
+    train = load_dataset(name, "train", args.data_dir, args.download, model.info.img_size)
+    test = load_dataset(name, "test", args.data_dir, args.download, model.info.img_size)
+    with torch.no_grad():  # a fresh round starts from the original network
+        for p in model.alphas.values():
+            p.fill_(1.0)
+    log(f"unlearning all {model.num_classes} classes of {args.checkpoint}: "
+        f"{sum(s.size for s in model.sites)} components in {len(model.sites)} layers")
+    bar, progress = _bar("unlearn")
+    with _Interrupt() as stop:
+        result = train_memory(model, _limit(train, args.limit_train, cfg.seed), cfg, progress, stop)
+    bar.close()
+    if result["cancelled"]:
+        log("cancelled: checkpoint left unchanged")
+        return 130
+    log(f"trained memory in {result['seconds']:.0f} s; evaluating single classes")
+    report = evaluate(model, test, limit=args.eval_limit)
+    log(json.dumps(report["single"]))
+    manifest.update({
+        "unlearn_config": dataclasses.asdict(cfg),
+        "metrics": {**manifest.get("metrics", {}), "unlearn_eval": {"limit": args.eval_limit, **report["single"]}},
+        "timings": {**manifest.get("timings", {}), "unlearn_seconds": round(result["seconds"], 1)},
+    })
+    save_checkpoint(model, args.checkpoint, manifest, half=manifest.get("storage_dtype") == "float16",
+                    save_backbone=False)
+    log(f"saved memory to {args.checkpoint}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    model = load(args.checkpoint)
+    name = model.manifest["dataset"]["name"]
+    test = load_dataset(name, "test", args.data_dir, args.download, model.info.img_size)
+    bar, progress = _bar("evaluate")
+    report = evaluate(model, test, limit=args.limit, pairs=args.pairs, seed=args.seed, progress=progress)
+    bar.close()
+    report = {"checkpoint": str(args.checkpoint), "dataset": name, "backbone": model.backbone_name, **report}
+    if args.record:
+        manifest = read_manifest(args.checkpoint)
+        kept = {k: v for k, v in report.items() if k not in ("forget_matrix", "original_per_class")}
+        manifest.setdefault("metrics", {})["evaluation"] = {"limit": args.limit, **kept}
+        write_json(Path(args.checkpoint) / "manifest.json", manifest)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{report['checkpoint']}: {report['num_images']} test images, "
+              f"original accuracy {report['original_accuracy']:.4f}")
+        for key in ("single", "pairs"):
+            if key in report:
+                r = report[key]
+                print(f"  {key:6s} forget mean {r['forget_accuracy_mean']:.4f} (lower is better), "
+                      f"max {r['forget_accuracy_max']:.4f}; retain mean {r['retain_accuracy_mean']:.4f} "
+                      f"vs original {r['original_retain_accuracy_mean']:.4f} (higher is better)")
+    return 0
+
+
+def cmd_list(args) -> int:
+    print("backbones:", ", ".join(list_backbones()))
+    print("datasets: ", ", ".join(list_datasets()))
+    root = Path(args.checkpoints)
+    found = sorted(p.parent.name for p in root.glob("*/manifest.json")) if root.is_dir() else []
+    print("checkpoints:", ", ".join(found) or f"none under {root}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wfexplain",
+        description="Multi-class unlearning by weight filtering (Poppi et al., arXiv 2304.02049).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train the original classifier and write a checkpoint directory")
+    p.add_argument("--dataset", required=True, choices=list_datasets())
+    p.add_argument("--backbone", default="cnn", choices=list_backbones())
+    p.add_argument("--out", required=True, help="checkpoint directory to create")
+    p.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    p.add_argument("--half", action="store_true", help="store weights as float16 (halves the size)")
+    p.add_argument("--img-size", type=int, help="input side for imagefolder (default 64)")
+    p.add_argument("--limit-train", type=int, help="train on a stratified subset of this many images")
+    _add_data_args(p)
+    _config_args(p, TrainConfig)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("unlearn", help="train the memory matrices of all classes in one round")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--limit-train", type=int, help="train on a stratified subset of this many images")
+    p.add_argument("--eval-limit", type=int, help="test images for the evaluation stored in the manifest")
+    _add_data_args(p)
+    _config_args(p, UnlearnConfig)
+    p.set_defaults(func=cmd_unlearn)
+
+    p = sub.add_parser("evaluate", help="forget matrix and forget/retain accuracy of every class (and pair)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--limit", type=int, help="seeded class-stratified subset of N test images")
+    p.add_argument("--pairs", action="store_true", help="also evaluate every pair of classes")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --limit subset")
+    p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
+    p.add_argument("--record", action="store_true", help="store the summary in the checkpoint's manifest")
+    _add_data_args(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("list", help="list backbones, datasets and checkpoints")
+    p.add_argument("--checkpoints", default="checkpoints", help="directory to scan")
+    p.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    start = time.perf_counter()
+    try:
+        rc = args.func(args)
+    except (CheckpointError, DatasetError, ValueError) as e:
+        log(f"error: {e}")
+        return 2
+    log(f"done in {time.perf_counter() - start:.1f} s")
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

