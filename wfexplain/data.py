@@ -84,7 +84,7 @@ class TensorImages(Dataset):
         if images.ndim == 3:
             images = images[..., None]
         self.images = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True))
-        self.targets = torch.as_tensor(targets, dtype=torch.long)
+        self.targets = torch.from_numpy(np.array(targets, dtype=np.int64))
         self.info = info
         self._mean = torch.tensor(info.mean).view(1, -1, 1, 1)
         self._std = torch.tensor(info.std).view(1, -1, 1, 1)
@@ -117,9 +117,7 @@ class ImageFolderImages(Dataset):
         self.info = info
         self.samples: list[tuple[Path, int]] = []
         for c, name in enumerate(class_names):
-            folder = root / name
-            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMG_EXTENSIONS) if folder.is_dir() else []
-            self.samples += [(p, c) for p in files]
+            self.samples += [(p, c) for p in _image_files(root / name)]
         if not self.samples:
             raise DatasetError(f"no images found under {root} (expected {root}/<class>/*.png|jpg|...)")
         self.targets = torch.tensor([c for _, c in self.samples], dtype=torch.long)
@@ -262,15 +260,22 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None
     return TensorImages(images, labels, info)
 
 
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMG_EXTENSIONS) if folder.is_dir() else []
+
+
 def _load_imagefolder(root, split: str, img_size: int) -> ImageFolderImages:
     root = _data_root(root, None)
-    if root is None or not (root / split).is_dir():
-        raise DatasetError(f"imagefolder needs --data-dir with {split}/<class>/ sub-folders (looked in {root})")
+    if root is None or not (root / "train").is_dir() or not (root / split).is_dir():
+        raise DatasetError(f"imagefolder needs --data-dir with train/<class>/ and test/<class>/ sub-folders "
+                           f"(class names come from train/; looked in {root})")
     class_names = tuple(sorted(p.name for p in (root / "train").iterdir() if p.is_dir()))
     if len(class_names) < 2:
         raise DatasetError(f"{root / 'train'} must hold at least two class folders")
-    probe = next((root / "train" / class_names[0]).iterdir(), None)
-    with Image.open(probe) if probe else Image.new("L", (1, 1)) as im:
+    probe = next((f for c in class_names for f in _image_files(root / "train" / c)), None)
+    if probe is None:
+        raise DatasetError(f"no images found under {root / 'train'}")
+    with Image.open(probe) as im:
         in_chans = 1 if im.mode in ("1", "L", "I", "I;16", "F") else 3
     mean, std = ((0.5,), (0.5,)) if in_chans == 1 else ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     info = DatasetInfo("imagefolder", class_names, in_chans, img_size, mean, std)
@@ -297,13 +302,18 @@ def stratified_subset(targets: torch.Tensor, limit: int | None, seed: int = 0) -
     g = torch.Generator().manual_seed(seed)
     classes = targets.unique()
     per_class = [torch.nonzero(targets == c).flatten() for c in classes]
-    # Proportional allocation, at least one per class, largest remainders first.
     counts = torch.tensor([len(p) for p in per_class], dtype=torch.float)
     quota = counts / n * limit
-    take = quota.floor().long().clamp(min=1)
-    for i in torch.argsort(quota - quota.floor(), descending=True):
-        if take.sum() >= limit:
-            break
-        take[i] += 1
+    if limit < len(classes):  # cannot cover every class: one each from the largest
+        take = torch.zeros(len(classes), dtype=torch.long)
+        take[torch.argsort(counts, descending=True)[:limit]] = 1
+    else:  # proportional, at least one per class, then exact total by largest deviation
+        take = quota.floor().long().clamp(min=1)
+        while take.sum() > limit:
+            over = torch.where(take > 1, take - quota, torch.tensor(-float("inf")))
+            take[over.argmax()] -= 1
+        while take.sum() < limit:
+            under = torch.where(take < counts, quota - take, torch.tensor(-float("inf")))
+            take[under.argmax()] += 1
     chosen = [p[torch.randperm(len(p), generator=g)[: int(k)]] for p, k in zip(per_class, take, strict=True)]
     return torch.cat(chosen).sort().values

@@ -1,0 +1,33 @@
+# Self-bootstrapping targets: each installs what is missing, then does its job.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup data test lint run checkpoints
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "wfexplain needs Python 3.11 (set PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	@touch $(STAMP)
+
+data:
+	@scripts/ensure_data.sh
+
+setup: data $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: setup lint
+	HF_HUB_OFFLINE=1 $(BIN)/pytest
+
+run: setup
+	@if [ -f app.py ]; then $(BIN)/streamlit run app.py; \
+	else echo "The dashboard (app.py) is not built yet. Meanwhile: $(BIN)/wfexplain --help"; fi
+
+# Re-create the shipped checkpoints (long: see README for measured times).
+checkpoints: setup
+	bash scripts/train_checkpoints.sh

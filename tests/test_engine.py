@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+import torch
+
+from wfexplain.backbones import create_backbone
+from wfexplain.data import TensorImages
+from wfexplain.engine import TrainConfig, UnlearnConfig, train_classifier, train_memory
+from wfexplain.evaluation import evaluate
+from wfexplain.filtering import FilteredModel
+
+from .conftest import tiny_info
+
+
+def synthetic(n: int, seed: int) -> TensorImages:
+    """Learnable toy images: class c is a bright 4x4 square at a class-specific spot."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 5
+    x = rng.integers(0, 60, (n, 16, 16), dtype=np.uint8)
+    for i, c in enumerate(y):
+        r, col = divmod(int(c), 3)
+        x[i, 2 + 6 * r : 6 + 6 * r, 1 + 5 * col : 5 + 5 * col] = 220
+    return TensorImages(x, y, tiny_info())
+
+
+@pytest.fixture(scope="module")
+def trained():
+    torch.manual_seed(0)
+    backbone = create_backbone("cnn", 5, 1, 16)
+    result = train_classifier(backbone, synthetic(500, 0), TrainConfig(epochs=3, batch_size=50, shift=0.0))
+    return FilteredModel("cnn", tiny_info(), backbone), result
+
+
+def test_train_classifier_learns_and_reports(trained):
+    model, result = trained
+    assert result["cancelled"] is False and result["steps"] == 30
+    report = evaluate(model, synthetic(200, 1))
+    assert report["original_accuracy"] > 0.9
+
+
+def test_unlearning_round_forgets_every_class(trained):
+    model, _ = trained
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    calls = []
+    result = train_memory(model, synthetic(500, 2), UnlearnConfig(epochs=20, batch_size=50, lr=5e-2),
+                          progress=lambda step, total, m: calls.append((step, total)))
+    assert result["cancelled"] is False
+    assert calls[-1] == (200, 200) and len(calls) == 200
+    assert all(torch.equal(v, before[k]) for k, v in model.backbone.state_dict().items()), "backbone frozen"
+    assert all(a.min() >= 0 and a.max() <= 1 for a in model.memory.values()), "alphas clamped"
+    report = evaluate(model, synthetic(200, 3), pairs=True)
+    single, pairs = report["single"], report["pairs"]
+    assert single["forget_accuracy_mean"] < 0.2
+    assert single["retain_accuracy_mean"] > 0.8
+    assert pairs["forget_accuracy_mean"] < 0.3
+    matrix = torch.tensor(report["forget_matrix"])
+    assert matrix.shape == (5, 5)
+    assert matrix.diagonal().mean() < matrix.mean() - 0.3
+
+
+def test_loops_stop_cleanly(trained):
+    model, _ = trained
+    memory = {k: v.clone() for k, v in model.memory.items()}
+    steps = []
+    result = train_memory(model, synthetic(200, 4), UnlearnConfig(epochs=5, batch_size=50),
+                          progress=lambda s, t, m: steps.append(s), should_stop=lambda: len(steps) >= 3)
+    assert result["cancelled"] is True and result["steps"] == 3
+    assert any(not torch.equal(v, memory[k]) for k, v in model.memory.items())
+    r = train_classifier(create_backbone("cnn", 5, 1, 16), synthetic(100, 5), TrainConfig(epochs=1, batch_size=50),
+                         should_stop=lambda: True)
+    assert r == {"steps": 0, "seconds": r["seconds"], "final_loss": None, "cancelled": True}
+
+
+def test_evaluate_limit_is_stratified(trained):
+    model, _ = trained
+    report = evaluate(model, synthetic(200, 6), limit=50)
+    assert report["num_images"] == 50
+    assert set(report) >= {"original_accuracy", "forget_matrix", "single", "seconds"}
+    assert "pairs" not in report
