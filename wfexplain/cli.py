@@ -14,17 +14,14 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-from torch.utils.data import Subset
 from tqdm import tqdm
 
-from .backbones import create_backbone, get_spec, list_backbones
-from .checkpoint import CheckpointError, load, read_manifest, save_checkpoint, write_json
-from .data import DatasetError, fingerprint, list_datasets, load_dataset, stratified_subset
-from .engine import TrainConfig, UnlearnConfig, train_classifier, train_memory
-from .evaluation import evaluate, predict
-from .filtering import FilteredModel
-from .metrics import accuracy
+from .backbones import list_backbones
+from .checkpoint import CheckpointError, load, read_manifest, write_json
+from .data import DatasetError, list_datasets, load_dataset
+from .engine import TrainConfig, UnlearnConfig
+from .evaluation import evaluate
+from .pipeline import train_checkpoint, unlearn_checkpoint
 
 
 def log(msg: str) -> None:
@@ -63,10 +60,6 @@ def _bar(desc: str):
     return bar, progress
 
 
-def _limit(ds, n: int | None, seed: int):
-    return ds if n is None else Subset(ds, stratified_subset(ds.targets, n, seed).tolist())
-
-
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="dataset directory (default: $WFEXPLAIN_DATA or the dataset's system path)")
     p.add_argument("--download", action="store_true", help="allow downloading CIFAR-10 (explicit opt-in)")
@@ -91,70 +84,31 @@ def cmd_train(args) -> int:
     if out.exists() and any(out.iterdir()) and not args.force:
         log(f"error: {out} exists and is not empty; choose another --out or pass --force")
         return 2
-    cfg = _config(args, TrainConfig)
-    train = load_dataset(args.dataset, "train", args.data_dir, args.download, args.img_size)
-    test = load_dataset(args.dataset, "test", args.data_dir, args.download, args.img_size)
-    info = train.info
-    log(f"training {args.backbone} on {info.name}: {len(train)} train / {len(test)} test images, "
-        f"{info.num_classes} classes")
-    torch.manual_seed(cfg.seed)
-    backbone = create_backbone(args.backbone, info.num_classes, info.in_chans, info.img_size)
+    log(f"training {args.backbone} on {args.dataset} -> {out}")
     bar, progress = _bar("train")
     with _Interrupt() as stop:
-        result = train_classifier(backbone, _limit(train, args.limit_train, cfg.seed), cfg, progress, stop)
+        result = train_checkpoint(args.dataset, args.backbone, out, _config(args, TrainConfig), args.data_dir,
+                                  args.download, args.img_size, args.limit_train, args.half, progress, stop)
     bar.close()
     if result["cancelled"]:
         log("cancelled: no checkpoint written")
         return 130
-    model = FilteredModel(args.backbone, info, backbone)
-    if args.half:  # evaluate exactly what will be loaded back
-        model.backbone.load_state_dict({k: v.half().float() if v.is_floating_point() else v
-                                        for k, v in model.backbone.state_dict().items()})
-    acc = accuracy(predict(model, test), test.targets)
-    log(f"test accuracy {acc:.4f} ({result['seconds']:.0f} s)")
-    manifest = {
-        "train_config": dataclasses.asdict(cfg), "seed": cfg.seed, "unlearn_config": None,
-        "backbone_description": get_spec(args.backbone).description,
-        "train_images": len(train) if args.limit_train is None else min(args.limit_train, len(train)),
-        "dataset_fingerprint": {"train": fingerprint(train), "test": fingerprint(test)},
-        "metrics": {"original_accuracy": acc},
-        "timings": {"train_seconds": round(result["seconds"], 1)},
-    }
-    save_checkpoint(model, out, manifest, half=args.half)
-    log(f"saved {out}")
+    log(f"test accuracy {result['accuracy']:.4f} after {result['seconds']:.0f} s; saved {out}")
     return 0
 
 
 def cmd_unlearn(args) -> int:
-    model = load(args.checkpoint)
-    manifest = model.manifest
-    cfg = _config(args, UnlearnConfig)
-    name = manifest["dataset"]["name"]
-    train = load_dataset(name, "train", args.data_dir, args.download, model.info.img_size)
-    test = load_dataset(name, "test", args.data_dir, args.download, model.info.img_size)
-    with torch.no_grad():  # a fresh round starts from the original network
-        for p in model.alphas.values():
-            p.fill_(1.0)
-    log(f"unlearning all {model.num_classes} classes of {args.checkpoint}: "
-        f"{sum(s.size for s in model.sites)} components in {len(model.sites)} layers")
+    log(f"unlearning all classes of {args.checkpoint} (backbone frozen)")
     bar, progress = _bar("unlearn")
     with _Interrupt() as stop:
-        result = train_memory(model, _limit(train, args.limit_train, cfg.seed), cfg, progress, stop)
+        result = unlearn_checkpoint(args.checkpoint, _config(args, UnlearnConfig), args.out, args.data_dir,
+                                    args.download, args.limit_train, args.eval_limit, progress, stop)
     bar.close()
     if result["cancelled"]:
         log("cancelled: checkpoint left unchanged")
         return 130
-    log(f"trained memory in {result['seconds']:.0f} s; evaluating single classes")
-    report = evaluate(model, test, limit=args.eval_limit)
-    log(json.dumps(report["single"]))
-    manifest.update({
-        "unlearn_config": dataclasses.asdict(cfg),
-        "metrics": {**manifest.get("metrics", {}), "unlearn_eval": {"limit": args.eval_limit, **report["single"]}},
-        "timings": {**manifest.get("timings", {}), "unlearn_seconds": round(result["seconds"], 1)},
-    })
-    save_checkpoint(model, args.checkpoint, manifest, half=manifest.get("storage_dtype") == "float16",
-                    save_backbone=False)
-    log(f"saved memory to {args.checkpoint}")
+    log(f"trained memory in {result['seconds']:.0f} s: {json.dumps(result['single'])}")
+    log(f"saved {result['path']}")
     return 0
 
 
@@ -215,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("unlearn", help="train the memory matrices of all classes in one round")
     p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", help="write the result to another directory (default: update --checkpoint)")
     p.add_argument("--limit-train", type=int, help="train on a stratified subset of this many images")
     p.add_argument("--eval-limit", type=int, help="test images for the evaluation stored in the manifest")
     _add_data_args(p)

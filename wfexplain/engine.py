@@ -43,13 +43,14 @@ class TrainConfig:
 class UnlearnConfig:
     """Recipe for the memory matrices (DESIGN.md §1); the backbone stays frozen."""
 
-    epochs: int = 3  # passes over the training split
+    epochs: int = 4  # passes over the training split
     batch_size: int = 256  # half forget, half retain ("label expansion")
     lr: float = 1e-2  # Adam learning rate on the alphas
     lambda_r: float = 1.0  # weight of the retain cross-entropy
     lambda_f: float = 1.0  # weight of the bounded forget term 1 / (CE + eps)
     lambda_s: float = 0.1  # weight of the sparsity term mean(1 - alpha)
     eps: float = 1e-3  # keeps the forget term bounded
+    ce_cap: float = 5.0  # per-sample cap on the forget CE (our addition; 0 disables)
     max_set_size: int = 2  # forget sets of size 1..k are sampled
     seed: int = 0  # seeds shuffling and set sampling
 
@@ -132,7 +133,7 @@ def train_memory(model: FilteredModel, train: Dataset, cfg: UnlearnConfig, progr
             ])
             logits = model(x, forget=mask)
             out = wf_objective(logits[:half], y[:half], logits[half:], y[half:], alphas,
-                               cfg.lambda_r, cfg.lambda_f, cfg.lambda_s, cfg.eps)
+                               cfg.lambda_r, cfg.lambda_f, cfg.lambda_s, cfg.eps, cfg.ce_cap or None)
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             opt.step()

@@ -105,8 +105,8 @@ class FilteredModel(nn.Module):
 
     @property
     def memory(self) -> Mapping[str, torch.Tensor]:
-        """Layer (gate-site path) -> memory matrix ``[num_classes, K]`` (live parameters)."""
-        return {s.path: self.alphas[_key(s.path)] for s in self.sites}
+        """Layer (gate-site path) -> memory matrix ``[num_classes, K]`` (detached views of the parameters)."""
+        return {s.path: self.alphas[_key(s.path)].detach() for s in self.sites}
 
     def train(self, mode: bool = True):
         # The backbone is frozen: BatchNorm and dropout always stay in eval mode.
@@ -191,7 +191,7 @@ def bake(model: FilteredModel, forget: Forget, hard_threshold: float | None = No
     modules = dict(baked.named_modules())
     for site, (path, gate) in zip(model.sites, model.combined_gates(forget).items(), strict=True):
         assert site.path == path
-        g = gate.to(torch.float32)
+        g = gate.to("cpu", torch.float32)
         if hard_threshold is not None:
             g = torch.where(g < hard_threshold, torch.zeros_like(g), g)
         m = modules[path]

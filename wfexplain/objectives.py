@@ -5,6 +5,7 @@ Weight Filtering" (arXiv 2304.02049), as specified in DESIGN.md §1::
 
     L = lambda_r * CE(f_{S not containing y}(x_r), y_r)       retain: still right
       + lambda_f / (CE(f_{S containing y}(x_f), y_f) + eps)   forget: bounded push away
+                                                              (per-sample CE capped: see forget_loss)
       + lambda_s * mean(1 - alpha)                            few components switched off
 
 "Label expansion" splits each batch: the forget half gets a set containing the sample's
@@ -25,9 +26,18 @@ def retain_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, targets)
 
 
-def forget_loss(logits: torch.Tensor, targets: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
-    """Bounded reciprocal ``1 / (CE + eps)``: pushes forgotten samples away without diverging."""
-    return 1.0 / (F.cross_entropy(logits, targets) + eps)
+def forget_loss(logits: torch.Tensor, targets: torch.Tensor, eps: float = 1e-3,
+                ce_cap: float | None = None) -> torch.Tensor:
+    """Bounded reciprocal ``1 / (mean_i min(CE_i, cap) + eps)``: pushes forgotten samples away without diverging.
+
+    Without a cap (``ce_cap=None``) this is ``1 / (CE + eps)`` of DESIGN.md §1. The cap is our
+    addition: a few samples pushed far away (CE of 20+) would otherwise dominate the batch
+    mean and stop the gradient for samples that are still classified correctly.
+    """
+    ce = F.cross_entropy(logits, targets, reduction="none")
+    if ce_cap is not None:
+        ce = ce.clamp(max=ce_cap)
+    return 1.0 / (ce.mean() + eps)
 
 
 def sparsity_loss(alphas: Iterable[torch.Tensor]) -> torch.Tensor:
@@ -64,9 +74,9 @@ def sample_forget_sets(targets: torch.Tensor, num_classes: int, max_size: int, c
 def wf_objective(forget_logits: torch.Tensor, forget_targets: torch.Tensor,
                  retain_logits: torch.Tensor, retain_targets: torch.Tensor,
                  alphas: Iterable[torch.Tensor], lambda_r: float = 1.0, lambda_f: float = 1.0,
-                 lambda_s: float = 0.1, eps: float = 1e-3) -> dict[str, torch.Tensor]:
+                 lambda_s: float = 0.1, eps: float = 1e-3, ce_cap: float | None = None) -> dict[str, torch.Tensor]:
     """The full objective; returns ``{"loss", "retain", "forget", "sparsity"}``."""
     r = retain_loss(retain_logits, retain_targets)
-    f = forget_loss(forget_logits, forget_targets, eps)
+    f = forget_loss(forget_logits, forget_targets, eps, ce_cap)
     s = sparsity_loss(alphas)
     return {"loss": lambda_r * r + lambda_f * f + lambda_s * s, "retain": r, "forget": f, "sparsity": s}

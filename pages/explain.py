@@ -1,0 +1,93 @@
+"""Explain: Captum attributions of the original and the filtered model, side by side."""
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from wfexplain import explain, figures
+from wfexplain.uploads import FORMATS, UploadError, read_image
+from wfexplain.ui import current
+from wfexplain.ui.resources import eval_data
+
+view = current()
+model, forget = view.model, view.forget
+names = list(model.class_names)
+st.title("Explain")
+if not forget:
+    st.info("No forget set chosen in the sidebar: the filtered model equals the original. Pick classes to compare.")
+
+# ---------------------------------------------------------------- the image
+source = st.radio("Image", ["Test gallery", "Upload"], horizontal=True, key="explain_source")
+image = None
+if source == "Upload":
+    up = st.file_uploader("Upload an image", type=["png", "jpg", "jpeg", "webp", "bmp"], key="explain_upload",
+                          help=f"{', '.join(FORMATS)}; any mode and size up to 10 MB / 40 megapixels")
+    if up is not None:
+        try:
+            image = read_image(up.getvalue(), up.name)
+        except UploadError as e:
+            st.error(f"Cannot use this file: {e}")
+else:
+    data = eval_data(view)
+    cls = st.selectbox("Class", range(len(names)), format_func=lambda i: names[i],
+                       index=forget[0] if forget else 0, key="explain_class")
+    candidates = np.flatnonzero(data.targets.numpy() == cls)[:12]
+    pick = st.select_slider("Test image", options=list(range(len(candidates))), key="explain_pick")
+    image = data.dataset.pil(int(data.indices[candidates[pick]]))
+
+if image is None:
+    st.stop()
+
+x = model.transform(image).unsqueeze(0)
+with st.expander("Preprocessing: what the model sees", expanded=source == "Upload"):
+    p1, p2 = st.columns(2)
+    p1.image(image, caption=f"as given: {image.mode}, {image.width}x{image.height}", width=200)
+    mean, std = np.array(model.info.mean), np.array(model.info.std)
+    seen = (x[0].permute(1, 2, 0).numpy() * std + mean).clip(0, 1)
+    p2.image(seen.squeeze(-1) if seen.shape[-1] == 1 else seen, width=200, clamp=True,
+             caption=f"model input: {'grayscale' if model.info.in_chans == 1 else 'RGB'}, "
+                     f"{model.info.img_size}x{model.info.img_size}, normalised with mean {model.info.mean}")
+
+# ---------------------------------------------------------------- predictions
+before = explain.top_k(model, x, None, k=3)[0]
+after = explain.top_k(model, x, list(forget) or None, k=3)[0]
+t1, t2 = st.columns(2)
+t1.markdown("**Original model, top 3**")
+t1.dataframe(pd.DataFrame([(names[c], f"{p:.1%}") for c, p in before], columns=["class", "probability"]),
+             hide_index=True)
+t2.markdown(f"**Filtered (forgetting {', '.join(view.forget_names) or 'nothing'}), top 3**")
+t2.dataframe(pd.DataFrame([(names[c], f"{p:.1%}") for c, p in after], columns=["class", "probability"]),
+             hide_index=True)
+
+# ---------------------------------------------------------------- attributions
+m1, m2 = st.columns([2, 1])
+methods = m1.multiselect("Captum methods", explain.METHODS, default=["Integrated Gradients", "Layer Grad-CAM"],
+                         key="explain_methods")
+target_mode = m2.radio("Target", ["Predicted (original)", "Chosen class"], key="explain_target")
+target = before[0][0]
+if target_mode == "Chosen class":
+    target = st.selectbox("Target class", range(len(names)), format_func=lambda i: names[i], key="explain_target_cls")
+st.caption(f"Attributions for target **{names[target]}**. Insertion AUC ↑ (higher is better) and deletion AUC ↓ "
+           "(lower is better) measure how faithful each map is (Petsiuk et al., RISE, 2018).")
+
+forget_arg = list(forget) or None
+for method in methods:
+    with st.spinner(f"{method}…"):
+        a0 = explain.attribute(model, x, target, method)[0]
+        a1 = explain.attribute(model, x, target, method, forget=forget_arg)[0]
+        s0 = explain.insertion_deletion(model, x, a0, target)
+        s1 = explain.insertion_deletion(model, x, a1, target, forget=forget_arg)
+    st.markdown(f"#### {method}")
+    fig = figures.attribution_figure(image.convert("RGB").resize((x.shape[-1], x.shape[-2])),
+                                     {"original": a0.numpy(), "filtered": a1.numpy()},
+                                     difference=(a1 - a0).numpy(), difference_title="filtered − original")
+    st.session_state["attribution_figure"] = fig
+    st.image(figures.figure_bytes(fig, "png", dpi=110))
+    st.dataframe(pd.DataFrame({
+        "insertion AUC ↑": [s0["insertion_auc"], s1["insertion_auc"]],
+        "deletion AUC ↓": [s0["deletion_auc"], s1["deletion_auc"]],
+    }, index=["original", "filtered"]).style.format("{:.3f}"))
+    d1, d2 = st.columns(2)
+    for col, fmt in ((d1, "png"), (d2, "pdf")):
+        col.download_button(f"{method} panel .{fmt}", figures.figure_bytes(fig, fmt),
+                            f"{view.name}-{method.replace(' ', '_')}.{fmt}", key=f"dl_{method}_{fmt}")

@@ -1,0 +1,71 @@
+"""Export: paper-ready figures, memory matrices, metric tables and the baked model."""
+
+import streamlit as st
+
+from wfexplain import analysis, export, figures
+from wfexplain.ui import current
+from wfexplain.ui.resources import single_class_report
+
+view = current()
+model = view.model
+names = list(model.class_names)
+stem = view.name.replace("/", "_")
+st.title("Export")
+st.caption("Static figures are drawn with matplotlib (PNG at 300 dpi, SVG, PDF); the same exports are available "
+           "from the command line: `wfexplain export --checkpoint DIR --out DIR [--forget 0 6]`.")
+
+st.subheader("Memory-matrix heatmaps")
+a, b = st.columns([3, 1])
+layers = a.multiselect("Layers", list(model.memory), default=list(model.memory)[-2:],
+                       help="One panel per layer, one colour scale (alpha in [0, 1]) shared across all of them")
+order = b.selectbox("Component order", analysis.ORDER_MODES)
+if layers:
+    fig = figures.memory_figure(model.memory, names, layers=layers, order_mode=order)
+    cols = st.columns(3)
+    for col, fmt in zip(cols, figures.FIGURE_FORMATS, strict=True):
+        col.download_button(f"Heatmap .{fmt}", figures.figure_bytes(fig, fmt), f"{stem}-memory.{fmt}",
+                            mime={"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}[fmt],
+                            key=f"heatmap_{fmt}")
+    st.image(figures.figure_bytes(fig, "png", dpi=110))
+else:
+    st.info("Choose at least one layer.")
+
+st.subheader("Memory matrices")
+c1, c2 = st.columns(2)
+c1.download_button("memory.csv", export.memory_csv(model.memory, names), f"{stem}-memory.csv", "text/csv",
+                   key="memory_csv")
+c2.download_button("memory.npz", export.memory_npz(model.memory, names), f"{stem}-memory.npz",
+                   "application/octet-stream", key="memory_npz")
+
+st.subheader("Metric tables")
+report = single_class_report(view)
+table = export.metrics_table(report, names, mean_row=True)
+st.dataframe(table, use_container_width=True)
+st.caption(f"Single-class filters on {report['num_images']:,} test images (seeded, class-stratified). "
+           "forget accuracy ↓ (lower is better), retain accuracy ↑ (higher is better).")
+t1, t2 = st.columns(2)
+t1.download_button("metrics.csv", export.table_csv(table), f"{stem}-metrics.csv", "text/csv", key="metrics_csv")
+t2.download_button("metrics.tex", export.table_latex(table, f"Weight filtering on {view.name}", f"tab:{stem}"),
+                   f"{stem}-metrics.tex", "application/x-tex", key="metrics_tex")
+
+st.subheader("Attribution panel")
+panel = st.session_state.get("attribution_figure")
+if panel is None:
+    st.caption("Compute attributions on the **Explain** page; the last panel appears here.")
+else:
+    p1, p2 = st.columns(2)
+    for col, fmt in ((p1, "png"), (p2, "pdf")):
+        col.download_button(f"Attribution panel .{fmt}", figures.figure_bytes(panel, fmt), f"{stem}-attribution.{fmt}",
+                            key=f"attr_{fmt}")
+
+st.subheader("Baked model")
+if not view.forget:
+    st.caption("Choose a forget set in the sidebar to export a model with that filter folded into its weights.")
+else:
+    hard = st.toggle("Hard bake (zero components whose gate is below a threshold)")
+    tau = st.slider("Threshold", 0.0, 1.0, 0.5, 0.05, disabled=not hard)
+    data = export.baked_safetensors(model, list(view.forget), hard_threshold=tau if hard else None)
+    label = "-".join(map(str, view.forget))
+    st.download_button(f"Baked model forgetting {', '.join(view.forget_names)} (.safetensors)", data,
+                       f"{stem}-forget-{label}.safetensors", "application/octet-stream", key="baked")
+    st.caption("A plain torchvision/timm state dict (no gates): load it into `wfexplain.create_backbone(...)`.")

@@ -1,0 +1,79 @@
+"""Forget (live): what changes when the sidebar's forget set is filtered out."""
+
+import time
+
+import numpy as np
+import streamlit as st
+import torch
+
+from wfexplain import figures
+from wfexplain.metrics import per_class_accuracy
+from wfexplain.ui import current
+from wfexplain.ui.resources import eval_data, predictions
+
+view = current()
+model, forget = view.model, view.forget
+names = list(model.class_names)
+st.title("Forget")
+
+start = time.perf_counter()
+data = eval_data(view)
+y = data.targets.numpy()
+orig_pred, _ = predictions(view.path, ())
+filt_pred, filt_prob = predictions(view.path, forget)
+elapsed = time.perf_counter() - start
+
+in_s = np.isin(y, forget)
+targets = torch.as_tensor(y)
+orig_acc = per_class_accuracy(torch.as_tensor(orig_pred), targets, model.num_classes)
+filt_acc = per_class_accuracy(torch.as_tensor(filt_pred), targets, model.num_classes)
+
+if not forget:
+    st.info("Choose classes to forget in the sidebar (**Forget classes**); any subset works, the product of their "
+            "filters is applied live. Until then this page shows the original model.")
+
+c = st.columns(4)
+fa = (filt_pred[in_s] == y[in_s]).mean() if in_s.any() else float("nan")
+fa0 = (orig_pred[in_s] == y[in_s]).mean() if in_s.any() else float("nan")
+ra = (filt_pred[~in_s] == y[~in_s]).mean()
+ra0 = (orig_pred[~in_s] == y[~in_s]).mean()
+c[0].metric("Forget accuracy (↓ lower is better)", "—" if not forget else f"{fa:.1%}",
+            None if not forget else f"{fa - fa0:+.1%} vs original", delta_color="inverse",
+            help="Accuracy on test images of the forgotten classes, with their filter on. Retraining without them gives ~0.")
+c[1].metric("Retain accuracy (↑ higher is better)", f"{ra:.1%}", f"{ra - ra0:+.1%} vs original",
+            help="Accuracy on test images of all other classes, with the filter on; compared with the original model "
+                 "on the same images.")
+c[2].metric("Test images", f"{len(y):,}", help="A seeded, class-stratified subset of the test split")
+c[3].metric("Update time", f"{elapsed * 1000:.0f} ms", help="Time to compute this view (cached per forget set)")
+
+st.plotly_chart(figures.accuracy_bars(orig_acc, filt_acc, names, forget), use_container_width=True)
+
+left, right = st.columns(2)
+with left:
+    st.subheader("Confusion-matrix shift")
+    n = model.num_classes
+    cm0 = np.zeros((n, n))
+    cm1 = np.zeros((n, n))
+    np.add.at(cm0, (y, orig_pred), 1)
+    np.add.at(cm1, (y, filt_pred), 1)
+    st.plotly_chart(figures.confusion_shift(cm0, cm1, names), use_container_width=True)
+with right:
+    st.subheader("Where the forgotten classes' predictions go")
+    if forget:
+        st.plotly_chart(figures.prediction_flow(y, filt_pred, names, forget), use_container_width=True)
+    else:
+        st.caption("Forget a class to see where its images are sent.")
+
+st.subheader("Gallery: predictions before → after")
+per_class = st.slider("Images per class", 1, 8, 4)
+shown = list(forget) or list(range(min(3, model.num_classes)))
+others = [k for k in range(model.num_classes) if k not in shown][:2]
+for k in shown + others:
+    idx = np.flatnonzero(y == k)[:per_class]
+    st.markdown(f"**{names[k]}**" + (" — forgotten" if k in forget else " — retained"))
+    cols = st.columns(per_class)
+    for col, i in zip(cols, idx, strict=False):
+        before, after = names[orig_pred[i]], names[filt_pred[i]]
+        mark = "✅" if filt_pred[i] == y[i] else "❌"
+        col.image(data.dataset.pil(int(data.indices[i])).resize((84, 84)),
+                  caption=f"{before} → {after} {mark} ({filt_prob[i].max():.0%})")

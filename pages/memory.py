@@ -1,0 +1,64 @@
+"""Memory matrices: which components each class's filter switches off."""
+
+import pandas as pd
+import streamlit as st
+
+from wfexplain import analysis, figures
+from wfexplain.ui import current
+from wfexplain.ui.resources import eval_data
+
+view = current()
+model = view.model
+names = list(model.class_names)
+memory = model.memory
+layers = list(memory)
+st.title("Memory matrices")
+st.caption("Row c of a layer's matrix is the filter that forgets class c: alpha = 1 keeps a component, "
+           "alpha = 0 switches it off. Forgetting a set multiplies its rows.")
+
+a, b, c = st.columns([2, 1, 1])
+layer = a.selectbox("Layer", layers, index=len(layers) - 1, format_func=lambda p: f"{p} ({memory[p].shape[1]} components)")
+mode = b.selectbox("Component order", analysis.ORDER_MODES,
+                   help="original; grouped by the class each component is most specific to; or clustered")
+threshold = c.slider("Threshold", 0.0, 1.0, 0.5, 0.05, help="alpha below this counts as switched off")
+
+alpha = memory[layer]
+order = analysis.order_components(alpha, mode)
+st.plotly_chart(figures.memory_heatmap(alpha, names, order=order, threshold=threshold), use_container_width=True)
+
+left, right = st.columns(2)
+with left:
+    st.subheader("Sparsity per class")
+    st.caption(f"Fraction of components with alpha < {threshold:.2f}, per layer")
+    st.plotly_chart(figures.sparsity_bars(analysis.sparsity(memory, threshold), names, threshold),
+                    use_container_width=True)
+with right:
+    st.subheader("Class similarity")
+    st.caption("Cosine of the classes' suppression vectors (1 − alpha) over all layers, dendrogram order")
+    sim = analysis.class_similarity(memory)
+    leaves = analysis.class_dendrogram(sim)["leaves"]
+    st.plotly_chart(figures.similarity_heatmap(sim, names, order=leaves), use_container_width=True)
+
+st.subheader("Most specific components of a class")
+cls = st.selectbox("Class", range(len(names)), format_func=lambda i: names[i],
+                   index=view.forget[0] if view.forget else 0)
+top = analysis.top_components(memory, cls, k=15)
+st.dataframe(pd.DataFrame(top), hide_index=True, use_container_width=True)
+
+st.subheader("Component inspector")
+i1, i2 = st.columns([2, 1])
+pick_layer = i1.selectbox("Component layer", layers, index=layers.index(top[0]["layer"]) if top else 0)
+pick = i2.number_input("Component index", 0, memory[pick_layer].shape[1] - 1,
+                       top[0]["index"] if top and top[0]["layer"] == pick_layer else 0)
+p1, p2 = st.columns([1, 1])
+with p1:
+    st.plotly_chart(figures.component_profile_bar(analysis.component_profile(memory, pick_layer, int(pick)), names,
+                                                  title=f"{pick_layer}[{pick}]: alpha in each class's filter"),
+                    use_container_width=True)
+with p2:
+    st.caption("Test images that activate it most (original model)")
+    data = eval_data(view)
+    best = analysis.top_activating(model, data.images[:512], pick_layer, int(pick), k=8)
+    cols = st.columns(4)
+    for j, i in enumerate(best):
+        cols[j % 4].image(data.dataset.pil(int(data.indices[i])).resize((84, 84)), caption=names[int(data.targets[i])])

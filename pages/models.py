@@ -1,0 +1,133 @@
+"""Models: the loaded checkpoint's card; train a base model or run the unlearning round."""
+
+import dataclasses
+import os
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from wfexplain.backbones import list_backbones
+from wfexplain.data import list_datasets
+from wfexplain.engine import TrainConfig, UnlearnConfig
+from wfexplain.jobs import Job
+from wfexplain.pipeline import train_checkpoint, unlearn_checkpoint
+from wfexplain.ui import current
+from wfexplain.ui.resources import SHIPPED_DIR
+
+USER_DIR = Path(os.environ.get("WFEXPLAIN_USER_CHECKPOINTS", "~/wfexplain-checkpoints")).expanduser()
+
+view = current()
+model, man = view.model, view.model.manifest
+st.title("Models")
+
+# ---------------------------------------------------------------- card
+backbone_params = sum(p.numel() for p in model.backbone.parameters())
+memory_entries = sum(a.numel() for a in model.memory.values())
+metrics = man.get("metrics", {})
+timings = man.get("timings", {})
+c = st.columns(4)
+c[0].metric("Backbone", model.backbone_name)
+c[1].metric("Dataset", f"{model.info.name} ({model.num_classes} classes)")
+acc = metrics.get("original_accuracy")
+c[2].metric("Test accuracy (↑)", f"{acc:.2%}" if acc is not None else "—")
+c[3].metric("Memory size", f"{memory_entries:,} alphas", f"{memory_entries / backbone_params:.2%} of {backbone_params:,} weights",
+            delta_color="off")
+st.caption(man.get("backbone_description", ""))
+
+left, right = st.columns(2)
+with left:
+    st.subheader("Gated layers")
+    st.dataframe(pd.DataFrame([{"layer": s.path, "kind": s.kind, "components": s.size} for s in model.sites]),
+                 hide_index=True, height=240)
+with right:
+    st.subheader("Training")
+    ev = metrics.get("evaluation") or metrics.get("unlearn_eval")
+    rows = {"train time (s)": timings.get("train_seconds"), "unlearning time (s)": timings.get("unlearn_seconds")}
+    if ev:
+        rows |= {"forget accuracy, single classes (↓)": ev.get("single", ev).get("forget_accuracy_mean"),
+                 "retain accuracy, single classes (↑)": ev.get("single", ev).get("retain_accuracy_mean")}
+    st.dataframe(pd.DataFrame({"value": rows}), height=240)
+with st.expander("Resolved configuration (manifest.json)"):
+    st.json(man, expanded=1)
+
+# ---------------------------------------------------------------- training jobs
+st.header("Train")
+st.write(f"New checkpoints are written under `{USER_DIR}` (set `WFEXPLAIN_USER_CHECKPOINTS` to change it); "
+         "the shipped ones are never overwritten.")
+
+
+def _target(name: str) -> Path | None:
+    out = (USER_DIR / name.strip()).resolve()
+    if not name.strip() or "/" in name.strip():
+        st.error("Give a plain directory name (letters, digits, dashes).")
+        return None
+    if out.is_relative_to(SHIPPED_DIR.resolve()):
+        st.error("That would overwrite a shipped checkpoint; choose another name.")
+        return None
+    return out
+
+
+job: Job | None = st.session_state.get("job")
+busy = job is not None and not job.state().done
+kind = st.radio("What to run", ["Train a base model", "Unlearning round on the loaded checkpoint"], horizontal=True,
+                disabled=busy)
+with st.form("train_form"):
+    if kind == "Train a base model":
+        a, b, c2 = st.columns(3)
+        dataset = a.selectbox("Dataset", list_datasets())
+        backbone = b.selectbox("Backbone", list_backbones())
+        epochs = c2.number_input("Epochs", 1, 200, 2)
+        limit = a.number_input("Training images (0 = all)", 0, 10_000_000, 5000, step=1000)
+        name = b.text_input("Checkpoint name", f"{dataset}-{backbone}")
+    else:
+        a, b, c2 = st.columns(3)
+        epochs = a.number_input("Epochs", 1, 100, UnlearnConfig.epochs)
+        lr = b.number_input("Learning rate", 1e-4, 1.0, UnlearnConfig.lr, format="%.4f")
+        max_set = c2.number_input("Max forget-set size k", 1, model.num_classes - 1, UnlearnConfig.max_set_size)
+        limit = a.number_input("Training images (0 = all)", 0, 10_000_000, 0, step=1000)
+        name = b.text_input("Checkpoint name", f"{view.name}-unlearned")
+    submitted = st.form_submit_button("Start", type="primary", disabled=busy)
+
+if submitted and (out := _target(name)) is not None:
+    limit_train = int(limit) or None
+    if kind == "Train a base model":
+        cfg = TrainConfig(epochs=int(epochs))
+        fn = lambda progress, stop: train_checkpoint(  # noqa: E731
+            dataset, backbone, out, cfg, limit_train=limit_train, progress=progress, should_stop=stop)
+    else:
+        cfg = UnlearnConfig(epochs=int(epochs), lr=float(lr), max_set_size=int(max_set))
+        src = view.path
+        fn = lambda progress, stop: unlearn_checkpoint(  # noqa: E731
+            src, cfg, out=out, limit_train=limit_train, eval_limit=2000, progress=progress, should_stop=stop)
+    st.session_state["job"] = Job(fn, name).start()
+    st.session_state["job_config"] = dataclasses.asdict(cfg)
+    st.rerun()
+
+
+@st.fragment(run_every=1.0)
+def job_panel() -> None:
+    job: Job | None = st.session_state.get("job")
+    if job is None:
+        return
+    s = job.state()
+    text = f"{job.label}: step {s.step}/{s.total}" + "".join(f" · {k} {v:.3f}" for k, v in s.metrics.items())
+    st.progress(s.fraction, text=text)
+    if not s.done:
+        if st.button("Cancel", key="cancel_job"):
+            job.cancel()
+        return
+    if s.error:
+        st.error(f"The run failed: {s.error}")
+    elif s.cancelled:
+        st.warning("Cancelled: nothing was written.")
+    else:
+        path = s.result["path"]
+        st.success(f"Saved `{path}` in {s.finished - s.started:.0f} s. Open it from the sidebar: choose "
+                   f"'Other directory…' and paste the path.")
+    if st.button("Clear", key="clear_job"):
+        del st.session_state["job"]
+        st.rerun(scope="app")
+
+
+job_panel()

@@ -1,0 +1,88 @@
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from wfexplain.data import build_transform
+from wfexplain.uploads import UploadError, read_image
+
+from .conftest import tiny_info
+
+
+def encode(im: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def png16(width: int = 4, height: int = 3) -> bytes:
+    """A valid 16-bit grayscale PNG written by hand."""
+    raw = b"".join(b"\x00" + b"\x12\x34" * width for _ in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+RGB = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 30, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize(("mode", "fmt"), [("RGB", "PNG"), ("RGBA", "PNG"), ("P", "PNG"), ("L", "JPEG"),
+                                           ("CMYK", "JPEG"), ("RGB", "WEBP"), ("RGB", "BMP"), ("LA", "PNG")])
+def test_valid_images_become_model_inputs(mode, fmt):
+    im = read_image(encode(RGB.convert(mode), fmt), f"x.{fmt.lower()}")
+    for chans in (1, 3):
+        x = build_transform(tiny_info(in_chans=chans))(im)
+        assert x.shape == (chans, 16, 16) and x.isfinite().all()
+
+
+def test_not_an_image():
+    with pytest.raises(UploadError, match="not an image"):
+        read_image(b"%PDF-1.4 hello", "doc.pdf")
+
+
+def test_empty_file():
+    with pytest.raises(UploadError, match="empty"):
+        read_image(b"", "e.png")
+
+
+def test_truncated_file():
+    data = encode(RGB, "PNG")
+    with pytest.raises(UploadError, match="truncated or corrupt"):
+        read_image(data[: len(data) // 2], "cut.png")
+
+
+def test_too_many_bytes():
+    with pytest.raises(UploadError, match="limit is 10 MB"):
+        read_image(b"\x89PNG" + b"0" * (10 * 1024 * 1024 + 1), "big.png")
+
+
+def test_too_many_pixels():
+    # 7000 x 6000 = 42 MP of a single colour compresses to a few kB.
+    data = encode(Image.new("L", (7000, 6000)), "PNG")
+    assert len(data) < 10 * 1024 * 1024
+    with pytest.raises(UploadError, match="megapixels"):
+        read_image(data, "huge.png")
+
+
+def test_animated():
+    frames = [Image.new("RGB", (8, 8), c) for c in ("red", "blue")]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="PNG", save_all=True, append_images=frames[1:])
+    with pytest.raises(UploadError, match="animated"):
+        read_image(buf.getvalue(), "anim.png")
+
+
+def test_sixteen_bit():
+    with pytest.raises(UploadError, match="16 bits"):
+        read_image(png16(), "deep.png")
+
+
+def test_unsupported_format():
+    with pytest.raises(UploadError, match="supported formats"):
+        read_image(encode(RGB, "TIFF"), "x.tiff")

@@ -1,0 +1,279 @@
+"""Exports: bytes for the dashboard's download buttons, and a directory writer for the CLI.
+
+Every writer returns ``bytes`` (``st.download_button`` takes them as they are);
+:func:`export_all` writes a directory, each file atomically (temporary file in the same
+directory + ``os.replace``), so an interrupted export never leaves a truncated file. No
+pickle anywhere: NPZ holds plain arrays (loadable with ``allow_pickle=False``) and
+baked models are safetensors. This module never imports streamlit.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import save as safetensors_save
+
+from . import __version__, analysis
+from .checkpoint import _atomic_write
+from .figures import FIGURE_FORMATS, figure_bytes, memory_figure
+from .filtering import FilteredModel, bake
+
+BAKED_FORMAT = "wfexplain-baked"
+
+# Column -> LaTeX header for the columns metrics_table produces.
+_LATEX_HEADERS = {
+    "class": "Class",
+    "original_accuracy": r"Original acc.\ $\uparrow$",
+    "forget_accuracy": r"Forget acc.\ $\downarrow$",
+    "retain_accuracy": r"Retain acc.\ $\uparrow$",
+    "original_retain_accuracy": r"Orig.\ retain acc.",
+}
+
+
+def _np(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _memory_arrays(memory) -> dict[str, np.ndarray]:
+    if isinstance(memory, FilteredModel):
+        memory = memory.memory
+    return {layer: _np(a).astype(np.float32) for layer, a in memory.items()}
+
+
+def _forget_list(forget) -> list[int]:
+    if forget is None:
+        return []
+    if isinstance(forget, torch.Tensor):
+        forget = forget.tolist()
+    if isinstance(forget, int | np.integer):
+        return [int(forget)]
+    return sorted({int(c) for c in forget})
+
+
+# ---------------------------------------------------------------- memory
+
+
+def memory_csv(memory, class_names: Sequence[str]) -> bytes:
+    """Long-format CSV, one row per entry: ``layer, component, class_index, class_name, alpha``."""
+    frames = []
+    names = [str(c) for c in class_names]
+    for layer, a in _memory_arrays(memory).items():
+        n, k = a.shape
+        if n != len(names):
+            raise ValueError(f"layer {layer!r} has {n} classes but {len(names)} class names were given")
+        cls, comp = np.meshgrid(np.arange(n), np.arange(k), indexing="ij")
+        frames.append(pd.DataFrame({
+            "layer": layer, "component": comp.ravel(), "class_index": cls.ravel(),
+            "class_name": [names[c] for c in cls.ravel()], "alpha": a.ravel().astype(np.float64),
+        }))
+    df = pd.concat(frames, ignore_index=True)
+    return df.to_csv(index=False, float_format="%.9g").encode("utf-8")
+
+
+def memory_npz(memory, class_names: Sequence[str]) -> bytes:
+    """Compressed NPZ: one float32 ``[N, K]`` array per layer (key = layer path) and
+    ``class_names`` (a unicode array; loads with ``allow_pickle=False``)."""
+    arrays = _memory_arrays(memory)
+    if "class_names" in arrays:
+        raise ValueError("a layer is named 'class_names', which clashes with the class-name array")
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays, class_names=np.array([str(c) for c in class_names], dtype=str))
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- metrics tables
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    return sum(vals) / len(vals) if vals else float("nan")
+
+
+def metrics_table(report: Mapping, class_names: Sequence[str], mean_row: bool = False) -> pd.DataFrame:
+    """Per-class metrics of the single-class filters from an :func:`~wfexplain.evaluation.evaluate` report.
+
+    With ``F = report["forget_matrix"]`` (row c = filter {c}, column k = accuracy on test
+    class k) and ``o = report["original_per_class"]``, row ``c`` has:
+
+    - ``original_accuracy`` = ``o[c]`` (original network, higher is better);
+    - ``forget_accuracy`` = ``F[c][c]`` (class c under its own filter, lower is better);
+    - ``retain_accuracy`` = ``mean_{k != c} F[c][k]`` (the other classes under filter c,
+      higher is better) — an unweighted mean over classes, NaN entries skipped;
+    - ``original_retain_accuracy`` = ``mean_{k != c} o[k]`` (the same classes, original
+      network: the reference for ``retain_accuracy``).
+
+    Accuracies are fractions in ``[0, 1]``. ``mean_row`` appends a ``"mean"`` row.
+    The index is the class index.
+    """
+    fm = [[float(v) for v in row] for row in report["forget_matrix"]]
+    orig = [float(v) for v in report["original_per_class"]]
+    n = len(fm)
+    names = [str(c) for c in class_names]
+    if len(names) != n or len(orig) != n or any(len(r) != n for r in fm):
+        raise ValueError(f"the report has {n} classes (forget matrix {n} x {[len(r) for r in fm]}, "
+                         f"{len(orig)} original accuracies) but {len(names)} class names were given")
+    rows = [{
+        "class": names[c],
+        "original_accuracy": orig[c],
+        "forget_accuracy": fm[c][c],
+        "retain_accuracy": _nanmean([fm[c][k] for k in range(n) if k != c]),
+        "original_retain_accuracy": _nanmean([orig[k] for k in range(n) if k != c]),
+    } for c in range(n)]
+    df = pd.DataFrame(rows, index=pd.RangeIndex(n, name="class_index"))
+    if mean_row:
+        means = {col: _nanmean(df[col].tolist()) for col in df.columns if col != "class"}
+        df = pd.concat([df, pd.DataFrame([{"class": "mean", **means}], index=pd.Index(["mean"], name="class_index"))])
+    return df
+
+
+def table_csv(df: pd.DataFrame) -> bytes:
+    """The table as UTF-8 CSV, without the index (``class`` is a column)."""
+    return df.to_csv(index=False).encode("utf-8")
+
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX's special characters (``\\ & % $ # _ { } ~ ^``) in plain text."""
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def table_latex(df: pd.DataFrame, caption: str, label: str, float_format: str = "{:.3f}") -> bytes:
+    """A booktabs ``table`` environment (needs ``\\usepackage{booktabs}``).
+
+    A small writer of its own (pandas' ``to_latex`` needs jinja2, not a dependency here):
+    headers of :func:`metrics_table` columns get readable names with their direction
+    (up = higher is better), other headers and all text cells are escaped; floats use
+    ``float_format`` and NaN prints as ``--``. Numeric columns are right-aligned. A
+    ``"mean"`` row is preceded by ``\\midrule``. ``caption`` is escaped, ``label`` is not.
+    """
+    cols = list(df.columns)
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) for c in cols]
+
+    def cell(value, is_num: bool) -> str:
+        if is_num:
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                return "--"
+            if isinstance(value, float | np.floating):
+                return float_format.format(float(value))
+            return str(value)
+        return latex_escape(value)
+
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{latex_escape(caption)}}}",
+        rf"\label{{{label}}}",
+        r"\begin{tabular}{" + "".join("r" if num else "l" for num in numeric) + "}",
+        r"\toprule",
+        " & ".join(_LATEX_HEADERS.get(str(c), latex_escape(c)) for c in cols) + r" \\",
+        r"\midrule",
+    ]
+    for _, row in df.iterrows():
+        if str(row.get("class", "")) == "mean":
+            lines.append(r"\midrule")
+        lines.append(" & ".join(cell(row[c], num) for c, num in zip(cols, numeric, strict=True)) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    return "\n".join(lines).encode("utf-8")
+
+
+# ---------------------------------------------------------------- baked model
+
+
+def baked_safetensors(model: FilteredModel, forget, hard_threshold: float | None = None) -> bytes:
+    """The backbone with ``forget``'s filter folded into its weights, as safetensors bytes.
+
+    Load with ``safetensors.torch.load(data)`` into
+    ``wfexplain.create_backbone(backbone, num_classes, in_chans, img_size)``; the
+    string metadata records ``backbone``, ``forget`` (JSON list), ``class_names`` (JSON),
+    ``num_classes``, ``in_chans``, ``img_size``, ``mean``/``std`` (JSON),
+    ``hard_threshold`` and the wfexplain version.
+    """
+    classes = _forget_list(forget)
+    if not classes:
+        raise ValueError("baked_safetensors needs at least one class to forget")
+    baked = bake(model, classes, hard_threshold=hard_threshold)
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in baked.state_dict().items()}
+    info = model.info
+    metadata = {
+        "format": BAKED_FORMAT,
+        "backbone": model.backbone_name,
+        "forget": json.dumps(classes),
+        "forget_names": json.dumps([info.class_names[c] for c in classes]),
+        "class_names": json.dumps(list(info.class_names)),
+        "num_classes": str(info.num_classes),
+        "in_chans": str(info.in_chans),
+        "img_size": str(info.img_size),
+        "mean": json.dumps(list(info.mean)),
+        "std": json.dumps(list(info.std)),
+        "hard_threshold": "none" if hard_threshold is None else repr(float(hard_threshold)),
+        "wfexplain_version": __version__,
+    }
+    return safetensors_save(state, metadata=metadata)
+
+
+# ---------------------------------------------------------------- directory export
+
+
+def _write_bytes(path: Path, data: bytes) -> Path:
+    _atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+    return path
+
+
+def export_all(model: FilteredModel, out_dir: str | os.PathLike, forget=(), layers: Sequence[str] | None = None,
+               formats: Sequence[str] = FIGURE_FORMATS, report: Mapping | None = None, order_mode: str = "original",
+               hard_threshold: float | None = None) -> list[Path]:
+    """Write the paper/archive exports of a model into ``out_dir`` (created if needed).
+
+    Files (each written atomically):
+
+    - ``memory_heatmaps.<fmt>`` for each of ``formats``: :func:`wfexplain.figures.memory_figure`
+      of ``layers`` (all by default) ordered by ``order_mode``;
+    - ``memory.csv`` and ``memory.npz``: the full memory (all layers);
+    - ``metrics.csv`` and ``metrics.tex`` (with a mean row) when an evaluation ``report`` is given;
+    - ``baked_forget_<c1>-<c2>....safetensors`` when ``forget`` is non-empty.
+
+    Arguments are validated before anything is written. Returns the written paths.
+    """
+    formats = list(formats)
+    bad = [f for f in formats if f not in FIGURE_FORMATS]
+    if bad:
+        raise ValueError(f"unknown figure format {bad[0]!r}; choose from {', '.join(FIGURE_FORMATS)}")
+    if order_mode not in analysis.ORDER_MODES:
+        raise ValueError(f"unknown order mode {order_mode!r}; choose one of {', '.join(analysis.ORDER_MODES)}")
+    classes = _forget_list(forget)
+    model.forget_mask(classes or None)  # validates the class indices
+    if layers is not None:
+        analysis._select(analysis._mem(model), layers)  # validates the layer names
+    out = Path(out_dir)
+    names = list(model.class_names)
+    written: list[Path] = []
+    fig = memory_figure(model.memory, names, layers=layers, order_mode=order_mode)
+    for fmt in formats:
+        written.append(_write_bytes(out / f"memory_heatmaps.{fmt}", figure_bytes(fig, fmt)))
+    written.append(_write_bytes(out / "memory.csv", memory_csv(model.memory, names)))
+    written.append(_write_bytes(out / "memory.npz", memory_npz(model.memory, names)))
+    if report is not None:
+        df = metrics_table(report, names, mean_row=True)
+        written.append(_write_bytes(out / "metrics.csv", table_csv(df)))
+        caption = (f"Single-class forgetting with weight filtering ({model.backbone_name}, {model.info.name}): "
+                   "forget accuracy (lower is better) and retain accuracy (higher is better) per class.")
+        written.append(_write_bytes(out / "metrics.tex", table_latex(df, caption, f"tab:wf-{model.info.name}")))
+    if classes:
+        name = "baked_forget_" + "-".join(str(c) for c in classes) + ".safetensors"
+        written.append(_write_bytes(out / name, baked_safetensors(model, classes, hard_threshold)))
+    return written
