@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup data test lint run checkpoints
+.PHONY: setup data browser test lint run checkpoints
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "wfexplain needs Python 3.11 (set PYTHON=...)")'
@@ -16,17 +16,19 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 data:
 	@scripts/ensure_data.sh
 
+browser:
+	@scripts/ensure_browser.sh
+
 setup: data $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: setup lint
+test: setup browser lint
 	HF_HUB_OFFLINE=1 $(BIN)/pytest
 
 run: setup
-	@if [ -f app.py ]; then $(BIN)/streamlit run app.py; \
-	else echo "The dashboard (app.py) is not built yet. Meanwhile: $(BIN)/wfexplain --help"; fi
+	$(BIN)/streamlit run app.py --browser.gatherUsageStats false --server.fileWatcherType none
 
 # Re-create the shipped checkpoints (long: see README for measured times).
 checkpoints: setup

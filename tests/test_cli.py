@@ -14,7 +14,7 @@ def e2e_checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("e2e") / "fmnist-cnn-ci"
     assert main(["train", "--dataset", "fashion-mnist", "--out", str(out), "--limit-train", str(E2E_TRAIN),
                  "--epochs", "3"]) == 0
-    assert main(["unlearn", "--checkpoint", str(out), "--limit-train", str(E2E_TRAIN), "--epochs", "6",
+    assert main(["unlearn", "--checkpoint", str(out), "--limit-train", str(E2E_TRAIN), "--steps", "90",
                  "--lr", "0.03", "--eval-limit", "500"]) == 0
     return out
 
@@ -72,3 +72,17 @@ def test_list(capsys):
     assert main(["list", "--checkpoints", "checkpoints"]) == 0
     out = capsys.readouterr().out
     assert "cnn, resnet18, vit" in out and "fashion-mnist" in out
+
+
+def test_export_command(e2e_checkpoint, tmp_path, capsys):
+    out = tmp_path / "exports"
+    assert main(["export", "--checkpoint", str(e2e_checkpoint), "--out", str(out), "--forget", "0", "6",
+                 "--limit", "200", "--layers", "fc"]) == 0
+    printed = capsys.readouterr().out.split()
+    names = {p.rsplit("/", 1)[-1] for p in printed}
+    assert names == {"memory_heatmaps.png", "memory_heatmaps.svg", "memory_heatmaps.pdf", "memory.csv", "memory.npz",
+                     "metrics.csv", "metrics.tex", "baked_forget_0-6.safetensors"}
+    assert (out / "memory_heatmaps.png").read_bytes().startswith(b"\x89PNG")
+    assert (out / "memory_heatmaps.pdf").read_bytes().startswith(b"%PDF")
+    assert b"<svg" in (out / "memory_heatmaps.svg").read_bytes()
+    assert b"\\toprule" in (out / "metrics.tex").read_bytes()

@@ -41,7 +41,7 @@ def test_unlearning_round_forgets_every_class(trained):
     model, _ = trained
     before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     calls = []
-    result = train_memory(model, synthetic(500, 2), UnlearnConfig(epochs=20, batch_size=50, lr=5e-2),
+    result = train_memory(model, synthetic(500, 2), UnlearnConfig(steps=200, batch_size=50, lr=5e-2),
                           progress=lambda step, total, m: calls.append((step, total)))
     assert result["cancelled"] is False
     assert calls[-1] == (200, 200) and len(calls) == 200
@@ -61,7 +61,7 @@ def test_loops_stop_cleanly(trained):
     model, _ = trained
     memory = {k: v.clone() for k, v in model.memory.items()}
     steps = []
-    result = train_memory(model, synthetic(200, 4), UnlearnConfig(epochs=5, batch_size=50),
+    result = train_memory(model, synthetic(200, 4), UnlearnConfig(steps=20, batch_size=50),
                           progress=lambda s, t, m: steps.append(s), should_stop=lambda: len(steps) >= 3)
     assert result["cancelled"] is True and result["steps"] == 3
     assert any(not torch.equal(v, memory[k]) for k, v in model.memory.items())

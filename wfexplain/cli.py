@@ -139,6 +139,21 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export_all  # matplotlib/pandas: imported only when exporting
+
+    model = load(args.checkpoint)
+    report = None
+    if not args.no_metrics:
+        test = load_dataset(model.info.name, "test", args.data_dir, args.download, model.info.img_size)
+        report = evaluate(model, test, limit=args.limit)
+    paths = export_all(model, args.out, forget=args.forget, layers=args.layers, formats=args.formats, report=report,
+                       order_mode=args.order, hard_threshold=args.hard_threshold)
+    for p in paths:
+        print(p)
+    return 0
+
+
 def cmd_list(args) -> int:
     print("backbones:", ", ".join(list_backbones()))
     print("datasets: ", ", ".join(list_datasets()))
@@ -185,6 +200,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", action="store_true", help="store the summary in the checkpoint's manifest")
     _add_data_args(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="paper figures, memory CSV/NPZ, metric tables (CSV/LaTeX), baked model")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True, help="directory to write into")
+    p.add_argument("--forget", type=int, nargs="*", default=[], help="classes to bake into an exported model")
+    p.add_argument("--hard-threshold", type=float, help="zero components whose gate is below this in the baked model")
+    p.add_argument("--layers", nargs="*", help="layers in the heatmap figure (default: all)")
+    p.add_argument("--order", default="original", choices=["original", "specificity", "clustered"],
+                   help="component order in the heatmaps")
+    p.add_argument("--formats", nargs="*", default=["png", "svg", "pdf"], choices=["png", "svg", "pdf"])
+    p.add_argument("--limit", type=int, default=2000, help="test images behind the metric tables")
+    p.add_argument("--no-metrics", action="store_true", help="skip the evaluation and the metric tables")
+    _add_data_args(p)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("list", help="list backbones, datasets and checkpoints")
     p.add_argument("--checkpoints", default="checkpoints", help="directory to scan")

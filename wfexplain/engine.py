@@ -43,7 +43,7 @@ class TrainConfig:
 class UnlearnConfig:
     """Recipe for the memory matrices (DESIGN.md §1); the backbone stays frozen."""
 
-    epochs: int = 4  # passes over the training split
+    steps: int = 936  # optimisation steps (936 = 4 epochs of Fashion-MNIST's 60k at batch 256)
     batch_size: int = 256  # half forget, half retain ("label expansion")
     lr: float = 1e-2  # Adam learning rate on the alphas
     lambda_r: float = 1.0  # weight of the retain cross-entropy
@@ -116,14 +116,18 @@ def train_memory(model: FilteredModel, train: Dataset, cfg: UnlearnConfig, progr
     """
     g = torch.Generator().manual_seed(cfg.seed)
     loader = _loader(train, cfg.batch_size, cfg.seed)
-    total = cfg.epochs * len(loader)
+    if len(loader) == 0:
+        raise ValueError(f"unlearning needs at least batch_size={cfg.batch_size} training images, got {len(train)}")
+    total = cfg.steps
     alphas = list(model.alphas.values())
     opt = torch.optim.Adam(alphas, lr=cfg.lr)
     n = model.num_classes
     model.train()
     step, avg, start = 0, {}, time.perf_counter()
-    for _ in range(cfg.epochs):
+    while step < total:  # as many passes over the data as the step budget needs
         for x, y in loader:
+            if step >= total:
+                break
             if should_stop and should_stop():
                 return {"steps": step, "seconds": time.perf_counter() - start, "final": avg, "cancelled": True}
             half = x.shape[0] // 2

@@ -68,6 +68,9 @@ def render_sidebar() -> View:
             previous = st.session_state.get("_view")
             if previous is None:  # nothing loaded yet: fall back to the default
                 st.session_state["_ckpt"] = DEFAULT_CHECKPOINT
+                if wanted == DEFAULT_CHECKPOINT:
+                    st.stop()  # nothing else to fall back to: the error is the page
+                st.info(f"Showing `{DEFAULT_CHECKPOINT}` instead.")
                 model = get_model(str(resolve(DEFAULT_CHECKPOINT)))
                 wanted = DEFAULT_CHECKPOINT
             else:

@@ -40,7 +40,7 @@ c2.download_button("memory.npz", export.memory_npz(model.memory, names), f"{stem
 st.subheader("Metric tables")
 report = single_class_report(view)
 table = export.metrics_table(report, names, mean_row=True)
-st.dataframe(table, use_container_width=True)
+st.dataframe(table.set_index("class"), height="content")  # every class and the mean row, no scrolling
 st.caption(f"Single-class filters on {report['num_images']:,} test images (seeded, class-stratified). "
            "forget accuracy ↓ (lower is better), retain accuracy ↑ (higher is better).")
 t1, t2 = st.columns(2)

@@ -5,9 +5,9 @@ import pandas as pd
 import streamlit as st
 
 from wfexplain import explain, figures
-from wfexplain.uploads import FORMATS, UploadError, read_image
 from wfexplain.ui import current
 from wfexplain.ui.resources import eval_data
+from wfexplain.uploads import FORMATS, UploadError, read_image
 
 view = current()
 model, forget = view.model, view.forget

@@ -24,26 +24,25 @@ threshold = c.slider("Threshold", 0.0, 1.0, 0.5, 0.05, help="alpha below this co
 
 alpha = memory[layer]
 order = analysis.order_components(alpha, mode)
-st.plotly_chart(figures.memory_heatmap(alpha, names, order=order, threshold=threshold), use_container_width=True)
+st.plotly_chart(figures.memory_heatmap(alpha, names, order=None if mode == "original" else order, threshold=threshold))
 
 left, right = st.columns(2)
 with left:
     st.subheader("Sparsity per class")
     st.caption(f"Fraction of components with alpha < {threshold:.2f}, per layer")
-    st.plotly_chart(figures.sparsity_bars(analysis.sparsity(memory, threshold), names, threshold),
-                    use_container_width=True)
+    st.plotly_chart(figures.sparsity_bars(analysis.sparsity(memory, threshold), names, threshold))
 with right:
     st.subheader("Class similarity")
     st.caption("Cosine of the classes' suppression vectors (1 − alpha) over all layers, dendrogram order")
     sim = analysis.class_similarity(memory)
     leaves = analysis.class_dendrogram(sim)["leaves"]
-    st.plotly_chart(figures.similarity_heatmap(sim, names, order=leaves), use_container_width=True)
+    st.plotly_chart(figures.similarity_heatmap(sim, names, order=leaves))
 
 st.subheader("Most specific components of a class")
 cls = st.selectbox("Class", range(len(names)), format_func=lambda i: names[i],
                    index=view.forget[0] if view.forget else 0)
 top = analysis.top_components(memory, cls, k=15)
-st.dataframe(pd.DataFrame(top), hide_index=True, use_container_width=True)
+st.dataframe(pd.DataFrame(top), hide_index=True)
 
 st.subheader("Component inspector")
 i1, i2 = st.columns([2, 1])
@@ -53,8 +52,7 @@ pick = i2.number_input("Component index", 0, memory[pick_layer].shape[1] - 1,
 p1, p2 = st.columns([1, 1])
 with p1:
     st.plotly_chart(figures.component_profile_bar(analysis.component_profile(memory, pick_layer, int(pick)), names,
-                                                  title=f"{pick_layer}[{pick}]: alpha in each class's filter"),
-                    use_container_width=True)
+                                                  title=f"{pick_layer}[{pick}]: alpha in each class's filter"))
 with p2:
     st.caption("Test images that activate it most (original model)")
     data = eval_data(view)

@@ -28,11 +28,11 @@ metrics = man.get("metrics", {})
 timings = man.get("timings", {})
 c = st.columns(4)
 c[0].metric("Backbone", model.backbone_name)
-c[1].metric("Dataset", f"{model.info.name} ({model.num_classes} classes)")
+c[1].metric("Dataset", model.info.name, f"{model.num_classes} classes", delta_color="off", delta_arrow="off")
 acc = metrics.get("original_accuracy")
 c[2].metric("Test accuracy (↑)", f"{acc:.2%}" if acc is not None else "—")
 c[3].metric("Memory size", f"{memory_entries:,} alphas", f"{memory_entries / backbone_params:.2%} of {backbone_params:,} weights",
-            delta_color="off")
+            delta_color="off", delta_arrow="off")
 st.caption(man.get("backbone_description", ""))
 
 left, right = st.columns(2)
@@ -82,7 +82,7 @@ with st.form("train_form"):
         name = b.text_input("Checkpoint name", f"{dataset}-{backbone}")
     else:
         a, b, c2 = st.columns(3)
-        epochs = a.number_input("Epochs", 1, 100, UnlearnConfig.epochs)
+        steps = a.number_input("Steps", 10, 100_000, UnlearnConfig.steps, step=100)
         lr = b.number_input("Learning rate", 1e-4, 1.0, UnlearnConfig.lr, format="%.4f")
         max_set = c2.number_input("Max forget-set size k", 1, model.num_classes - 1, UnlearnConfig.max_set_size)
         limit = a.number_input("Training images (0 = all)", 0, 10_000_000, 0, step=1000)
@@ -96,7 +96,7 @@ if submitted and (out := _target(name)) is not None:
         fn = lambda progress, stop: train_checkpoint(  # noqa: E731
             dataset, backbone, out, cfg, limit_train=limit_train, progress=progress, should_stop=stop)
     else:
-        cfg = UnlearnConfig(epochs=int(epochs), lr=float(lr), max_set_size=int(max_set))
+        cfg = UnlearnConfig(steps=int(steps), lr=float(lr), max_set_size=int(max_set))
         src = view.path
         fn = lambda progress, stop: unlearn_checkpoint(  # noqa: E731
             src, cfg, out=out, limit_train=limit_train, eval_limit=2000, progress=progress, should_stop=stop)
@@ -105,7 +105,7 @@ if submitted and (out := _target(name)) is not None:
     st.rerun()
 
 
-@st.fragment(run_every=1.0)
+@st.fragment(run_every=1.0 if busy else None)  # poll only while a job runs
 def job_panel() -> None:
     job: Job | None = st.session_state.get("job")
     if job is None:
@@ -117,6 +117,8 @@ def job_panel() -> None:
         if st.button("Cancel", key="cancel_job"):
             job.cancel()
         return
+    if busy:  # finished since the last full run: redraw the whole page (re-enables the form, stops polling)
+        st.rerun(scope="app")
     if s.error:
         st.error(f"The run failed: {s.error}")
     elif s.cancelled:

@@ -32,21 +32,22 @@ if not forget:
     st.info("Choose classes to forget in the sidebar (**Forget classes**); any subset works, the product of their "
             "filters is applied live. Until then this page shows the original model.")
 
-c = st.columns(4)
+c = st.columns([3, 3, 2, 2])  # room for the metric labels with their direction
 fa = (filt_pred[in_s] == y[in_s]).mean() if in_s.any() else float("nan")
 fa0 = (orig_pred[in_s] == y[in_s]).mean() if in_s.any() else float("nan")
-ra = (filt_pred[~in_s] == y[~in_s]).mean()
-ra0 = (orig_pred[~in_s] == y[~in_s]).mean()
+ra = (filt_pred[~in_s] == y[~in_s]).mean() if (~in_s).any() else float("nan")
+ra0 = (orig_pred[~in_s] == y[~in_s]).mean() if (~in_s).any() else float("nan")
 c[0].metric("Forget accuracy (↓ lower is better)", "—" if not forget else f"{fa:.1%}",
             None if not forget else f"{fa - fa0:+.1%} vs original", delta_color="inverse",
             help="Accuracy on test images of the forgotten classes, with their filter on. Retraining without them gives ~0.")
-c[1].metric("Retain accuracy (↑ higher is better)", f"{ra:.1%}", f"{ra - ra0:+.1%} vs original",
+c[1].metric("Retain accuracy (↑ higher is better)", "—" if np.isnan(ra) else f"{ra:.1%}",
+            None if np.isnan(ra) else f"{ra - ra0:+.1%} vs original",
             help="Accuracy on test images of all other classes, with the filter on; compared with the original model "
                  "on the same images.")
 c[2].metric("Test images", f"{len(y):,}", help="A seeded, class-stratified subset of the test split")
 c[3].metric("Update time", f"{elapsed * 1000:.0f} ms", help="Time to compute this view (cached per forget set)")
 
-st.plotly_chart(figures.accuracy_bars(orig_acc, filt_acc, names, forget), use_container_width=True)
+st.plotly_chart(figures.accuracy_bars(orig_acc, filt_acc, names, forget))
 
 left, right = st.columns(2)
 with left:
@@ -56,11 +57,11 @@ with left:
     cm1 = np.zeros((n, n))
     np.add.at(cm0, (y, orig_pred), 1)
     np.add.at(cm1, (y, filt_pred), 1)
-    st.plotly_chart(figures.confusion_shift(cm0, cm1, names), use_container_width=True)
+    st.plotly_chart(figures.confusion_shift(cm0, cm1, names))
 with right:
     st.subheader("Where the forgotten classes' predictions go")
     if forget:
-        st.plotly_chart(figures.prediction_flow(y, filt_pred, names, forget), use_container_width=True)
+        st.plotly_chart(figures.prediction_flow(y, filt_pred, names, forget))
     else:
         st.caption("Forget a class to see where its images are sent.")
 
@@ -74,6 +75,6 @@ for k in shown + others:
     cols = st.columns(per_class)
     for col, i in zip(cols, idx, strict=False):
         before, after = names[orig_pred[i]], names[filt_pred[i]]
-        mark = "✅" if filt_pred[i] == y[i] else "❌"
+        mark = "✓" if filt_pred[i] == y[i] else "✗"
         col.image(data.dataset.pil(int(data.indices[i])).resize((84, 84)),
                   caption=f"{before} → {after} {mark} ({filt_prob[i].max():.0%})")

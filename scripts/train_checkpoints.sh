@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Re-create the shipped checkpoints exactly as they were made (see README for measured times).
+set -euo pipefail
+W=${W:-.venv/bin/wfexplain}
+$W train --dataset fashion-mnist --backbone cnn --out checkpoints/fmnist-cnn --epochs 12 --force
+$W unlearn --checkpoint checkpoints/fmnist-cnn
+$W train --dataset mnist --backbone cnn --out checkpoints/mnist-cnn --epochs 30 --force
+$W unlearn --checkpoint checkpoints/mnist-cnn
+$W train --dataset fashion-mnist --backbone resnet18 --out checkpoints/fmnist-resnet18 --epochs 5 --half --force
+$W unlearn --checkpoint checkpoints/fmnist-resnet18
+$W train --dataset fashion-mnist --backbone vit --out checkpoints/fmnist-vit --epochs 6 --force
+$W unlearn --checkpoint checkpoints/fmnist-vit
+for c in fmnist-cnn mnist-cnn fmnist-resnet18 fmnist-vit; do
+  $W evaluate --checkpoint checkpoints/$c --pairs --json --record > checkpoints/$c/evaluation.json
+done

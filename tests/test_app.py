@@ -1,0 +1,198 @@
+"""The dashboard, headless: every page through Streamlit's AppTest on the shipped fmnist-cnn.
+
+AppTest runs ``app.py`` (router + sidebar) in this process; models and data are shared
+through ``st.cache_resource``, so only the first test pays for loading them.
+"""
+
+import io
+import os
+from pathlib import Path
+
+os.environ.setdefault("WFEXPLAIN_EVAL_LIMIT", "500")  # read by wfexplain.ui.resources at import
+
+import numpy as np
+import pytest
+import streamlit.testing.v1.app_test as app_test_module
+import torch
+from safetensors.torch import load as safetensors_load
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+from streamlit.testing.v1 import AppTest
+
+import wfexplain
+from wfexplain.data import load_dataset, stratified_subset
+from wfexplain.ui.resources import EVAL_LIMIT
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app.py")
+CHECKPOINT = ROOT / "checkpoints" / "fmnist-cnn"
+TIMEOUT = 180  # seconds per script run: the first one loads torch models and data on a busy CPU
+PAGES = {  # page script -> title
+    "views/models.py": "Models",
+    "views/forget.py": "Forget",
+    "views/memory.py": "Memory matrices",
+    "views/explain.py": "Explain",
+    "views/export.py": "Export",
+}
+
+pytestmark = pytest.mark.skipif(not (CHECKPOINT / "manifest.json").is_file(), reason="checkpoints/fmnist-cnn is missing")
+
+
+def open_app(page: str | None = None, **query: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    for k, v in query.items():
+        at.query_params[k] = v
+    at.run()
+    if page is not None:
+        at.switch_page(page).run()
+    return at
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def forget_metric(at: AppTest) -> str:
+    (m,) = [m for m in at.metric if m.label.startswith("Forget accuracy")]
+    return m.value
+
+
+def png_bytes(image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_every_page_runs(page):
+    at = open_app(page)
+    assert_clean(at)
+    assert [t.value for t in at.title] == [PAGES[page]]
+    assert at.session_state["_view"].name == "fmnist-cnn"
+    assert at.query_params["ckpt"] == "fmnist-cnn"
+
+
+def test_models_form_rejects_a_bad_name():
+    at = open_app("views/models.py")
+    (name,) = [t for t in at.main.text_input if t.label == "Checkpoint name"]
+    name.input("a/b")
+    (start,) = [b for b in at.main.button if b.label == "Start"]
+    start.click().run()
+    assert_clean(at)
+    assert any("plain directory name" in e.value for e in at.error)
+    assert "job" not in at.session_state
+
+
+def test_forget_set_changes_the_forget_metric():
+    at = open_app()  # the default page is Forget
+    assert_clean(at)
+    assert forget_metric(at) == "—"  # nothing forgotten yet
+    at.multiselect(key="forget_classes").set_value(["Trouser"]).run()
+    assert_clean(at)
+    shown = forget_metric(at)
+    assert shown != "—"
+    assert at.query_params["forget"] == "1"
+
+    # The displayed value is the accuracy on the evaluation subset's Trouser images under filter {1}.
+    model = wfexplain.load(CHECKPOINT)
+    test = load_dataset("fashion-mnist", "test", img_size=model.info.img_size)
+    idx = stratified_subset(test.targets, EVAL_LIMIT, seed=0)
+    trousers = [int(i) for i in idx if int(test.targets[i]) == 1]
+    x = torch.stack([test[i][0] for i in trousers])
+    with torch.inference_mode():
+        acc = (model(x, forget=[1]).argmax(1) == 1).float().mean().item()
+    assert shown == f"{acc:.1%}"
+
+
+def test_url_query_params_preselect_the_forget_set():
+    at = open_app(ckpt="fmnist-cnn", forget="0,6")
+    assert_clean(at)
+    assert at.multiselect(key="forget_classes").value == ["T-shirt/top", "Shirt"]
+    assert at.session_state["_view"].forget == (0, 6)
+    assert forget_metric(at) != "—"
+    assert at.query_params["forget"] == "0,6"
+    # Out-of-range and malformed entries are dropped.
+    at = open_app(forget="99,x,1")
+    assert at.multiselect(key="forget_classes").value == ["Trouser"]
+
+
+def test_bad_checkpoint_directory_shows_an_error_and_keeps_the_model(tmp_path):
+    at = open_app()
+    at.multiselect(key="forget_classes").set_value(["Trouser"]).run()
+    before = forget_metric(at)
+    at.sidebar.selectbox[0].select("Other directory…").run()
+    assert_clean(at)
+    at.sidebar.text_input[0].input(str(tmp_path)).run()  # exists, but is no checkpoint
+    assert_clean(at)
+    assert any("Could not load checkpoint" in e.value for e in at.sidebar.error)
+    assert at.session_state["_view"].name == "fmnist-cnn"
+    assert at.query_params["ckpt"] == "fmnist-cnn"
+    assert forget_metric(at) == before  # the page still shows the previous model
+    at.sidebar.text_input[0].input(str(tmp_path / "missing")).run()
+    assert any("does not exist" in e.value for e in at.sidebar.error)
+    assert at.session_state["_view"].name == "fmnist-cnn"
+
+
+def test_bad_checkpoint_in_the_url_falls_back_to_the_default():
+    at = open_app(ckpt="/nonexistent/checkpoint")
+    assert_clean(at)
+    assert any("does not exist" in e.value for e in at.sidebar.error)
+    assert any("fmnist-cnn" in i.value for i in at.sidebar.info)
+    assert at.session_state["_view"].name == "fmnist-cnn"
+    assert at.query_params["ckpt"] == "fmnist-cnn"
+
+
+def test_explain_gallery_then_export_downloads(monkeypatch):
+    # AppTest gives each run a fresh in-memory media store and drops it afterwards; keep
+    # one store for all runs so the bytes behind a download button's URL can be read.
+    storage = MemoryMediaFileStorage("/mock/media")
+    monkeypatch.setattr(app_test_module, "MemoryMediaFileStorage", lambda endpoint: storage)
+
+    def download(at: AppTest, key: str) -> bytes:
+        (button,) = [b for b in at.get("download_button") if b.key == key]
+        return storage.get_file(button.proto.url.rsplit("/", 1)[-1]).content
+
+    at = open_app("views/explain.py", forget="1")
+    assert_clean(at)
+    assert [m.value for m in at.markdown if m.value.startswith("####")] == ["#### Integrated Gradients",
+                                                                           "#### Layer Grad-CAM"]
+    tables = [d.value for d in at.dataframe]
+    aucs = [t for t in tables if "insertion AUC ↑" in t.columns]
+    assert len(aucs) == 2
+    for t in aucs:
+        assert list(t.index) == ["original", "filtered"]
+        assert np.isfinite(t.to_numpy(dtype=float)).all() and ((t >= 0) & (t <= 1)).all().all()
+    assert download(at, "dl_Integrated Gradients_png").startswith(b"\x89PNG")
+
+    at.switch_page("views/export.py").run()
+    assert_clean(at)
+    magic = {"heatmap_png": b"\x89PNG\r\n\x1a\n", "heatmap_pdf": b"%PDF", "memory_npz": b"PK\x03\x04",
+             "attr_png": b"\x89PNG", "attr_pdf": b"%PDF"}  # the attribution panel comes from Explain
+    for key, head in magic.items():
+        assert download(at, key).startswith(head), key
+    assert b"<svg" in download(at, "heatmap_svg")[:1000]
+    assert download(at, "memory_csv").decode().startswith("layer,component,class_index,class_name,alpha\n")
+    assert download(at, "metrics_csv").decode().splitlines()[0].startswith("class,original_accuracy,forget_accuracy")
+    assert download(at, "metrics_tex").decode().startswith("\\begin{table}")
+    npz = np.load(io.BytesIO(download(at, "memory_npz")), allow_pickle=False)
+    assert list(npz["class_names"])[:2] == ["T-shirt/top", "Trouser"]
+    state = safetensors_load(download(at, "baked"))
+    backbone = wfexplain.create_backbone("cnn", 10, 1, 28)
+    backbone.load_state_dict(state)  # a plain backbone state dict
+    table = next(d.value for d in at.dataframe if "forget_accuracy" in d.value.columns)
+    assert list(table.index)[-1] == "mean"
+
+
+def test_explain_upload_valid_and_invalid():
+    at = open_app("views/explain.py")
+    at.radio(key="explain_source").set_value("Upload").run()
+    assert_clean(at)
+    image = load_dataset("fashion-mnist", "test").pil(0)
+    at.file_uploader(key="explain_upload").upload("shirt.png", png_bytes(image.resize((56, 56))), "image/png").run()
+    assert_clean(at)
+    assert not at.error
+    assert "#### Integrated Gradients" in [m.value for m in at.markdown]
+
+    at.file_uploader(key="explain_upload").set_value(("bad.png", b"this is not an image", "image/png")).run()
+    assert_clean(at)
+    assert any("Cannot use this file" in e.value for e in at.error)
+    assert "#### Integrated Gradients" not in [m.value for m in at.markdown]

@@ -1,0 +1,194 @@
+"""End to end in a real browser: `streamlit run app.py` driven by Debian's Chromium through Playwright.
+
+Screenshots go to artifacts/screenshots/<page>.png (and to docs/screenshots/ with
+WFEXPLAIN_UPDATE_SCREENSHOTS=1); timings of the live forget view go to
+artifacts/browser_timings.json.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+QUERY = "?ckpt=fmnist-cnn&forget=0"
+# Page -> URL path. Forget is the default page: st.navigation serves it at "/" (its url_path is unused).
+PAGES = {"forget": "/", "memory": "/memory", "explain": "/explain", "export": "/export", "models": "/models"}
+TITLES = {"forget": "Forget", "memory": "Memory matrices", "explain": "Explain", "export": "Export", "models": "Models"}
+RUN_TIMEOUT_MS = 120_000  # one script run on a busy 2-core machine
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(proc: subprocess.Popen, url: str, log: Path, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"streamlit exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"streamlit did not serve within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def _wait_idle(page) -> None:
+    """Until the script run in progress is finished (status widget gone, app not running)."""
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=RUN_TIMEOUT_MS)
+    page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=RUN_TIMEOUT_MS)
+
+
+def _wait_drawn(page) -> None:
+    """Until charts and images are drawn (plotly loads lazily after the script run ends)."""
+    page.wait_for_function(
+        """() => Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"]'))
+                   .every(c => c.querySelector('.main-svg'))
+                 && Array.from(document.images).every(i => i.complete)""", timeout=RUN_TIMEOUT_MS)
+
+
+def _assert_no_exception(page, name: str) -> None:
+    errors = page.locator('[data-testid="stException"]').all_inner_texts()
+    assert not errors, f"{name}: {errors}"
+
+
+def _forget_metric(page):
+    # During a rerun the previous run's elements stay on screen, marked stale, until replaced.
+    return page.locator('[data-testid="stElementContainer"]:not([data-stale="true"]) [data-testid="stMetric"]',
+                        has_text="Forget accuracy").locator('[data-testid="stMetricValue"]')
+
+
+def _metric_text(metric) -> str:
+    """The forget metric's value once exactly one, fresh, is on screen."""
+    deadline = time.monotonic() + RUN_TIMEOUT_MS / 1000
+    while time.monotonic() < deadline:
+        texts = metric.all_inner_texts()
+        if len(texts) == 1:
+            return texts[0]
+        time.sleep(0.05)
+    pytest.fail("no single fresh forget-accuracy metric on the page")
+
+
+def _wait_text_change(metric, old: str) -> str:
+    deadline = time.monotonic() + RUN_TIMEOUT_MS / 1000
+    while time.monotonic() < deadline:
+        text = _metric_text(metric)
+        if text != old:
+            return text
+        time.sleep(0.05)
+    pytest.fail(f"the metric stayed at {old!r}")
+
+
+def test_dashboard_in_chromium(tmp_path):
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is missing: install the Debian package chromium (make browser)")
+    if not (ROOT / "checkpoints" / "fmnist-cnn" / "manifest.json").is_file():
+        pytest.skip("checkpoints/fmnist-cnn is missing")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    from wfexplain.data import load_dataset
+
+    shots = ROOT / "artifacts" / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    good = tmp_path / "fmnist-test-0.png"
+    load_dataset("fashion-mnist", "test").pil(0).save(good)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"this is text, not an image\n")
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "streamlit.log"
+    env = {**os.environ, "WFEXPLAIN_EVAL_LIMIT": "500", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
+           "--server.port", str(port), "--browser.gatherUsageStats", "false", "--server.headless", "true",
+           "--server.fileWatcherType", "none"]
+    timings: dict[str, float] = {}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait_healthy(proc, url, log)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 2400}, accept_downloads=True)
+                page.set_default_timeout(RUN_TIMEOUT_MS)
+                for name, path in PAGES.items():
+                    start = time.perf_counter()
+                    page.goto(url + path + ("?forget=0" if name == "forget" else QUERY))
+                    page.get_by_role("heading", name=TITLES[name], level=1).wait_for()
+                    _wait_idle(page)
+                    if name == "forget":
+                        timings["forget_first_render_s"] = time.perf_counter() - start
+                    _assert_no_exception(page, name)
+                    _wait_drawn(page)
+                    page.screenshot(path=shots / f"{name}.png")
+
+                    if name == "forget":  # toggle classes in the sidebar: the metric follows
+                        metric = _forget_metric(page)
+                        before = _metric_text(metric)
+                        assert before.endswith("%")
+                        select = page.locator('[data-testid="stSidebar"] [data-testid="stMultiSelect"]')
+                        select.click()
+                        page.keyboard.press("Backspace")  # drops T-shirt/top: nothing forgotten
+                        assert _wait_text_change(metric, before) == "—"
+                        _wait_idle(page)
+                        select.click()
+                        start = time.perf_counter()
+                        page.get_by_role("option", name="Trouser", exact=True).click()
+                        after = _wait_text_change(metric, "—")  # a forget set never seen before: computed live
+                        timings["toggle_to_metric_s"] = time.perf_counter() - start
+                        page.keyboard.press("Escape")
+                        _wait_idle(page)
+                        assert after.endswith("%")
+                        assert page.url.endswith("forget=1")
+                        _assert_no_exception(page, name)
+                    elif name == "explain":  # upload a real image, then a broken one
+                        page.locator('[data-testid="stRadio"]').get_by_text("Upload", exact=True).click()
+                        uploader = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
+                        uploader.wait_for(state="attached")
+                        _wait_idle(page)
+                        uploader.set_input_files(good)
+                        page.get_by_role("heading", name="Integrated Gradients").wait_for()
+                        _wait_idle(page)
+                        _assert_no_exception(page, "explain (upload)")
+                        uploader.set_input_files(bad)
+                        page.locator('[data-testid="stAlert"]', has_text="Cannot use this file").wait_for()
+                        _wait_idle(page)
+                        _assert_no_exception(page, "explain (bad upload)")
+                    elif name == "export":  # a real download
+                        with page.expect_download() as info:
+                            page.get_by_role("button", name="Heatmap .png").click()
+                        data = Path(info.value.path()).read_bytes()
+                        assert data.startswith(b"\x89PNG\r\n\x1a\n"), data[:16]
+                        assert info.value.suggested_filename == "fmnist-cnn-memory.png"
+            finally:
+                browser.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    (ROOT / "artifacts" / "browser_timings.json").write_text(json.dumps(timings, indent=2) + "\n")
+    print("browser timings:", timings)
+    if os.environ.get("WFEXPLAIN_UPDATE_SCREENSHOTS") == "1":
+        docs = ROOT / "docs" / "screenshots"
+        docs.mkdir(parents=True, exist_ok=True)
+        for name in PAGES:
+            shutil.copyfile(shots / f"{name}.png", docs / f"{name}.png")
