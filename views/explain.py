@@ -6,9 +6,10 @@ import streamlit as st
 
 from wfexplain import explain, figures
 from wfexplain.ui import current
-from wfexplain.ui.resources import eval_data
+from wfexplain.ui.resources import attribution, eval_data
 from wfexplain.uploads import FORMATS, UploadError, read_image
 
+MIME = {"png": "image/png", "pdf": "application/pdf"}
 view = current()
 model, forget = view.model, view.forget
 names = list(model.class_names)
@@ -70,17 +71,15 @@ if target_mode == "Chosen class":
 st.caption(f"Attributions for target **{names[target]}**. Insertion AUC ↑ (higher is better) and deletion AUC ↓ "
            "(lower is better) measure how faithful each map is (Petsiuk et al., RISE, 2018).")
 
-forget_arg = list(forget) or None
+x_np = x.numpy()
 for method in methods:
     with st.spinner(f"{method}…"):
-        a0 = explain.attribute(model, x, target, method)[0]
-        a1 = explain.attribute(model, x, target, method, forget=forget_arg)[0]
-        s0 = explain.insertion_deletion(model, x, a0, target)
-        s1 = explain.insertion_deletion(model, x, a1, target, forget=forget_arg)
+        a0, s0 = attribution(view.path, x_np, int(target), method, ())
+        a1, s1 = attribution(view.path, x_np, int(target), method, forget)
     st.markdown(f"#### {method}")
     fig = figures.attribution_figure(image.convert("RGB").resize((x.shape[-1], x.shape[-2])),
-                                     {"original": a0.numpy(), "filtered": a1.numpy()},
-                                     difference=(a1 - a0).numpy(), difference_title="filtered − original")
+                                     {"original": a0, "filtered": a1},
+                                     difference=a1 - a0, difference_title="filtered − original")
     st.session_state["attribution_figure"] = fig
     st.image(figures.figure_bytes(fig, "png", dpi=110))
     st.dataframe(pd.DataFrame({
@@ -90,4 +89,4 @@ for method in methods:
     d1, d2 = st.columns(2)
     for col, fmt in ((d1, "png"), (d2, "pdf")):
         col.download_button(f"{method} panel .{fmt}", figures.figure_bytes(fig, fmt),
-                            f"{view.name}-{method.replace(' ', '_')}.{fmt}", key=f"dl_{method}_{fmt}")
+                            f"{view.name}-{method.replace(' ', '_')}.{fmt}", MIME[fmt], key=f"dl_{method}_{fmt}")

@@ -56,6 +56,7 @@ else:
     p1, p2 = st.columns(2)
     for col, fmt in ((p1, "png"), (p2, "pdf")):
         col.download_button(f"Attribution panel .{fmt}", figures.figure_bytes(panel, fmt), f"{stem}-attribution.{fmt}",
+                            {"png": "image/png", "pdf": "application/pdf"}[fmt],
                             key=f"attr_{fmt}")
 
 st.subheader("Baked model")

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 import wfexplain
+from wfexplain import explain
 from wfexplain.data import load_dataset, stratified_subset
 from wfexplain.filtering import FilteredModel
 from wfexplain.metrics import accuracy, per_class_accuracy
@@ -100,6 +101,21 @@ def _predictions(path: str, stamp: float, forget: tuple[int, ...]) -> tuple[np.n
     with torch.inference_mode():
         probs = torch.cat([model(x, forget=list(forget) or None).softmax(1) for x in data.images.split(500)])
     return probs.argmax(1).numpy(), probs.numpy()
+
+
+def attribution(path: str, x: np.ndarray, target: int, method: str,
+                forget: tuple[int, ...]) -> tuple[np.ndarray, dict]:
+    """One attribution map ``[H, W]`` and its insertion/deletion scores, cached per input and forget set."""
+    return _attribution(path, _stamp(path), x, target, method, tuple(forget))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _attribution(path: str, stamp: float, x: np.ndarray, target: int, method: str,
+                 forget: tuple[int, ...]) -> tuple[np.ndarray, dict]:
+    model = _load(path, stamp)
+    xt, f = torch.from_numpy(x), list(forget) or None
+    amap = explain.attribute(model, xt, target, method, forget=f)[0]
+    return amap.numpy(), explain.insertion_deletion(model, xt, amap, target, forget=f)
 
 
 def current() -> View:
