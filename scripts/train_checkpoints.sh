@@ -5,7 +5,7 @@ W=${W:-.venv/bin/wfexplain}
 $W train --dataset fashion-mnist --backbone cnn --out checkpoints/fmnist-cnn --epochs 12 --force
 $W unlearn --checkpoint checkpoints/fmnist-cnn
 $W train --dataset mnist --backbone cnn --out checkpoints/mnist-cnn --epochs 30 --force
-$W unlearn --checkpoint checkpoints/mnist-cnn
+$W unlearn --checkpoint checkpoints/mnist-cnn --steps 2000  # 4,000 images: more passes needed
 $W train --dataset fashion-mnist --backbone resnet18 --out checkpoints/fmnist-resnet18 --epochs 5 --half --force
 $W unlearn --checkpoint checkpoints/fmnist-resnet18
 $W train --dataset fashion-mnist --backbone vit --out checkpoints/fmnist-vit --epochs 6 --force
