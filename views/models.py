@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -58,10 +59,10 @@ st.write(f"New checkpoints are written under `{USER_DIR}` (set `WFEXPLAIN_USER_C
 
 
 def _target(name: str) -> Path | None:
-    out = (USER_DIR / name.strip()).resolve()
-    if not name.strip() or "/" in name.strip():
-        st.error("Give a plain directory name (letters, digits, dashes).")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name.strip()):
+        st.error("Give a plain directory name (letters, digits, dots, dashes, underscores).")
         return None
+    out = (USER_DIR / name.strip()).resolve()
     if out.is_relative_to(SHIPPED_DIR.resolve()):
         st.error("That would overwrite a shipped checkpoint; choose another name.")
         return None
@@ -86,7 +87,7 @@ with st.form("train_form"):
         lr = b.number_input("Learning rate", 1e-4, 1.0, UnlearnConfig.lr, format="%.4f")
         max_set = c2.number_input("Max forget-set size k", 1, model.num_classes - 1, UnlearnConfig.max_set_size)
         limit = a.number_input("Training images (0 = all)", 0, 10_000_000, 0, step=1000)
-        name = b.text_input("Checkpoint name", f"{view.name}-unlearned")
+        name = b.text_input("Checkpoint name", f"{Path(view.name).name}-unlearned")
     submitted = st.form_submit_button("Start", type="primary", disabled=busy)
 
 if submitted and (out := _target(name)) is not None:

@@ -66,7 +66,7 @@ def save_checkpoint(model: FilteredModel, directory: str | os.PathLike, manifest
         model: the filtered model to save.
         directory: target directory (created if needed).
         manifest: extra fields (configs, metrics, timings...).
-        half: store floating tensors in float16 (loaded back as float32).
+        half: store the backbone's floating tensors in float16 (loaded back as float32).
         save_backbone: False to rewrite only the memory and manifest.
     """
     d = Path(directory)
@@ -78,7 +78,7 @@ def save_checkpoint(model: FilteredModel, directory: str | os.PathLike, manifest
     if save_backbone:
         state = {k: to_disk(v) for k, v in model.backbone.state_dict().items()}
         _atomic_write(d / MODEL_FILE, lambda tmp: save_file(state, tmp))
-    memory = {k: to_disk(v) for k, v in model.memory.items()}
+    memory = {k: v.detach().cpu().float().contiguous() for k, v in model.memory.items()}  # tiny: never halved
     _atomic_write(d / MEMORY_FILE, lambda tmp: save_file(memory, tmp))
     info = model.info
     full = {

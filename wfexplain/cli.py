@@ -81,14 +81,12 @@ def _config(args, cls):
 
 def cmd_train(args) -> int:
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.force:
-        log(f"error: {out} exists and is not empty; choose another --out or pass --force")
-        return 2
     log(f"training {args.backbone} on {args.dataset} -> {out}")
     bar, progress = _bar("train")
     with _Interrupt() as stop:
         result = train_checkpoint(args.dataset, args.backbone, out, _config(args, TrainConfig), args.data_dir,
-                                  args.download, args.img_size, args.limit_train, args.half, progress, stop)
+                                  args.download, args.img_size, args.limit_train, args.half, progress, stop,
+                                  overwrite=args.force)
     bar.close()
     if result["cancelled"]:
         log("cancelled: no checkpoint written")
@@ -117,12 +115,14 @@ def cmd_evaluate(args) -> int:
     name = model.manifest["dataset"]["name"]
     test = load_dataset(name, "test", args.data_dir, args.download, model.info.img_size)
     bar, progress = _bar("evaluate")
-    report = evaluate(model, test, limit=args.limit, pairs=args.pairs, seed=args.seed, progress=progress)
+    report = evaluate(model, test, limit=args.limit, pairs=args.pairs, seed=args.seed, progress=progress,
+                      hard_threshold=args.hard_threshold)
     bar.close()
     report = {"checkpoint": str(args.checkpoint), "dataset": name, "backbone": model.backbone_name, **report}
     if args.record:
         manifest = read_manifest(args.checkpoint)
-        kept = {k: v for k, v in report.items() if k not in ("forget_matrix", "original_per_class")}
+        kept = {k: v for k, v in report.items()
+                if k not in ("checkpoint", "dataset", "backbone", "forget_matrix", "original_per_class")}
         manifest.setdefault("metrics", {})["evaluation"] = {"limit": args.limit, **kept}
         write_json(Path(args.checkpoint) / "manifest.json", manifest)
     if args.json:
@@ -198,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the --limit subset")
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     p.add_argument("--record", action="store_true", help="store the summary in the checkpoint's manifest")
+    p.add_argument("--hard-threshold", type=float,
+                   help="evaluate hard-baked models: components whose gate is below this are zeroed")
     _add_data_args(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -226,9 +228,15 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         rc = args.func(args)
-    except (CheckpointError, DatasetError, ValueError) as e:
+    except FileExistsError as e:
+        log(f"error: {e} (pass --force to overwrite)")
+        return 2
+    except (CheckpointError, DatasetError, ValueError, OSError) as e:
         log(f"error: {e}")
         return 2
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
     log(f"done in {time.perf_counter() - start:.1f} s")
     return rc
 

