@@ -58,8 +58,8 @@ def _matrix(alpha) -> torch.Tensor:
     return a
 
 
-def _mem(memory: Memory) -> dict[str, torch.Tensor]:
-    """Layer -> detached float64 ``[N, K]`` (accepts a FilteredModel or a mapping)."""
+def as_memory(memory: Memory) -> dict[str, torch.Tensor]:
+    """Layer -> detached float64 ``[N, K]`` (accepts a FilteredModel or a mapping); rejects an empty memory."""
     if isinstance(memory, FilteredModel):
         memory = memory.memory
     out = {k: _matrix(v) for k, v in memory.items()}
@@ -68,7 +68,8 @@ def _mem(memory: Memory) -> dict[str, torch.Tensor]:
     return out
 
 
-def _select(memory: dict[str, torch.Tensor], layers: Sequence[str] | None) -> dict[str, torch.Tensor]:
+def select_layers(memory: dict[str, torch.Tensor], layers: Sequence[str] | None) -> dict[str, torch.Tensor]:
+    """The chosen layers of a memory (all for None); an unknown name raises ValueError listing the layers."""
     if layers is None:
         return memory
     if isinstance(layers, str):
@@ -165,7 +166,7 @@ def class_similarity(memory: Memory, layers: Sequence[str] | None = None) -> tor
     over ``layers`` (all by default). A zero vector (a filter that switches nothing off)
     has similarity 0 with every other class and 1 on the diagonal.
     """
-    mem = _select(_mem(memory), layers)
+    mem = select_layers(as_memory(memory), layers)
     s = torch.cat([suppression(a) for a in mem.values()], dim=1)
     return _cosine_similarity(s, zero_zero=0.0)
 
@@ -191,7 +192,7 @@ def class_dendrogram(similarity) -> dict:
 
 def sparsity(memory: Memory, threshold: float = 0.5) -> dict[str, list[float]]:
     """Per layer, per class: the fraction of components switched off, ``mean_k [alpha[c,k] < t]``."""
-    return {layer: (a < threshold).double().mean(1).tolist() for layer, a in _mem(memory).items()}
+    return {layer: (a < threshold).double().mean(1).tolist() for layer, a in as_memory(memory).items()}
 
 
 def overall_sparsity(memory: Memory, threshold: float = 0.5) -> list[float]:
@@ -200,7 +201,7 @@ def overall_sparsity(memory: Memory, threshold: float = 0.5) -> list[float]:
     Every component counts once, so large layers weigh more than in the mean of
     :func:`sparsity`'s per-layer fractions.
     """
-    mem = _mem(memory)
+    mem = as_memory(memory)
     off = sum((a < threshold).double().sum(1) for a in mem.values())
     total = sum(a.shape[1] for a in mem.values())
     return (off / total).tolist()
@@ -212,7 +213,7 @@ def top_components(memory: Memory, cls: int, k: int = 10) -> list[dict]:
     Ranked by ``spec[cls, k]`` (see :func:`specificity`, computed within each layer).
     Returns dicts ``{"layer", "index", "alpha", "specificity"}``, most specific first.
     """
-    mem = _mem(memory)
+    mem = as_memory(memory)
     n = next(iter(mem.values())).shape[0]
     if not 0 <= int(cls) < n:
         raise ValueError(f"class index {cls} out of range: valid classes are 0..{n - 1}")
@@ -227,7 +228,7 @@ def top_components(memory: Memory, cls: int, k: int = 10) -> list[dict]:
 
 def component_profile(memory: Memory, layer: str, index: int) -> list[float]:
     """``alpha[:, index]`` of ``layer``: that component's gate in each class's filter."""
-    mem = _select(_mem(memory), [layer])
+    mem = select_layers(as_memory(memory), [layer])
     a = mem[layer]
     if not 0 <= int(index) < a.shape[1]:
         raise ValueError(f"component {index} out of range for {layer!r}: valid are 0..{a.shape[1] - 1}")

@@ -40,7 +40,7 @@ def package_versions() -> dict[str, str]:
             "timm": timm.__version__, "python": platform.python_version()}
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -55,7 +55,7 @@ def _atomic_write(path: Path, write) -> None:
 
 def write_json(path: Path, obj: dict) -> None:
     """Atomically write pretty JSON."""
-    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
 
 
 def save_checkpoint(model: FilteredModel, directory: str | os.PathLike, manifest: dict, half: bool = False,
@@ -77,9 +77,9 @@ def save_checkpoint(model: FilteredModel, directory: str | os.PathLike, manifest
 
     if save_backbone:
         state = {k: to_disk(v) for k, v in model.backbone.state_dict().items()}
-        _atomic_write(d / MODEL_FILE, lambda tmp: save_file(state, tmp))
+        atomic_write(d / MODEL_FILE, lambda tmp: save_file(state, tmp))
     memory = {k: v.detach().cpu().float().contiguous() for k, v in model.memory.items()}  # tiny: never halved
-    _atomic_write(d / MEMORY_FILE, lambda tmp: save_file(memory, tmp))
+    atomic_write(d / MEMORY_FILE, lambda tmp: save_file(memory, tmp))
     info = model.info
     full = {
         "format": FORMAT, "format_version": FORMAT_VERSION,

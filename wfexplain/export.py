@@ -22,8 +22,8 @@ import torch
 from safetensors.torch import save as safetensors_save
 
 from . import __version__, analysis
-from .checkpoint import _atomic_write
-from .figures import FIGURE_FORMATS, figure_bytes, memory_figure
+from .checkpoint import atomic_write
+from .figures import FIGURE_FORMATS, figure_bytes, memory_figure, to_numpy
 from .filtering import FilteredModel, bake
 
 BAKED_FORMAT = "wfexplain-baked"
@@ -38,16 +38,10 @@ _LATEX_HEADERS = {
 }
 
 
-def _np(x) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
 def _memory_arrays(memory) -> dict[str, np.ndarray]:
     if isinstance(memory, FilteredModel):
         memory = memory.memory
-    return {layer: _np(a).astype(np.float32) for layer, a in memory.items()}
+    return {layer: to_numpy(a).astype(np.float32) for layer, a in memory.items()}
 
 
 def _forget_list(forget) -> list[int]:
@@ -230,7 +224,7 @@ def baked_safetensors(model: FilteredModel, forget, hard_threshold: float | None
 
 
 def _write_bytes(path: Path, data: bytes) -> Path:
-    _atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
     return path
 
 
@@ -258,7 +252,7 @@ def export_all(model: FilteredModel, out_dir: str | os.PathLike, forget=(), laye
     classes = _forget_list(forget)
     model.forget_mask(classes or None)  # validates the class indices
     if layers is not None:
-        analysis._select(analysis._mem(model), layers)  # validates the layer names
+        analysis.select_layers(analysis.as_memory(model), layers)  # validates the layer names
     out = Path(out_dir)
     names = list(model.class_names)
     written: list[Path] = []

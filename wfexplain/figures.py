@@ -25,7 +25,8 @@ ORIGINAL_COLOR = "#7f7f7f"
 FILTERED_COLOR = "#1f77b4"
 
 
-def _np(x) -> np.ndarray:
+def to_numpy(x) -> np.ndarray:
+    """A NumPy view/copy of a tensor (detached, on the CPU) or array-like."""
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
     return np.asarray(x)
@@ -63,9 +64,9 @@ def memory_heatmap(alpha, class_names: Sequence[str], order=None, threshold: flo
         threshold: if set, show the binary matrix "off" (``alpha < threshold``) / "on"
             instead of the values (hover still shows alpha).
     """
-    a = _np(alpha).astype(float)
+    a = to_numpy(alpha).astype(float)
     names = _check_names(class_names, a.shape[0], "alpha")
-    perm = np.arange(a.shape[1]) if order is None else _np(order).astype(int)
+    perm = np.arange(a.shape[1]) if order is None else to_numpy(order).astype(int)
     a = a[:, perm]
     x = [str(i) for i in perm]
     common = dict(x=x, y=names, customdata=a, xgap=0, ygap=1,
@@ -91,7 +92,7 @@ def accuracy_bars(original, filtered, class_names: Sequence[str], forget) -> go.
     On forgotten classes the filtered accuracy should drop (lower is better); on the
     others it should stay at the original level (higher is better).
     """
-    orig, filt = _np(original).astype(float), _np(filtered).astype(float)
+    orig, filt = to_numpy(original).astype(float), to_numpy(filtered).astype(float)
     names = _check_names(class_names, len(orig), "original")
     if len(filt) != len(orig):
         raise ValueError(f"original has {len(orig)} classes, filtered {len(filt)}")
@@ -120,7 +121,7 @@ def accuracy_bars(original, filtered, class_names: Sequence[str], forget) -> go.
 def confusion_shift(cm_original, cm_filtered, class_names: Sequence[str]) -> go.Figure:
     """Heatmap of ``cm_filtered - cm_original`` (rows = true class, columns = predicted),
     diverging colours centred on 0: red = more predictions there after filtering."""
-    a, b = _np(cm_original).astype(float), _np(cm_filtered).astype(float)
+    a, b = to_numpy(cm_original).astype(float), to_numpy(cm_filtered).astype(float)
     if a.shape != b.shape or a.ndim != 2 or a.shape[0] != a.shape[1]:
         raise ValueError(f"confusion matrices must be square and of equal shape, got {a.shape} and {b.shape}")
     names = _check_names(class_names, a.shape[0], "the confusion matrix")
@@ -143,7 +144,7 @@ def prediction_flow(true_labels, preds, class_names: Sequence[str], forget) -> g
     Left nodes: forgotten true classes; right nodes: predicted classes; link width: image
     count. Flows into the true class are correct predictions (fewer is better).
     """
-    y, p = _np(true_labels).astype(int).ravel(), _np(preds).astype(int).ravel()
+    y, p = to_numpy(true_labels).astype(int).ravel(), to_numpy(preds).astype(int).ravel()
     if y.shape != p.shape:
         raise ValueError(f"{len(y)} labels but {len(p)} predictions")
     names = [str(c) for c in class_names]
@@ -176,9 +177,9 @@ def prediction_flow(true_labels, preds, class_names: Sequence[str], forget) -> g
 def similarity_heatmap(sim, class_names: Sequence[str], order=None) -> go.Figure:
     """Class-similarity heatmap (cosine of suppression vectors, 1 = same components off),
     rows and columns permuted by ``order`` (e.g. a dendrogram's leaves)."""
-    s = _np(sim).astype(float)
+    s = to_numpy(sim).astype(float)
     names = _check_names(class_names, s.shape[0], "the similarity matrix")
-    perm = np.arange(s.shape[0]) if order is None else _np(order).astype(int)
+    perm = np.arange(s.shape[0]) if order is None else to_numpy(order).astype(int)
     s = s[np.ix_(perm, perm)]
     labels = [names[i] for i in perm]
     fig = go.Figure(go.Heatmap(
@@ -199,7 +200,7 @@ def sparsity_bars(sparsity: Mapping[str, Sequence[float]], class_names: Sequence
     names = [str(c) for c in class_names]
     fig = go.Figure()
     for layer, values in sparsity.items():
-        vals = _np(values).astype(float)
+        vals = to_numpy(values).astype(float)
         _check_names(names, len(vals), f"layer {layer!r}")
         fig.add_trace(go.Bar(name=layer, x=names, y=vals,
                              hovertemplate=f"{layer}<br>%{{x}}: %{{y:.1%}} off<extra></extra>"))
@@ -213,7 +214,7 @@ def sparsity_bars(sparsity: Mapping[str, Sequence[float]], class_names: Sequence
 
 def component_profile_bar(values, class_names: Sequence[str], title: str = "Component profile") -> go.Figure:
     """One component's alpha in each class's filter (low bar = switched off when that class is forgotten)."""
-    vals = _np(values).astype(float)
+    vals = to_numpy(values).astype(float)
     names = _check_names(class_names, len(vals), "the profile")
     fig = go.Figure(go.Bar(x=names, y=vals, marker_color=[FORGOTTEN_COLOR if v < 0.5 else FILTERED_COLOR for v in vals],
                            hovertemplate="%{x}<br>alpha %{y:.3f}<extra></extra>"))
@@ -236,7 +237,7 @@ def memory_figure(memory, class_names: Sequence[str], layers: Sequence[str] | No
     (7 = a two-column paper's text width); the height grows with the number of layers
     and classes, so pass ``layers`` to pick a few for print.
     """
-    mem = analysis._select(analysis._mem(memory), layers)
+    mem = analysis.select_layers(analysis.as_memory(memory), layers)
     n = next(iter(mem.values())).shape[0]
     names = _check_names(class_names, n, "the memory")
     panel_h = max(0.9, 0.16 * n + 0.6)
@@ -264,7 +265,7 @@ def memory_figure(memory, class_names: Sequence[str], layers: Sequence[str] | No
 
 
 def _panel(x) -> np.ndarray:
-    a = _np(x).astype(float)
+    a = to_numpy(x).astype(float)
     a = np.squeeze(a)
     if a.ndim == 3:  # [C, H, W] or [H, W, C]: sum the channel axis
         a = a.sum(0) if a.shape[0] <= 4 else a.sum(-1)
@@ -274,7 +275,7 @@ def _panel(x) -> np.ndarray:
 
 
 def _display_image(image) -> tuple[np.ndarray, str | None]:
-    img = np.squeeze(_np(image).astype(float))
+    img = np.squeeze(to_numpy(image).astype(float))
     if img.ndim == 3 and img.shape[0] in (1, 3, 4) and img.shape[-1] not in (3, 4):
         img = np.moveaxis(img, 0, -1)
     if img.ndim == 3 and img.shape[-1] == 1:
