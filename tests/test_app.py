@@ -196,3 +196,16 @@ def test_explain_upload_valid_and_invalid():
     assert_clean(at)
     assert any("Cannot use this file" in e.value for e in at.error)
     assert "#### Integrated Gradients" not in [m.value for m in at.markdown]
+
+
+SHIPPED = sorted(p.parent.name for p in (ROOT / "checkpoints").glob("*/manifest.json"))
+
+
+@pytest.mark.parametrize("ckpt", [c for c in SHIPPED if c != "fmnist-cnn"])
+@pytest.mark.parametrize("page", ["views/forget.py", "views/memory.py", "views/explain.py"])
+def test_other_shipped_checkpoints_render(ckpt, page):
+    at = open_app(page, ckpt=ckpt, forget="1,2")
+    assert_clean(at)
+    assert at.session_state["_view"].name == ckpt
+    assert at.session_state["forget_classes"] == [wfexplain.load(ROOT / "checkpoints" / ckpt).class_names[c]
+                                                  for c in (1, 2)]

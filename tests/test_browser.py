@@ -94,6 +94,41 @@ def _wait_text_change(metric, old: str) -> str:
     pytest.fail(f"the metric stayed at {old!r}")
 
 
+def _check_sessions_are_isolated(browser, url: str) -> None:
+    """Two tabs = two Streamlit sessions with different forget sets; a change in one never reaches the other."""
+    a = browser.new_page(viewport={"width": 1400, "height": 1200})
+    b = browser.new_page(viewport={"width": 1400, "height": 1200})
+    for page in (a, b):
+        page.set_default_timeout(RUN_TIMEOUT_MS)
+    a.goto(url + "/?ckpt=fmnist-cnn&forget=0")
+    b.goto(url + "/?ckpt=fmnist-cnn&forget=1")
+    for page in (a, b):
+        page.get_by_role("heading", name="Forget", level=1).wait_for()
+        _wait_idle(page)
+    text_a = _metric_text(_forget_metric(a))
+    select_b = b.locator('[data-testid="stSidebar"] [data-testid="stMultiSelect"]')
+    select_b.click()
+    b.get_by_role("option", name="Bag", exact=True).click()  # b now forgets {Trouser, Bag}
+    b.keyboard.press("Escape")
+    _wait_idle(b)
+    assert b.url.endswith("forget=1%2C8") or b.url.endswith("forget=1,8"), b.url
+    select_a = a.locator('[data-testid="stSidebar"] [data-testid="stMultiSelect"]')
+    select_a.click()  # a reruns twice: adds Sandal, then removes it again
+    a.get_by_role("option", name="Sandal", exact=True).click()
+    a.keyboard.press("Escape")
+    _wait_idle(a)
+    select_a.click()
+    a.keyboard.press("Backspace")
+    a.keyboard.press("Escape")
+    _wait_idle(a)
+    assert _metric_text(_forget_metric(a)) == text_a
+    assert a.url.endswith("forget=0"), a.url
+    chips = a.locator('[data-testid="stSidebar"] [data-testid="stMultiSelect"]').inner_text()
+    assert "T-shirt/top" in chips and "Bag" not in chips
+    a.close()
+    b.close()
+
+
 def test_dashboard_in_chromium(tmp_path):
     if not CHROMIUM.exists():
         pytest.skip("/usr/bin/chromium is missing: install the Debian package chromium (make browser)")
@@ -175,6 +210,7 @@ def test_dashboard_in_chromium(tmp_path):
                         data = Path(info.value.path()).read_bytes()
                         assert data.startswith(b"\x89PNG\r\n\x1a\n"), data[:16]
                         assert info.value.suggested_filename == "fmnist-cnn-memory.png"
+                _check_sessions_are_isolated(browser, url)
             finally:
                 browser.close()
     finally:
