@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from wfexplain import analysis
 from wfexplain.backbones import list_backbones
 from wfexplain.data import list_datasets
 from wfexplain.engine import TrainConfig, UnlearnConfig
@@ -23,8 +24,9 @@ model, man = view.model, view.model.manifest
 st.title("Models")
 
 # ---------------------------------------------------------------- card
+layers = analysis.memory_summary(model)
+total = layers[-1]
 backbone_params = sum(p.numel() for p in model.backbone.parameters())
-memory_entries = sum(a.numel() for a in model.memory.values())
 metrics = man.get("metrics", {})
 timings = man.get("timings", {})
 c = st.columns(4)
@@ -32,15 +34,15 @@ c[0].metric("Backbone", model.backbone_name)
 c[1].metric("Dataset", model.info.name, f"{model.num_classes} classes", delta_color="off", delta_arrow="off")
 acc = metrics.get("original_accuracy")
 c[2].metric("Test accuracy (↑)", f"{acc:.2%}" if acc is not None else "—")
-c[3].metric("Memory size", f"{memory_entries:,} alphas", f"{memory_entries / backbone_params:.2%} of {backbone_params:,} weights",
+c[3].metric("Memory size", f"{total['memory_entries']:,} alphas",
+            f"{total['percent_of_backbone']:.2f}% of {backbone_params:,} weights",
             delta_color="off", delta_arrow="off")
 st.caption(man.get("backbone_description", ""))
 
 left, right = st.columns(2)
 with left:
     st.subheader("Gated layers")
-    st.dataframe(pd.DataFrame([{"layer": s.path, "kind": s.kind, "components": s.size} for s in model.sites]),
-                 hide_index=True, height=240)
+    st.dataframe(pd.DataFrame(layers), hide_index=True, height=240)
 with right:
     st.subheader("Training")
     ev = metrics.get("evaluation") or metrics.get("unlearn_eval")

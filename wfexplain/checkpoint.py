@@ -171,5 +171,4 @@ def load(directory: str | os.PathLike) -> FilteredModel:
         for k, p in model.memory.items():
             p.copy_(memory[k].float())
     model.manifest = manifest
-    model.path = d
     return model.eval()

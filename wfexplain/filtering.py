@@ -87,7 +87,6 @@ class FilteredModel(nn.Module):
         })
         self.transform = build_transform(info)
         self.manifest: dict = {}  # filled by wfexplain.load
-        self.path = None  # checkpoint directory, when loaded from one
         modules = dict(self.backbone.named_modules())
         for site in self.sites:
             m = modules[site.path]
