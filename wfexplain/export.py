@@ -18,12 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from safetensors.torch import save as safetensors_save
 
 from . import __version__, analysis
 from .checkpoint import atomic_write
-from .figures import FIGURE_FORMATS, figure_bytes, memory_figure, to_numpy
+from .figures import FIGURE_FORMATS, figure_bytes, forget_list, memory_figure, to_numpy
 from .filtering import FilteredModel, bake
 
 BAKED_FORMAT = "wfexplain-baked"
@@ -42,16 +41,6 @@ def _memory_arrays(memory) -> dict[str, np.ndarray]:
     if isinstance(memory, FilteredModel):
         memory = memory.memory
     return {layer: to_numpy(a).astype(np.float32) for layer, a in memory.items()}
-
-
-def _forget_list(forget) -> list[int]:
-    if forget is None:
-        return []
-    if isinstance(forget, torch.Tensor):
-        forget = forget.tolist()
-    if isinstance(forget, int | np.integer):
-        return [int(forget)]
-    return sorted({int(c) for c in forget})
 
 
 # ---------------------------------------------------------------- memory
@@ -197,7 +186,7 @@ def baked_safetensors(model: FilteredModel, forget, hard_threshold: float | None
     ``num_classes``, ``in_chans``, ``img_size``, ``mean``/``std`` (JSON),
     ``hard_threshold`` and the wfexplain version.
     """
-    classes = _forget_list(forget)
+    classes = forget_list(forget)
     if not classes:
         raise ValueError("baked_safetensors needs at least one class to forget")
     baked = bake(model, classes, hard_threshold=hard_threshold)
@@ -249,7 +238,7 @@ def export_all(model: FilteredModel, out_dir: str | os.PathLike, forget=(), laye
         raise ValueError(f"unknown figure format {bad[0]!r}; choose from {', '.join(FIGURE_FORMATS)}")
     if order_mode not in analysis.ORDER_MODES:
         raise ValueError(f"unknown order mode {order_mode!r}; choose one of {', '.join(analysis.ORDER_MODES)}")
-    classes = _forget_list(forget)
+    classes = forget_list(forget)
     model.forget_mask(classes or None)  # validates the class indices
     if layers is not None:
         analysis.select_layers(analysis.as_memory(model), layers)  # validates the layer names

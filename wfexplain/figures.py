@@ -32,14 +32,15 @@ def to_numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
-def _forget_list(forget) -> list[int]:
+def forget_list(forget) -> list[int]:
+    """A forget set (None, an index, a sequence or a tensor of indices) as sorted unique class indices."""
     if forget is None:
         return []
     if isinstance(forget, torch.Tensor):
         forget = forget.tolist()
     if isinstance(forget, int | np.integer):
         return [int(forget)]
-    return [int(c) for c in forget]
+    return sorted({int(c) for c in forget})
 
 
 def _check_names(class_names: Sequence[str], n: int, what: str) -> list[str]:
@@ -96,7 +97,7 @@ def accuracy_bars(original, filtered, class_names: Sequence[str], forget) -> go.
     names = _check_names(class_names, len(orig), "original")
     if len(filt) != len(orig):
         raise ValueError(f"original has {len(orig)} classes, filtered {len(filt)}")
-    forgotten = set(_forget_list(forget))
+    forgotten = set(forget_list(forget))
     labels = [f"{n} (forgotten)" if i in forgotten else n for i, n in enumerate(names)]
     colors = [FORGOTTEN_COLOR if i in forgotten else FILTERED_COLOR for i in range(len(names))]
     fig = go.Figure([
@@ -148,7 +149,7 @@ def prediction_flow(true_labels, preds, class_names: Sequence[str], forget) -> g
     if y.shape != p.shape:
         raise ValueError(f"{len(y)} labels but {len(p)} predictions")
     names = [str(c) for c in class_names]
-    sources = [c for c in _forget_list(forget) if np.any(y == c)]
+    sources = [c for c in forget_list(forget) if np.any(y == c)]
     targets = sorted({int(v) for v in p[np.isin(y, sources)]})
     n_src = len(sources)
     node_labels = [f"true: {names[c]}" for c in sources] + [f"predicted: {names[c]}" for c in targets]
