@@ -1,7 +1,7 @@
 """Datasets, class names and the preprocessing each model carries.
 
 Every loader reads files already on disk; nothing downloads unless the user passes
-``download=True`` (CIFAR-10 only, through torchvision). Supported datasets:
+``--download`` (CIFAR-10 only, through torchvision). Supported datasets:
 
 - ``fashion-mnist``: the full 60k/10k idx ``.gz`` files of the Debian package
   ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``), read directly.
