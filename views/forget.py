@@ -7,7 +7,7 @@ import streamlit as st
 import torch
 
 from wfexplain import figures
-from wfexplain.metrics import per_class_accuracy
+from wfexplain.metrics import forget_accuracy, per_class_accuracy, retain_accuracy
 from wfexplain.ui import current
 from wfexplain.ui.resources import eval_data, predictions
 
@@ -23,20 +23,17 @@ orig_pred, _ = predictions(view.path, ())
 filt_pred, filt_prob = predictions(view.path, forget)
 elapsed = time.perf_counter() - start
 
-in_s = np.isin(y, forget)
-targets = torch.as_tensor(y)
-orig_acc = per_class_accuracy(torch.as_tensor(orig_pred), targets, model.num_classes)
-filt_acc = per_class_accuracy(torch.as_tensor(filt_pred), targets, model.num_classes)
+targets, p0, p1 = torch.as_tensor(y), torch.as_tensor(orig_pred), torch.as_tensor(filt_pred)
+orig_acc = per_class_accuracy(p0, targets, model.num_classes)
+filt_acc = per_class_accuracy(p1, targets, model.num_classes)
 
 if not forget:
     st.info("Choose classes to forget in the sidebar (**Forget classes**); any subset works, the product of their "
             "filters is applied live. Until then this page shows the original model.")
 
 c = st.columns([3, 3, 2, 2])  # room for the metric labels with their direction
-fa = (filt_pred[in_s] == y[in_s]).mean() if in_s.any() else float("nan")
-fa0 = (orig_pred[in_s] == y[in_s]).mean() if in_s.any() else float("nan")
-ra = (filt_pred[~in_s] == y[~in_s]).mean() if (~in_s).any() else float("nan")
-ra0 = (orig_pred[~in_s] == y[~in_s]).mean() if (~in_s).any() else float("nan")
+fa, fa0 = forget_accuracy(p1, targets, forget), forget_accuracy(p0, targets, forget)  # nan for no images
+ra, ra0 = retain_accuracy(p1, targets, forget), retain_accuracy(p0, targets, forget)
 c[0].metric("Forget accuracy (↓ lower is better)", "—" if not forget else f"{fa:.1%}",
             None if not forget else f"{fa - fa0:+.1%} vs original", delta_color="inverse",
             help="Accuracy on test images of the forgotten classes, with their filter on. Retraining without them gives ~0.")
