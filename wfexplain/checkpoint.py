@@ -146,8 +146,8 @@ def _check_match(path: Path, expected: dict[str, torch.Size], got: dict[str, tor
         raise CheckpointError(f"{path} does not match its manifest: " + " | ".join(problems))
 
 
-def load(directory: str | os.PathLike) -> FilteredModel:
-    """Load a checkpoint directory into a :class:`FilteredModel` (eval mode, float32).
+def load(directory: str | os.PathLike, device: str | torch.device = "cpu") -> FilteredModel:
+    """Load a checkpoint directory into a :class:`FilteredModel` (eval mode, float32, on ``device``).
 
     Raises:
         CheckpointError: naming the file and what is missing, corrupt or mismatched.
@@ -171,4 +171,4 @@ def load(directory: str | os.PathLike) -> FilteredModel:
         for k, p in model.memory.items():
             p.copy_(memory[k].float())
     model.manifest = manifest
-    return model.eval()
+    return model.to(device).eval()

@@ -1,7 +1,8 @@
 """The ``wfexplain`` command: train, unlearn, evaluate, list.
 
 Logs and progress bars go to stderr; ``--json`` results go to stdout. Ctrl-C stops a
-training loop cleanly and writes nothing.
+training loop cleanly and writes nothing. ``train``, ``unlearn`` and ``evaluate`` run
+unchanged under ``torchrun`` (README, "Scaling out"): rank 0 logs, prints and writes.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import signal
 import sys
 import time
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from . import distributed as dist
 from .backbones import list_backbones
 from .checkpoint import CheckpointError, load, read_manifest, write_json
 from .data import DatasetError, list_datasets, load_dataset
@@ -25,7 +28,14 @@ from .pipeline import train_checkpoint, unlearn_checkpoint
 
 
 def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    if dist.is_main():
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _error(msg: str) -> None:
+    """Errors are printed by every rank, prefixed with it under torchrun."""
+    prefix = f"[rank {os.environ.get('RANK', '?')}] " if dist.launched() else ""
+    print(f"{prefix}error: {msg}", file=sys.stderr, flush=True)
 
 
 class _Interrupt:
@@ -50,7 +60,7 @@ class _Interrupt:
 
 
 def _bar(desc: str):
-    bar = tqdm(desc=desc, file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
+    bar = tqdm(desc=desc, file=sys.stderr, dynamic_ncols=True, mininterval=1.0, disable=not dist.is_main())
 
     def progress(step: int, total: int, metrics: dict) -> None:
         bar.total = total
@@ -63,6 +73,13 @@ def _bar(desc: str):
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="dataset directory (default: $WFEXPLAIN_DATA or the dataset's system path)")
     p.add_argument("--download", action="store_true", help="allow downloading CIFAR-10 (explicit opt-in)")
+
+
+def _add_runtime_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N; under torchrun cuda = the rank's local GPU")
+    p.add_argument("--workers", type=int, default=0, help="data-loading processes that stream images (default 0)")
+    p.add_argument("--backend", choices=["gloo", "nccl"],
+                   help="torch.distributed backend under torchrun (default: nccl on cuda, gloo on cpu)")
 
 
 def _config_args(p: argparse.ArgumentParser, cls) -> None:
@@ -86,7 +103,7 @@ def cmd_train(args) -> int:
     with _Interrupt() as stop:
         result = train_checkpoint(args.dataset, args.backbone, out, _config(args, TrainConfig), args.data_dir,
                                   args.download, args.img_size, args.limit_train, args.half, progress, stop,
-                                  overwrite=args.force)
+                                  overwrite=args.force, device=args.device, workers=args.workers)
     bar.close()
     if result["cancelled"]:
         log("cancelled: no checkpoint written")
@@ -100,25 +117,29 @@ def cmd_unlearn(args) -> int:
     bar, progress = _bar("unlearn")
     with _Interrupt() as stop:
         result = unlearn_checkpoint(args.checkpoint, _config(args, UnlearnConfig), args.out, args.data_dir,
-                                    args.download, args.limit_train, args.eval_limit, progress, stop)
+                                    args.download, args.limit_train, args.eval_limit, progress, stop,
+                                    device=args.device, workers=args.workers)
     bar.close()
     if result["cancelled"]:
         log("cancelled: checkpoint left unchanged")
         return 130
     log(f"trained memory in {result['seconds']:.0f} s: {json.dumps(result['single'])}")
+    log(f"memory digest {result['memory_digest']} (identical on all {result['world_size']} process(es))")
     log(f"saved {result['path']}")
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    model = load(args.checkpoint)
+    model = load(args.checkpoint, args.device)
     name = model.manifest["dataset"]["name"]
     test = load_dataset(name, "test", args.data_dir, args.download, model.info.img_size)
     bar, progress = _bar("evaluate")
     report = evaluate(model, test, limit=args.limit, pairs=args.pairs, seed=args.seed, progress=progress,
-                      hard_threshold=args.hard_threshold)
+                      hard_threshold=args.hard_threshold, workers=args.workers)
     bar.close()
     report = {"checkpoint": str(args.checkpoint), "dataset": name, "backbone": model.backbone_name, **report}
+    if not dist.is_main():
+        return 0
     if args.record:
         manifest = read_manifest(args.checkpoint)
         kept = {k: v for k, v in report.items()
@@ -180,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-train", type=int, help="train on a stratified subset of this many images")
     _add_data_args(p)
     _config_args(p, TrainConfig)
+    _add_runtime_args(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("unlearn", help="train the memory matrices of all classes in one round")
@@ -189,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-limit", type=int, help="test images for the evaluation stored in the manifest")
     _add_data_args(p)
     _config_args(p, UnlearnConfig)
+    _add_runtime_args(p)
     p.set_defaults(func=cmd_unlearn)
 
     p = sub.add_parser("evaluate", help="forget matrix and forget/retain accuracy of every class (and pair)")
@@ -201,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hard-threshold", type=float,
                    help="evaluate hard-baked models: components whose gate is below this are zeroed")
     _add_data_args(p)
+    _add_runtime_args(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("export", help="paper figures, memory CSV/NPZ, metric tables (CSV/LaTeX), baked model")
@@ -227,13 +251,23 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     start = time.perf_counter()
     try:
-        rc = args.func(args)
+        if hasattr(args, "device"):
+            args.device = dist.resolve_device(args.device)
+            with dist.session(args.device, args.backend):
+                rc = args.func(args)
+        else:
+            rc = args.func(args)
     except FileExistsError as e:
-        log(f"error: {e} (pass --force to overwrite)")
+        _error(f"{e} (pass --force to overwrite)")
         return 2
-    except (CheckpointError, DatasetError, ValueError, OSError) as e:
-        log(f"error: {e}")
+    except (CheckpointError, DatasetError, dist.DistributedError, ValueError, OSError) as e:
+        _error(str(e))
         return 2
+    except RuntimeError as e:
+        if not (dist.launched() and dist.lost_peer(e)):
+            raise
+        _error(f"lost contact with another rank, which failed (its error is above): {e}")
+        return 1
     except KeyboardInterrupt:
         log("interrupted")
         return 130

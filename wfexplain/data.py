@@ -127,9 +127,13 @@ class ImageFolderImages(Dataset):
         return len(self.samples)
 
     def pil(self, i: int) -> Image.Image:
-        with Image.open(self.samples[i][0]) as im:
-            im.load()
-            return im
+        path = self.samples[i][0]
+        try:
+            with Image.open(path) as im:
+                im.load()
+                return im
+        except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for corrupt or truncated files
+            raise DatasetError(f"cannot read image {path}: {e}") from None
 
     def __getitem__(self, i: int):
         return self.transform(self.pil(i)), self.samples[i][1]

@@ -5,6 +5,9 @@ classes in S with filter S (lower is better); *retain accuracy* the accuracy on 
 images of the other classes with filter S (higher is better), compared with the original
 (unfiltered) model on the same images. Row c of the forget matrix is filter {c}; column
 k the accuracy on test class k.
+
+Under torchrun each rank predicts a contiguous shard of the images and the predictions are
+gathered (:mod:`wfexplain.distributed`), so every rank reports the single-process numbers.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import time
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from . import distributed as dist
 from .data import stratified_subset
 from .engine import Progress
 from .filtering import FilteredModel, Forget, bake
@@ -23,16 +27,21 @@ from .metrics import accuracy, forget_accuracy, per_class_accuracy, retain_accur
 
 @torch.no_grad()
 def predict(model: FilteredModel, ds: Dataset, forget: Forget = None, batch_size: int = 500,
-            hard_threshold: float | None = None) -> torch.Tensor:
-    """Predicted labels of every sample of ``ds`` under one forget set.
+            hard_threshold: float | None = None, workers: int = 0) -> torch.Tensor:
+    """Predicted labels (on the CPU) of every sample of ``ds`` under one forget set.
 
     With ``hard_threshold`` the filter is hard-baked into a plain copy of the backbone
-    (:func:`wfexplain.filtering.bake`), i.e. what a user would ship.
+    (:func:`wfexplain.filtering.bake`), i.e. what a user would ship. Runs on the model's
+    device with ``workers`` loading processes.
     """
     net = model if hard_threshold is None or forget is None else bake(model, forget, hard_threshold)
     kwargs = {} if net is not model else {"forget": forget}
-    preds = [net(x, **kwargs).argmax(1) for x, _ in DataLoader(ds, batch_size=batch_size)]
-    return torch.cat(preds)
+    device = next(model.parameters()).device
+    part = Subset(ds, list(dist.shard(len(ds)))) if dist.world_size() > 1 else ds
+    loader = DataLoader(part, batch_size=batch_size, num_workers=workers)
+    preds = [net(x.to(device), **kwargs).argmax(1).cpu() for x, _ in loader]
+    local = torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
+    return dist.gather_shards(local, len(ds))
 
 
 def _summary(results: list[dict]) -> dict:
@@ -46,7 +55,8 @@ def _summary(results: list[dict]) -> dict:
 
 
 def evaluate(model: FilteredModel, test: Dataset, limit: int | None = None, pairs: bool = False,
-             seed: int = 0, progress: Progress | None = None, hard_threshold: float | None = None) -> dict:
+             seed: int = 0, progress: Progress | None = None, hard_threshold: float | None = None,
+             workers: int = 0) -> dict:
     """Evaluate every single-class filter (and every pair with ``pairs=True``).
 
     Args:
@@ -57,6 +67,7 @@ def evaluate(model: FilteredModel, test: Dataset, limit: int | None = None, pair
         seed: seed of the subset.
         progress: callback ``(done, total, {})``.
         hard_threshold: evaluate hard-baked models (gates below it zeroed) instead of gates.
+        workers: data-loading processes.
 
     Returns:
         The JSON-ready report described in the README (accuracies as fractions).
@@ -76,11 +87,11 @@ def evaluate(model: FilteredModel, test: Dataset, limit: int | None = None, pair
         if progress:
             progress(done, total, {})
 
-    original = predict(model, ds)
+    original = predict(model, ds, workers=workers)
     tick()
     per_set = {}
     for s in sets:
-        p = predict(model, ds, forget=list(s), hard_threshold=hard_threshold)
+        p = predict(model, ds, forget=list(s), hard_threshold=hard_threshold, workers=workers)
         per_set[s] = {
             "forget": forget_accuracy(p, y, s),
             "retain": retain_accuracy(p, y, s),

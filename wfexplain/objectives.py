@@ -15,7 +15,7 @@ uniformly from 1..k so that products of rows (several classes at once) are train
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -27,17 +27,24 @@ def retain_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def forget_loss(logits: torch.Tensor, targets: torch.Tensor, eps: float = 1e-3,
-                ce_cap: float | None = None) -> torch.Tensor:
+                ce_cap: float | None = None, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Bounded reciprocal ``1 / (mean_i min(CE_i, cap) + eps)``: pushes forgotten samples away without diverging.
 
     Without a cap (``ce_cap=None``) this is ``1 / (CE + eps)`` of DESIGN.md §1. The cap is our
     addition: a few samples pushed far away (CE of 20+) would otherwise dominate the batch
     mean and stop the gradient for samples that are still classified correctly.
+
+    ``reduce`` maps this process's batch mean to the global one (data-parallel runs): the
+    value is then the global term, and its gradient, once DDP averages it over ranks, is
+    the gradient of the global term.
     """
     ce = F.cross_entropy(logits, targets, reduction="none")
     if ce_cap is not None:
         ce = ce.clamp(max=ce_cap)
-    return 1.0 / (ce.mean() + eps)
+    mean = ce.mean()
+    if reduce is not None:
+        mean = mean + (reduce(mean.detach()) - mean.detach())
+    return 1.0 / (mean + eps)
 
 
 def sparsity_loss(alphas: Iterable[torch.Tensor]) -> torch.Tensor:
@@ -74,9 +81,10 @@ def sample_forget_sets(targets: torch.Tensor, num_classes: int, max_size: int, c
 def wf_objective(forget_logits: torch.Tensor, forget_targets: torch.Tensor,
                  retain_logits: torch.Tensor, retain_targets: torch.Tensor,
                  alphas: Iterable[torch.Tensor], lambda_r: float = 1.0, lambda_f: float = 1.0,
-                 lambda_s: float = 0.1, eps: float = 1e-3, ce_cap: float | None = None) -> dict[str, torch.Tensor]:
-    """The full objective; returns ``{"loss", "retain", "forget", "sparsity"}``."""
+                 lambda_s: float = 0.1, eps: float = 1e-3, ce_cap: float | None = None,
+                 reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The full objective; returns ``{"loss", "retain", "forget", "sparsity"}`` (``reduce``: see :func:`forget_loss`)."""
     r = retain_loss(retain_logits, retain_targets)
-    f = forget_loss(forget_logits, forget_targets, eps, ce_cap)
+    f = forget_loss(forget_logits, forget_targets, eps, ce_cap, reduce)
     s = sparsity_loss(alphas)
     return {"loss": lambda_r * r + lambda_f * f + lambda_s * s, "retain": r, "forget": f, "sparsity": s}
