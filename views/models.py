@@ -11,11 +11,12 @@ import streamlit as st
 from wfexplain import analysis
 from wfexplain.backbones import list_backbones
 from wfexplain.data import list_datasets
+from wfexplain.distributed import resolve_device
 from wfexplain.engine import TrainConfig, UnlearnConfig
 from wfexplain.jobs import Job
 from wfexplain.pipeline import train_checkpoint, unlearn_checkpoint
 from wfexplain.ui import current
-from wfexplain.ui.resources import SHIPPED_DIR
+from wfexplain.ui.resources import DEVICE, SHIPPED_DIR
 
 USER_DIR = Path(os.environ.get("WFEXPLAIN_USER_CHECKPOINTS", "~/wfexplain-checkpoints")).expanduser()
 
@@ -97,12 +98,14 @@ if submitted and (out := _target(name)) is not None:
     if kind == "Train a base model":
         cfg = TrainConfig(epochs=int(epochs))
         fn = lambda progress, stop: train_checkpoint(  # noqa: E731
-            dataset, backbone, out, cfg, limit_train=limit_train, progress=progress, should_stop=stop)
+            dataset, backbone, out, cfg, limit_train=limit_train, progress=progress, should_stop=stop,
+            device=resolve_device(DEVICE))
     else:
         cfg = UnlearnConfig(steps=int(steps), lr=float(lr), max_set_size=int(max_set))
         src = view.path
         fn = lambda progress, stop: unlearn_checkpoint(  # noqa: E731
-            src, cfg, out=out, limit_train=limit_train, eval_limit=2000, progress=progress, should_stop=stop)
+            src, cfg, out=out, limit_train=limit_train, eval_limit=2000, progress=progress, should_stop=stop,
+            device=resolve_device(DEVICE))
     st.session_state["job"] = Job(fn, name).start()
     st.session_state["job_config"] = dataclasses.asdict(cfg)
     st.rerun()

@@ -257,6 +257,6 @@ def top_k(model: FilteredModel, x: torch.Tensor, forget: Forget = None, k: int =
     Returns:
         Per image, ``[(class index, probability), ...]`` sorted by decreasing probability.
     """
-    probs = model(x, _forget_arg(forget, x.shape[0])).softmax(dim=1)
+    probs = model(x.to(next(model.parameters()).device), _forget_arg(forget, x.shape[0])).softmax(dim=1)
     vals, idx = probs.topk(min(k, probs.shape[1]), dim=1)
     return [[(int(i), float(v)) for i, v in zip(ri, rv, strict=True)] for ri, rv in zip(idx.tolist(), vals.tolist(), strict=True)]

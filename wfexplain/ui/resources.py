@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Subset
 import wfexplain
 from wfexplain import explain
 from wfexplain.data import load_dataset, stratified_subset
+from wfexplain.distributed import resolve_device
 from wfexplain.filtering import FilteredModel
 from wfexplain.metrics import accuracy, per_class_accuracy
 
@@ -26,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_DIR = ROOT / "checkpoints"
 DEFAULT_CHECKPOINT = "fmnist-cnn"
 EVAL_LIMIT = int(os.environ.get("WFEXPLAIN_EVAL_LIMIT", "2000"))  # test images behind the live views
+DEVICE = os.environ.get("WFEXPLAIN_DEVICE", "cpu")  # cpu, cuda or cuda:N (models, predictions, attributions, jobs)
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ def resolve(name_or_path: str) -> Path:
 
 @st.cache_resource(show_spinner="Loading checkpoint…", max_entries=8)
 def _load(path: str, stamp: float) -> FilteredModel:
-    return wfexplain.load(path)
+    return wfexplain.load(path, resolve_device(DEVICE))
 
 
 def _stamp(path: str) -> float:
@@ -99,7 +101,8 @@ def _predictions(path: str, stamp: float, forget: tuple[int, ...]) -> tuple[np.n
     model = _load(path, stamp)
     data = get_eval_data(model.info.name, model.info.img_size)
     with torch.inference_mode():
-        probs = torch.cat([model(x, forget=list(forget) or None).softmax(1) for x in data.images.split(500)])
+        device = next(model.parameters()).device
+        probs = torch.cat([model(x.to(device), forget=list(forget) or None).softmax(1).cpu() for x in data.images.split(500)])
     return probs.argmax(1).numpy(), probs.numpy()
 
 
@@ -113,9 +116,9 @@ def attribution(path: str, x: np.ndarray, target: int, method: str,
 def _attribution(path: str, stamp: float, x: np.ndarray, target: int, method: str,
                  forget: tuple[int, ...]) -> tuple[np.ndarray, dict]:
     model = _load(path, stamp)
-    xt, f = torch.from_numpy(x), list(forget) or None
+    xt, f = torch.from_numpy(x).to(next(model.parameters()).device), list(forget) or None
     amap = explain.attribute(model, xt, target, method, forget=f)[0]
-    return amap.numpy(), explain.insertion_deletion(model, xt, amap, target, forget=f)
+    return amap.cpu().numpy(), explain.insertion_deletion(model, xt, amap, target, forget=f)
 
 
 def current() -> View:
