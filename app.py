@@ -17,6 +17,7 @@ PAGES = [
     st.Page("views/forget.py", title="Forget", icon=":material/visibility_off:", url_path="forget", default=True),
     st.Page("views/memory.py", title="Memory matrices", icon=":material/grid_on:", url_path="memory"),
     st.Page("views/explain.py", title="Explain", icon=":material/image_search:", url_path="explain"),
+    st.Page("views/compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
     st.Page("views/export.py", title="Export", icon=":material/download:", url_path="export"),
 ]
 

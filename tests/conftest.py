@@ -2,8 +2,12 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from wfexplain.data import DatasetInfo
 from wfexplain.filtering import FilteredModel
@@ -35,3 +39,16 @@ def randomized(backbone: str, seed: int = 0, **kw) -> FilteredModel:
 @pytest.fixture
 def make_model():
     return randomized
+
+
+def make_bar_folder(root: Path, n_train: int = 32, n_test: int = 8) -> None:
+    """An image folder of 3 learnable classes (a bright bar at a class-specific row), 16x16 grayscale."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("test", n_test)):
+        for c, name in enumerate(("top", "middle", "bottom")):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for k in range(n):
+                img = rng.integers(0, 80, size=(16, 16), dtype=np.uint8)
+                img[2 + 5 * c: 5 + 5 * c] = 230
+                Image.fromarray(img, "L").save(folder / f"{k}.png")

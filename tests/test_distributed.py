@@ -5,39 +5,25 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 
 from wfexplain import cli, load
 from wfexplain import distributed as dist
 from wfexplain.engine import _loader
 
+from .conftest import make_bar_folder
+
 UNLEARN = ["--steps", "30", "--batch-size", "16", "--lr", "0.05", "--seed", "3"]
-
-
-def make_folder(root: Path) -> None:
-    """3 learnable classes (a bright bar at a class-specific row), 16x16 grayscale, 32 train / 8 test each."""
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 32), ("test", 8)):
-        for c, name in enumerate(("top", "middle", "bottom")):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for k in range(n):
-                img = rng.integers(0, 80, size=(16, 16), dtype=np.uint8)
-                img[2 + 5 * c: 5 + 5 * c] = 230
-                Image.fromarray(img, "L").save(folder / f"{k}.png")
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("dist")
     data = root / "data"
-    make_folder(data)
+    make_bar_folder(data)
     ckpt = root / "base"
     rc = cli.main(["train", "--dataset", "imagefolder", "--data-dir", str(data), "--img-size", "16",
                    "--out", str(ckpt), "--epochs", "3", "--batch-size", "16", "--lr", "0.01"])

@@ -9,7 +9,39 @@ Retrain trains from scratch without the forget classes, WF bakes the memory matr
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from . import distributed as dist
+from .backbones import create_backbone, head_module
+from .baselines import default_config, run_baseline
+from .checkpoint import CheckpointError, atomic_write, load, package_versions, read_manifest, save_checkpoint, write_json
+from .data import DatasetInfo, load_dataset, stratified_subset
+from .engine import Progress, StopFlag, TrainConfig, UnlearnConfig, train_classifier, train_memory
+from .filtering import FilteredModel, bake
+from .metrics import (
+    forget_accuracy,
+    in_set,
+    mia_efficacy,
+    per_class_accuracy,
+    probe_accuracy,
+    relearn_steps,
+    retain_accuracy,
+    true_class_confidence,
+    zrf,
+)
 
 
 @dataclass(frozen=True)
@@ -53,3 +85,405 @@ METRICS: dict[str, Metric] = {
 }
 
 METHODS: tuple[str, ...] = ("retrain", "wf", "finetune", "neggrad_plus", "random_labels", "salun", "ssd")
+
+ORACLE_DIR = "retrain"  # oracles live in <checkpoint>/retrain/forget-<c>-seed<s>/
+
+
+# ---------------------------------------------------------------- the Retrain oracle
+
+
+def oracle_path(checkpoint: str | os.PathLike, forget: Sequence[int], seed: int = 0) -> Path:
+    return Path(checkpoint) / ORACLE_DIR / f"forget-{'-'.join(map(str, sorted(forget)))}-seed{seed}"
+
+
+def retrain(checkpoint: str | os.PathLike, forget: Sequence[int], seed: int = 0, data_dir: str | None = None,
+            progress: Progress | None = None, should_stop: StopFlag | None = None, save: bool = True,
+            device: str | torch.device = "cpu", workers: int = 0) -> dict:
+    """Train the Retrain oracle: the checkpoint's backbone and recipe, from scratch, without the ``forget`` classes.
+
+    The recipe (``train_config`` in the manifest) is reused with ``seed``; the head keeps all N
+    outputs. With ``save`` the oracle is written (atomically, rank 0) to :func:`oracle_path`
+    as a checkpoint directory loadable with :func:`wfexplain.load`.
+
+    Returns:
+        ``{"model", "seconds", "path", "cancelled"}`` (``model`` a plain backbone, eval mode).
+    """
+    manifest = read_manifest(checkpoint)
+    info = _info(manifest)
+    forget = _check_classes(forget, info.num_classes)
+    cfg = TrainConfig(**{**manifest["train_config"], "seed": seed})
+    train = _train_split(manifest, data_dir)
+    keep = ~in_set(train.targets, forget)
+    retain = Subset(train, torch.nonzero(keep).flatten().tolist())
+    torch.manual_seed(seed)
+    net = create_backbone(manifest["backbone"], info.num_classes, info.in_chans, info.img_size).to(device)
+    result = train_classifier(net, retain, cfg, progress, should_stop, workers)
+    if result["cancelled"]:
+        return {"model": None, "seconds": result["seconds"], "path": None, "cancelled": True}
+    path = None
+    if save:
+        path = oracle_path(checkpoint, forget, seed)
+        if dist.is_main():
+            save_checkpoint(FilteredModel(manifest["backbone"], info, net), path, {
+                "retrain_of": str(checkpoint), "forget": forget, "train_config": dataclasses.asdict(cfg), "seed": seed,
+                "unlearn_config": None, "train_images": len(retain),
+                "timings": {"train_seconds": round(result["seconds"], 1)},
+            }, half=manifest.get("storage_dtype") == "float16")
+        dist.barrier()
+    return {"model": net.eval(), "seconds": result["seconds"], "path": path, "cancelled": False}
+
+
+def _load_oracle(checkpoint, forget: Sequence[int], seed: int) -> tuple[nn.Module, float] | None:
+    path = oracle_path(checkpoint, forget, seed)
+    if not (path / "manifest.json").is_file():
+        return None
+    oracle = load(path)
+    return oracle.backbone, float(oracle.manifest.get("timings", {}).get("train_seconds", float("nan")))
+
+
+# ---------------------------------------------------------------- scoring one network
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Everything a network is scored on for one forget class (tensors on the CPU)."""
+
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    x_train: torch.Tensor  # seeded class-stratified subset of the training split
+    y_train: torch.Tensor
+
+
+@torch.no_grad()
+def _outputs(net: nn.Module, x: torch.Tensor, head: nn.Module | None = None, batch: int = 500):
+    """Softmax probabilities (and penultimate features when ``head`` is given), on the CPU."""
+    device = next(net.parameters()).device
+    feats: list[torch.Tensor] = []
+    hook = head.register_forward_pre_hook(lambda m, inp: feats.append(inp[0].detach().cpu())) if head else None
+    try:
+        probs = torch.cat([net(xb.to(device)).softmax(1).cpu() for xb in x.split(batch)])
+    finally:
+        if hook:
+            hook.remove()
+    return probs, (torch.cat(feats) if head else None)
+
+
+def score(net: nn.Module, backbone: str, data: Probe, forget: Sequence[int], num_classes: int,
+          random_net: nn.Module, seed: int = 0) -> dict:
+    """Every metric of :data:`METRICS` (but ``seconds``) for one network and forget set, plus the per-class views."""
+    net.eval()
+    head = head_module(backbone, net)
+    p_test, f_test = _outputs(net, data.x_test, head)
+    p_train, f_train = _outputs(net, data.x_train, head)
+    pred_test, pred_train = p_test.argmax(1), p_train.argmax(1)
+    fm_test, fm_train = in_set(data.y_test, forget), in_set(data.y_train, forget)
+    p_random, _ = _outputs(random_net, data.x_train[fm_train])
+    g = torch.Generator().manual_seed(seed)
+    few = torch.nonzero(fm_train).flatten()
+    few = few[torch.randperm(len(few), generator=g)[:32]]
+    first = forget[0]
+    return {
+        "metrics": {
+            "forget_accuracy_test": forget_accuracy(pred_test, data.y_test, forget),
+            "retain_accuracy_test": retain_accuracy(pred_test, data.y_test, forget),
+            "forget_accuracy_train": forget_accuracy(pred_train, data.y_train, forget),
+            "retain_accuracy_train": retain_accuracy(pred_train, data.y_train, forget),
+            "mia_efficacy": mia_efficacy(true_class_confidence(p_train[~fm_train], data.y_train[~fm_train]),
+                                         true_class_confidence(p_test, data.y_test),
+                                         true_class_confidence(p_train[fm_train], data.y_train[fm_train]), seed=seed),
+            "zrf": zrf(p_train[fm_train], p_random),
+            "relearn_steps": float(relearn_steps(net, data.x_train[few], data.y_train[few], data.x_test[fm_test],
+                                                 data.y_test[fm_test], seed=seed)),
+            "probe_accuracy": probe_accuracy(f_train, data.y_train, f_test, data.y_test, forget, seed=seed),
+        },
+        "per_class_accuracy": per_class_accuracy(pred_test, data.y_test, num_classes),
+        "forget_predictions": torch.bincount(pred_test[data.y_test == first], minlength=num_classes).div(
+            max(int((data.y_test == first).sum()), 1)).tolist(),
+    }
+
+
+# ---------------------------------------------------------------- the benchmark
+
+
+def run_benchmark(checkpoint: str | os.PathLike, forget_classes: Sequence[int] | None = None, seeds: int = 3,
+                  methods: Sequence[str] | None = None, limit: int | None = None, train_limit: int = 10_000,
+                  wf_round: str = "run", extra: dict[str, str | os.PathLike] | None = None,
+                  data_dir: str | None = None, progress: Progress | None = None, should_stop: StopFlag | None = None,
+                  out: str | os.PathLike | None = "auto", save_oracles: bool = True, command: str = "") -> dict | None:
+    """Run every method on every forget class (one at a time) and seed; aggregate mean and std.
+
+    Args:
+        checkpoint: an unlearned wfexplain checkpoint directory.
+        forget_classes: classes forgotten one at a time (default: all).
+        seeds: seeds 0..seeds-1; every method (Retrain and the WF round included) reruns per seed.
+        methods: subset of :data:`METHODS` (default: all; Retrain is always run, it is the reference).
+        limit: test images (seeded, class-stratified; default: the whole test split).
+        train_limit: training images the train-split metrics, the MIA and the probe use.
+        wf_round: ``"run"`` reruns WF's unlearning round (all classes at once) per seed and times
+            it; ``"checkpoint"`` uses the checkpoint's memory and the round time in its manifest.
+        extra: bring your own: method name -> safetensors state dict of the same backbone that
+            forgot the (single) forget class elsewhere; scored like the others, no time.
+        out: directory for ``benchmark.json``/``.md``/``.tex`` (``"auto"``: the checkpoint; None: write nothing).
+        save_oracles: store Retrain oracles trained here under ``<checkpoint>/retrain/`` (reused next time).
+
+    Returns:
+        The ``benchmark.json`` dict (README, "Evaluation suite"), or None when cancelled.
+    """
+    base = load(checkpoint)
+    manifest, info, n = base.manifest, base.info, base.num_classes
+    classes = _check_classes(forget_classes if forget_classes is not None else range(n), n)
+    chosen = ["retrain", *[m for m in (methods or METHODS) if m != "retrain"]]
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    if wf_round not in ("run", "checkpoint"):
+        raise ValueError(f"wf_round must be 'run' or 'checkpoint', got {wf_round!r}")
+    if "wf" in chosen and manifest.get("unlearn_config") is None:
+        raise ValueError(f"{checkpoint} has no memory matrices yet: run `wfexplain unlearn --checkpoint {checkpoint}` first")
+    byo = {name: _load_state(manifest, path) for name, path in (extra or {}).items()}
+    if byo and len(classes) != 1:
+        raise ValueError("a network brought from elsewhere forgot one class: pass exactly one forget class with it")
+
+    train = _train_split(manifest, data_dir)
+    test = load_dataset(info.name, "test", data_dir, False, info.img_size)
+    data = Probe(*_tensors(test, limit), *_tensors(train, train_limit))
+    total = len(classes) * seeds * (len(chosen) + len(byo)) + (seeds if "wf" in chosen and wf_round == "run" else 0)
+    done = 0
+
+    def tick(**what):
+        nonlocal done
+        done += 1
+        if progress:
+            progress(done, total, what)
+
+    def stop() -> bool:
+        return bool(should_stop and should_stop())
+
+    runs: dict[str, dict[int, list[dict]]] = {m: {c: [] for c in classes} for m in ["original", *chosen, *byo]}
+    times: dict[str, list[float]] = {m: [] for m in runs}
+    wf_seconds: list[float] = []
+    retrain_sources: set[str] = set()
+    for seed in range(seeds):
+        torch.manual_seed(10_000 + seed)
+        random_net = create_backbone(manifest["backbone"], n, info.in_chans, info.img_size).eval()
+        wf_model = None
+        if "wf" in chosen:
+            wf_model, secs = _wf_round(checkpoint, base, train, seed, wf_round, should_stop)
+            if wf_model is None:
+                return None
+            wf_seconds.append(secs)
+            if wf_round == "run":
+                tick(method="wf round", seed=seed)
+        for c in classes:
+            nets: dict[str, tuple[nn.Module, float]] = {"original": (base.backbone, float("nan"))}
+            for m in chosen:
+                if stop():
+                    return None
+                if m == "retrain":
+                    cached = _load_oracle(checkpoint, [c], seed)
+                    if cached is None:
+                        r = retrain(checkpoint, [c], seed, data_dir, should_stop=should_stop, save=save_oracles)
+                        if r["cancelled"]:
+                            return None
+                        cached = (r["model"], r["seconds"])
+                        retrain_sources.add("measured in this run")
+                    else:
+                        retrain_sources.add("stored oracle (its manifest's train_seconds)")
+                    nets[m] = cached
+                elif m == "wf":
+                    start = time.perf_counter()
+                    baked = bake(wf_model, [c])
+                    nets[m] = (baked, wf_seconds[-1] + time.perf_counter() - start)
+                else:
+                    forget_idx = torch.nonzero(train.targets == c).flatten().tolist()
+                    retain_idx = torch.nonzero(train.targets != c).flatten().tolist()
+                    r = run_baseline(m, base.backbone, Subset(train, retain_idx), Subset(train, forget_idx), n,
+                                     seed=seed, should_stop=should_stop)
+                    if r["cancelled"]:
+                        return None
+                    nets[m] = (r["model"], r["seconds"])
+                tick(method=m, forget_class=c, seed=seed)
+            nets.update({name: (net, float("nan")) for name, net in byo.items()})
+            for m, (net, secs) in nets.items():
+                result = score(net, manifest["backbone"], data, [c], n, random_net, seed)
+                result["metrics"]["seconds"] = secs
+                runs[m][c].append(result)
+                times[m].append(secs)
+                if m in byo:
+                    tick(method=m, forget_class=c, seed=seed)
+
+    bench = _aggregate(runs, classes)
+    retrain_one = _nanmean(times["retrain"])
+    wf_all = _nanmean(wf_seconds) if wf_seconds else float("nan")
+    bench = {
+        "checkpoint": str(checkpoint), "dataset": info.name, "backbone": manifest["backbone"],
+        "class_names": list(info.class_names), "forget_classes": classes, "seeds": seeds,
+        "num_test_images": len(data.y_test), "num_train_images_scored": len(data.y_train),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"), "command": command,
+        **bench,
+        "cost": {
+            "wf_all_classes_seconds": wf_all, "retrain_one_class_seconds": retrain_one,
+            "ratio": wf_all / retrain_one if retrain_one else float("nan"),
+            "one_class_seconds": {m: _nanmean(times[m]) for m in chosen},
+            "wf_seconds_source": "measured in this run" if wf_round == "run" else "checkpoint manifest (unlearn_seconds)",
+            "retrain_seconds_source": " + ".join(sorted(retrain_sources)),
+        },
+        "config": _configs(manifest, chosen),
+        "versions": package_versions(),
+    }
+    if out is not None:
+        write_benchmark(bench, Path(checkpoint) if out == "auto" else Path(out))
+    return bench
+
+
+def _wf_round(checkpoint, base: FilteredModel, train, seed: int, wf_round: str,
+              should_stop) -> tuple[FilteredModel | None, float]:
+    if wf_round == "checkpoint":
+        return base, float(base.manifest.get("timings", {}).get("unlearn_seconds", float("nan")))
+    model = load(checkpoint)
+    with torch.no_grad():
+        for p in model.alphas.values():
+            p.fill_(1.0)
+    cfg = UnlearnConfig(**{**base.manifest["unlearn_config"], "seed": seed})
+    r = train_memory(model, train, cfg, should_stop=should_stop)
+    return (None, r["seconds"]) if r["cancelled"] else (model.eval(), r["seconds"])
+
+
+def _aggregate(runs: dict[str, dict[int, list[dict]]], classes: list[int]) -> dict:
+    methods, per_class = {}, {str(c): {} for c in classes}
+    for m, by_class in runs.items():
+        every = [r["metrics"] for c in classes for r in by_class[c]]
+        methods[m] = {k: _stats([r[k] for r in every]) for k in METRICS}
+        for c in classes:
+            rs = by_class[c]
+            per_class[str(c)][m] = {
+                "metrics": {k: _stats([r["metrics"][k] for r in rs]) for k in METRICS},
+                "per_class_accuracy": torch.tensor([r["per_class_accuracy"] for r in rs]).nanmean(0).tolist(),
+                "forget_predictions": torch.tensor([r["forget_predictions"] for r in rs]).mean(0).tolist(),
+            }
+    return {"methods": methods, "per_class": per_class}
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    t = t[~t.isnan()]
+    if len(t) == 0:
+        return {"mean": float("nan"), "std": float("nan")}
+    return {"mean": t.mean().item(), "std": t.std(unbiased=False).item()}
+
+
+def _nanmean(values: list[float]) -> float:
+    return _stats(values)["mean"]
+
+
+def _configs(manifest: dict, chosen: list[str]) -> dict:
+    out = {"retrain": manifest.get("train_config"), "wf": manifest.get("unlearn_config")}
+    out.update({m: default_config(m) for m in chosen if m not in out})
+    return {m: out[m] for m in chosen}
+
+
+# ---------------------------------------------------------------- tables
+
+
+def benchmark_table(bench: dict, fmt: str = "md") -> str:
+    """Methods x metrics (mean ± std, gap to Retrain in brackets) as Markdown or LaTeX (booktabs)."""
+    methods = bench["methods"]
+    ref = methods.get("retrain", {})
+    cols = list(METRICS)
+    pct = {k for k in cols if "accuracy" in k or k in ("mia_efficacy",)}
+
+    def cell(m: str, k: str) -> str:
+        v = methods[m].get(k, {"mean": float("nan"), "std": float("nan")})
+        mean, std = v["mean"], v["std"]
+        if math.isnan(mean):
+            return "–"
+        scale = 100.0 if k in pct else 1.0
+        text = f"{mean * scale:.1f} ± {std * scale:.1f}" if k in pct else f"{mean:.3g} ± {std:.2g}"
+        if m not in ("retrain", "original") and k in ref and not math.isnan(ref[k]["mean"]):
+            text += f" ({(mean - ref[k]['mean']) * scale:+.1f})" if k in pct else f" ({mean - ref[k]['mean']:+.3g})"
+        return text
+
+    head = [f"{METRICS[k].label}{' (%)' if k in pct else ''} {METRICS[k].arrow}" for k in cols]
+    rows = [[m, *(cell(m, k) for k in cols)] for m in methods]
+    if fmt == "md":
+        lines = ["| method | " + " | ".join(head) + " |", "|---" * (len(cols) + 1) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines) + "\n"
+    def esc(s: str) -> str:
+        for a, b in (("%", r"\%"), ("_", r"\_"), ("±", r"$\pm$"), ("↑", r"$\uparrow$"), ("↓", r"$\downarrow$")):
+            s = s.replace(a, b)
+        return s
+
+    lines = [r"\begin{tabular}{l" + "r" * len(cols) + "}", r"\toprule", " & ".join(["method", *map(esc, head)]) + r" \\",
+             r"\midrule", *(" & ".join(map(esc, r)) + r" \\" for r in rows), r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_benchmark(bench: dict, directory: Path) -> list[Path]:
+    """Write ``benchmark.json``, ``benchmark.md`` and ``benchmark.tex`` atomically (rank 0 only)."""
+    paths = [directory / "benchmark.json", directory / "benchmark.md", directory / "benchmark.tex"]
+    if dist.is_main():
+        write_json(paths[0], bench)
+        cost = bench["cost"]
+        md = (benchmark_table(bench, "md") + f"\nWF, all {len(bench['class_names'])} classes: "
+              f"{cost['wf_all_classes_seconds']:.0f} s; Retrain, one class: {cost['retrain_one_class_seconds']:.0f} s; "
+              f"ratio {cost['ratio']:.2f}.\n")
+        atomic_write(paths[1], lambda tmp: Path(tmp).write_text(md))
+        atomic_write(paths[2], lambda tmp: Path(tmp).write_text(benchmark_table(bench, "tex")))
+    return paths
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _info(manifest: dict) -> DatasetInfo:
+    ds = manifest["dataset"]
+    return DatasetInfo(ds["name"], tuple(ds["class_names"]), ds["in_chans"], ds["img_size"], tuple(ds["mean"]), tuple(ds["std"]))
+
+
+def _check_classes(classes, n: int) -> list[int]:
+    out = sorted({int(c) for c in classes})
+    bad = [c for c in out if not 0 <= c < n]
+    if bad or not out:
+        raise ValueError(f"forget class {bad[0] if bad else '(none)'} invalid: valid classes are 0..{n - 1}")
+    return out
+
+
+def _train_split(manifest: dict, data_dir: str | None):
+    """The training split the checkpoint was trained on (its --limit-train subset included)."""
+    info = _info(manifest)
+    train = load_dataset(info.name, "train", data_dir, False, info.img_size)
+    used = manifest.get("train_images", len(train))
+    if used < len(train):
+        idx = stratified_subset(train.targets, used, manifest["train_config"]["seed"])
+        sub = Subset(train, idx.tolist())
+        sub.targets = train.targets[idx]
+        return sub
+    return train
+
+
+def _tensors(ds, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    idx = stratified_subset(ds.targets, limit, seed=0)
+    x, _ = next(iter(DataLoader(Subset(ds, idx.tolist()), batch_size=len(idx))))
+    return x, ds.targets[idx]
+
+
+def _load_state(manifest: dict, path: str | os.PathLike) -> nn.Module:
+    """A backbone from a user's safetensors state dict, validated like a checkpoint."""
+    info = _info(manifest)
+    net = create_backbone(manifest["backbone"], info.num_classes, info.in_chans, info.img_size)
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p} does not exist (expected a safetensors state dict of a {manifest['backbone']})")
+    try:
+        state = load_file(str(p))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{p} is not a readable safetensors file: {e}") from None
+    expected = net.state_dict()
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    shapes = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or extra or shapes:
+        raise CheckpointError(f"{p} does not match backbone {manifest['backbone']}: missing {missing[:3]}, "
+                              f"unexpected {extra[:3]}, shape mismatch {shapes[:3]}")
+    net.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+    return net.eval()

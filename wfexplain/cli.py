@@ -64,7 +64,7 @@ def _bar(desc: str):
 
     def progress(step: int, total: int, metrics: dict) -> None:
         bar.total = total
-        bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()}, refresh=False)
+        bar.set_postfix({k: f"{v:.3f}" if isinstance(v, float) else v for k, v in metrics.items()}, refresh=False)
         bar.update(step - bar.n)
 
     return bar, progress
@@ -160,6 +160,50 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_retrain(args) -> int:
+    from .benchmark import retrain
+
+    log(f"retraining {args.checkpoint} from scratch without class(es) {args.forget} (seed {args.seed})")
+    bar, progress = _bar("retrain")
+    with _Interrupt() as stop:
+        result = retrain(args.checkpoint, args.forget, args.seed, args.data_dir, progress, stop,
+                         device=args.device, workers=args.workers)
+    bar.close()
+    if result["cancelled"]:
+        log("cancelled: nothing written")
+        return 130
+    log(f"trained in {result['seconds']:.0f} s; saved {result['path']}")
+    return 0
+
+
+def cmd_benchmark(args) -> int:
+    from .benchmark import run_benchmark
+
+    extra = {}
+    for item in args.byo or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--byo expects NAME=PATH, got {item!r}")
+        extra[name] = path
+    bar, progress = _bar("benchmark")
+    with _Interrupt() as stop:
+        bench = run_benchmark(args.checkpoint, args.forget, args.seeds, args.methods, args.limit, args.train_limit,
+                              args.wf_round, extra, args.data_dir, progress, stop,
+                              out=args.out or "auto", command="wfexplain " + " ".join(sys.argv[1:]))
+    bar.close()
+    if bench is None:
+        log("cancelled: nothing written")
+        return 130
+    log(f"wrote benchmark.json, benchmark.md, benchmark.tex to {args.out or args.checkpoint}")
+    if args.json:
+        print(json.dumps(bench))
+    else:
+        from .benchmark import benchmark_table
+
+        print(benchmark_table(bench, "md"))
+    return 0
+
+
 def cmd_export(args) -> int:
     from .export import export_all  # matplotlib/pandas: imported only when exporting
 
@@ -226,6 +270,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     _add_runtime_args(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("retrain", help="train the Retrain oracle: same recipe, from scratch, without the forget class(es)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--forget", type=int, nargs="+", required=True, help="class index(es) left out")
+    p.add_argument("--seed", type=int, default=0, help="training seed (stored as <checkpoint>/retrain/forget-C-seedS)")
+    _add_data_args(p)
+    _add_runtime_args(p)
+    p.set_defaults(func=cmd_retrain)
+
+    p = sub.add_parser("benchmark", help="Retrain vs WF vs five baselines on every metric, over seeds")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--forget", type=int, nargs="*", help="classes forgotten one at a time (default: all)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per method and class (default 3)")
+    p.add_argument("--methods", nargs="*", help="subset of: retrain wf finetune neggrad_plus random_labels salun ssd")
+    p.add_argument("--limit", type=int, help="test images (seeded, class-stratified; default all)")
+    p.add_argument("--train-limit", type=int, default=10_000, help="training images behind train metrics, MIA, probe")
+    p.add_argument("--wf-round", choices=["run", "checkpoint"], default="run",
+                   help="rerun and time WF's all-class round per seed (default) or reuse the checkpoint's memory")
+    p.add_argument("--byo", nargs="*", metavar="NAME=PATH",
+                   help="score your own safetensors state dict(s) of the same backbone (one forget class)")
+    p.add_argument("--out", help="directory for benchmark.json/.md/.tex (default: the checkpoint)")
+    p.add_argument("--json", action="store_true", help="print the benchmark JSON to stdout")
+    _add_data_args(p)
+    p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("export", help="paper figures, memory CSV/NPZ, metric tables (CSV/LaTeX), baked model")
     p.add_argument("--checkpoint", required=True)

@@ -1,0 +1,101 @@
+"""The evaluation suite end to end on a tiny generated image folder: oracle, WF, baselines, metrics, files."""
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from wfexplain import cli, load
+from wfexplain.benchmark import METHODS, METRICS, benchmark_table, oracle_path, retrain, run_benchmark
+from wfexplain.checkpoint import CheckpointError
+
+from .conftest import make_bar_folder
+
+FAST = {"limit": None, "train_limit": 60, "seeds": 1}
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    data = root / "data"
+    make_bar_folder(data, n_train=24, n_test=8)
+    path = root / "ckpt"
+    assert cli.main(["train", "--dataset", "imagefolder", "--data-dir", str(data), "--img-size", "16", "--out", str(path),
+                     "--epochs", "2", "--batch-size", "16", "--lr", "0.01"]) == 0
+    assert cli.main(["unlearn", "--checkpoint", str(path), "--data-dir", str(data), "--steps", "40", "--batch-size", "16",
+                     "--lr", "0.05"]) == 0
+    return path, data
+
+
+def test_retrain_oracle_never_sees_the_class_and_is_stored(ckpt):
+    path, data = ckpt
+    r = retrain(path, [1], seed=0, data_dir=str(data))
+    assert r["path"] == oracle_path(path, [1], 0) and (r["path"] / "manifest.json").is_file()
+    oracle = load(r["path"])
+    assert oracle.manifest["forget"] == [1] and oracle.manifest["train_images"] == 48  # 2 of 3 classes x 24
+    assert oracle.manifest["train_config"]["epochs"] == load(path).manifest["train_config"]["epochs"]  # same recipe
+
+
+def test_benchmark_schema_files_and_oracle_reuse(ckpt):
+    path, data = ckpt
+    calls = []
+    bench = run_benchmark(path, forget_classes=[1], data_dir=str(data), progress=lambda *a: calls.append(a), **FAST)
+    assert set(bench["methods"]) == {"original", *METHODS}
+    for m in METHODS:
+        assert set(bench["methods"][m]) == set(METRICS)
+        for k, v in bench["methods"][m].items():
+            assert set(v) == {"mean", "std"}
+            if "accuracy" in k or k in ("mia_efficacy", "zrf"):
+                assert 0.0 <= v["mean"] <= 1.0, (m, k, v)
+    # The oracle never saw class 1: it cannot predict it; WF forgets it too on this easy data.
+    assert bench["methods"]["retrain"]["forget_accuracy_test"]["mean"] == 0.0
+    assert bench["methods"]["wf"]["forget_accuracy_test"]["mean"] < bench["methods"]["original"]["forget_accuracy_test"]["mean"]
+    assert bench["methods"]["original"]["relearn_steps"]["mean"] == 0.0  # already knows the class
+    entry = bench["per_class"]["1"]["wf"]
+    assert len(entry["per_class_accuracy"]) == 3 and math.isclose(sum(entry["forget_predictions"]), 1.0, rel_tol=1e-6)
+    cost = bench["cost"]
+    assert cost["ratio"] == pytest.approx(cost["wf_all_classes_seconds"] / cost["retrain_one_class_seconds"])
+    assert "stored oracle" in cost["retrain_seconds_source"]  # reused from the previous test
+    assert calls[-1][0] == calls[-1][1]  # progress reached its total
+    on_disk = json.loads((path / "benchmark.json").read_text())
+    assert on_disk["forget_classes"] == [1] and on_disk["seeds"] == 1
+    assert "| wf |" in (path / "benchmark.md").read_text()
+    assert r"\toprule" in (path / "benchmark.tex").read_text()
+
+
+def test_bring_your_own_network(ckpt, tmp_path):
+    path, data = ckpt
+    state = {k: v.contiguous() for k, v in load(path).backbone.state_dict().items()}
+    good = tmp_path / "mine.safetensors"
+    save_file(state, str(good))
+    bench = run_benchmark(path, [0], methods=["retrain"], extra={"mine": good}, data_dir=str(data), out=None, **FAST)
+    # The unmodified original brought back: scores exactly like "original".
+    assert bench["methods"]["mine"]["forget_accuracy_test"] == bench["methods"]["original"]["forget_accuracy_test"]
+    bad = tmp_path / "bad.safetensors"
+    save_file({"head.weight": torch.zeros(2, 2)}, str(bad))
+    with pytest.raises(CheckpointError, match=r"bad\.safetensors does not match backbone cnn"):
+        run_benchmark(path, [0], methods=["retrain"], extra={"bad": bad}, data_dir=str(data), out=None, **FAST)
+
+
+def test_bad_arguments_name_the_choices(ckpt):
+    path, data = ckpt
+    with pytest.raises(ValueError, match="choose from retrain, wf"):
+        run_benchmark(path, [0], methods=["sgd"], data_dir=str(data), out=None)
+    with pytest.raises(ValueError, match=r"valid classes are 0\.\.2"):
+        run_benchmark(path, [7], data_dir=str(data), out=None)
+
+
+def test_cancel_writes_nothing(ckpt, tmp_path):
+    path, data = ckpt
+    assert run_benchmark(path, [2], data_dir=str(data), should_stop=lambda: True, out=tmp_path, **FAST) is None
+    assert not any(tmp_path.iterdir())
+
+
+def test_table_marks_gap_to_retrain():
+    stat = lambda m: {"mean": m, "std": 0.0}  # noqa: E731
+    bench = {"methods": {"retrain": {k: stat(0.5) for k in METRICS}, "wf": {k: stat(0.25) for k in METRICS}}}
+    md = benchmark_table(bench, "md")
+    assert "| wf | 25.0 ± 0.0 (-25.0)" in md and "| retrain | 50.0 ± 0.0 |" in md
+    assert "Forget acc. (test) (%) ↓" in md and "$\\downarrow$" in benchmark_table(bench, "tex")

@@ -1,0 +1,251 @@
+"""Compare: WF against the Retrain oracle and the baselines, from the checkpoint's benchmark.json."""
+
+import math
+
+import pandas as pd
+import streamlit as st
+
+from wfexplain import comparison, figures
+from wfexplain.benchmark import METRICS
+from wfexplain.jobs import Job
+from wfexplain.ui import current
+
+JOB, RESULT, COLLECTED = "compare_job", "compare_result", "compare_collected"
+MEAN = "mean"  # the forget-class choice "all classes (mean)"
+
+view = current()
+st.title("Compare")
+st.caption("Weight filtering (WF) against the Retrain oracle (trained from scratch without the forgotten class) and "
+           "the baseline unlearning methods, on every metric of `wfexplain benchmark`. Cells are mean ± std over "
+           "seeds; [brackets] = gap to Retrain (percentage points for accuracies); ↑/↓ = higher/lower is better.")
+
+
+def _collect() -> None:
+    """Keep a finished run's result in the session (once per job)."""
+    job: Job | None = st.session_state.get(JOB)
+    if job is None or st.session_state.get(COLLECTED) is job:
+        return
+    s = job.state()
+    if s.done and not s.error and not s.cancelled and s.result and s.result.get("bench"):
+        st.session_state[RESULT] = {"path": s.result["path"], "bench": s.result["bench"]}
+        st.session_state[COLLECTED] = job
+
+
+def _seconds(v) -> str:
+    v = comparison.as_float(v)
+    return "—" if math.isnan(v) else f"{v:,.1f} s" if v < 600 else f"{v / 60:,.1f} min"
+
+
+def _show(bench: dict, from_session: bool) -> None:
+    names = [str(n) for n in bench["class_names"]]
+    name = lambda i: names[i] if 0 <= i < len(names) else str(i)  # noqa: E731
+    classes = comparison.benchmarked_classes(bench)
+    if from_session:
+        st.success("Showing the benchmark run in this session (not saved to benchmark.json).")
+        if st.button("Show the saved benchmark.json instead", key="compare_drop_result"):
+            del st.session_state[RESULT]
+            st.rerun()
+    else:
+        st.caption(f"From `{comparison.benchmark_path(view.path)}`" + (f", created {bench['created']}" if bench.get(
+            "created") else "") + (f" by `{bench['command']}`" if bench.get("command") else "") + ".")
+    st.caption(f"{bench.get('dataset', '?')} · {bench.get('backbone', '?')} · {bench.get('seeds', '?')} seed(s) · "
+               f"{bench.get('num_test_images', '?')} test images · forget classes, one at a time: "
+               + (", ".join(map(name, classes)) or "none"))
+    if names != list(view.model.class_names):
+        st.warning(f"The benchmark's classes ({', '.join(names)}) differ from the loaded checkpoint's; "
+                   "labels follow the benchmark.")
+
+    # ------------------------------------------------------------ which forget class
+    options = [MEAN, *classes]
+    default = next((c for c in view.forget if c in classes), classes[0] if classes else MEAN)
+    choice = st.selectbox(
+        "Forget class", options, index=options.index(default),
+        format_func=lambda c: f"all {len(classes)} classes (mean)" if c == MEAN else f"{c}: {name(c)}",
+        help="One benchmarked forget class, or the mean over all of them. Default: the sidebar's forget set.")
+    c = None if choice == MEAN else int(choice)
+    table = comparison.comparison_table(bench, c)
+
+    # ------------------------------------------------------------ the table
+    st.subheader("Methods × metrics")
+    shown = comparison.formatted_table(table)
+    best = comparison.best_per_column(table)
+    marked = {(comparison.method_label(m), comparison.column_header(k)) for k, m in best.items()}
+    style = pd.DataFrame("", index=shown.index, columns=shown.columns)
+    for row, col in marked:
+        style.loc[row, col] = "background-color: rgba(44, 160, 44, 0.18); font-weight: bold"
+    st.dataframe(shown.style.apply(lambda _: style, axis=None))
+    st.caption(f"{comparison.BEST_MARK} best per column among the unlearning methods, by the column's direction; "
+               "Original (no unlearning) and Retrain (the oracle) are references and take no part. "
+               "– = not measured (e.g. no time for the original model).")
+    with st.expander("Gap to Retrain (method − Retrain; the closer to 0, the closer to the oracle)"):
+        gap = comparison.gap_to_retrain(table).drop(index=[r for r in comparison.REFERENCES if r in table.index])
+        scale = [100.0 if comparison.is_percent(k) else 1.0 for k in gap.columns]
+        gap = (gap * scale).rename(index=comparison.method_label, columns=comparison.column_header)
+        st.dataframe(gap.style.format("{:+.3g}", na_rep="–"))
+
+    # ------------------------------------------------------------ cost
+    cost = bench.get("cost") or {}
+    if cost:
+        st.subheader("Cost")
+        k = st.columns(3)
+        k[0].metric(f"WF, all {len(names)} classes (↓)", _seconds(cost.get("wf_all_classes_seconds")),
+                    help="One unlearning round learns every class's filter; forgetting any class or set afterwards "
+                         "needs no training. " + str(cost.get("wf_seconds_source", "")))
+        k[1].metric("Retrain, one class (↓)", _seconds(cost.get("retrain_one_class_seconds")),
+                    help="Training from scratch without one class. " + str(cost.get("retrain_seconds_source", "")))
+        ratio = comparison.as_float(cost.get("ratio"))
+        k[2].metric("Ratio: WF all / Retrain one (↓)", "—" if math.isnan(ratio) else f"{ratio:.2f}×",
+                    help="Below 1: WF forgets all classes for less than a single Retrain costs.")
+        one = cost.get("one_class_seconds") or {}
+        if one:
+            order = comparison.order_methods(list(one))
+            st.dataframe(pd.DataFrame({"time to forget one class (s) ↓": [comparison.as_float(one[m]) for m in order]},
+                                      index=pd.Index([comparison.method_label(m) for m in order], name="method")))
+            st.caption("WF's one-class time includes its whole unlearning round (all classes) plus baking the filter.")
+
+    # ------------------------------------------------------------ trade-off
+    st.subheader("Trade-off")
+    pts = comparison.tradeoff_points(table)
+    original = None
+    if "original" in table.index and "retain_accuracy_test" in table.columns.get_level_values("metric"):
+        original = comparison.means(table).at["original", "retain_accuracy_test"]
+    if pts[["forget_quality", "retain_accuracy"]].notna().all(axis=1).any():
+        st.plotly_chart(figures.tradeoff_scatter(
+            [comparison.method_label(m) for m in pts.index], pts["forget_quality"], pts["retain_accuracy"],
+            pts["seconds"], [i for i, p in enumerate(pts["pareto"]) if p], original), key="compare_tradeoff")
+        st.caption("Ringed points are Pareto-optimal: no other method has higher forget quality, higher retain "
+                   "accuracy and lower time at once (methods without a time are never on it). The dotted line is the "
+                   "original model's retain accuracy.")
+    else:
+        st.caption("No forget/retain accuracies to plot.")
+
+    # ------------------------------------------------------------ per-class views
+    if c is None:
+        st.info("Pick a single forget class above for the per-class accuracy and prediction charts.")
+        return
+    entries = bench["per_class"][str(c)]
+    st.subheader("A/B: per-class accuracy")
+    with_acc = [m for m in comparison.order_methods(list(entries)) if entries[m].get("per_class_accuracy")]
+    if len(with_acc) < 1:
+        st.caption("No per-class accuracies in this benchmark.")
+    else:
+        left, right = st.columns(2)
+        a = left.selectbox("Method A", with_acc, format_func=comparison.method_label, key="compare_a",
+                           index=with_acc.index("wf") if "wf" in with_acc else 0)
+        b = right.selectbox("Method B", with_acc, format_func=comparison.method_label, key="compare_b",
+                            index=with_acc.index("retrain") if "retrain" in with_acc else min(1, len(with_acc) - 1))
+        try:
+            st.plotly_chart(figures.ab_accuracy_bars(entries[a]["per_class_accuracy"], entries[b]["per_class_accuracy"],
+                                                     names, [c], comparison.method_label(a), comparison.method_label(b)),
+                            key="compare_ab")
+        except ValueError as e:
+            st.error(f"Cannot draw the per-class accuracies: {e}")
+
+    st.subheader(f"Where class {name(c)}'s predictions go")
+    preds = {comparison.method_label(m): entries[m]["forget_predictions"]
+             for m in comparison.order_methods(list(entries)) if entries[m].get("forget_predictions")}
+    if preds:
+        ref = comparison.method_label("retrain")
+        try:
+            st.plotly_chart(figures.forget_predictions_heatmap(preds, names, c, ref if ref in preds else None,
+                                                               comparison.prediction_distances(preds, ref)),
+                            key="compare_predictions")
+        except ValueError as e:
+            st.error(f"Cannot draw the predictions: {e}")
+        st.caption("Retrain sends the forgotten class's images to the classes they resemble; a method that matches "
+                   "that row forgets like the oracle, one that piles them on a single class is easy to detect.")
+    else:
+        st.caption("No prediction distributions in this benchmark.")
+
+
+def _glossary(bench: dict | None) -> None:
+    with st.expander("Glossary: the metrics"):
+        st.markdown("\n".join(f"- **{m.label}** {m.arrow} ({'higher' if m.higher_is_better else 'lower'} is better) "
+                              f"— {m.formula}. *{m.reference}*" for m in METRICS.values())
+                    + "\n- **Forget quality** ↑ (trade-off plot) — 1 − forget acc. (test).")
+    if bench and bench.get("config"):
+        with st.expander("Hyperparameters of each method"):
+            st.json(bench["config"], expanded=1)
+
+
+# ---------------------------------------------------------------- the results shown
+_collect()
+bench = None
+result = st.session_state.get(RESULT)
+from_session = result is not None and result["path"] == view.path
+if from_session:
+    bench = result["bench"]
+else:
+    try:
+        bench = comparison.read_benchmark(view.path)
+    except FileNotFoundError:
+        st.info(f"No benchmark for this checkpoint yet (`{comparison.benchmark_path(view.path)}` does not exist). "
+                f"Create it with `wfexplain benchmark --checkpoint {view.path}`, or run a quick one-class benchmark "
+                "below.")
+    except ValueError as e:
+        st.error(f"Cannot read the benchmark: {e}")
+if bench is not None:
+    try:
+        _show(bench, from_session)
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        where = "the benchmark run" if from_session else f"`{comparison.benchmark_path(view.path)}`"
+        st.error(f"{where} does not match the expected schema: {type(e).__name__}: {e}")
+_glossary(bench)
+
+# ---------------------------------------------------------------- run one
+st.header("Run a benchmark for the current forget set")
+job: Job | None = st.session_state.get(JOB)
+busy = job is not None and not job.state().done
+names = list(view.model.class_names)
+candidates = list(view.forget) or list(range(len(names)))
+st.write("Trains the Retrain oracle from scratch (or reuses a stored one), runs every baseline for one seed, takes WF "
+         "from the checkpoint's memory matrices (no training per class; its round time from the manifest) and scores "
+         "them all: minutes on a CPU. Nothing is written to benchmark.json; the result replaces the file's on "
+         f"this page until you clear it. For several seeds or all classes use `wfexplain benchmark --checkpoint {view.path}`.")
+if not view.forget:
+    st.caption("No forget set in the sidebar: choose any class here.")
+target = st.selectbox("Forget class to benchmark", candidates, format_func=lambda i: f"{i}: {names[i]}", disabled=busy)
+if st.button("Run benchmark", type="primary", disabled=busy, key="compare_run"):
+    path, cls = view.path, int(target)
+
+    def run(progress, stop) -> dict:
+        from wfexplain.benchmark import run_benchmark  # late: resolved when the job runs
+
+        # The checkpoint's own memory (no WF rerun) and nothing written, shipped directories included.
+        bench = run_benchmark(path, forget_classes=[cls], seeds=1, wf_round="checkpoint", progress=progress,
+                              should_stop=stop, out=None, save_oracles=False)
+        if bench is None:  # cancelled
+            return {"cancelled": True}
+        comparison.check_benchmark(bench, "the benchmark run")
+        return {"bench": bench, "path": path, "cancelled": False}
+
+    st.session_state[JOB] = Job(run, f"benchmark of class {names[cls]}").start()
+    st.rerun()
+
+
+@st.fragment(run_every=1.0 if busy else None)  # poll only while a run is going
+def job_panel() -> None:
+    job: Job | None = st.session_state.get(JOB)
+    if job is None:
+        return
+    s = job.state()
+    if not s.done:
+        what = "".join(f" · {k} {v:.3g}" if isinstance(v, float) else f" · {k} {v}" for k, v in s.metrics.items())
+        st.progress(s.fraction, text=f"{job.label}: step {s.step}/{s.total}{what}")
+        if st.button("Cancel", key="compare_cancel"):
+            job.cancel()
+        return
+    if busy:  # finished since the last full run: redraw the page with the result
+        st.rerun(scope="app")
+    if s.error:
+        st.error(f"The benchmark failed: {s.error}")
+    elif s.cancelled:
+        st.warning("Cancelled: no result kept.")
+    else:
+        st.success(f"{job.label}: done in {s.finished - s.started:.0f} s, shown above.")
+    if st.button("Clear", key="compare_clear"):
+        del st.session_state[JOB]
+        st.rerun(scope="app")
+
+
+job_panel()

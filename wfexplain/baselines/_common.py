@@ -1,0 +1,113 @@
+"""Helpers shared by the baselines: seeding, batch streams, the step loop and the result dict."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from ..engine import Progress, StopFlag
+
+
+def check_positive(cfg, *names: str) -> None:
+    for name in names:
+        if not getattr(cfg, name) > 0:
+            raise ValueError(f"{name} must be positive, got {getattr(cfg, name)}")
+
+
+def check_fraction(cfg, *names: str) -> None:
+    for name in names:
+        if not 0 <= getattr(cfg, name) <= 1:
+            raise ValueError(f"{name} must be in [0, 1], got {getattr(cfg, name)}")
+
+
+def check_data(retain: Dataset | None, forget: Dataset | None) -> None:
+    for name, ds in (("retain", retain), ("forget", forget)):
+        if ds is not None and len(ds) == 0:
+            raise ValueError(f"the {name} set is empty")
+
+
+def device_of(net: nn.Module) -> torch.device:
+    return next(net.parameters()).device
+
+
+@contextmanager
+def seeded(seed: int, device: torch.device):
+    """Seed the global RNGs (dropout, ``torch.randint`` without a generator) inside the block only."""
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        yield
+
+
+def trainable_copy(net: nn.Module) -> tuple[nn.Module, dict[str, bool]]:
+    """A deep copy of ``net`` with every parameter trainable, plus the original ``requires_grad`` flags."""
+    flags = {n: p.requires_grad for n, p in net.named_parameters()}
+    model = copy.deepcopy(net)
+    model.requires_grad_(True)
+    return model, flags
+
+
+def finish(model: nn.Module | None, flags: dict[str, bool], steps: int, start: float, cancelled: bool, **extra) -> dict:
+    """The common result dict; the returned model is in eval mode with the input's ``requires_grad`` flags."""
+    if cancelled:
+        model = None
+    elif model is not None:
+        model.eval()
+        for n, p in model.named_parameters():
+            p.requires_grad_(flags.get(n, True))
+    return {"model": model, "steps": steps, "seconds": time.perf_counter() - start, "cancelled": cancelled, **extra}
+
+
+def batches(ds: Dataset, batch_size: int, g: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless seeded stream of batches: a fresh permutation of ``ds`` per pass (last partial batch dropped)."""
+    loader = DataLoader(ds, batch_size=min(batch_size, len(ds)), sampler=RandomSampler(ds, generator=g), drop_last=True)
+    while True:
+        yield from loader
+
+
+def wrong_labels(y: torch.Tensor, num_classes: int, g: torch.Generator) -> torch.Tensor:
+    """A uniformly random label different from ``y`` for every sample."""
+    if num_classes < 2:
+        raise ValueError("random wrong labels need at least 2 classes")
+    shift = torch.randint(1, num_classes, y.shape, generator=g)
+    return (y + shift.to(y.device)) % num_classes
+
+
+def sgd(model: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def cosine(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Cosine decay from the configured learning rate to 0 over ``steps``."""
+    return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+
+
+def ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, y)
+
+
+def train_loop(model: nn.Module, steps: int, step_fn: Callable[[], dict[str, torch.Tensor]],
+               progress: Progress | None, should_stop: StopFlag | None) -> tuple[int, bool]:
+    """Run ``step_fn`` (one optimisation step, returns its losses) ``steps`` times in train mode.
+
+    Checks ``should_stop`` before every step and reports exponentially smoothed losses.
+    Returns ``(steps done, cancelled)``.
+    """
+    model.train()
+    avg: dict[str, float] = {}
+    for step in range(steps):
+        if should_stop and should_stop():
+            return step, True
+        for k, v in step_fn().items():
+            v = float(v)
+            avg[k] = v if k not in avg else 0.98 * avg[k] + 0.02 * v
+        if progress:
+            progress(step + 1, steps, dict(avg))
+    return steps, False

@@ -1,0 +1,67 @@
+"""Fine-tuning (FT): train on the retain set only and let catastrophic forgetting erase the rest.
+
+Warnecke et al., "Machine Unlearning of Features and Labels" (NDSS 2023) and Golatkar et al.,
+"Eternal Sunshine of the Spotless Net: Selective Forgetting in Deep Networks" (CVPR 2020),
+baseline "Fine-tune". Update rule, for ``steps`` SGD steps on retain batches ``(x_r, y_r)``::
+
+    theta <- theta - lr_t * grad CE(f_theta(x_r), y_r)        (momentum, weight decay, cosine lr_t)
+
+The forget set is never used: a forgotten class gets no positive example, so every
+softmax gradient pushes its logit down until it is no longer predicted.
+
+Defaults, measured on ``checkpoints/fmnist-cnn`` (one Fashion-MNIST class forgotten, 1 CPU
+thread): test accuracy on the forgotten class 0.0-0.5% for classes 0, 2 and 6, retain
+accuracy 93-96% (original 93-94%), ~20 s. With 80 steps class 0 keeps 2.2%.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..engine import Progress, StopFlag
+from . import _common as c
+
+
+@dataclass(frozen=True)
+class Config:
+    """Recipe for fine-tuning on the retain set."""
+
+    steps: int = 150  # SGD steps (150 x 128 = 19,200 images, ~1/3 epoch of Fashion-MNIST's retain set)
+    batch_size: int = 128  # retain images per step
+    lr: float = 0.05  # SGD peak learning rate (cosine decay to 0)
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 5e-4  # SGD weight decay
+
+    def __post_init__(self):
+        c.check_positive(self, "steps", "batch_size", "lr")
+
+
+def unlearn(net: nn.Module, retain: Dataset, forget: Dataset, num_classes: int, cfg: Config = Config(), seed: int = 0,
+            progress: Progress | None = None, should_stop: StopFlag | None = None) -> dict:
+    """Fine-tune a copy of ``net`` on ``retain`` (``forget`` is unused). Returns the common result dict."""
+    start = time.perf_counter()
+    c.check_data(retain, None)
+    model, flags = c.trainable_copy(net)
+    device = c.device_of(model)
+    g = torch.Generator().manual_seed(seed)
+    stream = c.batches(retain, cfg.batch_size, g)
+    opt = c.sgd(model, cfg.lr, cfg.momentum, cfg.weight_decay)
+    sched = c.cosine(opt, cfg.steps)
+
+    def step() -> dict:
+        x, y = next(stream)
+        loss = c.ce(model(x.to(device)), y.to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        return {"loss": loss.detach()}
+
+    with c.seeded(seed, device):
+        steps, cancelled = c.train_loop(model, cfg.steps, step, progress, should_stop)
+    return c.finish(model, flags, steps, start, cancelled)

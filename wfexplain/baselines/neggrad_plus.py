@@ -1,0 +1,74 @@
+"""NegGrad+: descend on the retain loss while ascending on the forget loss.
+
+Kurmanji et al., "Towards Unbounded Machine Unlearning" (NeurIPS 2023; the SCRUB paper),
+baseline NegGrad+. Each step draws a retain batch ``(x_r, y_r)`` and a forget batch
+``(x_f, y_f)`` and takes one SGD step (momentum, weight decay, cosine lr) on::
+
+    L = beta * CE(f(x_r), y_r) - (1 - beta) * CE(f(x_f), y_f)
+
+Both batches go through one forward pass (BatchNorm sees a mixed batch, as in training).
+The forget term is unbounded, so the step budget and ``beta`` keep the ascent from
+wrecking the retained classes.
+
+Defaults, measured on ``checkpoints/fmnist-cnn`` (one Fashion-MNIST class forgotten, 1 CPU
+thread): test accuracy on the forgotten class 0% for classes 0, 2 and 6, retain accuracy
+93-96% (original 93-94%), ~16 s. With ``beta = 0.95`` the forget CE explodes (to ~700 in
+100 steps) and the retain accuracy falls to 71-76%.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..engine import Progress, StopFlag
+from . import _common as c
+
+
+@dataclass(frozen=True)
+class Config:
+    """Recipe for NegGrad+."""
+
+    steps: int = 100  # SGD steps
+    batch_size: int = 128  # retain images per step
+    forget_batch_size: int = 32  # forget images per step (same forward pass)
+    lr: float = 0.01  # SGD peak learning rate (cosine decay to 0)
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 5e-4  # SGD weight decay
+    beta: float = 0.99  # weight of the retain CE; the forget CE gets -(1 - beta)
+
+    def __post_init__(self):
+        c.check_positive(self, "steps", "batch_size", "forget_batch_size", "lr")
+        c.check_fraction(self, "beta")
+
+
+def unlearn(net: nn.Module, retain: Dataset, forget: Dataset, num_classes: int, cfg: Config = Config(), seed: int = 0,
+            progress: Progress | None = None, should_stop: StopFlag | None = None) -> dict:
+    """Run NegGrad+ on a copy of ``net``. Returns the common result dict."""
+    start = time.perf_counter()
+    c.check_data(retain, forget)
+    model, flags = c.trainable_copy(net)
+    device = c.device_of(model)
+    g = torch.Generator().manual_seed(seed)
+    retain_stream, forget_stream = c.batches(retain, cfg.batch_size, g), c.batches(forget, cfg.forget_batch_size, g)
+    opt = c.sgd(model, cfg.lr, cfg.momentum, cfg.weight_decay)
+    sched = c.cosine(opt, cfg.steps)
+
+    def step() -> dict:
+        (xr, yr), (xf, yf) = next(retain_stream), next(forget_stream)
+        logits = model(torch.cat([xr, xf]).to(device))
+        retain_ce, forget_ce = c.ce(logits[: len(yr)], yr.to(device)), c.ce(logits[len(yr):], yf.to(device))
+        loss = cfg.beta * retain_ce - (1 - cfg.beta) * forget_ce
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        return {"loss": loss.detach(), "retain_ce": retain_ce.detach(), "forget_ce": forget_ce.detach()}
+
+    with c.seeded(seed, device):
+        steps, cancelled = c.train_loop(model, cfg.steps, step, progress, should_stop)
+    return c.finish(model, flags, steps, start, cancelled)

@@ -1,0 +1,298 @@
+"""Read and compare benchmark results: the tables and sets behind the dashboard's Compare page.
+
+``wfexplain benchmark`` writes ``<checkpoint>/benchmark.json`` (see :func:`wfexplain.benchmark.run_benchmark`).
+This module turns it into pandas tables with no Streamlit involved:
+
+* :func:`read_benchmark` loads and checks the file (clear errors naming the file and the key).
+* :func:`comparison_table` is methods x metrics, ``(metric, "mean" | "std")`` columns, for the
+  mean over all benchmarked forget classes or for one class.
+* :func:`gap_to_retrain` is each method's mean minus the Retrain oracle's, per metric.
+* :func:`best_per_column` picks, per metric and by the metric's direction
+  (:data:`wfexplain.benchmark.METRICS`), the best *unlearning method*: ``"original"`` (no
+  unlearning) and ``"retrain"`` (the oracle everything is measured against) are references,
+  not contestants.
+* :func:`pareto_front` finds the methods no other method beats on forget quality (↑), retain
+  accuracy (↑) and time (↓) at once.
+
+Missing metrics and NaN (e.g. ``"original"`` has no time) are kept as NaN and never win.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .benchmark import METHODS, METRICS
+
+FILENAME = "benchmark.json"
+REFERENCES = ("original", "retrain")  # shown, but never "best": no unlearning, and the oracle
+REQUIRED_KEYS = ("class_names", "forget_classes", "methods", "per_class")
+STATS = ("mean", "std")
+METHOD_LABELS = {
+    "original": "Original (no unlearning)",
+    "retrain": "Retrain (oracle)",
+    "wf": "WF (weight filtering)",
+    "finetune": "Fine-tune",
+    "neggrad_plus": "NegGrad+",
+    "random_labels": "Random labels",
+    "salun": "SalUn",
+    "ssd": "SSD",
+}
+
+
+def method_label(method: str) -> str:
+    """A display name for a method key (unknown keys, e.g. brought-your-own networks, as they are)."""
+    return METHOD_LABELS.get(method, method)
+
+
+def is_percent(metric: str) -> bool:
+    """Whether a metric is a fraction in [0, 1] shown as a percentage (accuracies and MIA-efficacy)."""
+    return "accuracy" in metric or metric == "mia_efficacy"
+
+
+# ---------------------------------------------------------------- reading
+
+
+def benchmark_path(path: str | os.PathLike) -> Path:
+    """``path`` itself if it is a file, else ``<path>/benchmark.json`` (a checkpoint directory)."""
+    p = Path(path).expanduser()
+    return p / FILENAME if p.is_dir() else p
+
+
+def read_benchmark(path: str | os.PathLike) -> dict:
+    """Load a ``benchmark.json`` (or the one in a checkpoint directory) and check its shape.
+
+    Raises:
+        FileNotFoundError: the file does not exist (the message names the command that writes it).
+        ValueError: not JSON, not an object, or a required key is missing or malformed (named).
+    """
+    file = benchmark_path(path)
+    if not file.is_file():
+        checkpoint = file.parent
+        raise FileNotFoundError(f"{file} does not exist: create it with `wfexplain benchmark --checkpoint {checkpoint}`")
+    try:
+        bench = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{file} is not valid JSON: {e}") from None
+    check_benchmark(bench, str(file))
+    return bench
+
+
+def check_benchmark(bench, source: str = "the benchmark") -> dict:
+    """Raise :class:`ValueError` naming ``source`` and the key when ``bench`` lacks the schema's essentials."""
+    if not isinstance(bench, dict):
+        raise ValueError(f"{source} must hold a JSON object, got {type(bench).__name__}")
+    for key in REQUIRED_KEYS:
+        if key not in bench:
+            raise ValueError(f"{source} has no {key!r} key (expected the output of `wfexplain benchmark`)")
+    for key in ("methods", "per_class"):
+        if not isinstance(bench[key], dict):
+            raise ValueError(f"{source}: {key!r} must be an object, got {type(bench[key]).__name__}")
+    if not bench["methods"]:
+        raise ValueError(f"{source}: 'methods' is empty")
+    for method, metrics in bench["methods"].items():
+        if not isinstance(metrics, dict):
+            raise ValueError(f"{source}: 'methods'.{method!r} must map metric names to {{mean, std}}")
+    for c, entries in bench["per_class"].items():
+        if not isinstance(entries, dict):
+            raise ValueError(f"{source}: 'per_class'.{c!r} must map methods to their results")
+    if not isinstance(bench["class_names"], list) or not isinstance(bench["forget_classes"], list):
+        raise ValueError(f"{source}: 'class_names' and 'forget_classes' must be lists")
+    return bench
+
+
+# ---------------------------------------------------------------- tables
+
+
+def as_float(v) -> float:
+    """``float(v)``, or NaN for None and anything not a number (JSON null, strings)."""
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return math.nan
+    return x
+
+
+def _stat(entry, stat: str) -> float:
+    if isinstance(entry, Mapping):
+        return as_float(entry.get(stat))
+    return as_float(entry) if stat == "mean" else math.nan  # a bare number: a mean without spread
+
+
+def order_methods(methods) -> list[str]:
+    """Original, Retrain, then :data:`~wfexplain.benchmark.METHODS` order, then any others (as given)."""
+    known = [m for m in ("original", *METHODS) if m in methods]
+    return known + [m for m in methods if m not in known]
+
+
+def benchmarked_classes(bench: dict) -> list[int]:
+    """The forget classes that have per-class results, in ``forget_classes`` order."""
+    per = bench.get("per_class", {})
+    listed = [int(c) for c in bench.get("forget_classes", []) if str(c) in per]
+    return listed + sorted(int(c) for c in per if int(c) not in listed)
+
+
+def comparison_table(bench: dict, forget_class: int | None = None) -> pd.DataFrame:
+    """Methods x metrics: rows are methods, columns ``(metric, "mean" | "std")``.
+
+    Args:
+        bench: a ``benchmark.json`` dict.
+        forget_class: None for the aggregate over every benchmarked forget class
+            (``bench["methods"]``), else one class (``bench["per_class"][str(c)]``).
+
+    Columns follow :data:`~wfexplain.benchmark.METRICS` (every one, NaN where a method lacks it),
+    then any other metric found. Raises :class:`KeyError` for a class that was not benchmarked.
+    """
+    if forget_class is None:
+        entries = bench["methods"]
+    else:
+        per = bench.get("per_class", {})
+        if str(forget_class) not in per:
+            raise KeyError(f"forget class {forget_class} was not benchmarked (benchmarked: "
+                           f"{', '.join(map(str, benchmarked_classes(bench))) or 'none'})")
+        entries = {m: (e.get("metrics", {}) if isinstance(e, Mapping) else {}) for m, e in per[str(forget_class)].items()}
+    methods = order_methods(list(entries))
+    found = [k for m in methods for k in entries[m] if k not in METRICS]
+    metrics = [*METRICS, *dict.fromkeys(found)]
+    data = [[_stat(entries[m].get(k), s) for k in metrics for s in STATS] for m in methods]
+    columns = pd.MultiIndex.from_product([metrics, STATS], names=["metric", "stat"])
+    return pd.DataFrame(data, index=pd.Index(methods, name="method"), columns=columns, dtype=float)
+
+
+def means(table: pd.DataFrame) -> pd.DataFrame:
+    """The ``mean`` half of a :func:`comparison_table` (a plain methods x metrics table passes through)."""
+    if isinstance(table.columns, pd.MultiIndex):
+        return table.xs("mean", axis=1, level="stat")
+    return table
+
+
+def gap_to_retrain(table: pd.DataFrame) -> pd.DataFrame:
+    """Each method's mean minus the Retrain oracle's, per metric (Retrain's own row is 0).
+
+    All NaN when the table has no ``"retrain"`` row; NaN where either side is missing.
+    """
+    m = means(table)
+    if "retrain" not in m.index:
+        return m * math.nan
+    return m - m.loc["retrain"]
+
+
+def best_per_column(table: pd.DataFrame) -> dict[str, str]:
+    """Per metric, the best unlearning method by the metric's direction (higher or lower is better).
+
+    ``"original"`` and ``"retrain"`` are excluded from the contest (they are the references), as
+    are NaN values and metrics of unknown direction. Ties go to the first row. Metrics with no
+    contestant are left out of the result.
+    """
+    m = means(table).drop(index=[r for r in REFERENCES if r in table.index])
+    best = {}
+    for metric in m.columns:
+        if metric not in METRICS:
+            continue
+        col = m[metric].dropna()
+        if col.empty:
+            continue
+        best[metric] = str(col.idxmax() if METRICS[metric].higher_is_better else col.idxmin())
+    return best
+
+
+def pareto_front(points: Sequence[tuple[float, float, float]]) -> list[int]:
+    """Indices (sorted) of the points not dominated on (forget quality ↑, retain accuracy ↑, time ↓).
+
+    A point is dominated when another is at least as good on all three and strictly better on
+    one; equal points do not dominate each other. A point with a NaN coordinate is never on the
+    front and dominates nothing.
+    """
+    pts = np.asarray(points, dtype=float).reshape(-1, 3) * np.array([1.0, 1.0, -1.0])  # all "higher is better"
+    ok = ~np.isnan(pts).any(axis=1)
+    front = []
+    for i in np.flatnonzero(ok):
+        others = pts[ok]
+        dominated = np.any(np.all(others >= pts[i], axis=1) & np.any(others > pts[i], axis=1))
+        if not dominated:
+            front.append(int(i))
+    return front
+
+
+def tradeoff_points(table: pd.DataFrame, exclude: Sequence[str] = ("original",)) -> pd.DataFrame:
+    """Per method: ``forget_quality`` (1 - forget acc. test), ``retain_accuracy`` (test), ``seconds``
+    and ``pareto`` (on the front of :func:`pareto_front` among these rows)."""
+    m = means(table)
+    m = m.drop(index=[r for r in exclude if r in m.index])
+    col = lambda k: m[k] if k in m.columns else pd.Series(math.nan, index=m.index)  # noqa: E731
+    out = pd.DataFrame({"forget_quality": 1.0 - col("forget_accuracy_test"),
+                        "retain_accuracy": col("retain_accuracy_test"), "seconds": col("seconds")}, index=m.index)
+    front = set(pareto_front(list(out.itertuples(index=False, name=None))))
+    out["pareto"] = [i in front for i in range(len(out))]
+    return out
+
+
+def prediction_distances(predictions: Mapping[str, Sequence[float]], reference: str = "retrain") -> dict[str, float]:
+    """Total-variation distance ``0.5 * sum |p - p_ref|`` of each method's prediction distribution
+    to the reference's (0 = same, 1 = disjoint); empty without the reference."""
+    if reference not in predictions:
+        return {}
+    ref = np.asarray(predictions[reference], dtype=float)
+    out = {}
+    for m, p in predictions.items():
+        p = np.asarray(p, dtype=float)
+        out[m] = 0.5 * float(np.abs(p - ref).sum()) if p.shape == ref.shape else math.nan
+    return out
+
+
+# ---------------------------------------------------------------- display
+
+
+def _fmt(metric: str, value: float, signed: bool = False) -> str:
+    if is_percent(metric):
+        return f"{value * 100:+.1f}" if signed else f"{value * 100:.1f}"
+    return f"{value:+.3g}" if signed else f"{value:.3g}"
+
+
+def column_header(metric: str) -> str:
+    """``"Forget acc. (test) (%) ↓"``: the label, the unit when a percentage, the direction arrow."""
+    meta = METRICS.get(metric)
+    if meta is None:
+        return metric
+    return f"{meta.label}{' (%)' if is_percent(metric) else ''} {meta.arrow}"
+
+
+BEST_MARK = "★"
+
+
+def formatted_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Display strings: ``"mean ± std [gap to Retrain]"`` with :data:`BEST_MARK` on each column's best.
+
+    Rows are method labels (:func:`method_label`), columns :func:`column_header`; accuracies in
+    % (gaps in percentage points); ``–`` where a value is missing.
+    """
+    m = means(table)
+    std = table.xs("std", axis=1, level="stat") if isinstance(table.columns, pd.MultiIndex) else m * math.nan
+    gap = gap_to_retrain(table)
+    best = best_per_column(table)
+    rows = {}
+    for method in m.index:
+        cells = {}
+        for metric in m.columns:
+            v = m.at[method, metric]
+            if math.isnan(v):
+                cells[column_header(metric)] = "–"
+                continue
+            s = std.at[method, metric]
+            text = _fmt(metric, v) + ("" if math.isnan(s) else f" ± {_fmt(metric, s)}")
+            g = gap.at[method, metric]
+            if method not in REFERENCES and not math.isnan(g):
+                text += f" [{_fmt(metric, g, signed=True)}]"
+            if best.get(metric) == method:
+                text += f" {BEST_MARK}"
+            cells[column_header(metric)] = text
+        rows[method_label(method)] = cells
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.index.name = "method"
+    return out
