@@ -13,7 +13,10 @@ from wfexplain.checkpoint import CheckpointError
 
 from .conftest import make_bar_folder
 
-FAST = {"limit": None, "train_limit": 60, "seeds": 1}
+TINY = {"steps": 20, "batch_size": 16, "forget_batch_size": 8}
+FAST = {"limit": None, "train_limit": 60, "seeds": 1,
+        "overrides": {"finetune": {"steps": 20, "batch_size": 16}, "neggrad_plus": TINY, "random_labels": TINY,
+                      "salun": TINY, "ssd": {"train_images": 72}}}
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +58,7 @@ def test_benchmark_schema_files_and_oracle_reuse(ckpt):
     assert bench["methods"]["original"]["relearn_steps"]["mean"] == 0.0  # already knows the class
     entry = bench["per_class"]["1"]["wf"]
     assert len(entry["per_class_accuracy"]) == 3 and math.isclose(sum(entry["forget_predictions"]), 1.0, rel_tol=1e-6)
+    assert bench["config"]["ssd"]["train_images"] == 72  # overrides are recorded
     cost = bench["cost"]
     assert cost["ratio"] == pytest.approx(cost["wf_all_classes_seconds"] / cost["retrain_one_class_seconds"])
     assert "stored oracle" in cost["retrain_seconds_source"]  # reused from the previous test

@@ -209,7 +209,8 @@ def run_benchmark(checkpoint: str | os.PathLike, forget_classes: Sequence[int] |
                   methods: Sequence[str] | None = None, limit: int | None = None, train_limit: int = 10_000,
                   wf_round: str = "run", extra: dict[str, str | os.PathLike] | None = None,
                   data_dir: str | None = None, progress: Progress | None = None, should_stop: StopFlag | None = None,
-                  out: str | os.PathLike | None = "auto", save_oracles: bool = True, command: str = "") -> dict | None:
+                  out: str | os.PathLike | None = "auto", save_oracles: bool = True, command: str = "",
+                  overrides: dict[str, dict] | None = None) -> dict | None:
     """Run every method on every forget class (one at a time) and seed; aggregate mean and std.
 
     Args:
@@ -225,6 +226,7 @@ def run_benchmark(checkpoint: str | os.PathLike, forget_classes: Sequence[int] |
             forgot the (single) forget class elsewhere; scored like the others, no time.
         out: directory for ``benchmark.json``/``.md``/``.tex`` (``"auto"``: the checkpoint; None: write nothing).
         save_oracles: store Retrain oracles trained here under ``<checkpoint>/retrain/`` (reused next time).
+        overrides: baseline name -> hyperparameters that replace its defaults (stored in ``config``).
 
     Returns:
         The ``benchmark.json`` dict (README, "Evaluation suite"), or None when cancelled.
@@ -240,6 +242,7 @@ def run_benchmark(checkpoint: str | os.PathLike, forget_classes: Sequence[int] |
         raise ValueError(f"wf_round must be 'run' or 'checkpoint', got {wf_round!r}")
     if "wf" in chosen and manifest.get("unlearn_config") is None:
         raise ValueError(f"{checkpoint} has no memory matrices yet: run `wfexplain unlearn --checkpoint {checkpoint}` first")
+    overrides = overrides or {}
     byo = {name: _load_state(manifest, path) for name, path in (extra or {}).items()}
     if byo and len(classes) != 1:
         raise ValueError("a network brought from elsewhere forgot one class: pass exactly one forget class with it")
@@ -298,7 +301,7 @@ def run_benchmark(checkpoint: str | os.PathLike, forget_classes: Sequence[int] |
                     forget_idx = torch.nonzero(train.targets == c).flatten().tolist()
                     retain_idx = torch.nonzero(train.targets != c).flatten().tolist()
                     r = run_baseline(m, base.backbone, Subset(train, retain_idx), Subset(train, forget_idx), n,
-                                     seed=seed, should_stop=should_stop)
+                                     cfg={**default_config(m), **overrides.get(m, {})}, seed=seed, should_stop=should_stop)
                     if r["cancelled"]:
                         return None
                     nets[m] = (r["model"], r["seconds"])
@@ -328,7 +331,7 @@ def run_benchmark(checkpoint: str | os.PathLike, forget_classes: Sequence[int] |
             "wf_seconds_source": "measured in this run" if wf_round == "run" else "checkpoint manifest (unlearn_seconds)",
             "retrain_seconds_source": " + ".join(sorted(retrain_sources)),
         },
-        "config": _configs(manifest, chosen),
+        "config": _configs(manifest, chosen, overrides),
         "versions": package_versions(),
     }
     if out is not None:
@@ -376,9 +379,9 @@ def _nanmean(values: list[float]) -> float:
     return _stats(values)["mean"]
 
 
-def _configs(manifest: dict, chosen: list[str]) -> dict:
+def _configs(manifest: dict, chosen: list[str], overrides: dict[str, dict]) -> dict:
     out = {"retrain": manifest.get("train_config"), "wf": manifest.get("unlearn_config")}
-    out.update({m: default_config(m) for m in chosen if m not in out})
+    out.update({m: {**default_config(m), **overrides.get(m, {})} for m in chosen if m not in out})
     return {m: out[m] for m in chosen}
 
 
