@@ -31,6 +31,7 @@ PAGES = {  # page script -> title
     "views/forget.py": "Forget",
     "views/memory.py": "Memory matrices",
     "views/explain.py": "Explain",
+    "views/compare.py": "Compare",
     "views/export.py": "Export",
 }
 

@@ -23,8 +23,10 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 QUERY = "?ckpt=fmnist-cnn&forget=0"
 # Page -> URL path. Forget is the default page: st.navigation serves it at "/" (its url_path is unused).
-PAGES = {"forget": "/", "memory": "/memory", "explain": "/explain", "export": "/export", "models": "/models"}
-TITLES = {"forget": "Forget", "memory": "Memory matrices", "explain": "Explain", "export": "Export", "models": "Models"}
+PAGES = {"forget": "/", "memory": "/memory", "explain": "/explain", "compare": "/compare", "export": "/export",
+         "models": "/models"}
+TITLES = {"forget": "Forget", "memory": "Memory matrices", "explain": "Explain", "compare": "Compare", "export": "Export",
+          "models": "Models"}
 RUN_TIMEOUT_MS = 120_000  # one script run on a busy 2-core machine
 
 
