@@ -28,7 +28,7 @@ from .pipeline import train_checkpoint, unlearn_checkpoint
 
 
 def log(msg: str) -> None:
-    if dist.is_main():
+    if dist.is_main() and os.environ.get("RANK", "0") == "0":  # RANK: also after the process group is gone
         print(msg, file=sys.stderr, flush=True)
 
 
