@@ -416,8 +416,8 @@ def tradeoff_scatter(methods: Sequence[str], forget_quality, retain_accuracy, se
                       annotation_position="bottom left", annotation_font_color=ORIGINAL_COLOR)
     fig.update_layout(
         title="Trade-off: forget quality ↑ vs retain accuracy ↑; marker size and colour = time ↓ (Pareto front ringed)",
-        xaxis=dict(title="forget quality = 1 − forget acc. (test) ↑", tickformat=".0%"),
-        yaxis=dict(title="retain acc. (test) ↑", tickformat=".0%"),
+        xaxis=dict(title="forget quality = 1 − forget acc. (test) ↑", tickformat=".1%"),
+        yaxis=dict(title="retain acc. (test) ↑", tickformat=".1%"),
         legend=dict(orientation="h", yanchor="top", y=-0.2),
     )
     return fig
