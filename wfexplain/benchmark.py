@@ -19,16 +19,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from . import distributed as dist
 from .backbones import create_backbone, head_module
 from .baselines import default_config, run_baseline
-from .checkpoint import CheckpointError, atomic_write, load, package_versions, read_manifest, save_checkpoint, write_json
-from .data import DatasetInfo, load_dataset, stratified_subset
+from .checkpoint import (
+    atomic_write,
+    check_match,
+    dataset_info,
+    load,
+    package_versions,
+    read_manifest,
+    read_tensors,
+    save_checkpoint,
+    write_json,
+)
+from .data import load_dataset, stratified_subset
 from .engine import Progress, StopFlag, TrainConfig, UnlearnConfig, train_classifier, train_memory
 from .filtering import FilteredModel, bake
 from .metrics import (
@@ -109,7 +117,7 @@ def retrain(checkpoint: str | os.PathLike, forget: Sequence[int], seed: int = 0,
         ``{"model", "seconds", "path", "cancelled"}`` (``model`` a plain backbone, eval mode).
     """
     manifest = read_manifest(checkpoint)
-    info = _info(manifest)
+    info = dataset_info(manifest)
     forget = _check_classes(forget, info.num_classes)
     cfg = TrainConfig(**{**manifest["train_config"], "seed": seed})
     train = _train_split(manifest, data_dir)
@@ -169,15 +177,17 @@ def _outputs(net: nn.Module, x: torch.Tensor, head: nn.Module | None = None, bat
 
 
 def score(net: nn.Module, backbone: str, data: Probe, forget: Sequence[int], num_classes: int,
-          random_net: nn.Module, seed: int = 0) -> dict:
-    """Every metric of :data:`METRICS` (but ``seconds``) for one network and forget set, plus the per-class views."""
+          p_random: torch.Tensor, seed: int = 0) -> dict:
+    """Every metric of :data:`METRICS` (but ``seconds``) for one network and forget set, plus the per-class views.
+
+    ``p_random``: softmax of a randomly initialised network on the forget images of ``data.x_train`` (for ZRF).
+    """
     net.eval()
     head = head_module(backbone, net)
     p_test, f_test = _outputs(net, data.x_test, head)
     p_train, f_train = _outputs(net, data.x_train, head)
     pred_test, pred_train = p_test.argmax(1), p_train.argmax(1)
     fm_test, fm_train = in_set(data.y_test, forget), in_set(data.y_train, forget)
-    p_random, _ = _outputs(random_net, data.x_train[fm_train])
     g = torch.Generator().manual_seed(seed)
     few = torch.nonzero(fm_train).flatten()
     few = few[torch.randperm(len(few), generator=g)[:32]]
@@ -307,8 +317,9 @@ def run_benchmark(checkpoint: str | os.PathLike, forget_classes: Sequence[int] |
                     nets[m] = (r["model"], r["seconds"])
                 tick(method=m, forget_class=c, seed=seed)
             nets.update({name: (net, float("nan")) for name, net in byo.items()})
+            p_random, _ = _outputs(random_net, data.x_train[data.y_train == c])
             for m, (net, secs) in nets.items():
-                result = score(net, manifest["backbone"], data, [c], n, random_net, seed)
+                result = score(net, manifest["backbone"], data, [c], n, p_random, seed)
                 result["metrics"]["seconds"] = secs
                 runs[m][c].append(result)
                 times[m].append(secs)
@@ -439,11 +450,6 @@ def write_benchmark(bench: dict, directory: Path) -> list[Path]:
 # ---------------------------------------------------------------- helpers
 
 
-def _info(manifest: dict) -> DatasetInfo:
-    ds = manifest["dataset"]
-    return DatasetInfo(ds["name"], tuple(ds["class_names"]), ds["in_chans"], ds["img_size"], tuple(ds["mean"]), tuple(ds["std"]))
-
-
 def _check_classes(classes, n: int) -> list[int]:
     out = sorted({int(c) for c in classes})
     bad = [c for c in out if not 0 <= c < n]
@@ -454,7 +460,7 @@ def _check_classes(classes, n: int) -> list[int]:
 
 def _train_split(manifest: dict, data_dir: str | None):
     """The training split the checkpoint was trained on (its --limit-train subset included)."""
-    info = _info(manifest)
+    info = dataset_info(manifest)
     train = load_dataset(info.name, "train", data_dir, False, info.img_size)
     used = manifest.get("train_images", len(train))
     if used < len(train):
@@ -473,20 +479,11 @@ def _tensors(ds, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _load_state(manifest: dict, path: str | os.PathLike) -> nn.Module:
     """A backbone from a user's safetensors state dict, validated like a checkpoint."""
-    info = _info(manifest)
+    info = dataset_info(manifest)
     net = create_backbone(manifest["backbone"], info.num_classes, info.in_chans, info.img_size)
     p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"{p} does not exist (expected a safetensors state dict of a {manifest['backbone']})")
-    try:
-        state = load_file(str(p))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{p} is not a readable safetensors file: {e}") from None
+    state = read_tensors(p)
     expected = net.state_dict()
-    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    shapes = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-    if missing or extra or shapes:
-        raise CheckpointError(f"{p} does not match backbone {manifest['backbone']}: missing {missing[:3]}, "
-                              f"unexpected {extra[:3]}, shape mismatch {shapes[:3]}")
+    check_match(p, {k: v.shape for k, v in expected.items()}, state, "weights", f"backbone {manifest['backbone']}")
     net.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
     return net.eval()

@@ -121,7 +121,17 @@ def read_manifest(directory: str | os.PathLike) -> dict:
     return manifest
 
 
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+def dataset_info(manifest: dict, path: str | os.PathLike = MANIFEST_FILE) -> DatasetInfo:
+    """The :class:`DatasetInfo` a manifest describes (``path`` names the file in errors)."""
+    ds = manifest["dataset"]
+    try:
+        return DatasetInfo(ds["name"], tuple(ds["class_names"]), int(ds["in_chans"]), int(ds["img_size"]),
+                           tuple(ds["mean"]), tuple(ds["std"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: bad dataset entry ({e!r})") from None
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"{path} is missing")
     try:
@@ -130,7 +140,8 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
 
 
-def _check_match(path: Path, expected: dict[str, torch.Size], got: dict[str, torch.Tensor], what: str) -> None:
+def check_match(path: Path, expected: dict[str, torch.Size], got: dict[str, torch.Tensor], what: str,
+                against: str = "its manifest") -> None:
     missing = sorted(set(expected) - set(got))
     extra = sorted(set(got) - set(expected))
     shapes = [f"{k}: expected {tuple(expected[k])}, found {tuple(got[k].shape)}"
@@ -143,7 +154,7 @@ def _check_match(path: Path, expected: dict[str, torch.Size], got: dict[str, tor
     if shapes:
         problems.append("shape mismatch " + "; ".join(shapes[:5]))
     if problems:
-        raise CheckpointError(f"{path} does not match its manifest: " + " | ".join(problems))
+        raise CheckpointError(f"{path} does not match {against}: " + " | ".join(problems))
 
 
 def load(directory: str | os.PathLike, device: str | torch.device = "cpu") -> FilteredModel:
@@ -154,19 +165,14 @@ def load(directory: str | os.PathLike, device: str | torch.device = "cpu") -> Fi
     """
     d = Path(directory)
     manifest = read_manifest(d)
-    ds = manifest["dataset"]
-    try:
-        info = DatasetInfo(ds["name"], tuple(ds["class_names"]), int(ds["in_chans"]), int(ds["img_size"]),
-                           tuple(ds["mean"]), tuple(ds["std"]))
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{d / MANIFEST_FILE}: bad dataset entry ({e!r})") from None
+    info = dataset_info(manifest, d / MANIFEST_FILE)
     model = FilteredModel(manifest["backbone"], info)
-    state = _read_tensors(d / MODEL_FILE)
+    state = read_tensors(d / MODEL_FILE)
     expected = {k: v.shape for k, v in model.backbone.state_dict().items()}
-    _check_match(d / MODEL_FILE, expected, state, "weights")
+    check_match(d / MODEL_FILE, expected, state, "weights")
     model.backbone.load_state_dict({k: v.to(model.backbone.state_dict()[k].dtype) for k, v in state.items()})
-    memory = _read_tensors(d / MEMORY_FILE)
-    _check_match(d / MEMORY_FILE, {k: v.shape for k, v in model.memory.items()}, memory, "memory matrices")
+    memory = read_tensors(d / MEMORY_FILE)
+    check_match(d / MEMORY_FILE, {k: v.shape for k, v in model.memory.items()}, memory, "memory matrices")
     with torch.no_grad():
         for k, p in model.memory.items():
             p.copy_(memory[k].float())
