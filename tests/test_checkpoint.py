@@ -1,3 +1,4 @@
+import hashlib
 import json
 
 import pytest
@@ -95,3 +96,34 @@ def test_memory_mismatch_with_manifest_classes(ckpt):
     (path / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(CheckpointError, match="does not match its manifest"):
         wfexplain.load(path)
+
+
+def test_manifest_records_file_digests(ckpt):
+    _, path = ckpt
+    files = json.loads((path / "manifest.json").read_text())["files"]
+    for name in ("model.safetensors", "memory.safetensors"):
+        assert files[name]["sha256"] == hashlib.sha256((path / name).read_bytes()).hexdigest()
+
+
+def test_files_from_another_checkpoint_are_refused(ckpt, tmp_path, make_model):
+    """Same shapes, different content (e.g. a rewrite killed between files): the digest names the file."""
+    _, path = ckpt
+    other = make_model("cnn")
+    with torch.no_grad():
+        for p in other.memory.values():
+            p.uniform_(0, 1)
+    save_checkpoint(other, tmp_path / "other", {})
+    (path / "memory.safetensors").write_bytes((tmp_path / "other" / "memory.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match=r"memory\.safetensors does not match its manifest: SHA-256"):
+        wfexplain.load(path)
+
+
+def test_manifest_without_digests_still_loads(ckpt):
+    """Checkpoints written before digests were recorded stay loadable."""
+    model, path = ckpt
+    m = json.loads((path / "manifest.json").read_text())
+    del m["files"]
+    (path / "manifest.json").write_text(json.dumps(m))
+    loaded = wfexplain.load(path)
+    for k, v in model.memory.items():
+        torch.testing.assert_close(loaded.memory[k], v)

@@ -1,12 +1,14 @@
 """Checkpoints: ``model.safetensors`` + ``memory.safetensors`` + ``manifest.json``.
 
-No pickle anywhere. Every file is written atomically (temporary file + ``os.replace``),
-the manifest last, so an interrupted write never leaves a half checkpoint that loads.
-Loading validates names and shapes and says precisely what does not match.
+No pickle anywhere. Every file is written atomically (temporary file, fsync, ``os.replace``),
+the manifest last; the manifest records the SHA-256 of both weight files, so a checkpoint whose
+files do not belong together (an interrupted rewrite, a file copied from elsewhere) refuses to
+load. Loading validates digests, names and shapes and says precisely what does not match.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -47,10 +49,26 @@ def atomic_write(path: Path, write) -> None:
     try:
         write(tmp)
         os.chmod(tmp, 0o644)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
+        dir_fd = os.open(path.parent, os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_json(path: Path, obj: dict) -> None:
@@ -89,6 +107,7 @@ def save_checkpoint(model: FilteredModel, directory: str | os.PathLike, manifest
                     "img_size": info.img_size, "mean": list(info.mean), "std": list(info.std)},
         "storage_dtype": "float16" if half else "float32",
         "memory_shapes": {k: list(v.shape) for k, v in model.memory.items()},
+        "files": {name: {"sha256": file_sha256(d / name)} for name in (MODEL_FILE, MEMORY_FILE)},
         "versions": package_versions(),
     }
     write_json(d / MANIFEST_FILE, full)
@@ -140,6 +159,16 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
 
 
+def check_digests(directory: Path, manifest: dict) -> None:
+    """The weight files are the ones the manifest recorded (manifests written before digests record none)."""
+    files = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
+    for name in (MODEL_FILE, MEMORY_FILE):
+        expected = (files.get(name) or {}).get("sha256")
+        if expected and (found := file_sha256(directory / name)) != expected:
+            raise CheckpointError(f"{directory / name} does not match its manifest: SHA-256 {found[:12]}…, recorded "
+                                  f"{expected[:12]}… (the file was replaced, or a rewrite was interrupted)")
+
+
 def check_match(path: Path, expected: dict[str, torch.Size], got: dict[str, torch.Tensor], what: str,
                 against: str = "its manifest") -> None:
     missing = sorted(set(expected) - set(got))
@@ -173,6 +202,7 @@ def load(directory: str | os.PathLike, device: str | torch.device = "cpu") -> Fi
     model.backbone.load_state_dict({k: v.to(model.backbone.state_dict()[k].dtype) for k, v in state.items()})
     memory = read_tensors(d / MEMORY_FILE)
     check_match(d / MEMORY_FILE, {k: v.shape for k, v in model.memory.items()}, memory, "memory matrices")
+    check_digests(d, manifest)
     with torch.no_grad():
         for k, p in model.memory.items():
             p.copy_(memory[k].float())
