@@ -142,6 +142,32 @@ def test_bad_checkpoint_in_the_url_falls_back_to_the_default():
     assert at.query_params["ckpt"] == "fmnist-cnn"
 
 
+def test_export_reruns_reuse_the_rendered_files(monkeypatch):
+    """Widget changes elsewhere on the page must not redraw the heatmap or re-bake the model."""
+    from wfexplain import export, figures
+    from wfexplain.ui import resources
+
+    calls = {"figure": 0, "bake": 0}
+    draw, bake = figures.memory_figure, export.baked_safetensors
+
+    def counted(name, fn):
+        def wrapper(*a, **k):
+            calls[name] += 1
+            return fn(*a, **k)
+        return wrapper
+
+    monkeypatch.setattr(figures, "memory_figure", counted("figure", draw))
+    monkeypatch.setattr(export, "baked_safetensors", counted("bake", bake))
+    resources._memory_figure_files.clear()
+    resources._baked_file.clear()
+    at = open_app("views/export.py", forget="2")
+    assert_clean(at)
+    at.toggle[0].set_value(True).run()  # hard bake: a new baked file, same heatmap
+    assert_clean(at)
+    at.run()
+    assert calls == {"figure": 1, "bake": 2}
+
+
 def test_explain_gallery_then_export_downloads(monkeypatch):
     # AppTest gives each run a fresh in-memory media store and drops it afterwards; keep
     # one store for all runs so the bytes behind a download button's URL can be read.

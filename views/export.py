@@ -4,7 +4,7 @@ import streamlit as st
 
 from wfexplain import analysis, export, figures
 from wfexplain.ui import current
-from wfexplain.ui.resources import single_class_report
+from wfexplain.ui.resources import baked_file, memory_figure_files, memory_files, single_class_report
 
 view = current()
 model = view.model
@@ -20,22 +20,21 @@ layers = a.multiselect("Layers", list(model.memory), default=list(model.memory)[
                        help="One panel per layer, one colour scale (alpha in [0, 1]) shared across all of them")
 order = b.selectbox("Component order", analysis.ORDER_MODES)
 if layers:
-    fig = figures.memory_figure(model.memory, names, layers=layers, order_mode=order)
+    files = memory_figure_files(view.path, tuple(layers), order)  # cached: reruns do not redraw
     cols = st.columns(3)
     for col, fmt in zip(cols, figures.FIGURE_FORMATS, strict=True):
-        col.download_button(f"Heatmap .{fmt}", figures.figure_bytes(fig, fmt), f"{stem}-memory.{fmt}",
+        col.download_button(f"Heatmap .{fmt}", files[fmt], f"{stem}-memory.{fmt}",
                             mime={"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}[fmt],
                             key=f"heatmap_{fmt}")
-    st.image(figures.figure_bytes(fig, "png", dpi=110))
+    st.image(files["preview"])
 else:
     st.info("Choose at least one layer.")
 
 st.subheader("Memory matrices")
 c1, c2 = st.columns(2)
-c1.download_button("memory.csv", export.memory_csv(model.memory, names), f"{stem}-memory.csv", "text/csv",
-                   key="memory_csv")
-c2.download_button("memory.npz", export.memory_npz(model.memory, names), f"{stem}-memory.npz",
-                   "application/octet-stream", key="memory_npz")
+tables = memory_files(view.path)
+c1.download_button("memory.csv", tables["csv"], f"{stem}-memory.csv", "text/csv", key="memory_csv")
+c2.download_button("memory.npz", tables["npz"], f"{stem}-memory.npz", "application/octet-stream", key="memory_npz")
 
 st.subheader("Metric tables")
 report = single_class_report(view)
@@ -65,7 +64,7 @@ if not view.forget:
 else:
     hard = st.toggle("Hard bake (zero components whose gate is below a threshold)")
     tau = st.slider("Threshold", 0.0, 1.0, 0.5, 0.05, disabled=not hard)
-    data = export.baked_safetensors(model, list(view.forget), hard_threshold=tau if hard else None)
+    data = baked_file(view.path, view.forget, tau if hard else None)
     label = "-".join(map(str, view.forget))
     st.download_button(f"Baked model forgetting {', '.join(view.forget_names)} (.safetensors)", data,
                        f"{stem}-forget-{label}.safetensors", "application/octet-stream", key="baked")

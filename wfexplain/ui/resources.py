@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 import wfexplain
-from wfexplain import explain
+from wfexplain import explain, export, figures
 from wfexplain.data import load_dataset, stratified_subset
 from wfexplain.distributed import resolve_device
 from wfexplain.filtering import FilteredModel
@@ -119,6 +119,41 @@ def _attribution(path: str, stamp: float, x: np.ndarray, target: int, method: st
     xt, f = torch.from_numpy(x).to(next(model.parameters()).device), list(forget) or None
     amap = explain.attribute(model, xt, target, method, forget=f)[0]
     return amap.cpu().numpy(), explain.insertion_deletion(model, xt, amap, target, forget=f)
+
+
+def memory_figure_files(path: str, layers: tuple[str, ...], order: str) -> dict[str, bytes]:
+    """The memory heatmap in every :data:`~wfexplain.figures.FIGURE_FORMATS` plus a screen ``"preview"`` PNG."""
+    return _memory_figure_files(path, _stamp(path), tuple(layers), order)
+
+
+@st.cache_data(show_spinner="Drawing the heatmap…", max_entries=32)
+def _memory_figure_files(path: str, stamp: float, layers: tuple[str, ...], order: str) -> dict[str, bytes]:
+    model = _load(path, stamp)
+    fig = figures.memory_figure(model.memory, list(model.class_names), layers=list(layers), order_mode=order)
+    return {**{fmt: figures.figure_bytes(fig, fmt) for fmt in figures.FIGURE_FORMATS},
+            "preview": figures.figure_bytes(fig, "png", dpi=110)}
+
+
+def memory_files(path: str) -> dict[str, bytes]:
+    """The memory matrices as ``"csv"`` and ``"npz"`` bytes."""
+    return _memory_files(path, _stamp(path))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _memory_files(path: str, stamp: float) -> dict[str, bytes]:
+    model = _load(path, stamp)
+    names = list(model.class_names)
+    return {"csv": export.memory_csv(model.memory, names), "npz": export.memory_npz(model.memory, names)}
+
+
+def baked_file(path: str, forget: tuple[int, ...], hard_threshold: float | None) -> bytes:
+    """The baked backbone's state dict (safetensors bytes) for a forget set."""
+    return _baked_file(path, _stamp(path), tuple(forget), hard_threshold)
+
+
+@st.cache_data(show_spinner="Baking the filter into the weights…", max_entries=4)  # up to ~45 MB each (resnet18)
+def _baked_file(path: str, stamp: float, forget: tuple[int, ...], hard_threshold: float | None) -> bytes:
+    return export.baked_safetensors(_load(path, stamp), list(forget), hard_threshold=hard_threshold)
 
 
 def current() -> View:
