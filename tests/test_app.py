@@ -83,6 +83,54 @@ def test_models_form_rejects_a_bad_name():
     assert "job" not in at.session_state
 
 
+def test_models_job_runs_reports_and_clears(monkeypatch, tmp_path):
+    """The job panel: progress while running, the saved path when done, Clear; Cancel stops a run."""
+    import threading
+
+    import wfexplain.pipeline
+
+    release = threading.Event()
+    calls = []
+
+    def fake_train(dataset, backbone, out, cfg, progress, should_stop, **kw):
+        calls.append((dataset, backbone, out, cfg.epochs))
+        progress(1, 2, {"loss": 0.5})
+        while not release.wait(0.01):
+            if should_stop():
+                return {"cancelled": True}
+        progress(2, 2, {"loss": 0.25})
+        return {"path": str(out), "cancelled": False}
+
+    monkeypatch.setattr(wfexplain.pipeline, "train_checkpoint", fake_train)
+    monkeypatch.setenv("WFEXPLAIN_USER_CHECKPOINTS", str(tmp_path))
+    at = open_app("views/models.py")
+    (name,) = [t for t in at.main.text_input if t.label == "Checkpoint name"]
+    name.input("mine")
+    (start,) = [b for b in at.main.button if b.label == "Start"]
+    start.click().run()
+    assert_clean(at)
+    assert calls and calls[0][2] == (tmp_path / "mine").resolve()
+    assert [p.text for p in at.get("progress")] == ["mine: step 1/2 · loss 0.5"]
+    assert next(b for b in at.main.button if b.label == "Start").disabled  # one job at a time
+    release.set()
+    at.session_state["job"].join(30)
+    at.run()
+    assert_clean(at)
+    assert any(f"Saved `{(tmp_path / 'mine').resolve()}`" in s.value for s in at.success)
+    at.button(key="job_clear").click().run()
+    assert "job" not in at.session_state and not at.success
+
+    release.clear()
+    name = next(t for t in at.main.text_input if t.label == "Checkpoint name")
+    name.input("other")
+    next(b for b in at.main.button if b.label == "Start").click().run()
+    at.button(key="job_cancel").click().run()
+    at.session_state["job"].join(30)
+    at.run()
+    assert_clean(at)
+    assert any("Cancelled" in w.value for w in at.warning)
+
+
 def test_forget_set_changes_the_forget_metric():
     at = open_app()  # the default page is Forget
     assert_clean(at)

@@ -9,6 +9,7 @@ from wfexplain import comparison, figures
 from wfexplain.benchmark import METRICS
 from wfexplain.jobs import Job
 from wfexplain.ui import current
+from wfexplain.ui.jobs import job_panel, running
 
 JOB, RESULT, COLLECTED = "compare_job", "compare_result", "compare_collected"
 MEAN = "mean"  # the forget-class choice "all classes (mean)"
@@ -194,8 +195,7 @@ _glossary(bench)
 
 # ---------------------------------------------------------------- run one
 st.header("Run a benchmark for the current forget set")
-job: Job | None = st.session_state.get(JOB)
-busy = job is not None and not job.state().done
+busy = running(JOB)
 names = list(view.model.class_names)
 candidates = list(view.forget) or list(range(len(names)))
 st.write("Trains the Retrain oracle from scratch (or reuses a stored one), runs every baseline for one seed, takes WF "
@@ -223,29 +223,5 @@ if st.button("Run benchmark", type="primary", disabled=busy, key="compare_run"):
     st.rerun()
 
 
-@st.fragment(run_every=1.0 if busy else None)  # poll only while a run is going
-def job_panel() -> None:
-    job: Job | None = st.session_state.get(JOB)
-    if job is None:
-        return
-    s = job.state()
-    if not s.done:
-        what = "".join(f" · {k} {v:.3g}" if isinstance(v, float) else f" · {k} {v}" for k, v in s.metrics.items())
-        st.progress(s.fraction, text=f"{job.label}: step {s.step}/{s.total}{what}")
-        if st.button("Cancel", key="compare_cancel"):
-            job.cancel()
-        return
-    if busy:  # finished since the last full run: redraw the page with the result
-        st.rerun(scope="app")
-    if s.error:
-        st.error(f"The benchmark failed: {s.error}")
-    elif s.cancelled:
-        st.warning("Cancelled: no result kept.")
-    else:
-        st.success(f"{job.label}: done in {s.finished - s.started:.0f} s, shown above.")
-    if st.button("Clear", key="compare_clear"):
-        del st.session_state[JOB]
-        st.rerun(scope="app")
-
-
-job_panel()
+job_panel(JOB, lambda job, s: f"{job.label}: done in {s.finished - s.started:.0f} s, shown above.",
+          failure="The benchmark failed", cancelled="Cancelled: no result kept.")

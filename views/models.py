@@ -16,6 +16,7 @@ from wfexplain.engine import TrainConfig, UnlearnConfig
 from wfexplain.jobs import Job
 from wfexplain.pipeline import train_checkpoint, unlearn_checkpoint
 from wfexplain.ui import current
+from wfexplain.ui.jobs import job_panel, running
 from wfexplain.ui.resources import DEVICE, SHIPPED_DIR
 
 USER_DIR = Path(os.environ.get("WFEXPLAIN_USER_CHECKPOINTS", "~/wfexplain-checkpoints")).expanduser()
@@ -72,8 +73,7 @@ def _target(name: str) -> Path | None:
     return out
 
 
-job: Job | None = st.session_state.get("job")
-busy = job is not None and not job.state().done
+busy = running("job")
 kind = st.radio("What to run", ["Train a base model", "Unlearning round on the loaded checkpoint"], horizontal=True,
                 disabled=busy)
 with st.form("train_form"):
@@ -111,31 +111,5 @@ if submitted and (out := _target(name)) is not None:
     st.rerun()
 
 
-@st.fragment(run_every=1.0 if busy else None)  # poll only while a job runs
-def job_panel() -> None:
-    job: Job | None = st.session_state.get("job")
-    if job is None:
-        return
-    s = job.state()
-    text = f"{job.label}: step {s.step}/{s.total}" + "".join(f" · {k} {v:.3f}" for k, v in s.metrics.items())
-    st.progress(s.fraction, text=text)
-    if not s.done:
-        if st.button("Cancel", key="cancel_job"):
-            job.cancel()
-        return
-    if busy:  # finished since the last full run: redraw the whole page (re-enables the form, stops polling)
-        st.rerun(scope="app")
-    if s.error:
-        st.error(f"The run failed: {s.error}")
-    elif s.cancelled:
-        st.warning("Cancelled: nothing was written.")
-    else:
-        path = s.result["path"]
-        st.success(f"Saved `{path}` in {s.finished - s.started:.0f} s. Open it from the sidebar: choose "
-                   f"'Other directory…' and paste the path.")
-    if st.button("Clear", key="clear_job"):
-        del st.session_state["job"]
-        st.rerun(scope="app")
-
-
-job_panel()
+job_panel("job", lambda job, s: f"Saved `{s.result['path']}` in {s.finished - s.started:.0f} s. Open it from the "
+          "sidebar: choose 'Other directory…' and paste the path.")
