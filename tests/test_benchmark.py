@@ -103,3 +103,57 @@ def test_table_marks_gap_to_retrain():
     md = benchmark_table(bench, "md")
     assert "| wf | 25.0 ± 0.0 (-25.0)" in md and "| retrain | 50.0 ± 0.0 |" in md
     assert "Forget acc. (test) (%) ↓" in md and "$\\downarrow$" in benchmark_table(bench, "tex")
+
+
+def test_run_store_resumes_an_interrupted_run_and_recomputes_only_what_changed(ckpt, monkeypatch):
+    import wfexplain.benchmark as bm
+
+    path, data = ckpt
+    args = {"data_dir": str(data), "out": None, **FAST}
+    seen = []
+
+    def progress(step, total, what):
+        seen.append(what.get("method"))
+
+    # Interrupted right after fine-tuning: Retrain, WF (and its round) and fine-tuning are stored.
+    assert run_benchmark(path, [2], progress=progress, should_stop=lambda: "finetune" in seen, **args) is None
+
+    baselines = []
+    real = bm.run_baseline
+
+    def counted(name, *a, **k):
+        baselines.append(name)
+        return real(name, *a, **k)
+
+    def never(*a, **k):
+        raise AssertionError("a stored result was recomputed")
+
+    monkeypatch.setattr(bm, "run_baseline", counted)
+    monkeypatch.setattr(bm, "train_memory", never)
+    monkeypatch.setattr(bm, "retrain", never)
+    resumed = run_benchmark(path, [2], **args)
+    assert baselines == ["neggrad_plus", "random_labels", "salun", "ssd"]
+    assert "stored round" in resumed["cost"]["wf_seconds_source"]
+
+    baselines.clear()  # everything stored now: the same run only aggregates, to the same numbers
+    again = run_benchmark(path, [2], **args)
+    assert json.dumps(again["methods"], sort_keys=True) == json.dumps(resumed["methods"], sort_keys=True)  # NaN-safe
+    assert baselines == []
+
+    changed = {**FAST["overrides"], "finetune": {"steps": 21, "batch_size": 16}}
+    run_benchmark(path, [2], **{**args, "overrides": changed})
+    assert baselines == ["finetune"]  # only the method whose configuration changed
+
+    monkeypatch.setattr(bm, "run_baseline", real)
+    monkeypatch.setattr(bm, "train_memory", bm.train_memory)
+    stores = list((path / "benchmark-runs").iterdir())
+    assert len(stores) == 1 and json.loads((stores[0] / "store.json").read_text())["train_limit"] == FAST["train_limit"]
+
+
+def test_without_the_store_nothing_is_kept(ckpt, tmp_path):
+    path, data = ckpt
+    before = sorted(p for p in (path / "benchmark-runs").rglob("*")) if (path / "benchmark-runs").exists() else []
+    run_benchmark(path, [0], methods=["retrain", "finetune"], data_dir=str(data), out=None, resume=False,
+                  **{**FAST, "train_limit": 30})
+    after = sorted(p for p in (path / "benchmark-runs").rglob("*")) if (path / "benchmark-runs").exists() else []
+    assert after == before

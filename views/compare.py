@@ -213,7 +213,7 @@ if st.button("Run benchmark", type="primary", disabled=busy, key="compare_run"):
 
         # The checkpoint's own memory (no WF rerun) and nothing written, shipped directories included.
         bench = run_benchmark(path, forget_classes=[cls], seeds=1, wf_round="checkpoint", progress=progress,
-                              should_stop=stop, out=None, save_oracles=False)
+                              should_stop=stop, out=None, save_oracles=False, resume=False)
         if bench is None:  # cancelled
             return {"cancelled": True}
         comparison.check_benchmark(bench, "the benchmark run")

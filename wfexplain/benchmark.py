@@ -50,6 +50,7 @@ from .metrics import (
     true_class_confidence,
     zrf,
 )
+from .runstore import RunStore
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,7 @@ def run_benchmark(checkpoint: str | os.PathLike, forget_classes: Sequence[int] |
                   wf_round: str = "run", extra: dict[str, str | os.PathLike] | None = None,
                   data_dir: str | None = None, progress: Progress | None = None, should_stop: StopFlag | None = None,
                   out: str | os.PathLike | None = "auto", save_oracles: bool = True, command: str = "",
-                  overrides: dict[str, dict] | None = None) -> dict | None:
+                  overrides: dict[str, dict] | None = None, resume: bool = True) -> dict | None:
     """Run every method on every forget class (one at a time) and seed; aggregate mean and std.
 
     Args:
@@ -237,6 +238,8 @@ def run_benchmark(checkpoint: str | os.PathLike, forget_classes: Sequence[int] |
         out: directory for ``benchmark.json``/``.md``/``.tex`` (``"auto"``: the checkpoint; None: write nothing).
         save_oracles: store Retrain oracles trained here under ``<checkpoint>/retrain/`` (reused next time).
         overrides: baseline name -> hyperparameters that replace its defaults (stored in ``config``).
+        resume: keep every scored result (and WF round) in the checkpoint's run store
+            (:mod:`wfexplain.runstore`) and reuse stored ones; False computes everything and stores nothing.
 
     Returns:
         The ``benchmark.json`` dict (README, "Evaluation suite"), or None when cancelled.
@@ -272,58 +275,48 @@ def run_benchmark(checkpoint: str | os.PathLike, forget_classes: Sequence[int] |
     def stop() -> bool:
         return bool(should_stop and should_stop())
 
+    configs = {"original": None, **_configs(manifest, chosen, overrides)}
+    if "wf" in configs:  # WF's results depend on how its memory was obtained too
+        configs["wf"] = {"unlearn": configs["wf"], "round": wf_round}
+    store = RunStore(checkpoint, limit, train_limit) if resume else None
     runs: dict[str, dict[int, list[dict]]] = {m: {c: [] for c in classes} for m in ["original", *chosen, *byo]}
     times: dict[str, list[float]] = {m: [] for m in runs}
     wf_seconds: list[float] = []
-    retrain_sources: set[str] = set()
+    sources: dict[str, set[str]] = {"retrain": set(), "wf": set()}
     for seed in range(seeds):
         torch.manual_seed(10_000 + seed)
         random_net = create_backbone(manifest["backbone"], n, info.in_chans, info.img_size).eval()
         wf_model = None
         if "wf" in chosen:
-            wf_model, secs = _wf_round(checkpoint, base, train, seed, wf_round, should_stop)
+            wf_model, secs, source = _wf_round(checkpoint, base, train, seed, wf_round, should_stop, store, configs["wf"])
             if wf_model is None:
                 return None
             wf_seconds.append(secs)
+            sources["wf"].add(source)
             if wf_round == "run":
                 tick(method="wf round", seed=seed)
         for c in classes:
-            nets: dict[str, tuple[nn.Module, float]] = {"original": (base.backbone, float("nan"))}
-            for m in chosen:
+            p_random = None
+            for m in ["original", *chosen, *byo]:
                 if stop():
                     return None
-                if m == "retrain":
-                    cached = _load_oracle(checkpoint, [c], seed)
-                    if cached is None:
-                        r = retrain(checkpoint, [c], seed, data_dir, should_stop=should_stop, save=save_oracles)
-                        if r["cancelled"]:
-                            return None
-                        cached = (r["model"], r["seconds"])
-                        retrain_sources.add("measured in this run")
-                    else:
-                        retrain_sources.add("stored oracle (its manifest's train_seconds)")
-                    nets[m] = cached
-                elif m == "wf":
-                    start = time.perf_counter()
-                    baked = bake(wf_model, [c])
-                    nets[m] = (baked, wf_seconds[-1] + time.perf_counter() - start)
+                result = store.get(seed, c, m, configs[m]) if store and m in configs else None
+                if result is not None:
+                    sources.get(m, set()).add("stored result of an earlier run (timed then)")
                 else:
-                    forget_idx = torch.nonzero(train.targets == c).flatten().tolist()
-                    retain_idx = torch.nonzero(train.targets != c).flatten().tolist()
-                    r = run_baseline(m, base.backbone, Subset(train, retain_idx), Subset(train, forget_idx), n,
-                                     cfg={**default_config(m), **overrides.get(m, {})}, seed=seed, should_stop=should_stop)
-                    if r["cancelled"]:
+                    net, secs = _unlearn(m, c, seed, checkpoint, base, (wf_model, wf_seconds[-1] if wf_seconds else 0.0),
+                                         train, byo, n, configs, data_dir, should_stop, save_oracles, sources)
+                    if net is None:
                         return None
-                    nets[m] = (r["model"], r["seconds"])
-                tick(method=m, forget_class=c, seed=seed)
-            nets.update({name: (net, float("nan")) for name, net in byo.items()})
-            p_random, _ = _outputs(random_net, data.x_train[data.y_train == c])
-            for m, (net, secs) in nets.items():
-                result = score(net, manifest["backbone"], data, [c], n, p_random, seed)
-                result["metrics"]["seconds"] = secs
+                    if p_random is None:  # the random network's output on this class, once
+                        p_random, _ = _outputs(random_net, data.x_train[data.y_train == c])
+                    result = score(net, manifest["backbone"], data, [c], n, p_random, seed)
+                    result["metrics"]["seconds"] = secs
+                    if store and m in configs:
+                        store.put(seed, c, m, configs[m], result)
                 runs[m][c].append(result)
-                times[m].append(secs)
-                if m in byo:
+                times[m].append(result["metrics"]["seconds"])
+                if m != "original":
                     tick(method=m, forget_class=c, seed=seed)
 
     bench = _aggregate(runs, classes)
@@ -339,8 +332,8 @@ def run_benchmark(checkpoint: str | os.PathLike, forget_classes: Sequence[int] |
             "wf_all_classes_seconds": wf_all, "retrain_one_class_seconds": retrain_one,
             "ratio": wf_all / retrain_one if retrain_one else float("nan"),
             "one_class_seconds": {m: _nanmean(times[m]) for m in chosen},
-            "wf_seconds_source": "measured in this run" if wf_round == "run" else "checkpoint manifest (unlearn_seconds)",
-            "retrain_seconds_source": " + ".join(sorted(retrain_sources)),
+            "wf_seconds_source": " + ".join(sorted(sources["wf"])),
+            "retrain_seconds_source": " + ".join(sorted(sources["retrain"])),
         },
         "config": _configs(manifest, chosen, overrides),
         "versions": package_versions(),
@@ -350,17 +343,60 @@ def run_benchmark(checkpoint: str | os.PathLike, forget_classes: Sequence[int] |
     return bench
 
 
-def _wf_round(checkpoint, base: FilteredModel, train, seed: int, wf_round: str,
-              should_stop) -> tuple[FilteredModel | None, float]:
+def _wf_round(checkpoint, base: FilteredModel, train, seed: int, wf_round: str, should_stop,
+              store: RunStore | None, config) -> tuple[FilteredModel | None, float, str]:
+    """WF's model for ``seed``: the checkpoint's memory, a stored round or a new round (all classes at once)."""
     if wf_round == "checkpoint":
-        return base, float(base.manifest.get("timings", {}).get("unlearn_seconds", float("nan")))
+        return base, float(base.manifest.get("timings", {}).get("unlearn_seconds", float("nan"))), \
+            "checkpoint manifest (unlearn_seconds)"
     model = load(checkpoint)
+    stored = store.get_round(seed, config) if store else None
+    if stored is not None:
+        memory, seconds = stored
+        with torch.no_grad():
+            for k, p in model.memory.items():
+                p.copy_(memory[k])
+        return model.eval(), seconds, "stored round of an earlier run (timed then)"
     with torch.no_grad():
         for p in model.alphas.values():
             p.fill_(1.0)
     cfg = UnlearnConfig(**{**base.manifest["unlearn_config"], "seed": seed})
     r = train_memory(model, train, cfg, should_stop=should_stop)
-    return (None, r["seconds"]) if r["cancelled"] else (model.eval(), r["seconds"])
+    if r["cancelled"]:
+        return None, r["seconds"], ""
+    if store:
+        store.put_round(seed, config, model.memory, r["seconds"])
+    return model.eval(), r["seconds"], "measured in this run"
+
+
+def _unlearn(method: str, c: int, seed: int, checkpoint, base: FilteredModel, wf: tuple[FilteredModel | None, float],
+             train, byo: dict[str, nn.Module], n: int, configs: dict, data_dir, should_stop, save_oracles: bool,
+             sources: dict[str, set[str]]) -> tuple[nn.Module | None, float]:
+    """The network ``method`` makes of the original for forget class ``c`` and its seconds (None: cancelled).
+
+    ``wf``: the seed's WF model and round seconds; WF's time for one class is the round plus baking.
+    """
+    if method == "original":
+        return base.backbone, float("nan")
+    if method in byo:
+        return byo[method], float("nan")
+    if method == "retrain":
+        cached = _load_oracle(checkpoint, [c], seed)
+        if cached is not None:
+            sources["retrain"].add("stored oracle (its manifest's train_seconds)")
+            return cached
+        r = retrain(checkpoint, [c], seed, data_dir, should_stop=should_stop, save=save_oracles)
+        sources["retrain"].add("measured in this run")
+        return (None, r["seconds"]) if r["cancelled"] else (r["model"], r["seconds"])
+    if method == "wf":
+        start = time.perf_counter()
+        baked = bake(wf[0], [c])
+        return baked, wf[1] + time.perf_counter() - start
+    forget_idx = torch.nonzero(train.targets == c).flatten().tolist()
+    retain_idx = torch.nonzero(train.targets != c).flatten().tolist()
+    r = run_baseline(method, base.backbone, Subset(train, retain_idx), Subset(train, forget_idx), n,
+                     cfg=configs[method], seed=seed, should_stop=should_stop)
+    return (None, r["seconds"]) if r["cancelled"] else (r["model"], r["seconds"])
 
 
 def _aggregate(runs: dict[str, dict[int, list[dict]]], classes: list[int]) -> dict:

@@ -189,7 +189,8 @@ def cmd_benchmark(args) -> int:
     with _Interrupt() as stop:
         bench = run_benchmark(args.checkpoint, args.forget, args.seeds, args.methods, args.limit, args.train_limit,
                               args.wf_round, extra, args.data_dir, progress, stop,
-                              out=args.out or "auto", command="wfexplain " + " ".join(sys.argv[1:]))
+                              out=args.out or "auto", command="wfexplain " + " ".join(sys.argv[1:]),
+                              resume=not args.no_store)
     bar.close()
     if bench is None:
         log("cancelled: nothing written")
@@ -291,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--byo", nargs="*", metavar="NAME=PATH",
                    help="score your own safetensors state dict(s) of the same backbone (one forget class)")
     p.add_argument("--out", help="directory for benchmark.json/.md/.tex (default: the checkpoint)")
+    p.add_argument("--no-store", action="store_true",
+                   help="neither reuse nor keep results in <checkpoint>/benchmark-runs/ (default: an interrupted or "
+                        "partial run resumes from there)")
     p.add_argument("--json", action="store_true", help="print the benchmark JSON to stdout")
     _add_data_args(p)
     p.set_defaults(func=cmd_benchmark)
