@@ -72,13 +72,16 @@ def test_every_page_runs(page):
     assert at.query_params["ckpt"] == "fmnist-cnn"
 
 
+def start_job(at: AppTest, name: str) -> None:
+    """Fill the Models page's checkpoint name and press Start."""
+    next(t for t in at.main.text_input if t.label == "Checkpoint name").input(name)
+    next(b for b in at.main.button if b.label == "Start").click().run()
+    assert_clean(at)
+
+
 def test_models_form_rejects_a_bad_name():
     at = open_app("views/models.py")
-    (name,) = [t for t in at.main.text_input if t.label == "Checkpoint name"]
-    name.input("a/b")
-    (start,) = [b for b in at.main.button if b.label == "Start"]
-    start.click().run()
-    assert_clean(at)
+    start_job(at, "a/b")
     assert any("plain directory name" in e.value for e in at.error)
     assert "job" not in at.session_state
 
@@ -104,11 +107,7 @@ def test_models_job_runs_reports_and_clears(monkeypatch, tmp_path):
     monkeypatch.setattr(wfexplain.pipeline, "train_checkpoint", fake_train)
     monkeypatch.setenv("WFEXPLAIN_USER_CHECKPOINTS", str(tmp_path))
     at = open_app("views/models.py")
-    (name,) = [t for t in at.main.text_input if t.label == "Checkpoint name"]
-    name.input("mine")
-    (start,) = [b for b in at.main.button if b.label == "Start"]
-    start.click().run()
-    assert_clean(at)
+    start_job(at, "mine")
     assert calls and calls[0][2] == (tmp_path / "mine").resolve()
     assert [p.text for p in at.get("progress")] == ["mine: step 1/2 · loss 0.5"]
     assert next(b for b in at.main.button if b.label == "Start").disabled  # one job at a time
@@ -121,9 +120,7 @@ def test_models_job_runs_reports_and_clears(monkeypatch, tmp_path):
     assert "job" not in at.session_state and not at.success
 
     release.clear()
-    name = next(t for t in at.main.text_input if t.label == "Checkpoint name")
-    name.input("other")
-    next(b for b in at.main.button if b.label == "Start").click().run()
+    start_job(at, "other")
     at.button(key="job_cancel").click().run()
     at.session_state["job"].join(30)
     at.run()
