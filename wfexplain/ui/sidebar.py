@@ -84,7 +84,9 @@ def render_sidebar() -> View:
         if "_url_forget" in st.session_state:  # first run: the URL decides
             st.session_state["forget_classes"] = [names[c] for c in _parse_forget(st.session_state.pop("_url_forget"),
                                                                                    len(names))]
-        st.session_state["forget_classes"] = [c for c in st.session_state.get("forget_classes", []) if c in names]
+        kept = [c for c in st.session_state.get("forget_classes", []) if c in names]
+        if kept != st.session_state.get("forget_classes"):  # only when needed: a write overrides the browser's
+            st.session_state["forget_classes"] = kept  # value, and a click made during this run would be lost
         chosen = st.multiselect("Forget classes", names, key="forget_classes",
                                 help="Any subset: the product of their filters is applied live")
         forget = tuple(sorted(names.index(c) for c in chosen))
