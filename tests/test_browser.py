@@ -107,7 +107,7 @@ def _wait_url(page, *endings: str) -> None:
 
 
 def _describe(page) -> str:
-    """What the page shows, for failure messages: script state, sidebar tags, forget metric(s)."""
+    """What the page shows, for failure messages (URL, script state, tags, forgotten classes), with a screenshot."""
     state = page.locator('[data-testid="stApp"]').get_attribute("data-test-script-state")
     tags = page.locator('[data-testid="stSidebar"] [data-tag]').evaluate_all("els => els.map(e => e.ariaLabel)")
     page.screenshot(path=ROOT / "artifacts" / "screenshots" / "failure.png")
