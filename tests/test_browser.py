@@ -75,35 +75,34 @@ def _forget_metric(page):
                         has_text="Forget accuracy").locator('[data-testid="stMetricValue"]')
 
 
-def _metric_text(metric) -> str:
-    """The forget metric's value once exactly one, fresh, is on screen."""
+def _poll(probe, failure):
+    """``probe()``'s first result that is not None, polled for one run's time; else fail with ``failure()``."""
     deadline = time.monotonic() + RUN_TIMEOUT_MS / 1000
     while time.monotonic() < deadline:
-        texts = metric.all_inner_texts()
-        if len(texts) == 1:
-            return texts[0]
+        result = probe()
+        if result is not None:
+            return result
         time.sleep(0.05)
-    pytest.fail("no single fresh forget-accuracy metric on the page")
+    pytest.fail(failure())
+
+
+def _metric_text(metric) -> str:
+    """The forget metric's value once exactly one, fresh, is on screen."""
+    def probe():
+        texts = metric.all_inner_texts()
+        return texts[0] if len(texts) == 1 else None
+    return _poll(probe, lambda: "no single fresh forget-accuracy metric on the page")
 
 
 def _wait_text_change(metric, old: str) -> str:
-    deadline = time.monotonic() + RUN_TIMEOUT_MS / 1000
-    while time.monotonic() < deadline:
-        text = _metric_text(metric)
-        if text != old:
-            return text
-        time.sleep(0.05)
-    pytest.fail(f"the metric stayed at {old!r}")
+    return _poll(lambda: (text if (text := _metric_text(metric)) != old else None),
+                 lambda: f"the metric stayed at {old!r}")
 
 
 def _wait_url(page, *endings: str) -> None:
     """Until the page's URL ends with one of ``endings`` (the query string follows a rerun, not at once)."""
-    deadline = time.monotonic() + RUN_TIMEOUT_MS / 1000
-    while time.monotonic() < deadline:
-        if page.url.endswith(endings):
-            return
-        time.sleep(0.05)
-    pytest.fail(f"the URL did not come to end with {' or '.join(endings)}; {_describe(page)}")
+    _poll(lambda: True if page.url.endswith(endings) else None,
+          lambda: f"the URL did not come to end with {' or '.join(endings)}; {_describe(page)}")
 
 
 def _describe(page) -> str:
@@ -123,12 +122,8 @@ def _forgotten(page) -> list[str]:
 
 
 def _wait_forgotten(page, *labels: str) -> None:
-    deadline = time.monotonic() + RUN_TIMEOUT_MS / 1000
-    while time.monotonic() < deadline:
-        if _forgotten(page) == sorted(labels):
-            return
-        time.sleep(0.1)
-    pytest.fail(f"the page did not come to forget {sorted(labels)}; {_describe(page)}")
+    _poll(lambda: True if _forgotten(page) == sorted(labels) else None,
+          lambda: f"the page did not come to forget {sorted(labels)}; {_describe(page)}")
 
 
 def _add_tag(page, label: str) -> None:
