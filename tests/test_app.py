@@ -109,13 +109,14 @@ def test_models_job_runs_reports_and_clears(monkeypatch, tmp_path):
     at = open_app("views/models.py")
     start_job(at, "mine")
     assert calls and calls[0][2] == (tmp_path / "mine").resolve()
-    assert [p.text for p in at.get("progress")] == ["mine: step 1/2 · loss 0.5"]
+    assert [p.text for p in at.get("progress")] == ["user/mine: step 1/2 · loss 0.5"]
     assert next(b for b in at.main.button if b.label == "Start").disabled  # one job at a time
     release.set()
     at.session_state["job"].join(30)
     at.run()
     assert_clean(at)
-    assert any(f"Saved `{(tmp_path / 'mine').resolve()}`" in s.value for s in at.success)
+    assert any("Saved the checkpoint `user/mine`" in s.value for s in at.success)  # its id, not a server path
+    assert not any(str(tmp_path) in m.value for m in [*at.markdown, *at.success, *at.caption])
     at.button(key="job_clear").click().run()
     assert "job" not in at.session_state and not at.success
 
@@ -156,35 +157,32 @@ def test_url_query_params_preselect_the_forget_set():
     assert at.session_state["_view"].forget == (0, 6)
     assert forget_metric(at) != "—"
     assert at.query_params["forget"] == "0,6"
-    # Out-of-range and malformed entries are dropped.
+    # Out-of-range and malformed entries are dropped, with a notice naming them.
     at = open_app(forget="99,x,1")
+    assert_clean(at)
     assert at.multiselect(key="forget_classes").value == ["Trouser"]
+    assert any("“99”, “x”" in i.value for i in at.sidebar.info)
 
 
-def test_bad_checkpoint_directory_shows_an_error_and_keeps_the_model(tmp_path):
+def test_unloadable_catalogue_checkpoint_shows_its_error_and_keeps_the_model(monkeypatch, tmp_path):
+    """A listed checkpoint that fails to load: the refusal, its error with the id for the path, the old model kept."""
+    broken = tmp_path / "extra" / "broken"
+    broken.mkdir(parents=True)
+    (broken / "manifest.json").write_text("{not json")
+    monkeypatch.setenv("WFEXPLAIN_CHECKPOINT_DIRS", str(tmp_path / "extra"))
     at = open_app()
     at.multiselect(key="forget_classes").set_value(["Trouser"]).run()
     before = forget_metric(at)
-    at.sidebar.selectbox[0].select("Other directory…").run()
+    assert "extra/broken" in at.sidebar.selectbox[0].options
+    at.sidebar.selectbox[0].select("extra/broken").run()
     assert_clean(at)
-    at.sidebar.text_input[0].input(str(tmp_path)).run()  # exists, but is no checkpoint
-    assert_clean(at)
-    assert any("Could not load checkpoint" in e.value for e in at.sidebar.error)
+    assert [w.value for w in at.sidebar.warning] == [
+        "Checkpoint “extra/broken” is not available on this server; showing fmnist-cnn."]
+    assert any("extra/broken" in e.value for e in at.sidebar.error)
+    assert not any(str(tmp_path) in e.value for e in at.sidebar.error)
     assert at.session_state["_view"].name == "fmnist-cnn"
     assert at.query_params["ckpt"] == "fmnist-cnn"
     assert forget_metric(at) == before  # the page still shows the previous model
-    at.sidebar.text_input[0].input(str(tmp_path / "missing")).run()
-    assert any("does not exist" in e.value for e in at.sidebar.error)
-    assert at.session_state["_view"].name == "fmnist-cnn"
-
-
-def test_bad_checkpoint_in_the_url_falls_back_to_the_default():
-    at = open_app(ckpt="/nonexistent/checkpoint")
-    assert_clean(at)
-    assert any("does not exist" in e.value for e in at.sidebar.error)
-    assert any("fmnist-cnn" in i.value for i in at.sidebar.info)
-    assert at.session_state["_view"].name == "fmnist-cnn"
-    assert at.query_params["ckpt"] == "fmnist-cnn"
 
 
 def test_export_reruns_reuse_the_rendered_files(monkeypatch):

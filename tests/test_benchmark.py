@@ -37,8 +37,34 @@ def test_retrain_oracle_never_sees_the_class_and_is_stored(ckpt):
     r = retrain(path, [1], seed=0, data_dir=str(data))
     assert r["path"] == oracle_path(path, [1], 0) and (r["path"] / "manifest.json").is_file()
     oracle = load(r["path"])
-    assert oracle.manifest["forget"] == [1] and oracle.manifest["train_images"] == 48  # 2 of 3 classes x 24
-    assert oracle.manifest["train_config"]["epochs"] == load(path).manifest["train_config"]["epochs"]  # same recipe
+    base = load(path).manifest
+    assert oracle.manifest.retrain_of == {"model_sha256": base.files["model.safetensors"], "forget": [1], "seed": 0}
+    assert oracle.manifest.train_images == 48  # 2 of 3 classes x 24
+    assert oracle.manifest.train_config["epochs"] == base.train_config["epochs"]  # same recipe
+
+
+def test_an_oracle_of_another_checkpoint_is_never_reused(ckpt, tmp_path, make_model):
+    """An oracle copied (or left behind) under another checkpoint is ignored with a warning, then replaced."""
+    import shutil
+
+    from wfexplain.benchmark import _load_oracle
+    from wfexplain.checkpoint import read_manifest, save_checkpoint
+
+    path, data = ckpt
+    retrain(path, [0], seed=0, data_dir=str(data), overwrite=True)
+    net, _, stale = _load_oracle(path, read_manifest(path), [0], 0)
+    assert net is not None and not stale
+    other = tmp_path / "other"
+    shutil.copytree(path, other)
+    model = load(other)
+    with torch.no_grad():
+        model.backbone.head.bias.add_(1.0)  # another backbone: another digest
+    save_checkpoint(model, other, model.manifest.recorded(), overwrite=True, carry=["retrain"])
+    with pytest.warns(UserWarning, match="trained for another checkpoint"):
+        net, _, stale = _load_oracle(other, read_manifest(other), [0], 0)
+    assert net is None and stale
+    with pytest.raises(FileExistsError):
+        retrain(other, [0], seed=0, data_dir=str(data))
 
 
 def test_benchmark_schema_files_and_oracle_reuse(ckpt):

@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import wfexplain
-from wfexplain.checkpoint import CheckpointError, save_checkpoint
+from wfexplain.checkpoint import CheckpointError, read_manifest, save_checkpoint, update_manifest, upgrade
 
 
 @pytest.fixture
@@ -53,9 +53,34 @@ def test_missing_file_is_named(ckpt, name):
         wfexplain.load(path)
 
 
+def rehash(path):
+    """Record the current files' digests (as if the manifest had been written for them)."""
+    m = json.loads((path / "manifest.json").read_text())
+    for name in ("model.safetensors", "memory.safetensors"):
+        m["files"][name]["sha256"] = hashlib.sha256((path / name).read_bytes()).hexdigest()
+    (path / "manifest.json").write_text(json.dumps(m))
+
+
+def test_changed_weights_fail_the_digest(ckpt):
+    _, path = ckpt
+    (path / "model.safetensors").write_bytes(b"not a safetensors file at all")
+    with pytest.raises(CheckpointError, match=r"model\.safetensors does not match its manifest: SHA-256"):
+        wfexplain.load(path)
+
+
+def test_flipped_byte_is_refused(ckpt):
+    _, path = ckpt
+    data = bytearray((path / "model.safetensors").read_bytes())
+    data[-7] ^= 0x01  # a weight's low bit: the file still parses
+    (path / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"model\.safetensors does not match its manifest"):
+        wfexplain.load(path)
+
+
 def test_corrupt_weights_name_the_file(ckpt):
     _, path = ckpt
     (path / "model.safetensors").write_bytes(b"not a safetensors file at all")
+    rehash(path)
     with pytest.raises(CheckpointError, match=r"model\.safetensors is not a readable safetensors file"):
         wfexplain.load(path)
 
@@ -82,6 +107,7 @@ def test_shape_mismatch_is_precise(ckpt):
     state["fc.weight"] = torch.zeros(3, 3)
     del state["head.bias"]
     save_file(state, str(path / "model.safetensors"))
+    rehash(path)
     with pytest.raises(CheckpointError) as e:
         wfexplain.load(path)
     msg = str(e.value)
@@ -94,7 +120,17 @@ def test_memory_mismatch_with_manifest_classes(ckpt):
     m = json.loads((path / "manifest.json").read_text())
     m["dataset"]["class_names"] = m["dataset"]["class_names"][:4]  # 4 classes, files hold 5
     (path / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(CheckpointError, match="does not match its manifest"):
+    with pytest.raises(CheckpointError, match=r"memory_shapes\['features.1'\] must be \[4, "):
+        wfexplain.load(path)
+
+
+def test_memory_file_header_checked_against_manifest(ckpt):
+    _, path = ckpt
+    memory = load_file(str(path / "memory.safetensors"))
+    memory["fc"] = memory["fc"][:, :10].contiguous()
+    save_file(memory, str(path / "memory.safetensors"))
+    rehash(path)
+    with pytest.raises(CheckpointError, match=r"memory\.safetensors does not match its manifest: shape mismatch fc"):
         wfexplain.load(path)
 
 
@@ -118,12 +154,69 @@ def test_files_from_another_checkpoint_are_refused(ckpt, tmp_path, make_model):
         wfexplain.load(path)
 
 
-def test_manifest_without_digests_still_loads(ckpt):
-    """Checkpoints written before digests were recorded stay loadable."""
+@pytest.mark.parametrize("edit", ["delete files", "delete one", "empty digest", "version 1 without digests"])
+def test_digests_are_mandatory(ckpt, edit):
+    """Removing the digests does not bypass the check; `upgrade` records them explicitly."""
     model, path = ckpt
     m = json.loads((path / "manifest.json").read_text())
-    del m["files"]
+    if edit == "delete files":
+        del m["files"]
+    elif edit == "delete one":
+        del m["files"]["memory.safetensors"]
+    elif edit == "empty digest":
+        m["files"]["model.safetensors"]["sha256"] = ""
+    else:
+        m["format_version"] = 1
+        del m["files"]
     (path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(CheckpointError, match=r"records no valid SHA-256 .*wfexplain upgrade"):
+        wfexplain.load(path)
+    assert upgrade(path) and not upgrade(path)  # changes once, then nothing to do
     loaded = wfexplain.load(path)
     for k, v in model.memory.items():
         torch.testing.assert_close(loaded.memory[k], v)
+    assert json.loads((path / "manifest.json").read_text())["format_version"] == 2
+
+
+def test_upgrade_refuses_files_that_fail_their_recorded_digest(ckpt):
+    _, path = ckpt
+    m = json.loads((path / "manifest.json").read_text())
+    del m["files"]["memory.safetensors"]
+    (path / "manifest.json").write_text(json.dumps(m))
+    (path / "model.safetensors").write_bytes(b"x" * 100)
+    with pytest.raises(CheckpointError, match="does not match the digest its manifest recorded; not upgrading"):
+        upgrade(path)
+
+
+def test_save_refuses_an_existing_checkpoint(ckpt, make_model):
+    _model, path = ckpt
+    before = {p.name: p.read_bytes() for p in path.iterdir()}
+    other = make_model("cnn", seed=1)
+    with pytest.raises(FileExistsError, match="already exists"):
+        save_checkpoint(other, path, {})
+    assert {p.name: p.read_bytes() for p in path.iterdir()} == before
+    save_checkpoint(other, path, {}, overwrite=True)
+    loaded = wfexplain.load(path)
+    torch.testing.assert_close(loaded.backbone.fc.weight, other.backbone.fc.weight)
+
+
+def test_overwrite_drops_derived_files_and_carry_keeps_them(ckpt, make_model):
+    model, path = ckpt
+    (path / "retrain").mkdir()
+    (path / "retrain" / "x.txt").write_text("oracle")
+    (path / "benchmark.json").write_text("{}")
+    save_checkpoint(model, path, {}, overwrite=True, carry=["model.safetensors", "retrain"])
+    assert (path / "retrain" / "x.txt").read_text() == "oracle" and not (path / "benchmark.json").exists()
+    wfexplain.load(path)
+    save_checkpoint(make_model("cnn", seed=2), path, {}, overwrite=True)
+    assert sorted(p.name for p in path.iterdir()) == ["manifest.json", "memory.safetensors", "model.safetensors"]
+    assert not [p for p in path.parent.iterdir() if ".wfx-" in p.name], "no temporaries left"
+
+
+def test_update_manifest_keeps_everything_else(ckpt):
+    _, path = ckpt
+    (path / "benchmark.json").write_text("{}")
+    m = read_manifest(path)
+    update_manifest(path, m.replace(metrics={**m.metrics, "note": 1.5}))
+    assert read_manifest(path).metrics["note"] == 1.5 and (path / "benchmark.json").read_text() == "{}"
+    wfexplain.load(path)

@@ -54,7 +54,7 @@ def test_evaluate_pairs_json_schema(e2e_checkpoint, capsys):
 
 def test_train_refuses_to_overwrite(e2e_checkpoint, capsys):
     assert main(["train", "--dataset", "mnist", "--out", str(e2e_checkpoint)]) == 2
-    assert "exists and is not empty" in capsys.readouterr().err
+    assert "already exists (a checkpoint)" in capsys.readouterr().err
 
 
 def test_bad_checkpoint_is_a_clear_error(tmp_path, capsys):

@@ -208,15 +208,20 @@ needs_checkpoint = pytest.mark.skipif(not (SOURCE / "manifest.json").is_file(), 
 
 
 @pytest.fixture
-def checkpoint(tmp_path) -> Path:
+def checkpoint(tmp_path, monkeypatch) -> Path:
     target = tmp_path / "mnist-copy"
     shutil.copytree(SOURCE, target)
+    monkeypatch.setenv("WFEXPLAIN_CHECKPOINT_DIRS", str(target))  # a root that is itself a checkpoint
     return target
+
+
+def public_id(ckpt: Path) -> str:
+    return f"{ckpt.parent.name}/{ckpt.name}"
 
 
 def open_compare(ckpt: Path, **query) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.query_params["ckpt"] = str(ckpt)
+    at.query_params["ckpt"] = public_id(ckpt)
     for k, v in query.items():
         at.query_params[k] = v
     at.run()
@@ -236,7 +241,7 @@ def methods_table(at: AppTest) -> pd.DataFrame:
 def test_page_shows_the_benchmark(checkpoint):
     (checkpoint / "benchmark.json").write_text(json.dumps(make_bench()))
     at = open_compare(checkpoint, forget="5")
-    assert at.session_state["_view"].path == str(checkpoint)
+    assert at.session_state["_view"].path == str(checkpoint.resolve())
     (pick,) = [s for s in at.selectbox if s.label == "Forget class"]
     assert pick.value == 5  # the sidebar's forget class, benchmarked
     table = methods_table(at)
@@ -263,7 +268,8 @@ def test_page_shows_the_benchmark(checkpoint):
 @needs_checkpoint
 def test_page_without_benchmark_then_run_one(checkpoint, monkeypatch):
     at = open_compare(checkpoint, forget="2")
-    assert any(f"wfexplain benchmark --checkpoint {checkpoint}" in i.value for i in at.info)
+    assert any(f"wfexplain benchmark --checkpoint {public_id(checkpoint)}" in i.value for i in at.info)
+    assert not any(str(checkpoint.parent) in m.value for m in (*at.info, *at.markdown, *at.caption))  # no server path
     assert not [d for d in at.dataframe]
 
     calls = []
@@ -281,11 +287,11 @@ def test_page_without_benchmark_then_run_one(checkpoint, monkeypatch):
     at.session_state["compare_job"].join(30)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    assert calls == [{"path": str(checkpoint), "forget_classes": [2], "seeds": 1, "out": None}]
+    assert calls == [{"path": str(checkpoint.resolve()), "forget_classes": [2], "seeds": 1, "out": None}]
     assert not (checkpoint / "benchmark.json").exists()
     assert any("this session" in s.value for s in at.success)
     assert list(methods_table(at).index) == [comparison.method_label(m) for m in ("original", "retrain", "wf")]
     assert not any("wfexplain benchmark --checkpoint" in i.value for i in at.info)
 
     at.button(key="compare_drop_result").click().run()  # back to the (missing) file
-    assert any(f"wfexplain benchmark --checkpoint {checkpoint}" in i.value for i in at.info)
+    assert any(f"wfexplain benchmark --checkpoint {public_id(checkpoint)}" in i.value for i in at.info)

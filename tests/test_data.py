@@ -18,6 +18,7 @@ from wfexplain.data import (
     DatasetError,
     DatasetInfo,
     ImageFolderImages,
+    MixedModesWarning,
     TensorImages,
     build_transform,
     fingerprint,
@@ -421,6 +422,200 @@ def test_imagefolder_single_class_raises(tmp_path):
         Image.new("RGB", (8, 8)).save(tmp_path / split / "only" / "0.png")
     with pytest.raises(DatasetError, match="two class"):
         load_dataset("imagefolder", "train", root=tmp_path)
+
+
+# ---------------------------------------------------------------- data hygiene: channels, layout, corrupt files
+
+
+def make_layout(root: Path, layout: dict[str, dict[str, list[str]]], seed: int = 0) -> None:
+    """``layout[split][class]`` lists the PIL modes of the 8x6 images to write there (empty list: empty folder)."""
+    rng = np.random.default_rng(seed)
+    for split, classes in layout.items():
+        for c, modes in classes.items():
+            folder = root / split / c
+            folder.mkdir(parents=True)
+            for k, mode in enumerate(modes):
+                rgb = Image.fromarray(rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8), "RGB")
+                rgb.convert(mode).save(folder / f"{k}.png")
+
+
+def uniform_layout(train_modes: dict[str, list[str]], test_mode: str = "RGB") -> dict[str, dict[str, list[str]]]:
+    return {"train": train_modes, "test": {c: [test_mode] for c in train_modes}}
+
+
+@pytest.mark.parametrize(("train_modes", "expected", "counts"), [
+    ({"a": ["RGB", "RGB", "L"], "b": ["RGB", "L"]}, 3, "2 grayscale and 3 colour"),  # majority RGB
+    ({"a": ["L", "L", "RGB"], "b": ["LA", "L"]}, 1, "4 grayscale and 1 colour"),  # majority grayscale (LA counts)
+    ({"a": ["L", "RGB"], "b": ["P", "L"]}, 3, "2 grayscale and 2 colour"),  # tie -> RGB
+], ids=["majority-rgb", "majority-gray", "tie"])
+def test_imagefolder_mixed_modes_use_majority_and_warn(tmp_path, train_modes, expected, counts):
+    # The alphabetically first file is grayscale in every case: it no longer decides alone.
+    make_layout(tmp_path, uniform_layout(train_modes))
+    for split in ("train", "test"):
+        with pytest.warns(MixedModesWarning, match=counts) as record:
+            ds = load_dataset("imagefolder", split, root=tmp_path, img_size=8)
+        assert "--in-chans" in str(record[0].message) and str(tmp_path / "train") in str(record[0].message)
+        assert ds.info.in_chans == expected and len(ds.info.mean) == len(ds.info.std) == expected
+        assert all(ds[i][0].shape == (expected, 8, 8) for i in range(len(ds)))
+
+
+def test_imagefolder_uniform_or_explicit_modes_do_not_warn(tmp_path, recwarn):
+    make_imagefolder(tmp_path)  # RGB, RGBA and P: all colour
+    assert load_dataset("imagefolder", "train", root=tmp_path).info.in_chans == 3
+    make_layout(tmp_path / "mixed", uniform_layout({"a": ["L", "RGB"], "b": ["L"]}))
+    assert load_dataset("imagefolder", "train", root=tmp_path / "mixed", in_chans=3).info.in_chans == 3
+    assert not [w for w in recwarn if issubclass(w.category, MixedModesWarning)]
+
+
+def test_imagefolder_explicit_in_chans_converts_every_image(tmp_path):
+    make_imagefolder(tmp_path)  # all colour
+    ds = load_dataset("imagefolder", "train", root=tmp_path, img_size=16, in_chans=1)
+    assert (ds.info.in_chans, ds.info.mean, ds.info.std) == (1, (0.5,), (0.5,))
+    for i in range(len(ds)):
+        x, _ = ds[i]
+        assert x.shape == (1, 16, 16) and torch.isfinite(x).all()
+    make_layout(tmp_path / "gray", uniform_layout({"a": ["L"], "b": ["L"]}, test_mode="L"))
+    ds = load_dataset("imagefolder", "test", root=tmp_path / "gray", img_size=16, in_chans=3)
+    assert ds.info.in_chans == 3 and ds[0][0].shape == (3, 16, 16)
+
+
+@pytest.mark.parametrize("in_chans", [0, 2, 4, "3"])
+def test_in_chans_must_be_1_or_3(tmp_path, in_chans):
+    make_layout(tmp_path, uniform_layout({"a": ["RGB"], "b": ["RGB"]}))
+    for name in ("imagefolder", "fashion-mnist"):
+        with pytest.raises(ValueError, match="in_chans must be 1"):
+            load_dataset(name, "train", root=tmp_path, in_chans=in_chans)
+
+
+def test_builtin_datasets_reject_other_in_chans(tmp_path, fake_cifar):
+    write_tiny_idx(tmp_path / "idx")
+    for name in ("fashion-mnist", "mnist"):
+        assert load_dataset(name, "test", root=tmp_path / "idx", in_chans=1).info.in_chans == 1
+        with pytest.raises(DatasetError, match=rf"^{name} has 1 channel \(grayscale\), not in_chans=3"):
+            load_dataset(name, "test", root=tmp_path / "idx", in_chans=3)
+    root, _ = fake_cifar
+    assert load_dataset("cifar10", "test", root=root, in_chans=3).info.in_chans == 3
+    with pytest.raises(DatasetError, match=r"^cifar10 has 3 channels \(RGB\), not in_chans=1"):
+        load_dataset("cifar10", "test", root=root, in_chans=1)
+
+
+@pytest.mark.parametrize("empty_split", ["train", "test"])
+def test_imagefolder_empty_class_folder_is_named(tmp_path, empty_split):
+    layout = uniform_layout({"a": ["RGB"], "b": ["RGB"], "c": ["RGB"]})
+    layout[empty_split]["b"] = []
+    make_layout(tmp_path, layout)
+    (tmp_path / empty_split / "b" / "Thumbs.db").write_text("not an image")  # stray files do not count
+    for split in ("train", "test"):
+        with pytest.raises(DatasetError, match="empty class folder") as e:
+            load_dataset("imagefolder", split, root=tmp_path)
+        assert str(tmp_path / empty_split / "b") in str(e.value)
+        assert str(tmp_path / empty_split / "a") not in str(e.value)
+
+
+def test_imagefolder_train_class_missing_from_test_is_named(tmp_path):
+    make_layout(tmp_path, {"train": {"a": ["RGB"], "b": ["RGB"], "c": ["RGB"]}, "test": {"a": ["RGB"], "b": ["RGB"]}})
+    for split in ("train", "test"):
+        with pytest.raises(DatasetError, match="missing test class folder") as e:
+            load_dataset("imagefolder", split, root=tmp_path)
+        assert str(tmp_path / "test" / "c") in str(e.value)
+
+
+def test_imagefolder_test_class_not_in_train_is_named(tmp_path):
+    make_layout(tmp_path, {"train": {"a": ["RGB"], "b": ["RGB"]}, "test": {"a": ["RGB"], "b": ["RGB"], "zebra": ["RGB"]}})
+    for split in ("train", "test"):
+        with pytest.raises(DatasetError, match="not in") as e:
+            load_dataset("imagefolder", split, root=tmp_path)
+        assert str(tmp_path / "test" / "zebra") in str(e.value)
+
+
+def test_imagefolder_ignores_dot_folders(tmp_path):
+    make_layout(tmp_path, uniform_layout({"a": ["RGB"], "b": ["RGB"]}))
+    (tmp_path / "train" / ".ipynb_checkpoints").mkdir()  # empty, and absent from test/
+    (tmp_path / "test" / ".DS_Store_dir").mkdir()
+    assert load_dataset("imagefolder", "test", root=tmp_path).info.class_names == ("a", "b")
+
+
+def test_imagefolder_unreadable_image_is_named_when_scanning_modes(tmp_path):
+    make_layout(tmp_path, uniform_layout({"a": ["RGB"], "b": ["RGB"]}))
+    bad = tmp_path / "train" / "b" / "broken.png"
+    bad.write_bytes(b"\x89PNG not really")
+    with pytest.raises(DatasetError, match="cannot read image") as e:
+        load_dataset("imagefolder", "test", root=tmp_path)
+    assert str(bad) in str(e.value)
+
+
+def tiny_idx_pair(root: Path, gz: bool, n_images: int = 20, n_labels: int = 20) -> tuple[Path, Path]:
+    """t10k images/labels idx files (gzip'd or raw) in ``root``; returns their paths."""
+    rng = np.random.default_rng(5)
+    root.mkdir(parents=True, exist_ok=True)
+    ext = ".gz" if gz else ""
+    images, labels = root / f"t10k-images-idx3-ubyte{ext}", root / f"t10k-labels-idx1-ubyte{ext}"
+    write_idx(images, rng.integers(0, 256, size=(n_images, 28, 28), dtype=np.uint8))
+    write_idx(labels, (np.arange(n_labels) % 10).astype(np.uint8))
+    return images, labels
+
+
+def rewrite_payload(path: Path, edit) -> None:
+    """Replace an idx file's decompressed bytes by ``edit(bytes)``, keeping its (valid) compression."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    with opener(path, "wb") as f:
+        f.write(edit(data))
+
+
+@pytest.mark.parametrize("gz", [True, False], ids=["gz", "raw"])
+@pytest.mark.parametrize("name", ["fashion-mnist", "mnist"])
+def test_truncated_idx_is_named(tmp_path, gz, name):
+    images, _ = tiny_idx_pair(tmp_path, gz)
+    rewrite_payload(images, lambda d: d[:16 + 1234])
+    with pytest.raises(DatasetError) as e:
+        load_dataset(name, "test", root=tmp_path)
+    msg = str(e.value)
+    assert str(images) in msg and "not found" not in msg
+    assert "truncated: header says 20x28x28 = 15,680 bytes, file has 1,234" in msg
+
+
+@pytest.mark.parametrize("gz", [True, False], ids=["gz", "raw"])
+@pytest.mark.parametrize(("edit", "expected"), [
+    (lambda d: d[:10], "header truncated: 3 dims need 16 bytes, file has 10"),
+    (lambda d: d[:3], "not an idx file"),
+    (lambda d: b"PK\x03\x04" + d[4:], "not an idx file"),
+    (lambda d: d + b"\0" * 7, "too long: header says 20x28x28 = 15,680 bytes, file has 15,687"),
+    (lambda d: d[:2] + b"\x0d" + d[3:], "unsupported idx dtype 0xd"),
+], ids=["short-header", "no-header", "wrong-magic", "trailing-bytes", "dtype"])
+def test_malformed_idx_is_named(tmp_path, gz, edit, expected):
+    images, _ = tiny_idx_pair(tmp_path, gz)
+    rewrite_payload(images, edit)
+    with pytest.raises(DatasetError, match=expected) as e:
+        load_dataset("mnist", "test", root=tmp_path)
+    assert str(images) in str(e.value)
+
+
+@pytest.mark.parametrize(("corrupt", "error"), [
+    (lambda b: b[: len(b) // 2], "EOFError"),  # download cut short
+    (lambda b: b"not gzip at all" + b[15:], "BadGzipFile"),  # wrong magic
+    (lambda b: b"\x1f\x8b\x08" + bytes(7) + b"\xff" * 8 + b[-8:], "zlib.error: Error -3"),  # bad deflate block type
+    (lambda b: b[:-8] + bytes(x ^ 0xFF for x in b[-8:-4]) + b[-4:], "BadGzipFile"),  # CRC mismatch
+], ids=["cut", "magic", "deflate", "crc"])
+def test_corrupt_gzip_is_named(tmp_path, corrupt, error):
+    _, labels = tiny_idx_pair(tmp_path, gz=True)
+    labels.write_bytes(corrupt(labels.read_bytes()))
+    for name in ("fashion-mnist", "mnist"):
+        with pytest.raises(DatasetError, match="corrupt or truncated gzip") as e:
+            load_dataset(name, "test", root=tmp_path)
+        assert str(labels) in str(e.value) and "not found" not in str(e.value)
+        assert error in str(e.value)
+
+
+@pytest.mark.parametrize("gz", [True, False], ids=["gz", "raw"])
+def test_image_label_count_mismatch_names_both_files(tmp_path, gz):
+    images, labels = tiny_idx_pair(tmp_path, gz, n_images=20, n_labels=19)
+    with pytest.raises(DatasetError) as e:
+        load_dataset("mnist", "test", root=tmp_path)
+    msg = str(e.value)
+    assert str(images) in msg and str(labels) in msg
+    assert "(20, 28, 28)" in msg and "(19,)" in msg
 
 
 # ---------------------------------------------------------------- build_transform

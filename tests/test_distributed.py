@@ -90,7 +90,7 @@ def test_train_under_torchrun_writes_one_loadable_checkpoint(setup):
     assert run.returncode == 0, run.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "memory.safetensors", "model.safetensors"]
     model = load(out)
-    assert model.manifest["metrics"]["original_accuracy"] > 0.5  # learnable toy data
+    assert model.manifest.metrics["original_accuracy"] > 0.5  # learnable toy data
 
 
 def test_failing_rank_fails_the_run_and_writes_nothing(setup):

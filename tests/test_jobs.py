@@ -1,6 +1,10 @@
+import threading
 import time
 
-from wfexplain.jobs import Job
+import pytest
+
+from wfexplain import jobs
+from wfexplain.jobs import Job, JobLimiter, ServerBusy
 
 
 def test_job_reports_progress_and_result():
@@ -41,3 +45,68 @@ def test_job_error_is_captured():
     job = Job(fn, "e").start()
     job.join(5)
     assert job.state().error == "ValueError: unknown dataset 'x'"
+
+
+# ---------------------------------------------------------------- the process-wide limiter
+
+
+def blocking(started: threading.Event, release: threading.Event, fail: bool = False):
+    def fn(progress, should_stop):
+        started.set()
+        while not release.wait(0.005):
+            if should_stop():
+                return {"cancelled": True}
+        if fail:
+            raise RuntimeError("boom")
+        return {"cancelled": False}
+    return fn
+
+
+@pytest.mark.parametrize("ending", ["finish", "error", "cancel"])
+def test_second_start_is_refused_until_the_first_ends(ending):
+    limiter = JobLimiter(1)
+    started, release = threading.Event(), threading.Event()
+    first = Job(blocking(started, release, fail=ending == "error"), "first", limiter).start()
+    assert started.wait(5) and limiter.running == 1
+    second = Job(lambda p, s: {"cancelled": False}, "second", limiter)
+    with pytest.raises(ServerBusy, match=r"The server is busy: 1 job\(s\) running; try again when it finishes\."):
+        second.start()
+    assert limiter.running == 1
+    if ending == "cancel":
+        first.cancel()
+    else:
+        release.set()
+    first.join(5)
+    s = first.state()
+    assert s.done and (s.error is not None) == (ending == "error") and s.cancelled == (ending == "cancel")
+    assert limiter.running == 0
+    second.start().join(5)  # the slot is free again
+    assert second.state().done and limiter.running == 0
+
+
+def test_limiter_counts_across_jobs_and_default_is_one(monkeypatch):
+    limiter = JobLimiter(2)
+    started, release = threading.Event(), threading.Event()
+    a = Job(blocking(started, release), "a", limiter).start()
+    b = Job(blocking(threading.Event(), release), "b", limiter).start()
+    with pytest.raises(ServerBusy, match="2 job"):
+        Job(lambda p, s: {}, "c", limiter).start()
+    release.set()
+    a.join(5)
+    b.join(5)
+    assert limiter.running == 0
+    assert jobs.LIMITER.limit == 1  # WFEXPLAIN_MAX_JOBS unset
+    monkeypatch.setenv("WFEXPLAIN_MAX_JOBS", "0")
+    with pytest.raises(ValueError, match="WFEXPLAIN_MAX_JOBS"):
+        jobs.env_int("WFEXPLAIN_MAX_JOBS", 1)
+
+
+def test_jobs_use_the_process_wide_limiter_by_default(monkeypatch):
+    limiter = JobLimiter(1)
+    monkeypatch.setattr(jobs, "LIMITER", limiter)
+    limiter.acquire()
+    with pytest.raises(ServerBusy):
+        Job(lambda p, s: {}, "x").start()
+    limiter.release()
+    Job(lambda p, s: {"cancelled": False}, "x").start().join(5)
+    assert limiter.running == 0

@@ -1,13 +1,14 @@
 import io
 import struct
+import time
 import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
 from wfexplain.data import build_transform
-from wfexplain.uploads import UploadError, read_image
+from wfexplain.uploads import MAX_PIXELS, WORK_SIDE, UploadError, read_image
 
 from .conftest import tiny_info
 
@@ -18,15 +19,25 @@ def encode(im: Image.Image, fmt: str, **kw) -> bytes:
     return buf.getvalue()
 
 
+def chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
 def png16(width: int = 4, height: int = 3) -> bytes:
     """A valid 16-bit grayscale PNG written by hand."""
     raw = b"".join(b"\x00" + b"\x12\x34" * width for _ in range(height))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
     ihdr = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def blank_rgba_png(width: int, height: int) -> bytes:
+    """A valid 8-bit RGBA PNG of transparent pixels, compressed row by row (never the whole image in memory)."""
+    z, row, parts = zlib.compressobj(9), b"\x00" * (1 + 4 * width), []
+    for _ in range(height):
+        parts.append(z.compress(row))
+    parts.append(z.flush())
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")
 
 
 RGB = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 30, 3), dtype=np.uint8))
@@ -86,3 +97,38 @@ def test_sixteen_bit():
 def test_unsupported_format():
     with pytest.raises(UploadError, match="supported formats"):
         read_image(encode(RGB, "TIFF"), "x.tiff")
+
+
+def test_pixel_limit_is_read_from_the_header(monkeypatch):
+    """6000x6000 RGBA is 0.1 MB as a PNG but 144 MB decoded: refused before any decode."""
+    data = blank_rgba_png(6000, 6000)
+    assert len(data) < 1024 * 1024 and Image.open(io.BytesIO(data)).size == (6000, 6000)
+
+    def no_decode(self):
+        raise AssertionError("decoded a refused image")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decode)
+    start = time.perf_counter()
+    with pytest.raises(UploadError, match=r"6000x6000 = 36\.0 megapixels; the limit is 16\.8 megapixels \(e\.g\. 4096x4096\)"):
+        read_image(data, "huge.png")
+    assert time.perf_counter() - start < 1.0
+    assert MAX_PIXELS == 4096 * 4096
+
+
+@pytest.mark.parametrize(("mode", "fmt"), [("RGBA", "PNG"), ("P", "PNG"), ("RGB", "JPEG"), ("CMYK", "JPEG"),
+                                           ("LA", "PNG"), ("RGB", "WEBP")])
+def test_big_allowed_images_are_downscaled_in_their_own_mode(mode, fmt):
+    im = Image.linear_gradient("L").resize((3000, 2000)).convert(mode)
+    out = read_image(encode(im, fmt), f"big.{fmt.lower()}")
+    assert out.mode == mode  # no conversion yet: the model's transform does it
+    assert out.size == (WORK_SIDE, 683) and out.info["original_size"] == (3000, 2000)
+    assert abs(out.width / out.height - 1.5) < 0.005
+    if fmt == "JPEG":
+        assert out.decoderconfig[0] == 2  # decoded at half scale (1500x1000), not at full size
+    x = build_transform(tiny_info(in_chans=3))(out)
+    assert x.shape == (3, 16, 16) and x.isfinite().all()
+
+
+def test_small_images_keep_their_size():
+    out = read_image(encode(RGB, "PNG"), "small.png")
+    assert out.size == (30, 40) and out.info["original_size"] == (30, 40)

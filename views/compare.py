@@ -9,7 +9,8 @@ from wfexplain import comparison, figures
 from wfexplain.benchmark import METRICS
 from wfexplain.jobs import Job
 from wfexplain.ui import current
-from wfexplain.ui.jobs import job_panel, running
+from wfexplain.ui.jobs import job_panel, running, start_job
+from wfexplain.ui.resources import public_text
 
 JOB, RESULT, COLLECTED = "compare_job", "compare_result", "compare_collected"
 MEAN = "mean"  # the forget-class choice "all classes (mean)"
@@ -47,7 +48,7 @@ def _show(bench: dict, from_session: bool) -> None:
             del st.session_state[RESULT]
             st.rerun()
     else:
-        st.caption(f"From `{comparison.benchmark_path(view.path)}`" + (f", created {bench['created']}" if bench.get(
+        st.caption(f"From `{view.name}/benchmark.json`" + (f", created {bench['created']}" if bench.get(
             "created") else "") + (f" by `{bench['command']}`" if bench.get("command") else "") + ".")
     st.caption(f"{bench.get('dataset', '?')} · {bench.get('backbone', '?')} · {bench.get('seeds', '?')} seed(s) · "
                f"{bench.get('num_test_images', '?')} test images · forget classes, one at a time: "
@@ -180,16 +181,16 @@ else:
     try:
         bench = comparison.read_benchmark(view.path)
     except FileNotFoundError:
-        st.info(f"No benchmark for this checkpoint yet (`{comparison.benchmark_path(view.path)}` does not exist). "
-                f"Create it with `wfexplain benchmark --checkpoint {view.path}`, or run a quick one-class benchmark "
+        st.info(f"No benchmark for this checkpoint yet (`{view.name}/benchmark.json` does not exist). "
+                f"Create it with `wfexplain benchmark --checkpoint {view.name}`, or run a quick one-class benchmark "
                 "below.")
     except ValueError as e:
-        st.error(f"Cannot read the benchmark: {e}")
+        st.error(f"Cannot read the benchmark: {public_text(str(e))}")
 if bench is not None:
     try:
         _show(bench, from_session)
     except (KeyError, TypeError, ValueError, IndexError) as e:
-        where = "the benchmark run" if from_session else f"`{comparison.benchmark_path(view.path)}`"
+        where = "the benchmark run" if from_session else f"`{view.name}/benchmark.json`"
         st.error(f"{where} does not match the expected schema: {type(e).__name__}: {e}")
 _glossary(bench)
 
@@ -201,7 +202,7 @@ candidates = list(view.forget) or list(range(len(names)))
 st.write("Trains the Retrain oracle from scratch (or reuses a stored one), runs every baseline for one seed, takes WF "
          "from the checkpoint's memory matrices (no training per class; its round time from the manifest) and scores "
          "them all: minutes on a CPU. Nothing is written to benchmark.json; the result replaces the file's on "
-         f"this page until you clear it. For several seeds or all classes use `wfexplain benchmark --checkpoint {view.path}`.")
+         f"this page until you clear it. For several seeds or all classes use `wfexplain benchmark --checkpoint {view.name}`.")
 if not view.forget:
     st.caption("No forget set in the sidebar: choose any class here.")
 target = st.selectbox("Forget class to benchmark", candidates, format_func=lambda i: f"{i}: {names[i]}", disabled=busy)
@@ -219,8 +220,8 @@ if st.button("Run benchmark", type="primary", disabled=busy, key="compare_run"):
         comparison.check_benchmark(bench, "the benchmark run")
         return {"bench": bench, "path": path, "cancelled": False}
 
-    st.session_state[JOB] = Job(run, f"benchmark of class {names[cls]}").start()
-    st.rerun()
+    if start_job(JOB, Job(run, f"benchmark of class {names[cls]}")):
+        st.rerun()
 
 
 job_panel(JOB, lambda job, s: f"{job.label}: done in {s.finished - s.started:.0f} s, shown above.",

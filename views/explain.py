@@ -7,7 +7,7 @@ import streamlit as st
 from wfexplain import explain, figures
 from wfexplain.ui import current
 from wfexplain.ui.resources import attribution, eval_data
-from wfexplain.uploads import FORMATS, UploadError, read_image
+from wfexplain.uploads import FORMATS, LIMIT_TEXT, MAX_BYTES, UploadError, read_image
 
 MIME = {"png": "image/png", "pdf": "application/pdf"}
 view = current()
@@ -22,7 +22,8 @@ source = st.radio("Image", ["Test gallery", "Upload"], horizontal=True, key="exp
 image = None
 if source == "Upload":
     up = st.file_uploader("Upload an image", type=["png", "jpg", "jpeg", "webp", "bmp"], key="explain_upload",
-                          help=f"{', '.join(FORMATS)}; any mode and size up to 10 MB / 40 megapixels")
+                          max_upload_size=MAX_BYTES // 2**20,
+                          help=f"{', '.join(FORMATS)}; any mode, up to {MAX_BYTES // 2**20} MB and {LIMIT_TEXT}")
     if up is not None:
         try:
             image = read_image(up.getvalue(), up.name)
@@ -42,7 +43,9 @@ if image is None:
 x = model.transform(image).unsqueeze(0)
 with st.expander("Preprocessing: what the model sees", expanded=source == "Upload"):
     p1, p2 = st.columns(2)
-    p1.image(image, caption=f"as given: {image.mode}, {image.width}x{image.height}", width=200)
+    w0, h0 = image.info.get("original_size", image.size)
+    p1.image(image, caption=f"as given: {image.mode}, {w0}x{h0}"
+             + (f" (downscaled to {image.width}x{image.height})" if (w0, h0) != image.size else ""), width=200)
     mean, std = np.array(model.info.mean), np.array(model.info.std)
     seen = (x[0].permute(1, 2, 0).numpy() * std + mean).clip(0, 1)
     p2.image(seen.squeeze(-1) if seen.shape[-1] == 1 else seen, width=200, clamp=True,

@@ -1,7 +1,6 @@
 """Models: the loaded checkpoint's card; train a base model or run the unlearning round."""
 
 import dataclasses
-import os
 import re
 from pathlib import Path
 
@@ -13,13 +12,14 @@ from wfexplain.backbones import list_backbones
 from wfexplain.data import list_datasets
 from wfexplain.distributed import resolve_device
 from wfexplain.engine import TrainConfig, UnlearnConfig
-from wfexplain.jobs import Job
+from wfexplain.jobs import Job, job_caps
 from wfexplain.pipeline import train_checkpoint, unlearn_checkpoint
 from wfexplain.ui import current
-from wfexplain.ui.jobs import job_panel, running
-from wfexplain.ui.resources import DEVICE, SHIPPED_DIR
+from wfexplain.ui.jobs import job_panel, running, start_job
+from wfexplain.ui.resources import DEVICE, SHIPPED_DIR, user_checkpoint_dir
 
-USER_DIR = Path(os.environ.get("WFEXPLAIN_USER_CHECKPOINTS", "~/wfexplain-checkpoints")).expanduser()
+USER_DIR = user_checkpoint_dir()  # server-side setting; never shown in the page
+CAPS = job_caps()  # this server's limits per job: widget maxima, checked again before a start
 
 view = current()
 model, man = view.model, view.model.manifest
@@ -29,8 +29,8 @@ st.title("Models")
 layers = analysis.memory_summary(model)
 total = layers[-1]
 backbone_params = sum(p.numel() for p in model.backbone.parameters())
-metrics = man.get("metrics", {})
-timings = man.get("timings", {})
+metrics = man.metrics
+timings = man.timings
 c = st.columns(4)
 c[0].metric("Backbone", model.backbone_name)
 c[1].metric("Dataset", model.info.name, f"{model.num_classes} classes", delta_color="off", delta_arrow="off")
@@ -39,7 +39,7 @@ c[2].metric("Test accuracy (↑)", f"{acc:.2%}" if acc is not None else "—")
 c[3].metric("Memory size", f"{total['memory_entries']:,} alphas",
             f"{total['percent_of_backbone']:.2f}% of {backbone_params:,} weights",
             delta_color="off", delta_arrow="off")
-st.caption(man.get("backbone_description", ""))
+st.caption(man.backbone_description)
 
 left, right = st.columns(2)
 with left:
@@ -54,21 +54,27 @@ with right:
                  "retain accuracy, single classes (↑)": ev.get("single", ev).get("retain_accuracy_mean")}
     st.dataframe(pd.DataFrame({"value": rows}), height=240)
 with st.expander("Resolved configuration (manifest.json)"):
-    st.json(man, expanded=1)
+    st.json(man.to_json(), expanded=1)
 
 # ---------------------------------------------------------------- training jobs
 st.header("Train")
-st.write(f"New checkpoints are written under `{USER_DIR}` (set `WFEXPLAIN_USER_CHECKPOINTS` to change it); "
-         "the shipped ones are never overwritten.")
+st.write("New checkpoints are written to the server's user checkpoint folder and appear in the sidebar's "
+         "**Checkpoint** list as `user/NAME`; existing checkpoints are never overwritten. This server runs at most "
+         f"{CAPS.epochs:,} epochs, {CAPS.train_images:,} training images and {CAPS.unlearn_steps:,} unlearning steps "
+         "per job.")
 
 
 def _target(name: str) -> Path | None:
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name.strip()):
-        st.error("Give a plain directory name (letters, digits, dots, dashes, underscores).")
+    name = name.strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+        st.error("Give a plain directory name (letters, digits, dots, dashes, underscores; up to 64 characters).")
         return None
-    out = (USER_DIR / name.strip()).resolve()
+    out = (USER_DIR / name).resolve()
     if out.is_relative_to(SHIPPED_DIR.resolve()):
         st.error("That would overwrite a shipped checkpoint; choose another name.")
+        return None
+    if out.exists() or out.is_symlink():
+        st.error(f"A checkpoint named `{name}` already exists; choose another name.")
         return None
     return out
 
@@ -81,20 +87,35 @@ with st.form("train_form"):
         a, b, c2 = st.columns(3)
         dataset = a.selectbox("Dataset", list_datasets())
         backbone = b.selectbox("Backbone", list_backbones())
-        epochs = c2.number_input("Epochs", 1, 200, 2)
-        limit = a.number_input("Training images (0 = all)", 0, 10_000_000, 5000, step=1000)
+        epochs = c2.number_input("Epochs", 1, CAPS.epochs, min(2, CAPS.epochs))
+        limit = a.number_input(f"Training images (0 = all, up to {CAPS.train_images:,})", 0, CAPS.train_images,
+                               min(5000, CAPS.train_images), step=1000)
         name = b.text_input("Checkpoint name", f"{dataset}-{backbone}")
     else:
         a, b, c2 = st.columns(3)
-        steps = a.number_input("Steps", 10, 100_000, UnlearnConfig.steps, step=100)
+        steps = a.number_input("Steps", min(10, CAPS.unlearn_steps), CAPS.unlearn_steps,
+                               min(UnlearnConfig.steps, CAPS.unlearn_steps), step=100)
         lr = b.number_input("Learning rate", 1e-4, 1.0, UnlearnConfig.lr, format="%.4f")
         max_set = c2.number_input("Max forget-set size k", 1, model.num_classes - 1, UnlearnConfig.max_set_size)
-        limit = a.number_input("Training images (0 = all)", 0, 10_000_000, 0, step=1000)
+        limit = a.number_input(f"Training images (0 = all, up to {CAPS.train_images:,})", 0, CAPS.train_images, 0,
+                               step=1000)
         name = b.text_input("Checkpoint name", f"{Path(view.name).name}-unlearned")
     submitted = st.form_submit_button("Start", type="primary", disabled=busy)
 
-if submitted and (out := _target(name)) is not None:
-    limit_train = int(limit) or None
+
+def _within_caps() -> bool:
+    """The server-side check of what the form asked (the widgets' maxima are only the browser's side)."""
+    try:
+        CAPS.check(epochs=int(epochs) if kind == "Train a base model" else None, train_images=limit_train,
+                   unlearn_steps=None if kind == "Train a base model" else int(steps))
+    except ValueError as e:
+        st.error(f"Cannot start: {e}")
+        return False
+    return True
+
+
+limit_train = (int(limit) or CAPS.train_images) if submitted else None  # "all" = all up to the cap
+if submitted and (out := _target(name)) is not None and _within_caps():
     if kind == "Train a base model":
         cfg = TrainConfig(epochs=int(epochs))
         fn = lambda progress, stop: train_checkpoint(  # noqa: E731
@@ -106,10 +127,10 @@ if submitted and (out := _target(name)) is not None:
         fn = lambda progress, stop: unlearn_checkpoint(  # noqa: E731
             src, cfg, out=out, limit_train=limit_train, eval_limit=2000, progress=progress, should_stop=stop,
             device=resolve_device(DEVICE))
-    st.session_state["job"] = Job(fn, name).start()
-    st.session_state["job_config"] = dataclasses.asdict(cfg)
-    st.rerun()
+    if start_job("job", Job(fn, f"user/{out.name}")):
+        st.session_state["job_config"] = dataclasses.asdict(cfg)
+        st.rerun()
 
 
-job_panel("job", lambda job, s: f"Saved `{s.result['path']}` in {s.finished - s.started:.0f} s. Open it from the "
-          "sidebar: choose 'Other directory…' and paste the path.")
+job_panel("job", lambda job, s: f"Saved the checkpoint `{job.label}` in {s.finished - s.started:.0f} s. Open it from "
+          "the sidebar's **Checkpoint** list.")

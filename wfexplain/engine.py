@@ -15,9 +15,10 @@ trajectory as one process with the same seed and global batch (up to float round
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
@@ -33,48 +34,59 @@ Progress = Callable[[int, int, dict], None]
 StopFlag = Callable[[], bool]
 
 
+def _range(default, lo: float, hi: float = math.inf, *, open_lo: bool = False, open_hi: bool = False):
+    """A config field with its valid range (checked in ``__post_init__``, and by the CLI's option parser)."""
+    return field(default=default, metadata={"range": (lo, hi, open_lo, open_hi)})
+
+
+def check_range(name: str, value, lo: float, hi: float, open_lo: bool, open_hi: bool, integer: bool = False) -> None:
+    """Raise ValueError unless ``value`` is a finite number (an int if ``integer``) in the range."""
+    ok = isinstance(value, int if integer else int | float) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > lo if open_lo else value >= lo) and (value < hi if open_hi else value <= hi)
+    if not ok:
+        kind = "an integer" if integer else "a number"
+        if math.isinf(hi):
+            where = f"{'>' if open_lo else '≥'} {lo:g}"
+        else:
+            where = f"in {'(' if open_lo else '['}{lo:g}, {hi:g}{')' if open_hi else ']'}"
+        raise ValueError(f"{name} must be {kind} {where}, got {value!r}")
+
+
+class _Checked:
+    def __post_init__(self):
+        for f in fields(self):  # type: ignore[arg-type]
+            if "range" in f.metadata:
+                check_range(f.name, getattr(self, f.name), *f.metadata["range"], integer=f.type == "int")
+
+
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Checked):
     """Recipe for the original classifier."""
 
-    epochs: int = 10  # passes over the training split
-    batch_size: int = 128  # images per step
-    lr: float = 2e-3  # AdamW peak learning rate (one-cycle schedule)
-    weight_decay: float = 0.05  # AdamW weight decay
-    label_smoothing: float = 0.1  # cross-entropy label smoothing
-    shift: float = 0.1  # max random translation as a fraction of the side (augmentation)
+    epochs: int = _range(10, 1)  # passes over the training split
+    batch_size: int = _range(128, 1)  # images per step
+    lr: float = _range(2e-3, 0, open_lo=True)  # AdamW peak learning rate (one-cycle schedule)
+    weight_decay: float = _range(0.05, 0)  # AdamW weight decay
+    label_smoothing: float = _range(0.1, 0, 1, open_hi=True)  # cross-entropy label smoothing
+    shift: float = _range(0.1, 0, 0.5)  # max random translation as a fraction of the side (augmentation)
     flip: bool = False  # random horizontal flips (off: digits are not symmetric)
-    seed: int = 0  # seeds initialisation, shuffling and augmentation
-
-    def __post_init__(self):
-        _check_positive(self, "epochs", "batch_size", "lr")
+    seed: int = _range(0, 0)  # seeds initialisation, shuffling and augmentation
 
 
 @dataclass(frozen=True)
-class UnlearnConfig:
-    """Recipe for the memory matrices (DESIGN.md §1); the backbone stays frozen."""
+class UnlearnConfig(_Checked):
+    """Recipe for the memory matrices (Poppi et al., arXiv 2304.02049, Sec. 3); the backbone stays frozen."""
 
-    steps: int = 936  # optimisation steps (936 = 4 epochs of Fashion-MNIST's 60k at batch 256)
-    batch_size: int = 256  # half forget, half retain ("label expansion")
-    lr: float = 1e-2  # Adam learning rate on the alphas
-    lambda_r: float = 1.0  # weight of the retain cross-entropy
-    lambda_f: float = 1.0  # weight of the bounded forget term 1 / (CE + eps)
-    lambda_s: float = 0.1  # weight of the sparsity term mean(1 - alpha)
-    eps: float = 1e-3  # keeps the forget term bounded
-    ce_cap: float = 5.0  # per-sample cap on the forget CE (our addition; 0 disables)
-    max_set_size: int = 2  # forget sets of size 1..k are sampled
-    seed: int = 0  # seeds shuffling and set sampling
-
-    def __post_init__(self):
-        _check_positive(self, "steps", "lr", "max_set_size")
-        if self.batch_size < 2:
-            raise ValueError("batch_size must be at least 2 (half forget, half retain)")
-
-
-def _check_positive(cfg, *names: str) -> None:
-    for name in names:
-        if not getattr(cfg, name) > 0:
-            raise ValueError(f"{name} must be positive, got {getattr(cfg, name)}")
+    steps: int = _range(936, 1)  # optimisation steps (936 = 4 epochs of Fashion-MNIST's 60k at batch 256)
+    batch_size: int = _range(256, 2)  # half forget, half retain ("label expansion")
+    lr: float = _range(1e-2, 0, open_lo=True)  # Adam learning rate on the alphas
+    lambda_r: float = _range(1.0, 0)  # weight of the retain cross-entropy
+    lambda_f: float = _range(1.0, 0)  # weight of the bounded forget term 1 / (CE + eps)
+    lambda_s: float = _range(0.1, 0)  # weight of the sparsity term mean(1 - alpha)
+    eps: float = _range(1e-3, 0, open_lo=True)  # keeps the forget term bounded
+    ce_cap: float = _range(5.0, 0)  # per-sample cap on the forget CE (our addition; 0 disables)
+    max_set_size: int = _range(2, 1)  # forget sets of size 1..k are sampled (k < number of classes)
+    seed: int = _range(0, 0)  # seeds shuffling and set sampling
 
 
 def _loader(ds: Dataset, batch_size: int, seed: int, workers: int = 0, multiple: int = 1) -> DataLoader:

@@ -21,7 +21,7 @@ import pandas as pd
 from safetensors.torch import save as safetensors_save
 
 from . import __version__, analysis
-from .checkpoint import atomic_write
+from .atomic import atomic_write
 from .figures import FIGURE_FORMATS, figure_bytes, forget_list, memory_figure, to_numpy
 from .filtering import FilteredModel, bake
 
@@ -219,7 +219,7 @@ def _write_bytes(path: Path, data: bytes) -> Path:
 
 def export_all(model: FilteredModel, out_dir: str | os.PathLike, forget=(), layers: Sequence[str] | None = None,
                formats: Sequence[str] = FIGURE_FORMATS, report: Mapping | None = None, order_mode: str = "original",
-               hard_threshold: float | None = None) -> list[Path]:
+               hard_threshold: float | None = None, overwrite: bool = False) -> list[Path]:
     """Write the paper/archive exports of a model into ``out_dir`` (created if needed).
 
     Files (each written atomically):
@@ -228,9 +228,11 @@ def export_all(model: FilteredModel, out_dir: str | os.PathLike, forget=(), laye
       of ``layers`` (all by default) ordered by ``order_mode``;
     - ``memory.csv`` and ``memory.npz``: the full memory (all layers);
     - ``metrics.csv`` and ``metrics.tex`` (with a mean row) when an evaluation ``report`` is given;
-    - ``baked_forget_<c1>-<c2>....safetensors`` when ``forget`` is non-empty.
+    - ``baked_forget_<c1>-<c2>....safetensors`` when ``forget`` is non-empty
+      (``..._hard<threshold>.safetensors`` when hard-baked).
 
-    Arguments are validated before anything is written. Returns the written paths.
+    Arguments are validated, and existing files refused unless ``overwrite``, before anything is
+    written (``FileExistsError`` naming them). Returns the written paths.
     """
     formats = list(formats)
     bad = [f for f in formats if f not in FIGURE_FORMATS]
@@ -243,6 +245,13 @@ def export_all(model: FilteredModel, out_dir: str | os.PathLike, forget=(), laye
     if layers is not None:
         analysis.select_layers(analysis.as_memory(model), layers)  # validates the layer names
     out = Path(out_dir)
+    baked = "baked_forget_" + "-".join(str(c) for c in classes) + \
+        (f"_hard{hard_threshold:g}" if hard_threshold is not None else "") + ".safetensors"
+    planned = [f"memory_heatmaps.{fmt}" for fmt in formats] + ["memory.csv", "memory.npz"] + \
+        (["metrics.csv", "metrics.tex"] if report is not None else []) + ([baked] if classes else [])
+    existing = [name for name in planned if (out / name).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{out} already holds {', '.join(existing)}")
     names = list(model.class_names)
     written: list[Path] = []
     fig = memory_figure(model.memory, names, layers=layers, order_mode=order_mode)
@@ -257,6 +266,5 @@ def export_all(model: FilteredModel, out_dir: str | os.PathLike, forget=(), laye
                    "forget accuracy (lower is better) and retain accuracy (higher is better) per class.")
         written.append(_write_bytes(out / "metrics.tex", table_latex(df, caption, f"tab:wf-{model.info.name}")))
     if classes:
-        name = "baked_forget_" + "-".join(str(c) for c in classes) + ".safetensors"
-        written.append(_write_bytes(out / name, baked_safetensors(model, classes, hard_threshold)))
+        written.append(_write_bytes(out / baked, baked_safetensors(model, classes, hard_threshold)))
     return written

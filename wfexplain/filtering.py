@@ -18,12 +18,16 @@ import contextvars
 import copy
 import numbers
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from .backbones import GateSite, create_backbone, gate_sites
 from .data import DatasetInfo, build_transform
+
+if TYPE_CHECKING:
+    from .manifest import Manifest
 
 Forget = None | int | Sequence[int] | torch.Tensor
 
@@ -86,7 +90,7 @@ class FilteredModel(nn.Module):
             _key(s.path): nn.Parameter(torch.ones(info.num_classes, s.size)) for s in self.sites
         })
         self.transform = build_transform(info)
-        self.manifest: dict = {}  # filled by wfexplain.load
+        self.manifest: Manifest | None = None  # filled by wfexplain.load
         modules = dict(self.backbone.named_modules())
         for site in self.sites:
             m = modules[site.path]

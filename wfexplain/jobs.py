@@ -3,15 +3,95 @@
 Used by the dashboard so a long run neither blocks the page nor outlives a cancel.
 ``fn(progress, should_stop)`` receives the same callbacks as the loops in
 :mod:`wfexplain.engine`.
+
+Server-wide limits (read from the environment): at most ``$WFEXPLAIN_MAX_JOBS`` jobs (default 1) run at
+once in the process, whichever session started them (:data:`LIMITER`), and :func:`job_caps` bounds what a
+page may request (epochs, training images, unlearning steps).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+
+def env_int(name: str, default: int, minimum: int = 1) -> int:
+    """A positive integer server setting; a malformed one is a clear startup error."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise ValueError(f"{name}={value} is below its minimum {minimum}")
+    return value
+
+
+class ServerBusy(RuntimeError):
+    """No job slot is free: the server already runs its maximum number of jobs."""
+
+    def __init__(self, running: int):
+        super().__init__(f"The server is busy: {running} job(s) running; try again when it finishes.")
+        self.running = running
+
+
+class JobLimiter:
+    """At most ``limit`` jobs at once: a non-blocking bounded semaphore plus a count for messages."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._slots = threading.BoundedSemaphore(limit)
+        self._lock = threading.Lock()
+        self._running = 0
+
+    @property
+    def running(self) -> int:
+        with self._lock:
+            return self._running
+
+    def acquire(self) -> None:
+        """Take a slot now or raise :class:`ServerBusy`; never waits."""
+        if not self._slots.acquire(blocking=False):
+            raise ServerBusy(self.running)
+        with self._lock:
+            self._running += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._running -= 1
+        self._slots.release()
+
+
+LIMITER = JobLimiter(env_int("WFEXPLAIN_MAX_JOBS", 1))  # shared by every session of the server process
+
+
+@dataclass(frozen=True)
+class JobCaps:
+    """What a dashboard page may request of one job; pages use them as widget maxima and :meth:`check` again."""
+
+    epochs: int
+    train_images: int
+    unlearn_steps: int
+
+    def check(self, epochs: int | None = None, train_images: int | None = None,
+              unlearn_steps: int | None = None) -> None:
+        """Raise ``ValueError`` (a message for the user) when a request exceeds this server's caps."""
+        for what, value, cap in (("epochs", epochs, self.epochs), ("training images", train_images, self.train_images),
+                                 ("unlearning steps", unlearn_steps, self.unlearn_steps)):
+            if value is not None and not 0 < value <= cap:
+                raise ValueError(f"{value:,} {what} is outside this server's limit (1 to {cap:,}).")
+
+
+def job_caps() -> JobCaps:
+    """``$WFEXPLAIN_MAX_EPOCHS`` (50), ``$WFEXPLAIN_MAX_TRAIN_IMAGES`` (60,000), ``$WFEXPLAIN_MAX_UNLEARN_STEPS`` (5,000)."""
+    return JobCaps(env_int("WFEXPLAIN_MAX_EPOCHS", 50), env_int("WFEXPLAIN_MAX_TRAIN_IMAGES", 60_000),
+                   env_int("WFEXPLAIN_MAX_UNLEARN_STEPS", 5_000))
 
 
 @dataclass
@@ -32,18 +112,29 @@ class JobState:
 
 
 class Job:
-    """A function running in a daemon thread with progress and cooperative cancellation."""
+    """A function running in a daemon thread with progress and cooperative cancellation.
 
-    def __init__(self, fn: Callable[[Callable, Callable], dict], label: str):
+    :meth:`start` takes a slot of ``limiter`` (default: the process-wide :data:`LIMITER`) or raises
+    :class:`ServerBusy`; the slot is given back when the function returns, fails or is cancelled.
+    """
+
+    def __init__(self, fn: Callable[[Callable, Callable], dict], label: str, limiter: JobLimiter | None = None):
         self.label = label
         self._fn = fn
+        self._limiter = limiter or LIMITER
         self._state = JobState()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"wfexplain-job-{label}", daemon=True)
 
     def start(self) -> Job:
-        self._thread.start()
+        """Run the function in its thread; raises :class:`ServerBusy` when no job slot is free."""
+        self._limiter.acquire()
+        try:
+            self._thread.start()
+        except BaseException:
+            self._limiter.release()
+            raise
         return self
 
     def cancel(self) -> None:
@@ -64,6 +155,7 @@ class Job:
                 self._state.error = f"{type(e).__name__}: {e}"
             traceback.print_exc()
         finally:
+            self._limiter.release()  # before ``done``: a page that sees the job finished may start the next
             with self._lock:
                 self._state.done = True
                 self._state.finished = time.perf_counter()

@@ -17,7 +17,7 @@ from torch.utils.data import Subset
 
 from . import distributed as dist
 from .backbones import create_backbone, get_spec
-from .checkpoint import load, save_checkpoint
+from .checkpoint import MODEL_FILE, check_target, load, save_checkpoint
 from .data import fingerprint, load_dataset, stratified_subset
 from .engine import Progress, StopFlag, TrainConfig, UnlearnConfig, train_classifier, train_memory
 from .evaluation import evaluate, predict
@@ -29,25 +29,35 @@ def _limit(ds, n: int | None, seed: int):
     return ds if n is None else Subset(ds, stratified_subset(ds.targets, n, seed).tolist())
 
 
+def _check_counts(num_classes: int, batch_size: int, limit_train: int | None, eval_limit: int | None = None) -> None:
+    """Limits that leave a class without images (NaN metrics) or no full batch are refused up front."""
+    if limit_train is not None and limit_train < max(batch_size, num_classes):
+        raise ValueError(f"limit_train must be at least max(batch size {batch_size}, classes {num_classes}), "
+                         f"got {limit_train}")
+    if eval_limit is not None and eval_limit < num_classes:
+        raise ValueError(f"eval_limit must be at least the number of classes ({num_classes}), got {eval_limit}")
+
+
 def train_checkpoint(dataset: str, backbone: str, out: str | os.PathLike, cfg: TrainConfig = TrainConfig(),
                      data_dir: str | None = None, download: bool = False, img_size: int | None = None,
                      limit_train: int | None = None, half: bool = False, progress: Progress | None = None,
                      should_stop: StopFlag | None = None, overwrite: bool = False, device: str | torch.device = "cpu",
-                     workers: int = 0) -> dict:
+                     workers: int = 0, in_chans: int | None = None) -> dict:
     """Train the original classifier on ``device`` and write a checkpoint (all-ones memory) to ``out``.
 
     Returns:
         ``{"cancelled", "accuracy", "seconds", "path"}``; nothing is written when cancelled.
 
     Raises:
-        FileExistsError: ``out`` is a non-empty directory (or a file) and ``overwrite`` is False.
+        FileExistsError: ``out`` is a non-empty directory (or a file) and ``overwrite`` is False
+            (checked, like writability, before any work; replacing drops everything the old one held).
     """
     target = Path(out)
-    if target.exists() and (not target.is_dir() or any(target.iterdir())) and not overwrite:
-        raise FileExistsError(f"{target} exists and is not empty; choose another directory or overwrite explicitly")
-    train = load_dataset(dataset, "train", data_dir, download, img_size)
-    test = load_dataset(dataset, "test", data_dir, download, img_size)
+    check_target(target, overwrite)
+    train = load_dataset(dataset, "train", data_dir, download, img_size, in_chans)
+    test = load_dataset(dataset, "test", data_dir, download, img_size, train.info.in_chans)
     info = train.info
+    _check_counts(info.num_classes, cfg.batch_size, limit_train)
     torch.manual_seed(cfg.seed)
     net = create_backbone(backbone, info.num_classes, info.in_chans, info.img_size).to(device)
     result = train_classifier(net, _limit(train, limit_train, cfg.seed), cfg, progress, should_stop, workers)
@@ -69,7 +79,7 @@ def train_checkpoint(dataset: str, backbone: str, out: str | os.PathLike, cfg: T
     if dist.any_rank(bool(should_stop and should_stop())):
         return {"cancelled": True, "seconds": result["seconds"], "accuracy": None, "path": None}
     if dist.is_main():
-        save_checkpoint(model, target, manifest, half=half)
+        save_checkpoint(model, target, manifest, half=half, overwrite=overwrite)
     dist.barrier()
     return {"cancelled": False, "accuracy": acc, "seconds": result["seconds"], "path": target}
 
@@ -78,7 +88,7 @@ def unlearn_checkpoint(path: str | os.PathLike, cfg: UnlearnConfig = UnlearnConf
                        data_dir: str | None = None, download: bool = False, limit_train: int | None = None,
                        eval_limit: int | None = None, progress: Progress | None = None,
                        should_stop: StopFlag | None = None, device: str | torch.device = "cpu",
-                       workers: int = 0) -> dict:
+                       workers: int = 0, force: bool = False) -> dict:
     """Train the memory matrices of all classes in one round (on ``device``) and save them.
 
     Args:
@@ -87,6 +97,13 @@ def unlearn_checkpoint(path: str | os.PathLike, cfg: UnlearnConfig = UnlearnConf
         out: where to write the result (default: ``path`` itself; a different directory
             gets a full copy with the backbone).
         eval_limit: test images for the single-class evaluation stored in the manifest.
+        force: replace trained memory matrices in place, or an existing ``out`` (its derived files
+            go with it). In place, the backbone file and the Retrain oracles (which depend on the
+            backbone only) are kept; benchmarks of the old memory are dropped.
+
+    Raises:
+        FileExistsError: without ``force``, ``out`` exists, or ``path`` already holds trained memory
+            matrices (checked before any work, like writability).
 
     Returns:
         ``{"cancelled", "seconds", "single", "path", "memory_digest", "world_size"}``; nothing is
@@ -94,9 +111,20 @@ def unlearn_checkpoint(path: str | os.PathLike, cfg: UnlearnConfig = UnlearnConf
     """
     model = load(path, device)
     manifest = model.manifest
-    name = manifest["dataset"]["name"]
-    train = load_dataset(name, "train", data_dir, download, model.info.img_size)
-    test = load_dataset(name, "test", data_dir, download, model.info.img_size)
+    assert manifest is not None
+    target = Path(out or path)
+    in_place = target.resolve() == Path(path).resolve()
+    if in_place and manifest.unlearned and not force:
+        raise FileExistsError(f"{path} already holds trained memory matrices; replacing them needs force, "
+                              "or write the new round elsewhere with --out")
+    check_target(target, overwrite=in_place or force)
+    n = model.num_classes
+    if cfg.max_set_size >= n:
+        raise ValueError(f"max_set_size must be below the number of classes ({n}), got {cfg.max_set_size}")
+    _check_counts(n, cfg.batch_size, limit_train, eval_limit)
+    name = manifest.dataset.name
+    train = load_dataset(name, "train", data_dir, download, model.info.img_size, model.info.in_chans)
+    test = load_dataset(name, "test", data_dir, download, model.info.img_size, model.info.in_chans)
     with torch.no_grad():  # a fresh round starts from the original network
         for p in model.alphas.values():
             p.fill_(1.0)
@@ -107,16 +135,16 @@ def unlearn_checkpoint(path: str | os.PathLike, cfg: UnlearnConfig = UnlearnConf
     report = evaluate(model, test, limit=eval_limit, workers=workers)
     if dist.any_rank(bool(should_stop and should_stop())):
         return {"cancelled": True, "seconds": result["seconds"], "single": None, "path": None}
-    metrics = {k: v for k, v in manifest.get("metrics", {}).items() if k != "evaluation"}  # stale after a new round
-    manifest.update({
+    metrics = {k: v for k, v in manifest.metrics.items() if k != "evaluation"}  # stale after a new round
+    fields = {
+        **manifest.recorded(),
         "unlearn_config": dataclasses.asdict(cfg),
         "metrics": {**metrics, "unlearn_eval": {"limit": eval_limit, **report["single"]}},
-        "timings": {**manifest.get("timings", {}), "unlearn_seconds": round(result["seconds"], 1)},
-    })
-    target = Path(out or path)
-    same = target.resolve() == Path(path).resolve()
+        "timings": {**manifest.timings, "unlearn_seconds": round(result["seconds"], 1)},
+    }
     if dist.is_main():
-        save_checkpoint(model, target, manifest, half=manifest.get("storage_dtype") == "float16", save_backbone=not same)
+        save_checkpoint(model, target, fields, half=manifest.storage_dtype == "float16", overwrite=in_place or force,
+                        carry=[MODEL_FILE, "retrain"] if in_place else ())
     dist.barrier()
     return {"cancelled": False, "seconds": result["seconds"], "single": report["single"], "path": target,
             "memory_digest": digest, "world_size": dist.world_size()}

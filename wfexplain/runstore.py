@@ -12,7 +12,8 @@ classes only aggregates. Layout, beside the checkpoint::
 ``<key>`` digests what every result depends on: the checkpoint's weight files, the test and
 training images scored and the scoring code's version; ``<cfg>`` digests the method's own
 configuration, so changing one baseline's hyperparameters recomputes that baseline only.
-A stored result keeps the seconds measured when it was computed. Files are written atomically.
+A stored result keeps the seconds measured when it was computed. Files are written atomically, as strict
+JSON (a NaN metric is stored as null and read back as NaN).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .checkpoint import MEMORY_FILE, MODEL_FILE, atomic_write, file_sha256, write_json
+from .atomic import atomic_write, write_json
+from .checkpoint import MEMORY_FILE, MODEL_FILE, file_sha256
 
 RUNS_DIR = "benchmark-runs"
 SCORING_VERSION = 1  # bump when score() changes what a stored result means
@@ -55,7 +57,10 @@ class RunStore:
             result = json.loads(path.read_text())
         except (OSError, ValueError):
             return None
-        return result if isinstance(result, dict) and "metrics" in result else None
+        if not (isinstance(result, dict) and isinstance(result.get("metrics"), dict)):
+            return None
+        result["metrics"] = {k: math.nan if v is None else v for k, v in result["metrics"].items()}  # strict JSON: null
+        return result
 
     def put(self, seed: int, forget_class: int, method: str, config, result: dict) -> None:
         if not self.root.joinpath("store.json").is_file():

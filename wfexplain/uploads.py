@@ -1,9 +1,11 @@
 """Validation of user-supplied images (uploads in the dashboard, files on the CLI).
 
 Every rejection raises :class:`UploadError` with a message meant for the user; nothing
-here raises a raw PIL or OS error. Accepted images are fully decoded single-frame
-images in any 8-bit mode; mode conversion (RGBA, palette, CMYK, grayscale) happens in
-the model's transform (:func:`wfexplain.data.build_transform`).
+here raises a raw PIL or OS error. The pixel limit is checked on the header, before anything
+is decoded; an accepted image is decoded (a JPEG directly at a reduced scale) and cut down to
+at most :data:`WORK_SIDE` pixels on its long side, aspect kept, in its own mode. Mode
+conversion (RGBA, palette, CMYK, grayscale) happens afterwards, in the model's transform
+(:func:`wfexplain.data.build_transform`), so nothing downstream handles megapixels.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ import io
 
 from PIL import Image, UnidentifiedImageError
 
-MAX_BYTES = 10 * 1024 * 1024  # 10 MB
-MAX_PIXELS = 40_000_000  # 40 megapixels
+MAX_BYTES = 10 * 1024 * 1024  # 10 MB; .streamlit/config.toml's server.maxUploadSize matches it
+MAX_SIDE = 4096
+MAX_PIXELS = MAX_SIDE * MAX_SIDE  # 16.8 megapixels, read from the header: a bigger image is never decoded
+WORK_SIDE = 1024  # accepted images are downscaled to at most this on the long side
+LIMIT_TEXT = f"{MAX_PIXELS / 1e6:.1f} megapixels (e.g. {MAX_SIDE}x{MAX_SIDE})"
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP")
 HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
@@ -30,11 +35,12 @@ def read_image(data: bytes, name: str = "upload") -> Image.Image:
         name: file name, for messages.
 
     Returns:
-        A loaded single-frame PIL image (any 8-bit mode).
+        A loaded single-frame PIL image (any 8-bit mode, as uploaded) of at most
+        :data:`WORK_SIDE` pixels on its long side; ``info["original_size"]`` is the uploaded size.
 
     Raises:
         UploadError: empty, too large, not an image, unsupported format, truncated,
-            animated, over 40 megapixels, or more than 8 bits per channel.
+            animated, over :data:`MAX_PIXELS` (16.8 megapixels), or more than 8 bits per channel.
     """
     if not data:
         raise UploadError(f"{name} is empty.")
@@ -45,18 +51,24 @@ def read_image(data: bytes, name: str = "upload") -> Image.Image:
     except UnidentifiedImageError:
         raise UploadError(f"{name} is not an image PIL can read (expected {', '.join(FORMATS)}).") from None
     except Image.DecompressionBombError:
-        raise UploadError(f"{name} is too large in pixels; the limit is {MAX_PIXELS // 10**6} megapixels.") from None
+        raise UploadError(f"{name} is too large in pixels; the limit is {LIMIT_TEXT}.") from None
     if im.format not in FORMATS:
         raise UploadError(f"{name} is a {im.format} image; supported formats are {', '.join(FORMATS)}.")
     w, h = im.size
     if w * h > MAX_PIXELS:
-        raise UploadError(f"{name} is {w}x{h} = {w * h / 1e6:.1f} megapixels; the limit is {MAX_PIXELS // 10**6}.")
+        raise UploadError(f"{name} is {w}x{h} = {w * h / 1e6:.1f} megapixels; the limit is {LIMIT_TEXT}.")
     if getattr(im, "n_frames", 1) > 1:
         raise UploadError(f"{name} is animated ({im.n_frames} frames); upload a single still image.")
     if im.mode in HIGH_BIT_MODES or (im.format == "PNG" and data[24:25] == b"\x10"):
         raise UploadError(f"{name} has 16 bits per channel ({im.mode}); save it as an 8-bit image.")
+    longest = max(w, h)
+    if im.format == "JPEG" and longest > WORK_SIDE:  # decode at 1/2, 1/4 or 1/8 scale, still >= the work size
+        im.draft(None, (max(1, w * WORK_SIDE // longest), max(1, h * WORK_SIDE // longest)))
     try:
         im.load()
+        if max(im.size) > WORK_SIDE:  # reduce() by an integer factor, then resample; same mode
+            im.thumbnail((WORK_SIDE, WORK_SIDE), reducing_gap=2.0)
     except (OSError, SyntaxError, ValueError) as e:
         raise UploadError(f"{name} is truncated or corrupt ({e}).") from None
+    im.info["original_size"] = (w, h)
     return im

@@ -1,7 +1,8 @@
 """The panel of a session's background :class:`~wfexplain.jobs.Job` (training, unlearning, a benchmark).
 
 While the job runs: a progress bar polled every second (a fragment, so the page around it stays
-still) and Cancel. Once it is done: the page is redrawn once, then its outcome and Clear.
+still) and Cancel. Once it is done: the page is redrawn once, then its outcome and Clear. Jobs
+share the server's job slots (:data:`wfexplain.jobs.LIMITER`): :func:`start_job` says when none is free.
 """
 
 from __future__ import annotations
@@ -10,13 +11,25 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from wfexplain.jobs import Job, JobState
+from wfexplain.jobs import Job, JobState, ServerBusy
+
+from .resources import public_text
 
 
 def running(key: str) -> bool:
     """Whether the session's job under ``st.session_state[key]`` is still running."""
     job: Job | None = st.session_state.get(key)
     return job is not None and not job.state().done
+
+
+def start_job(key: str, job: Job) -> bool:
+    """Start ``job`` and keep it under ``st.session_state[key]``; False (and an error shown) when the server is busy."""
+    try:
+        st.session_state[key] = job.start()
+    except ServerBusy as e:
+        st.error(str(e))
+        return False
+    return True
 
 
 def job_panel(key: str, success: Callable[[Job, JobState], str], failure: str = "The run failed",
@@ -39,7 +52,7 @@ def job_panel(key: str, success: Callable[[Job, JobState], str], failure: str = 
         if busy:  # finished since the last full run: redraw the whole page (re-enables forms, stops polling)
             st.rerun(scope="app")
         if s.error:
-            st.error(f"{failure}: {s.error}")
+            st.error(f"{failure}: {public_text(s.error)}")  # no server paths in the browser
         elif s.cancelled:
             st.warning(cancelled)
         else:

@@ -8,6 +8,7 @@ model call. Per-session choices live in ``st.session_state``.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,8 +35,8 @@ DEVICE = os.environ.get("WFEXPLAIN_DEVICE", "cpu")  # cpu, cuda or cuda:N (model
 class View:
     """What the current session looks at."""
 
-    path: str  # checkpoint directory
-    name: str  # short name shown in the UI (and in ?ckpt=)
+    path: str  # checkpoint directory (server-side: never shown)
+    name: str  # its catalogue id, shown in the UI and in ?ckpt= (see checkpoint_catalogue)
     model: FilteredModel  # shared; never mutate
     forget: tuple[int, ...]  # the session's forget set (class indices)
 
@@ -54,14 +55,110 @@ class EvalData:
     dataset: object  # the full test split (for .pil(i))
 
 
-def shipped_checkpoints() -> list[str]:
-    return sorted(p.parent.name for p in SHIPPED_DIR.glob("*/manifest.json"))
+# ---------------------------------------------------------------- server settings: where checkpoints may come from
+# Server-side only: nothing a browser sends is ever turned into a path. A session names a checkpoint by its
+# catalogue id; whatever is not in the catalogue is refused with one message that says nothing about the disk.
 
 
-def resolve(name_or_path: str) -> Path:
-    """A shipped checkpoint name or a directory path."""
-    shipped = SHIPPED_DIR / name_or_path
-    return shipped if (shipped / "manifest.json").is_file() else Path(name_or_path).expanduser()
+def user_checkpoint_dir() -> Path:
+    """Where the Models page writes new checkpoints (``$WFEXPLAIN_USER_CHECKPOINTS``, default ``~/wfexplain-checkpoints``)."""
+    return Path(os.environ.get("WFEXPLAIN_USER_CHECKPOINTS") or "~/wfexplain-checkpoints").expanduser()
+
+
+def extra_checkpoint_roots() -> list[Path]:
+    """The directories of ``$WFEXPLAIN_CHECKPOINT_DIRS`` (``os.pathsep``-separated), each a checkpoint or a folder of them."""
+    return [Path(os.path.abspath(os.path.expanduser(p)))
+            for p in os.environ.get("WFEXPLAIN_CHECKPOINT_DIRS", "").split(os.pathsep) if p.strip()]
+
+
+def _is_checkpoint(real: Path, root: Path) -> bool:
+    try:
+        manifest = (real / "manifest.json").resolve(strict=True)
+    except (OSError, RuntimeError):
+        return False
+    return real.is_relative_to(root) and manifest.is_relative_to(root) and manifest.is_file()
+
+
+def _scan(root: Path) -> list[tuple[str, Path]]:
+    """``(name, resolved path)`` of the checkpoint directories directly under ``root`` (or ``root`` itself)."""
+    try:
+        real_root = root.resolve(strict=True)
+        if _is_checkpoint(real_root, real_root):
+            return [(root.name or real_root.name, real_root)]
+        entries = sorted(real_root.iterdir()) if real_root.is_dir() else []
+    except (OSError, RuntimeError):
+        return []
+    found = []
+    for entry in entries:
+        try:
+            real = entry.resolve(strict=True)  # a symlink leaving the root is dropped
+        except (OSError, RuntimeError):
+            continue
+        if real != real_root and real.is_dir() and _is_checkpoint(real, real_root):
+            found.append((entry.name, real))
+    return found
+
+
+def _roots() -> list[tuple[str, Path, Path]]:
+    """``(id prefix, root, folder the prefix stands for)``: shipped (bare names), user, then the extra roots."""
+    roots = [("", SHIPPED_DIR, SHIPPED_DIR), ("user/", user_checkpoint_dir(), user_checkpoint_dir())]
+    for root in extra_checkpoint_roots():
+        folder = root.parent if (root / "manifest.json").is_file() else root  # a checkpoint itself: parent/NAME
+        roots.append((f"{folder.name or 'root'}/", root, folder))
+    return roots
+
+
+def checkpoint_catalogue() -> dict[str, Path]:
+    """Every checkpoint this server offers: public id -> resolved directory (scanned on each call: cheap).
+
+    Shipped checkpoints by bare name (``fmnist-cnn``), the user folder's as ``user/NAME``, an extra root's as
+    ``<root basename>/NAME``; a colliding id gets ``-2``, ``-3``… and a directory reached twice is listed once.
+    """
+    catalogue: dict[str, Path] = {}
+    seen: set[Path] = set()
+    for prefix, root, _ in _roots():
+        for name, path in _scan(root):
+            if path in seen:
+                continue
+            seen.add(path)
+            label, k = f"{prefix}{name}", 1
+            while label in catalogue:
+                k += 1
+                label = f"{prefix}{name}-{k}"
+            catalogue[label] = path
+    return catalogue
+
+
+# Absolute (or ~) paths left in a message after the known ones are replaced by their ids.
+_PATH = re.compile(r"(?<![\w.:/~-])~?/[^\s'\"`<>|,;:()\[\]{}]+")
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>!|~$:&])")  # what acts inside a line (# + - . only open one)
+
+
+def public_text(text: str, known: dict[str, str] | None = None) -> str:
+    """``text`` with server paths replaced: catalogue directories by their ids, any other absolute path by ``…``."""
+    pairs = dict(known or {})
+    for prefix, _, folder in _roots():
+        for form in {str(folder), str(_real(folder))}:
+            pairs.setdefault(form.rstrip("/") + "/", prefix)
+    for ckpt_id, path in checkpoint_catalogue().items():
+        pairs.setdefault(str(path), ckpt_id)
+    for old in sorted(pairs, key=len, reverse=True):
+        if len(old) > 1:
+            text = text.replace(old, pairs[old])
+    return _PATH.sub("…", text)
+
+
+def _real(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return path
+
+
+def escape_markdown(text: str, limit: int = 40) -> str:
+    """``text`` cut to ``limit`` characters, on one line and escaped: safe inside a line of Streamlit markdown."""
+    cut = text if len(text) <= limit else text[:limit] + "…"
+    return _MARKDOWN.sub(r"\\\1", cut.replace("\n", " "))
 
 
 @st.cache_resource(show_spinner="Loading checkpoint…", max_entries=8)
@@ -80,15 +177,15 @@ def get_model(path: str) -> FilteredModel:
 
 
 @st.cache_resource(show_spinner="Loading test images…", max_entries=8)
-def get_eval_data(dataset: str, img_size: int, limit: int = EVAL_LIMIT) -> EvalData:
-    test = load_dataset(dataset, "test", img_size=img_size)
+def get_eval_data(dataset: str, img_size: int, in_chans: int, limit: int = EVAL_LIMIT) -> EvalData:
+    test = load_dataset(dataset, "test", img_size=img_size, in_chans=in_chans)
     idx = stratified_subset(test.targets, limit, seed=0)
     x, y = next(iter(DataLoader(Subset(test, idx.tolist()), batch_size=len(idx))))
     return EvalData(x, y, idx, test)
 
 
 def eval_data(view: View) -> EvalData:
-    return get_eval_data(view.model.info.name, view.model.info.img_size)
+    return get_eval_data(view.model.info.name, view.model.info.img_size, view.model.info.in_chans)
 
 
 def predictions(path: str, forget: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -99,7 +196,7 @@ def predictions(path: str, forget: tuple[int, ...]) -> tuple[np.ndarray, np.ndar
 @st.cache_data(show_spinner=False, max_entries=512)
 def _predictions(path: str, stamp: float, forget: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     model = _load(path, stamp)
-    data = get_eval_data(model.info.name, model.info.img_size)
+    data = get_eval_data(model.info.name, model.info.img_size, model.info.in_chans)
     with torch.inference_mode():
         device = next(model.parameters()).device
         probs = torch.cat([model(x.to(device), forget=list(forget) or None).softmax(1).cpu() for x in data.images.split(500)])

@@ -1,26 +1,54 @@
 """The shared sidebar: checkpoint picker, model card and the forget set, mirrored in the URL.
 
-``?ckpt=fmnist-cnn&forget=0,6`` reopens a view exactly; the page is the URL path.
+``?ckpt=fmnist-cnn&forget=0,6`` reopens a view exactly; the page is the URL path. ``ckpt`` is a
+catalogue id (:func:`~wfexplain.ui.resources.checkpoint_catalogue`), never a path: anything else is
+refused with one message that does not depend on the server's disk. Malformed ``forget`` entries are
+dropped with a notice.
 """
 
 from __future__ import annotations
 
+import re
+
 import streamlit as st
 
-from wfexplain.checkpoint import CheckpointError
-from wfexplain.data import DatasetError
+from .resources import DEFAULT_CHECKPOINT, View, checkpoint_catalogue, escape_markdown, get_model, public_text
 
-from .resources import DEFAULT_CHECKPOINT, View, get_model, resolve, shipped_checkpoints
+MAX_PARAM_CHARS = 2_000  # a longer ?forget= is ignored whole
+MAX_FORGET_ENTRIES = 500  # entries read from ?forget=; the rest are ignored
+_INDEX = re.compile(r"[0-9]{1,6}")  # ASCII decimal only: '²'.isdigit() is True, int('²') fails
+PICK = "checkpoint_pick"  # the picker's session-state key
+_ID_SHAPED = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
 
-OTHER = "Other directory…"
+
+def parse_forget(raw: str, n: int) -> tuple[list[int], str | None]:
+    """The class indices of a ``?forget=`` value (sorted, duplicates merged) and a notice naming what was dropped."""
+    if len(raw) > MAX_PARAM_CHARS:
+        return [], (f"Ignored the link's forget list: it is {len(raw):,} characters long; "
+                    f"the limit is {MAX_PARAM_CHARS:,}.")
+    parts = [p.strip() for p in raw.split(",")]
+    extra = max(0, len(parts) - MAX_FORGET_ENTRIES)
+    kept, dropped = set(), []
+    for part in parts[:MAX_FORGET_ENTRIES]:
+        if _INDEX.fullmatch(part) and int(part) < n:
+            kept.add(int(part))
+        elif part:
+            dropped.append(part)
+    notes = []
+    if dropped:
+        shown = ", ".join(f"“{escape_markdown(p, 12)}”" for p in dropped[:5])
+        more = f" and {len(dropped) - 5:,} more" if len(dropped) > 5 else ""
+        notes.append(f"Ignored in the link's forget list: {shown}{more} (class indices are 0 to {n - 1}).")
+    if extra:
+        notes.append(f"Only the first {MAX_FORGET_ENTRIES:,} entries of the link's forget list were read.")
+    return sorted(kept), " ".join(notes) or None
 
 
-def _parse_forget(raw: str, n: int) -> list[int]:
-    out = []
-    for part in raw.split(","):
-        if part.strip().isdigit() and int(part) < n:
-            out.append(int(part))
-    return sorted(set(out))
+def refusal(requested: str, fallback: str, catalogue: dict | None = None) -> str:
+    """The one message for a checkpoint that cannot be shown, whatever the reason (it reveals nothing of the disk)."""
+    known = requested in (catalogue or {}) or _ID_SHAPED.fullmatch(requested[:200])
+    what = f"Checkpoint “{escape_markdown(requested)}”" if known else "The requested checkpoint"
+    return f"{what} is not available on this server; showing {escape_markdown(fallback)}."
 
 
 def _init_from_url() -> None:
@@ -31,23 +59,29 @@ def _init_from_url() -> None:
     st.session_state["_url_forget"] = q.get("forget", "")
 
 
-def _pick_checkpoint() -> str:
-    shipped = shipped_checkpoints()
-    current = st.session_state["_ckpt"]
-    options = [*shipped, OTHER]
-    index = options.index(current) if current in shipped else len(shipped)
-    choice = st.selectbox("Checkpoint", options, index=index, help="Shipped checkpoints, or any checkpoint directory")
-    if choice == OTHER:
-        typed = st.text_input("Checkpoint directory", value="" if current in shipped else current,
-                              placeholder="/path/to/checkpoint", help="A directory written by `wfexplain train`")
-        return typed.strip() or current
-    return choice
+def _picker(catalogue: dict, value: str) -> None:
+    """The checkpoint picker (catalogue ids only), showing ``value``; written only when it differs, so a click
+    made during this run is not lost."""
+    if st.session_state.get(PICK) != value:
+        st.session_state[PICK] = value
+    st.selectbox("Checkpoint", list(catalogue), key=PICK, help="The checkpoints this server offers")
+
+
+def _try_load(ckpt_id: str, catalogue: dict):
+    """The model of a catalogue id, or None after showing the error (server paths replaced by ids)."""
+    path = catalogue[ckpt_id]
+    try:
+        return get_model(str(path))
+    except Exception as e:  # any failure of a listed checkpoint is shown, never a traceback
+        text = public_text(f"{type(e).__name__}: {e}", {str(path): ckpt_id})
+        st.error(f"`{ckpt_id}` could not be loaded: {escape_markdown(text, 300)}")
+        return None
 
 
 def _model_card(view: View) -> None:
     m = view.model
     man = m.manifest
-    acc = man.get("metrics", {}).get("original_accuracy")
+    acc = man.metrics.get("original_accuracy") if man else None
     st.caption(
         f"**{m.backbone_name}** on **{m.info.name}** · {m.num_classes} classes · "
         f"{sum(s.size for s in m.sites):,} gated components in {len(m.sites)} layers"
@@ -55,42 +89,60 @@ def _model_card(view: View) -> None:
     )
 
 
+def _fallback(previous: View | None, not_this: str, catalogue: dict) -> str | None:
+    """What to show instead of ``not_this``: the session's previous checkpoint, else the default, else any."""
+    for ckpt_id in (previous.name if previous is not None else None, DEFAULT_CHECKPOINT, *catalogue):
+        if ckpt_id in catalogue and ckpt_id != not_this:
+            return ckpt_id
+    return None
+
+
+def _choose_model(catalogue: dict) -> tuple[str, object]:
+    """The checkpoint id to show and its model: the request if it loads, else a fallback (with the refusal)."""
+    previous: View | None = st.session_state.get("_view")
+    requested = st.session_state.get(PICK, st.session_state["_ckpt"])  # the picker once drawn, else the URL
+    if requested not in catalogue:  # from the URL, or gone from the disk since
+        fallback = _fallback(previous, requested, catalogue)
+        st.warning(refusal(requested, fallback, catalogue))
+        requested = fallback
+    model = _try_load(requested, catalogue)
+    if model is None:
+        fallback = _fallback(previous, requested, catalogue)
+        if fallback is not None:
+            st.warning(refusal(requested, fallback, catalogue))
+            model = previous.model if previous is not None and previous.name == fallback else (
+                _try_load(fallback, catalogue))
+        if model is None:  # nothing else loads: the errors and the picker are the page
+            _picker(catalogue, requested)
+            st.stop()
+        requested = fallback
+    _picker(catalogue, requested)
+    return requested, model
+
+
 def render_sidebar() -> View:
     """Draw the sidebar and return the session's :class:`View` (also stored in session state)."""
     _init_from_url()
     with st.sidebar:
-        wanted = _pick_checkpoint()
-        try:
-            model = get_model(str(resolve(wanted)))
-            st.session_state["_ckpt"] = wanted
-        except (CheckpointError, DatasetError, OSError, ValueError) as e:
-            st.error(f"Could not load checkpoint `{wanted}`: {e}")
-            previous = st.session_state.get("_view")
-            if previous is None:  # nothing loaded yet: fall back to the default
-                st.session_state["_ckpt"] = DEFAULT_CHECKPOINT
-                if wanted == DEFAULT_CHECKPOINT:
-                    st.stop()  # nothing else to fall back to: the error is the page
-                try:
-                    model = get_model(str(resolve(DEFAULT_CHECKPOINT)))
-                except (CheckpointError, DatasetError, OSError, ValueError) as e2:
-                    st.error(f"The default checkpoint `{DEFAULT_CHECKPOINT}` cannot be loaded either: {e2}")
-                    st.stop()
-                st.info(f"Showing `{DEFAULT_CHECKPOINT}` instead.")
-                wanted = DEFAULT_CHECKPOINT
-            else:
-                st.info(f"Keeping `{previous.name}` loaded.")
-                model, wanted = previous.model, previous.name
+        catalogue = checkpoint_catalogue()
+        if not catalogue:
+            st.error("No checkpoints are available on this server.")
+            st.stop()
+        wanted, model = _choose_model(catalogue)
+        st.session_state["_ckpt"] = wanted
         names = list(model.class_names)
         if "_url_forget" in st.session_state:  # first run: the URL decides
-            st.session_state["forget_classes"] = [names[c] for c in _parse_forget(st.session_state.pop("_url_forget"),
-                                                                                   len(names))]
+            forget_url, notice = parse_forget(st.session_state.pop("_url_forget"), len(names))
+            st.session_state["forget_classes"] = [names[c] for c in forget_url]
+            if notice:
+                st.info(notice)
         kept = [c for c in st.session_state.get("forget_classes", []) if c in names]
         if kept != st.session_state.get("forget_classes"):  # only when needed: a write overrides the browser's
             st.session_state["forget_classes"] = kept  # value, and a click made during this run would be lost
         chosen = st.multiselect("Forget classes", names, key="forget_classes",
                                 help="Any subset: the product of their filters is applied live")
         forget = tuple(sorted(names.index(c) for c in chosen))
-        view = View(str(resolve(wanted)), wanted, model, forget)
+        view = View(str(catalogue[wanted]), wanted, model, forget)
         _model_card(view)
     st.session_state["_view"] = view
     st.query_params["ckpt"] = wanted

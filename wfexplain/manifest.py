@@ -1,0 +1,241 @@
+"""The checkpoint manifest (``manifest.json``): a typed, validated, frozen record.
+
+A checkpoint directory holds ``model.safetensors`` (the backbone), ``memory.safetensors`` (the
+memory matrices of Poppi et al., arXiv 2304.02049: one ``[classes, components]`` matrix per gated
+layer) and this manifest. :meth:`Manifest.from_json` checks the type and range of every field
+(bounded channels, image side and class count, so nothing huge is ever allocated from a manifest)
+and is the only reader; :meth:`Manifest.to_json` the only writer. The SHA-256 of both weight files
+is mandatory. Format history: version 1 (digests optional, ``retrain_of`` a path, ``forget`` at the
+top level) is read and upgraded in memory when it records digests; version 2 is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .backbones import list_backbones
+from .data import DatasetInfo
+from .engine import TrainConfig, UnlearnConfig
+
+FORMAT = "wfexplain-checkpoint"
+FORMAT_VERSION = 2
+MODEL_FILE, MEMORY_FILE, MANIFEST_FILE = "model.safetensors", "memory.safetensors", "manifest.json"
+WEIGHT_FILES = (MODEL_FILE, MEMORY_FILE)
+MAX_IN_CHANS = 16
+IMG_SIZE_RANGE = (4, 1024)
+MAX_CLASSES = 10_000
+MAX_COMPONENTS = 1 << 20  # per gated layer
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt or does not match its manifest."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything a checkpoint directory records besides its tensors."""
+
+    backbone: str  # registered backbone name
+    dataset: DatasetInfo  # classes and preprocessing
+    memory_shapes: dict[str, tuple[int, int]]  # gated layer -> (classes, components)
+    files: dict[str, str]  # weight file name -> SHA-256 (hex)
+    storage_dtype: str = "float32"  # backbone tensors on disk: float32 or float16
+    train_config: dict | None = None  # TrainConfig fields the backbone was trained with
+    unlearn_config: dict | None = None  # UnlearnConfig fields of the memory (None: not unlearned yet)
+    seed: int | None = None
+    backbone_description: str = ""
+    train_images: int | None = None  # training images used (a --limit-train subset or the whole split)
+    dataset_fingerprint: dict[str, str] | None = None  # split -> content hash
+    metrics: dict = field(default_factory=dict)  # free-form, strict JSON
+    timings: dict = field(default_factory=dict)  # seconds of each stage
+    retrain_of: dict | None = None  # Retrain oracles: {"model_sha256", "forget", "seed"} of their checkpoint
+    versions: dict[str, str] = field(default_factory=dict)  # package versions that wrote it
+
+    @property
+    def unlearned(self) -> bool:
+        return self.unlearn_config is not None
+
+    def replace(self, **changes) -> Manifest:
+        return dataclasses.replace(self, **changes)
+
+    def recorded(self) -> dict:
+        """The fields a writer passes on (those :func:`~wfexplain.checkpoint.save_checkpoint` derives left out)."""
+        derived = {"backbone", "dataset", "memory_shapes", "files", "storage_dtype", "versions"}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in derived}
+
+    def to_json(self) -> dict:
+        d = self.dataset
+        return {
+            "format": FORMAT, "format_version": FORMAT_VERSION,
+            "backbone": self.backbone,
+            "dataset": {"name": d.name, "class_names": list(d.class_names), "in_chans": d.in_chans,
+                        "img_size": d.img_size, "mean": list(d.mean), "std": list(d.std)},
+            "storage_dtype": self.storage_dtype,
+            "memory_shapes": {k: list(v) for k, v in self.memory_shapes.items()},
+            "files": {name: {"sha256": digest} for name, digest in self.files.items()},
+            "train_config": self.train_config, "unlearn_config": self.unlearn_config, "seed": self.seed,
+            "backbone_description": self.backbone_description, "train_images": self.train_images,
+            "dataset_fingerprint": self.dataset_fingerprint, "metrics": self.metrics, "timings": self.timings,
+            "retrain_of": self.retrain_of, "versions": self.versions,
+        }
+
+    @classmethod
+    def from_json(cls, obj: Any, path: str = MANIFEST_FILE, require_digests: bool = True) -> Manifest:
+        """Validate a parsed ``manifest.json``; every problem is a :class:`CheckpointError` naming ``path``."""
+        return _Reader(str(path)).read(obj, require_digests)
+
+
+_KNOWN = {f.name for f in dataclasses.fields(Manifest)} | {"format", "format_version"}
+
+
+class _Reader:
+    def __init__(self, path: str):
+        self.path = path
+
+    def fail(self, msg: str):
+        raise CheckpointError(f"{self.path}: {msg}")
+
+    def typed(self, obj: dict, key: str, kinds, optional: bool = False):
+        if key not in obj:
+            if optional:
+                return None
+            self.fail(f"lacks the field {key!r}")
+        v = obj[key]
+        if v is None and optional:
+            return None
+        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+        if not isinstance(v, kinds) or (isinstance(v, bool) and bool not in kinds):
+            names = "/".join(k.__name__ for k in kinds)
+            self.fail(f"{key} must be {names}{' or null' if optional else ''}, found {type(v).__name__} {_short(v)}")
+        return v
+
+    def int_in(self, obj: dict, key: str, lo: int, hi: int, optional: bool = False) -> int | None:
+        v = self.typed(obj, key, int, optional)
+        if v is not None and not lo <= v <= hi:
+            self.fail(f"{key} must be in {lo}..{hi:,}, found {v:,}")
+        return v
+
+    def read(self, obj: Any, require_digests: bool) -> Manifest:
+        if not isinstance(obj, dict):
+            self.fail(f"must be a JSON object, found {type(obj).__name__ if obj is not None else 'null'}")
+        if obj.get("format") != FORMAT:
+            self.fail(f"format is {_short(obj.get('format'))}, expected {FORMAT!r}")
+        version = obj.get("format_version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            self.fail(f"format_version must be a positive integer, found {_short(version)}")
+        if version > FORMAT_VERSION:
+            self.fail(f"format_version {version} is newer than this wfexplain supports ({FORMAT_VERSION}); upgrade wfexplain")
+        obj = _from_v1(obj) if version == 1 else obj
+        unknown = sorted(set(obj) - _KNOWN)
+        if unknown:
+            self.fail(f"unknown field(s) {', '.join(map(repr, unknown[:5]))}")
+        backbone = self.typed(obj, "backbone", str)
+        if backbone not in list_backbones():
+            self.fail(f"unknown backbone {_short(backbone)}; known: {', '.join(list_backbones())}")
+        info = _Reader(f"{self.path}, dataset").dataset(self.typed(obj, "dataset", dict))
+        storage = self.typed(obj, "storage_dtype", str, optional=True) or "float32"
+        if storage not in ("float32", "float16"):
+            self.fail(f"storage_dtype must be 'float32' or 'float16', found {_short(storage)}")
+        shapes = self.memory_shapes(self.typed(obj, "memory_shapes", dict), info.num_classes)
+        files = self.files(obj.get("files"), require_digests)
+        configs = {}
+        for key, cls in (("train_config", TrainConfig), ("unlearn_config", UnlearnConfig)):
+            cfg = self.typed(obj, key, dict, optional=True)
+            if cfg is not None:
+                try:
+                    cls(**cfg)
+                except (TypeError, ValueError) as e:
+                    self.fail(f"{key} is not a valid {cls.__name__}: {e}")
+            configs[key] = cfg
+        fingerprint = self.typed(obj, "dataset_fingerprint", dict, optional=True)
+        versions = self.typed(obj, "versions", dict, optional=True) or {}
+        for key, d in (("dataset_fingerprint", fingerprint or {}), ("versions", versions)):
+            if not all(isinstance(v, str) for v in d.values()):
+                self.fail(f"{key} must map names to strings")
+        return Manifest(
+            backbone=backbone, dataset=info, memory_shapes=shapes, files=files, storage_dtype=storage, **configs,
+            seed=self.int_in(obj, "seed", 0, 2**63 - 1, optional=True),
+            backbone_description=self.typed(obj, "backbone_description", str, optional=True) or "",
+            train_images=self.int_in(obj, "train_images", 1, 10**12, optional=True),
+            dataset_fingerprint=fingerprint,
+            metrics=self.typed(obj, "metrics", dict, optional=True) or {},
+            timings=self.typed(obj, "timings", dict, optional=True) or {},
+            retrain_of=self.retrain_of(obj.get("retrain_of"), info.num_classes), versions=versions,
+        )
+
+    def dataset(self, ds: dict) -> DatasetInfo:
+        name = self.typed(ds, "name", str)
+        names = self.typed(ds, "class_names", list)
+        if not 2 <= len(names) <= MAX_CLASSES or not all(isinstance(n, str) and 0 < len(n) <= 200 for n in names):
+            self.fail(f"class_names must list 2..{MAX_CLASSES:,} non-empty strings, found {len(names):,} entries")
+        if len(set(names)) != len(names):
+            self.fail("class_names has duplicates")
+        in_chans = self.int_in(ds, "in_chans", 1, MAX_IN_CHANS)
+        img_size = self.int_in(ds, "img_size", *IMG_SIZE_RANGE)
+        stats = []
+        for key in ("mean", "std"):
+            v = self.typed(ds, key, list)
+            if len(v) != in_chans or not all(isinstance(x, int | float) and not isinstance(x, bool)
+                                             and math.isfinite(x) for x in v):
+                self.fail(f"{key} must list {in_chans} finite number(s) (one per channel), found {_short(v)}")
+            stats.append(tuple(float(x) for x in v))
+        if min(stats[1]) <= 0:
+            self.fail(f"std must be positive, found {list(stats[1])}")
+        return DatasetInfo(name, tuple(names), in_chans, img_size, *stats)
+
+    def memory_shapes(self, shapes: dict, num_classes: int) -> dict[str, tuple[int, int]]:
+        out = {}
+        for k, v in shapes.items():
+            if not (isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+                    and v[0] == num_classes and 1 <= v[1] <= MAX_COMPONENTS):
+                self.fail(f"memory_shapes[{k!r}] must be [{num_classes}, 1..{MAX_COMPONENTS:,}], found {_short(v)}")
+            out[k] = (v[0], v[1])
+        if not out:
+            self.fail("memory_shapes is empty")
+        return out
+
+    def files(self, files: Any, required: bool) -> dict[str, str]:
+        files = files if isinstance(files, dict) else {}
+        out = {}
+        for name in WEIGHT_FILES:
+            entry = files.get(name)
+            digest = entry.get("sha256") if isinstance(entry, dict) else None
+            valid = isinstance(digest, str) and _SHA256.fullmatch(digest)
+            if not valid and not required:  # lenient reading (upgrade): the digest gets recorded anew
+                continue
+            if not valid:
+                self.fail(f"records no valid SHA-256 of {name} (files.{name}.sha256 is {_short(digest)}); digests are "
+                          f"mandatory. If you trust the files, `wfexplain upgrade --checkpoint DIR` records them")
+            out[name] = digest
+        return out
+
+    def retrain_of(self, v: Any, num_classes: int) -> dict | None:
+        if v is None:
+            return None
+        ok = (isinstance(v, dict) and set(v) == {"model_sha256", "forget", "seed"}
+              and isinstance(v["model_sha256"], str) and (_SHA256.fullmatch(v["model_sha256"]) or v["model_sha256"] == "")
+              and isinstance(v["forget"], list) and all(isinstance(c, int) and 0 <= c < num_classes for c in v["forget"])
+              and isinstance(v["seed"], int))
+        if not ok:
+            self.fail(f"retrain_of must be {{model_sha256, forget, seed}}, found {_short(v)}")
+        return v
+
+
+def _from_v1(obj: dict) -> dict:
+    """Version 1 -> 2: oracles recorded their checkpoint's path and ``forget`` at the top level."""
+    obj = {k: v for k, v in obj.items() if k not in ("format", "format_version")}
+    if obj.get("retrain_of") is not None or "forget" in obj:
+        forget = obj.pop("forget", [])
+        obj["retrain_of"] = {"model_sha256": "", "forget": forget if isinstance(forget, list) else [],
+                             "seed": obj.get("seed") if isinstance(obj.get("seed"), int) else 0}
+    return obj
+
+
+def _short(v: Any, n: int = 60) -> str:
+    text = repr(v)
+    return text if len(text) <= n else text[: n - 1] + "…"
