@@ -61,15 +61,28 @@ class _Interrupt:
         return self.stop
 
 
+class _Bar:
+    """A tqdm bar on stderr, drawn from the first progress report on (an early error prints no empty bar)."""
+
+    def __init__(self, desc: str):
+        self.desc, self.bar = desc, None
+
+    def progress(self, step: int, total: int, metrics: dict) -> None:
+        if self.bar is None:
+            self.bar = tqdm(desc=self.desc, file=sys.stderr, dynamic_ncols=True, mininterval=1.0,
+                            disable=not dist.is_main())
+        self.bar.total = total
+        self.bar.set_postfix({k: f"{v:.3f}" if isinstance(v, float) else v for k, v in metrics.items()}, refresh=False)
+        self.bar.update(step - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def _bar(desc: str):
-    bar = tqdm(desc=desc, file=sys.stderr, dynamic_ncols=True, mininterval=1.0, disable=not dist.is_main())
-
-    def progress(step: int, total: int, metrics: dict) -> None:
-        bar.total = total
-        bar.set_postfix({k: f"{v:.3f}" if isinstance(v, float) else v for k, v in metrics.items()}, refresh=False)
-        bar.update(step - bar.n)
-
-    return bar, progress
+    bar = _Bar(desc)
+    return bar, bar.progress
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -361,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             rc = args.func(args)
     except FileExistsError as e:
-        _error(f"{e} (pass --force to overwrite)")
+        _error(str(e) if "--force" in str(e) else f"{e} (pass --force to overwrite)")
         return 2
     except UsageError as e:
         _error(str(e))

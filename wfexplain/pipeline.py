@@ -115,8 +115,8 @@ def unlearn_checkpoint(path: str | os.PathLike, cfg: UnlearnConfig = UnlearnConf
     target = Path(out or path)
     in_place = target.resolve() == Path(path).resolve()
     if in_place and manifest.unlearned and not force:
-        raise FileExistsError(f"{path} already holds trained memory matrices; replacing them needs force, "
-                              "or write the new round elsewhere with --out")
+        raise FileExistsError(f"{path} already holds trained memory matrices: replace them with --force "
+                              "(force=True), or write the new round elsewhere with --out")
     check_target(target, overwrite=in_place or force)
     n = model.num_classes
     if cfg.max_set_size >= n:
