@@ -191,7 +191,7 @@ def test_component_activations_match_manual_hook(make_model, backbone, layer, in
     if site.kind == "heads":
         h = site.head_dim
         expected = x[..., index * h : (index + 1) * h].norm(dim=-1).mean(1)
-    elif site.kind == "linear":
+    elif site.kind == "features":
         expected = x[..., index].reshape(10, -1).mean(1)
     else:
         expected = x[:, index].mean((1, 2))

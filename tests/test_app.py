@@ -279,3 +279,17 @@ def test_other_shipped_checkpoints_render(ckpt, page):
     assert at.session_state["_view"].name == ckpt
     assert at.session_state["forget_classes"] == [wfexplain.load(ROOT / "checkpoints" / ckpt).class_names[c]
                                                   for c in (1, 2)]
+
+
+def test_explain_grad_cam_layer_choice():
+    at = open_app("views/explain.py", forget="1")
+    assert_clean(at)
+    (box,) = [s for s in at.selectbox if s.label == "Grad-CAM layer"]
+    assert box.value == "features.10" and "features.10 (7×7) — default" in box.options
+    captions = [c.value for c in at.caption if c.value.startswith("Grad-CAM on")]
+    assert captions == ["Grad-CAM on `features.10` (7×7 of 28×28 input)"]
+    box.set_value("features.6").run()
+    assert_clean(at)
+    assert [c.value for c in at.caption if c.value.startswith("Grad-CAM on")] == [
+        "Grad-CAM on `features.6` (14×14 of 28×28 input)"]
+    assert "#### Layer Grad-CAM" in [m.value for m in at.markdown]

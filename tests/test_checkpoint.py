@@ -97,7 +97,7 @@ def test_unknown_backbone_lists_choices(ckpt):
     m = json.loads((path / "manifest.json").read_text())
     m["backbone"] = "alexnet"
     (path / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(CheckpointError, match="unknown backbone 'alexnet'; known: cnn, resnet18, vit"):
+    with pytest.raises(CheckpointError, match="unknown architecture 'alexnet': use one of cnn, resnet18, vit"):
         wfexplain.load(path)
 
 

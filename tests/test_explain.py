@@ -1,12 +1,26 @@
 import threading
+import types
 
 import numpy as np
 import pytest
+import timm
 import torch
+from captum.attr import LayerAttribution, LayerGradCam
 from torch import nn
+from torchvision.models import VisionTransformer, mobilenet_v3_small
 
 from tests.conftest import tiny_info
-from wfexplain.explain import METHODS, attribute, black_baseline, insertion_deletion, list_methods, top_k
+from wfexplain.data import DatasetInfo
+from wfexplain.explain import (
+    METHODS,
+    attribute,
+    black_baseline,
+    default_gradcam_layer,
+    gradcam_layers,
+    insertion_deletion,
+    list_methods,
+    top_k,
+)
 
 BACKBONES = ["cnn", "resnet18", "vit"]
 
@@ -217,3 +231,157 @@ def test_grad_cam_is_thread_safe(make_model, backbone):
     for t in threads:
         t.join(timeout=60)
     assert runs[0] > 0 and not failures
+
+
+# ---------------------------------------------------------------- Grad-CAM layers of any backbone
+
+
+def _info(size=32, chans=3):
+    return DatasetInfo("tiny", tuple(f"class{i}" for i in range(5)), chans, size, (0.5,) * chans, (0.5,) * chans)
+
+
+def _ns(module, name, size=32, chans=3):
+    """What gradcam_layers / default_gradcam_layer need: .backbone, .backbone_name, .info."""
+    return types.SimpleNamespace(backbone=module.eval(), backbone_name=name, info=_info(size, chans))
+
+
+class _Foreign(nn.Module):
+    """A bring-your-own backbone behind the FilteredModel call signature (no gates)."""
+
+    def __init__(self, module, name, size=32):
+        super().__init__()
+        self.backbone_name, self.info = name, _info(size)
+        self.backbone = module.eval().requires_grad_(False)
+
+    def forward(self, x, forget=None):
+        return self.backbone(x)
+
+
+def _x32(b=2, seed=1):
+    return torch.randn(b, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+def _check_2x2_rule(layers):
+    assert layers and all(min(side) >= 2 for _, side in layers)
+    assert len({p for p, _ in layers}) == len(layers)
+
+
+def test_gradcam_layers_timm_resnet10t_last_2x2():
+    torch.manual_seed(0)
+    net = timm.create_model("resnet10t", pretrained=False, num_classes=5)
+    hooks = _hook_counts(net)
+    layers = gradcam_layers(_ns(net, "timm:resnet10t"))
+    _check_2x2_rule(layers)
+    paths, sides = [p for p, _ in layers], dict(layers)
+    assert paths.index("layer1") < paths.index("layer2") < paths.index("layer3")  # execution order
+    assert sides["layer1"] == (8, 8) and sides["layer3"] == (2, 2)
+    assert not any(p.startswith(("layer4", "fc", "global_pool")) for p in paths)  # 1x1 at 32 px, head
+    assert default_gradcam_layer(_ns(net, "timm:resnet10t")) == paths[-1] == "layer3"
+    assert default_gradcam_layer(_ns(net, "timm:resnet10t", size=64)) == "layer4"  # cached per input size
+    assert _hook_counts(net) == hooks
+
+
+def test_gradcam_layers_torchvision_mobilenet_and_timm_convnext():
+    torch.manual_seed(0)
+    mobile = _ns(mobilenet_v3_small(num_classes=5), "torchvision:mobilenet_v3_small")
+    layers = gradcam_layers(mobile)
+    _check_2x2_rule(layers)
+    assert all(p.startswith("features.") for p, _ in layers)  # no avgpool / classifier
+    assert "features.9.block.1" not in dict(layers)  # the stride-2 depthwise conv of block 9 is 1x1
+    assert default_gradcam_layer(mobile) == layers[-1][0] == "features.9.block.0"
+    for conv_mlp in (True, False):  # convnext_atto's 1x1-conv MLP, or timm's channels-last LayerNorm + Linear one
+        net = timm.create_model("convnext_atto", pretrained=False, num_classes=5, conv_mlp=conv_mlp)
+        convnext = _ns(net, "timm:convnext_atto")
+        layers = gradcam_layers(convnext)
+        _check_2x2_rule(layers)
+        assert all(h == w for _, (h, w) in layers)  # [B, H, W, C] activations are never taken for [B, C, H, W]
+        assert any(p.endswith(".mlp.fc1") for p, _ in layers) == conv_mlp
+        assert {"stages.0", "stages.2"} <= set(dict(layers)) and "stages.3" not in dict(layers)
+        assert default_gradcam_layer(convnext) == layers[-1][0] == "stages.3.downsample.0"
+
+
+def test_gradcam_layers_timm_vit_tokens():
+    torch.manual_seed(0)
+    vit = _Foreign(timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=5, img_size=32,
+                                     patch_size=4), "timm:vit_tiny_patch16_224")
+    layers = gradcam_layers(vit)
+    norms = [f"blocks.{i}.norm1" for i in range(12)]
+    assert [p for p, _ in layers if p.endswith("norm1")] == norms
+    assert all(side == (8, 8) for _, side in layers)
+    assert default_gradcam_layer(vit) == "blocks.11.norm1"
+    cam = attribute(vit, _x32(), 1, "Layer Grad-CAM")
+    assert cam.shape == (2, 32, 32) and torch.isfinite(cam).all() and cam.abs().sum() > 0
+
+
+def test_grad_cam_timm_vit_with_register_tokens():
+    torch.manual_seed(0)  # num_prefix_tokens = 1 class + 2 register tokens
+    net = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=5, img_size=32, patch_size=4,
+                            depth=2, embed_dim=48, num_heads=2, reg_tokens=2)
+    cam = attribute(_Foreign(net, "timm:vit_reg"), _x32(), 2, "Layer Grad-CAM")
+    assert torch.isfinite(cam).all() and cam.abs().sum() > 0
+
+
+def test_gradcam_layers_torchvision_vit_tokens():
+    torch.manual_seed(0)
+    net = VisionTransformer(image_size=32, patch_size=4, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64,
+                            num_classes=5)
+    nn.init.normal_(net.heads.head.weight)  # torchvision zero-initialises the head: no gradient at all
+    model = _Foreign(net, "torchvision:vit_b_16")
+    ln = "encoder.layers.encoder_layer_{}.ln_1"
+    assert gradcam_layers(model) == [("conv_proj", (8, 8)), (ln.format(0), (8, 8)), (ln.format(1), (8, 8))]
+    assert default_gradcam_layer(model) == ln.format(1)
+    x, hooks = _x32(), _hook_counts(model)
+    for path, _ in gradcam_layers(model):
+        cam = attribute(model, x, 3, "Layer Grad-CAM", layer=path)
+        assert cam.shape == (2, 32, 32) and torch.isfinite(cam).all() and cam.abs().sum() > 0, path
+    # The hand-written 4-D branch of token models is captum's LayerGradCam.
+    xg = x.clone().requires_grad_(True)
+    ref = LayerGradCam(model, model.backbone.conv_proj).attribute(xg, target=3, additional_forward_args=(None,),
+                                                                  relu_attributions=True)
+    ref = LayerAttribution.interpolate(ref, (32, 32), interpolate_mode="bilinear")[:, 0]
+    torch.testing.assert_close(attribute(model, x, 3, "Layer Grad-CAM", layer="conv_proj"), ref.detach())
+    assert _hook_counts(model) == hooks
+
+
+@pytest.mark.parametrize(("backbone", "size", "expected", "side"), [
+    ("cnn", 16, "features.10", (4, 4)), ("resnet18", 16, "layer2", (2, 2)), ("resnet18", 32, "layer3", (2, 2)),
+    ("vit", 16, "blocks.5.norm1", (4, 4))])
+def test_builtin_default_layers_unchanged(make_model, backbone, size, expected, side):
+    model = make_model(backbone, img_size=size)
+    hooks = _hook_counts(model)
+    assert default_gradcam_layer(model) == expected
+    assert dict(gradcam_layers(model))[expected] == side
+    assert _hook_counts(model) == hooks
+
+
+def test_generic_grad_cam_end_to_end_leaves_no_hooks():
+    torch.manual_seed(0)
+    model = _Foreign(timm.create_model("resnet10t", pretrained=False, num_classes=5), "timm:resnet10t")
+    hooks, x = _hook_counts(model), _x32()
+    cam = attribute(model, x, torch.tensor([0, 4]), "Layer Grad-CAM")
+    assert cam.shape == (2, 32, 32) and torch.isfinite(cam).all() and cam.abs().sum() > 0
+    torch.testing.assert_close(cam, attribute(model, x, torch.tensor([0, 4]), "Layer Grad-CAM", layer="layer3"))
+    with pytest.raises(ValueError, match=r"no module 'layer9'.*candidates.*layer3"):
+        attribute(model, x, 0, "Layer Grad-CAM", layer="layer9")
+    assert _hook_counts(model) == hooks
+
+
+def test_builtin_cnn_explicit_non_default_layer(make_model, monkeypatch):
+    model = make_model("cnn")
+    hooks, x = _hook_counts(model), _x()
+    default = attribute(model, x, 0, "Layer Grad-CAM", forget=[1])
+    early = attribute(model, x, 0, "Layer Grad-CAM", forget=[1], layer="features.6")
+    assert "features.6" in dict(gradcam_layers(model)) and torch.isfinite(early).all()
+    assert not torch.allclose(default, early)
+    assert _hook_counts(model) == hooks
+    import wfexplain.explain as explain_module
+
+    monkeypatch.setattr(explain_module.copy, "deepcopy", lambda *a, **k: pytest.fail("probe not cached"))
+    assert gradcam_layers(model) == gradcam_layers(model)
+
+
+def test_no_gradcam_layer_is_a_clear_error():
+    mlp = _ns(nn.Sequential(nn.Flatten(), nn.Linear(64, 5)), "mlp", size=8, chans=1)
+    assert gradcam_layers(mlp) == []
+    with pytest.raises(ValueError, match=r"'mlp'.*8x8"):
+        default_gradcam_layer(mlp)

@@ -39,7 +39,7 @@ BAD_FIELDS = [
     ("surprise", 1, "unknown field(s) 'surprise'"),
     ("backbone", _DELETE, "lacks the field 'backbone'"),
     ("backbone", 7, "backbone must be str"),
-    ("backbone", "alexnet", "unknown backbone 'alexnet'; known: cnn, resnet18, vit"),
+    ("backbone", "alexnet", "unknown architecture 'alexnet': use one of cnn, resnet18, vit"),
     ("dataset", [], "dataset must be dict"),
     ("dataset.in_chans", 10_000_000, "in_chans must be in 1..16, found 10,000,000"),
     ("dataset.in_chans", "1", "in_chans must be int"),

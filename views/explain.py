@@ -71,15 +71,39 @@ target_mode = m2.radio("Target", ["Predicted (original)", "Chosen class"], key="
 target = before[0][0]
 if target_mode == "Chosen class":
     target = st.selectbox("Target class", range(len(names)), format_func=lambda i: names[i], key="explain_target_cls")
+gradcam_layer, side = None, model.info.img_size
+if "Layer Grad-CAM" in methods:
+    try:  # probed once per model on a private copy; the shared model never gets a hook
+        layer_sides = dict(explain.gradcam_layers(model))
+        default_layer = explain.default_gradcam_layer(model)
+    except ValueError as e:
+        st.warning(f"Layer Grad-CAM is not available for this model: {e}")
+        methods = [m for m in methods if m != "Layer Grad-CAM"]
+    else:
+        options = list(layer_sides) if default_layer in layer_sides else [default_layer, *layer_sides]
+
+        def _layer_label(path: str) -> str:
+            h, w = layer_sides.get(path, ("?", "?"))
+            return f"{path} ({h}×{w})" + (" — default" if path == default_layer else "")
+
+        gradcam_layer = st.selectbox(
+            "Grad-CAM layer", options, index=options.index(default_layer), format_func=_layer_label,
+            key=f"explain_gradcam_layer:{view.name}",
+            help="Backbone module whose activations Grad-CAM weights by their gradients, in execution order with "
+                 "its output resolution: deeper layers are more class-specific, earlier ones finer-grained.")
 st.caption(f"Attributions for target **{names[target]}**. Insertion AUC ↑ (higher is better) and deletion AUC ↓ "
            "(lower is better) measure how faithful each map is (Petsiuk et al., RISE, 2018).")
 
 x_np = x.numpy()
 for method in methods:
     with st.spinner(f"{method}…"):
-        a0, s0 = attribution(view.path, x_np, int(target), method, ())
-        a1, s1 = attribution(view.path, x_np, int(target), method, forget)
+        layer = gradcam_layer if method == "Layer Grad-CAM" else None
+        a0, s0 = attribution(view.path, x_np, int(target), method, (), layer=layer)
+        a1, s1 = attribution(view.path, x_np, int(target), method, forget, layer=layer)
     st.markdown(f"#### {method}")
+    if layer is not None:
+        h, w = layer_sides.get(layer, ("?", "?"))
+        st.caption(f"Grad-CAM on `{layer}` ({h}×{w} of {side}×{side} input)")
     fig = figures.attribution_figure(image.convert("RGB").resize((x.shape[-1], x.shape[-2])),
                                      {"original": a0, "filtered": a1},
                                      difference=a1 - a0, difference_title="filtered − original")

@@ -1,15 +1,20 @@
 """wfexplain: multi-class unlearning by weight filtering, with explanations.
 
 Implements Poppi et al., "Multi-Class Unlearning for Image Classification via Weight
-Filtering" (arXiv 2304.02049). Public API: :func:`load`, :func:`bake`,
-:class:`FilteredModel`, :class:`Manifest`, :func:`create_backbone`, :func:`list_backbones`.
+Filtering" (arXiv 2304.02049). Public API: :func:`load`, :func:`save`, :func:`wrap`,
+:func:`unlearn`, :func:`evaluate`, :func:`bake`, :class:`FilteredModel`, :class:`Manifest`,
+:class:`UnlearnConfig`, :class:`GateSite`, :func:`create_backbone`, :func:`list_backbones`.
 """
 
 __version__ = "0.1.0"
 
+from .api import evaluate, probe, save, ungated_copy, unlearn, wrap
 from .backbones import create_backbone, list_backbones
 from .checkpoint import CheckpointError, load
+from .engine import UnlearnConfig
 from .filtering import FilteredModel, bake
 from .manifest import Manifest
+from .sites import GateSite
 
-__all__ = ["CheckpointError", "FilteredModel", "Manifest", "__version__", "bake", "create_backbone", "list_backbones", "load"]
+__all__ = ["CheckpointError", "FilteredModel", "GateSite", "Manifest", "UnlearnConfig", "__version__", "bake",
+           "create_backbone", "evaluate", "list_backbones", "load", "probe", "save", "ungated_copy", "unlearn", "wrap"]

@@ -36,6 +36,7 @@ import torch
 from scipy.cluster.hierarchy import leaves_list, linkage
 from scipy.spatial.distance import squareform
 
+from . import gates as G
 from .filtering import FilteredModel
 
 ORDER_MODES = ("original", "specificity", "clustered")
@@ -254,10 +255,10 @@ def component_activations(model: FilteredModel, images: torch.Tensor, layer: str
                           batch_size: int = 64) -> torch.Tensor:
     """Mean activation ``[B]`` of one component at its gate site, original network (no filter).
 
-    - ``"bn"``: the BN output channel ``index`` (before the ReLU) averaged over H x W;
-    - ``"linear"``: output unit ``index`` averaged over tokens (if any);
-    - ``"heads"``: the L2 norm of head ``index``'s slice of the projection input, averaged
-      over tokens.
+    - ``"channels"``: output channel ``index`` (e.g. of a BN, before the ReLU) averaged over H x W;
+    - ``"features"``: output feature ``index`` averaged over tokens or positions (if any);
+    - ``"norm_act"``: the normalisation's channel ``index``, before the fused activation;
+    - ``"heads"``/``"mha"``: the L2 norm of head ``index``'s output, averaged over tokens.
 
     Runs on a private ``copy.deepcopy(model)`` with a temporary hook (removed in
     ``finally``); the forward pass stops at the site. ``images``: model-ready
@@ -274,24 +275,24 @@ def component_activations(model: FilteredModel, images: torch.Tensor, layer: str
     device = next(private.backbone.parameters()).device
     captured: list[torch.Tensor] = []
 
+    def keep(y: torch.Tensor) -> None:
+        captured.append(y.float().reshape(y.shape[0], -1).mean(1))
+        raise _Captured
+
     if site.kind == "heads":
         lo, hi = index * site.head_dim, (index + 1) * site.head_dim
+        handle = module.register_forward_pre_hook(lambda mod, inputs: keep(inputs[0][..., lo:hi].norm(dim=-1)))
+    elif site.kind == "mha":
+        def mha(mod, args, kwargs, output):
+            a = G.mha_call(args, kwargs)
+            keep(G.mha_heads(mod, a["query"], a["key"], a["value"], a.get("key_padding_mask"),
+                             a.get("attn_mask"))[:, index].norm(dim=-1))
 
-        def pre_hook(mod, inputs):
-            x = inputs[0][..., lo:hi].float()
-            norms = x.norm(dim=-1)
-            captured.append(norms.reshape(norms.shape[0], -1).mean(1))
-            raise _Captured
-
-        handle = module.register_forward_pre_hook(pre_hook)
+        handle = module.register_forward_hook(mha, with_kwargs=True)
+    elif site.kind == "norm_act":  # the normalisation's output, before the fused activation
+        handle = module.drop.register_forward_pre_hook(lambda mod, inputs: keep(inputs[0].select(1, index)))
     else:
-
-        def hook(mod, inputs, output):
-            y = output.select(1 if site.kind == "bn" else output.ndim - 1, index).float()
-            captured.append(y.reshape(y.shape[0], -1).mean(1))
-            raise _Captured
-
-        handle = module.register_forward_hook(hook)
+        handle = module.register_forward_hook(lambda mod, inputs, output: keep(output.select(site.dim, index)))
     try:
         out = []
         for start in range(0, images.shape[0], batch_size):

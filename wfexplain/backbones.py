@@ -1,22 +1,24 @@
-"""Backbone registry and the gate sites weight filtering acts on.
+"""Backbone registry, and how any network is rebuilt from its architecture spec.
 
-One registry (after timm's ``create_model`` / torchvision's ``get_model``): each entry
-builds a plain, randomly initialised module (``pretrained=False``; nothing downloads)
-and lists its *gate sites* — the components that the memory matrices of Poppi et al.,
-"Multi-Class Unlearning for Image Classification via Weight Filtering" (arXiv
-2304.02049) switch off. Gates act on the activation side, which equals scaling weights:
+One registry (after timm's ``create_model`` / torchvision's ``get_model``): each entry builds a
+plain, randomly initialised module (``pretrained=False``; nothing downloads). A checkpoint names
+its network by an *architecture spec* (:func:`build_network`):
 
-- ``"bn"``: the output channels of a BatchNorm that follows a convolution
-  (folded into BN weight *and* bias);
-- ``"linear"``: the output units of a Linear (folded into its weight rows and bias);
-- ``"heads"``: the attention heads feeding an output projection (folded into the
-  head's column block of ``proj.weight``).
+- a registered name (``cnn``, ``resnet18``, ``vit``);
+- ``timm:NAME`` -> ``timm.create_model(NAME, pretrained=False, num_classes=, in_chans=, **kwargs)``;
+- ``torchvision:NAME`` -> ``torchvision.models.get_model(NAME, weights=None, num_classes=, **kwargs)``;
+- ``package.module:factory`` -> ``factory(**kwargs)``, imported only from modules the user trusts
+  (``$WFEXPLAIN_TRUSTED_MODULES`` or ``trust=True``): importing code named in a file is code execution.
 
-The classifier head is never a gate site.
+Gate sites are not part of the registry: every network, built-in or not, gets them from
+:func:`wfexplain.sites.discover_sites`; the registry only names each built-in's classifier head.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,33 +27,27 @@ import torch
 from torch import nn
 from torchvision.models import resnet18
 
+from .sites import GateSite, find_heads
 
-@dataclass(frozen=True)
-class GateSite:
-    """One gated layer: ``size`` components of the module at ``path``."""
-
-    path: str  # dotted module path inside the backbone
-    kind: str  # "bn" | "linear" | "heads"
-    size: int  # number of components K
-    head_dim: int = 1  # features per component ("heads" only)
+__all__ = ["GateSite", "build_network", "check_spec", "create_backbone", "default_heads", "list_backbones"]
 
 
 @dataclass(frozen=True)
 class BackboneSpec:
     build: Callable[[int, int, int], nn.Module]  # (num_classes, in_chans, img_size) -> module
-    sites: Callable[[nn.Module], list[GateSite]]  # gate sites of a built module
     description: str
     head: str = "head"  # path of the classifier head (never gated; its input = penultimate features)
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
+_SPEC = re.compile(r"(timm|torchvision):[A-Za-z0-9_.\-]+|[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 
 
-def register_backbone(name: str, sites: Callable[[nn.Module], list[GateSite]], description: str, head: str = "head"):
+def register_backbone(name: str, description: str, head: str = "head"):
     """Decorator registering a builder ``(num_classes, in_chans, img_size) -> nn.Module``."""
 
     def wrap(build):
-        _REGISTRY[name] = BackboneSpec(build, sites, description, head)
+        _REGISTRY[name] = BackboneSpec(build, description, head)
         return build
 
     return wrap
@@ -72,13 +68,70 @@ def create_backbone(name: str, num_classes: int, in_chans: int = 1, img_size: in
     return get_spec(name).build(num_classes, in_chans, img_size)
 
 
-def gate_sites(name: str, model: nn.Module) -> list[GateSite]:
-    return get_spec(name).sites(model)
+def check_spec(spec: str) -> str:
+    """``spec`` if it is a registered name or a well-formed architecture spec, else ValueError listing the forms."""
+    if spec in _REGISTRY or (isinstance(spec, str) and _SPEC.fullmatch(spec)):
+        return spec
+    raise ValueError(f"unknown architecture {spec!r}: use one of {', '.join(_REGISTRY)}, timm:NAME, torchvision:NAME "
+                     "or package.module:factory")
 
 
-def head_module(name: str, model: nn.Module) -> nn.Module:
-    """The classifier head of a built backbone (its input are the penultimate features)."""
-    return model.get_submodule(get_spec(name).head)
+def _trusted(module: str, trust: bool) -> bool:
+    raw = os.environ.get("WFEXPLAIN_TRUSTED_MODULES", "")
+    allowed = [m.strip() for m in raw.replace(os.pathsep, ",").split(",")]
+    return trust or any(m and (module == m or module.startswith(m + ".")) for m in allowed)
+
+
+def build_network(spec: str, num_classes: int, in_chans: int, img_size: int, kwargs: dict | None = None,
+                  trust: bool = False) -> nn.Module:
+    """A randomly initialised network for an architecture spec (see the module docstring); never downloads."""
+    kwargs = dict(kwargs or {})
+    check_spec(spec)
+    if spec in _REGISTRY:
+        if kwargs:
+            raise ValueError(f"the built-in backbone {spec!r} takes no arguments, got {sorted(kwargs)}")
+        return create_backbone(spec, num_classes, in_chans, img_size)
+    source, _, name = spec.partition(":")
+    if source == "timm":
+        if not timm.is_model(name):
+            raise ValueError(f"timm has no model {name!r} (timm {timm.__version__}); see timm.list_models()")
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    if source == "torchvision":
+        import torchvision
+
+        if name not in torchvision.models.list_models():
+            raise ValueError(f"torchvision has no model {name!r}; see torchvision.models.list_models()")
+        if in_chans != 3:
+            raise ValueError(f"torchvision:{name} takes 3 input channels, not {in_chans}: build your network in a "
+                             "function and use package.module:factory")
+        return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
+    if not _trusted(source, trust):
+        raise ValueError(f"{spec}: importing {source!r} would run its code; allow it with "
+                         f"WFEXPLAIN_TRUSTED_MODULES={source.split('.')[0]} (or trust=True)")
+    try:
+        factory = getattr(importlib.import_module(source), name)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"{spec}: cannot import it ({e})") from None
+    net = factory(**kwargs)
+    if not isinstance(net, nn.Module):
+        raise ValueError(f"{spec} returned a {type(net).__name__}, not a torch.nn.Module")
+    return net
+
+
+def default_heads(spec: str, model: nn.Module) -> list[str]:
+    """The classifier head path(s) of a network: the registry's for built-ins, else :func:`find_heads`."""
+    if spec in _REGISTRY:
+        return [get_spec(spec).head]
+    heads = find_heads(model)
+    if not heads:
+        raise ValueError(f"no classifier head found in {type(model).__name__} (looked for get_classifier(), "
+                         "fc, classifier, heads, head): pass head='<module path>'")
+    return heads
+
+
+def head_module(model: nn.Module, heads: list[str]) -> nn.Module:
+    """The (first) classifier head of a built network (its input are the penultimate features)."""
+    return model.get_submodule(heads[0])
 
 
 # ---------------------------------------------------------------- cnn
@@ -107,15 +160,7 @@ class SmallCNN(nn.Module):
         return self.head(self.dropout(self.forward_features(x)))
 
 
-def _bn_sites(model: nn.Module) -> list[GateSite]:
-    return [GateSite(n, "bn", m.num_features) for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
-
-
-def _cnn_sites(model: SmallCNN) -> list[GateSite]:
-    return [*_bn_sites(model), GateSite("fc", "linear", model.fc.out_features)]
-
-
-@register_backbone("cnn", _cnn_sites, "3 conv-BN-ReLU blocks (32/64/128) + FC 256; gates on every BN channel and FC unit")
+@register_backbone("cnn", "3 conv-BN-ReLU blocks (32/64/128) + FC 256; gates on every BN channel and FC unit")
 def _cnn(num_classes: int, in_chans: int, img_size: int) -> nn.Module:
     return SmallCNN(num_classes, in_chans, img_size)
 
@@ -123,7 +168,7 @@ def _cnn(num_classes: int, in_chans: int, img_size: int) -> nn.Module:
 # ---------------------------------------------------------------- resnet18
 
 
-@register_backbone("resnet18", _bn_sites,
+@register_backbone("resnet18",
                    "torchvision ResNet-18 (standard 7x7 stride-2 stem + max-pool, input channels adapted); "
                    "gates on every conv output channel (after its BN), downsample branches included", head="fc")
 def _resnet18(num_classes: int, in_chans: int, img_size: int) -> nn.Module:
@@ -137,16 +182,7 @@ def _resnet18(num_classes: int, in_chans: int, img_size: int) -> nn.Module:
 # ---------------------------------------------------------------- vit
 
 
-def _vit_sites(model: nn.Module) -> list[GateSite]:
-    sites = []
-    for i, block in enumerate(model.blocks):
-        heads = block.attn.num_heads
-        sites.append(GateSite(f"blocks.{i}.attn.proj", "heads", heads, block.attn.head_dim))
-        sites.append(GateSite(f"blocks.{i}.mlp.fc1", "linear", block.mlp.fc1.out_features))
-    return sites
-
-
-@register_backbone("vit", _vit_sites, "timm VisionTransformer, patch 4, width 96, depth 6, 3 heads, MLP 192; "
+@register_backbone("vit", "timm VisionTransformer, patch 4, width 96, depth 6, 3 heads, MLP 192; "
                    "gates on every attention head and MLP hidden unit")
 def _vit(num_classes: int, in_chans: int, img_size: int) -> nn.Module:
     patch = 4 if img_size % 4 == 0 else 2

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Subset
 
 from . import distributed as dist
 from .atomic import atomic_write, write_json
-from .backbones import create_backbone, head_module
+from .backbones import build_network, head_module
 from .baselines import default_config, run_baseline
 from .checkpoint import (
     MODEL_FILE,
@@ -40,7 +40,7 @@ from .checkpoint import (
     read_tensors,
     save_checkpoint,
 )
-from .data import load_dataset, stratified_subset
+from .data import stratified_subset
 from .engine import Progress, StopFlag, TrainConfig, UnlearnConfig, train_classifier, train_memory
 from .filtering import FilteredModel, bake
 from .metrics import (
@@ -54,6 +54,7 @@ from .metrics import (
     true_class_confidence,
     zrf,
 )
+from .pipeline import checkpoint_split
 from .runstore import RunStore
 
 
@@ -136,7 +137,8 @@ def retrain(checkpoint: str | os.PathLike, forget: Sequence[int], seed: int = 0,
     keep = ~in_set(train.targets, forget)
     retain = Subset(train, torch.nonzero(keep).flatten().tolist())
     torch.manual_seed(seed)
-    net = create_backbone(manifest.backbone, info.num_classes, info.in_chans, info.img_size).to(device)
+    net = build_network(manifest.backbone, info.num_classes, info.in_chans, info.img_size, manifest.arch_kwargs,
+                        trust=True).to(device)  # the checkpoint loaded: its architecture is trusted
     result = train_classifier(net, retain, cfg, progress, should_stop, workers)
     if result["cancelled"]:
         return {"model": None, "seconds": result["seconds"], "path": None, "cancelled": True}
@@ -215,14 +217,14 @@ def _outputs(net: nn.Module, x: torch.Tensor, head: nn.Module | None = None, bat
     return probs, (torch.cat(feats) if head else None)
 
 
-def score(net: nn.Module, backbone: str, data: Probe, forget: Sequence[int], num_classes: int,
+def score(net: nn.Module, heads: list[str], data: Probe, forget: Sequence[int], num_classes: int,
           p_random: torch.Tensor, seed: int = 0) -> dict:
     """Every metric of :data:`METRICS` (but ``seconds``) for one network and forget set, plus the per-class views.
 
     ``p_random``: softmax of a randomly initialised network on the forget images of ``data.x_train`` (for ZRF).
     """
     net.eval()
-    head = head_module(backbone, net)
+    head = head_module(net, heads)
     p_test, f_test = _outputs(net, data.x_test, head)
     p_train, f_train = _outputs(net, data.x_train, head)
     pred_test, pred_train = p_test.argmax(1), p_train.argmax(1)
@@ -305,7 +307,7 @@ def run_benchmark(checkpoint: str | os.PathLike, forget_classes: Sequence[int] |
         raise ValueError("a network brought from elsewhere forgot one class: pass exactly one forget class with it")
 
     train = _train_split(manifest, data_dir)
-    test = load_dataset(info.name, "test", data_dir, False, info.img_size, info.in_chans)
+    test = checkpoint_split(manifest, "test", data_dir)
     data = Probe(*_tensors(test, limit), *_tensors(train, train_limit))
     total = len(classes) * seeds * (len(chosen) + len(byo)) + (seeds if "wf" in chosen and wf_round == "run" else 0)
     done = 0
@@ -329,7 +331,8 @@ def run_benchmark(checkpoint: str | os.PathLike, forget_classes: Sequence[int] |
     sources: dict[str, set[str]] = {"retrain": set(), "wf": set()}
     for seed in range(seeds):
         torch.manual_seed(10_000 + seed)
-        random_net = create_backbone(manifest.backbone, n, info.in_chans, info.img_size).eval()
+        random_net = build_network(manifest.backbone, n, info.in_chans, info.img_size, manifest.arch_kwargs,
+                                   trust=True).eval()
         wf_model = None
         if "wf" in chosen:
             wf_model, secs, source = _wf_round(checkpoint, base, train, seed, wf_round, should_stop, store, configs["wf"])
@@ -355,7 +358,7 @@ def run_benchmark(checkpoint: str | os.PathLike, forget_classes: Sequence[int] |
                         return None
                     if p_random is None:  # the random network's output on this class, once
                         p_random, _ = _outputs(random_net, data.x_train[data.y_train == c])
-                    result = score(net, manifest.backbone, data, [c], n, p_random, seed)
+                    result = score(net, base.heads, data, [c], n, p_random, seed)
                     result["metrics"]["seconds"] = secs
                     if store and m in configs:
                         store.put(seed, c, m, configs[m], result)
@@ -558,8 +561,7 @@ def _check_classes(classes, n: int) -> list[int]:
 
 def _train_split(manifest: Manifest, data_dir: str | None):
     """The training split the checkpoint was trained on (its --limit-train subset included)."""
-    info = manifest.dataset
-    train = load_dataset(info.name, "train", data_dir, False, info.img_size, info.in_chans)
+    train = checkpoint_split(manifest, "train", data_dir)
     used = manifest.train_images or len(train)
     if used < len(train):
         idx = stratified_subset(train.targets, used, (manifest.train_config or {}).get("seed", 0))
@@ -578,7 +580,8 @@ def _tensors(ds, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
 def _load_state(manifest: Manifest, path: str | os.PathLike) -> nn.Module:
     """A backbone from a user's safetensors state dict, validated like a checkpoint."""
     info = manifest.dataset
-    net = create_backbone(manifest.backbone, info.num_classes, info.in_chans, info.img_size)
+    net = build_network(manifest.backbone, info.num_classes, info.in_chans, info.img_size, manifest.arch_kwargs,
+                        trust=True)
     p = Path(path)
     state = read_tensors(p)
     expected = net.state_dict()

@@ -114,7 +114,8 @@ def save_checkpoint(model: FilteredModel, directory: str | os.PathLike, fields: 
         manifest = Manifest(
             **{"versions": package_versions(), **(fields or {})},
             backbone=model.backbone_name, dataset=model.info, storage_dtype="float16" if half else "float32",
-            memory_shapes={k: tuple(v.shape) for k, v in model.memory.items()},
+            memory_shapes={k: tuple(v.shape) for k, v in model.memory.items()}, arch_kwargs=model.arch_kwargs,
+            heads=list(model.heads), sites=[s.to_json() for s in model.sites],
             files={name: file_sha256(tmp / name) for name in WEIGHT_FILES},
         )
         manifest = Manifest.from_json(manifest.to_json(), str(Path(directory) / MANIFEST_FILE))  # readable back
@@ -212,10 +213,14 @@ def check_match(path: Path, expected: dict, got: dict, what: str, against: str =
         raise CheckpointError(f"{path} does not match {against}: " + " | ".join(problems))
 
 
-def _build(d: Path, manifest: Manifest) -> FilteredModel:
+def _build(d: Path, manifest: Manifest, trust: bool = False) -> FilteredModel:
     """The network a (digest-checked) directory describes, with its weights and memory."""
     check_headers(d, manifest)
-    model = FilteredModel(manifest.backbone, manifest.dataset)
+    try:
+        model = FilteredModel(manifest.backbone, manifest.dataset, sites=manifest.sites or "auto", heads=manifest.heads,
+                              arch_kwargs=manifest.arch_kwargs, trust=trust)
+    except (ValueError, TypeError, RuntimeError) as e:  # an architecture spec that cannot be rebuilt here
+        raise CheckpointError(f"{d / MANIFEST_FILE}: cannot rebuild {manifest.backbone}: {e}") from None
     check_match(d / MANIFEST_FILE, {k: v.shape for k, v in model.memory.items()}, manifest.memory_shapes,
                 "memory matrices", f"backbone {manifest.backbone} built for its dataset entry")
     state = read_tensors(d / MODEL_FILE)
@@ -230,8 +235,11 @@ def _build(d: Path, manifest: Manifest) -> FilteredModel:
     return model
 
 
-def load(directory: str | os.PathLike, device: str | torch.device = "cpu") -> FilteredModel:
+def load(directory: str | os.PathLike, device: str | torch.device = "cpu", trust: bool = False) -> FilteredModel:
     """Load a checkpoint directory into a :class:`FilteredModel` (eval mode, float32, on ``device``).
+
+    ``trust`` allows a ``package.module:factory`` architecture to be imported (see
+    :func:`wfexplain.backbones.build_network`; ``$WFEXPLAIN_TRUSTED_MODULES`` does it per module).
 
     Raises:
         CheckpointError: naming the file and what is missing, corrupt or mismatched.
@@ -239,7 +247,7 @@ def load(directory: str | os.PathLike, device: str | torch.device = "cpu") -> Fi
     d = Path(directory)
     manifest = read_manifest(d)
     check_digests(d, manifest)
-    return _build(d, manifest).to(device).eval()
+    return _build(d, manifest, trust).to(device).eval()
 
 
 def upgrade(directory: str | os.PathLike) -> list[str]:

@@ -1,4 +1,4 @@
-"""The ``wfexplain`` command: train, unlearn, evaluate, retrain, benchmark, export, upgrade, list.
+"""The ``wfexplain`` command: train, import, unlearn, evaluate, retrain, benchmark, export, upgrade, list.
 
 Logs and progress bars go to stderr; ``--json`` results go to stdout as strict JSON (null, never
 NaN). Every option is validated before any work (exit 2, the option named, nothing written);
@@ -9,6 +9,7 @@ nothing is overwritten without ``--force``. Ctrl-C stops a training loop cleanly
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -22,11 +23,11 @@ from .atomic import dumps
 from .backbones import list_backbones
 from .checkpoint import MANIFEST_FILE, CheckpointError, check_target, load, read_manifest, update_manifest, upgrade
 from .cliargs import COUNT, FRACTION, INDEX, UsageError, add_config_args, at_least, config_from, ranged
-from .data import DatasetError, list_datasets, load_dataset
+from .data import DatasetError, list_datasets
 from .engine import TrainConfig, UnlearnConfig
 from .evaluation import evaluate
 from .manifest import IMG_SIZE_RANGE
-from .pipeline import train_checkpoint, unlearn_checkpoint
+from .pipeline import checkpoint_split, train_checkpoint, unlearn_checkpoint
 
 
 def log(msg: str) -> None:
@@ -151,7 +152,7 @@ def cmd_evaluate(args) -> int:
     assert model.manifest is not None
     _check_limits(args, model.num_classes)
     name = model.info.name
-    test = load_dataset(name, "test", args.data_dir, args.download, model.info.img_size, in_chans=model.info.in_chans)
+    test = checkpoint_split(model.manifest, "test", args.data_dir, args.download)
     bar, progress = _bar("evaluate")
     report = evaluate(model, test, limit=args.limit, pairs=args.pairs, seed=args.seed, progress=progress,
                       hard_threshold=args.hard_threshold, workers=args.workers)
@@ -234,13 +235,40 @@ def cmd_export(args) -> int:
         raise UsageError("--forget", f"class {bad[0]} does not exist: valid classes are 0..{model.num_classes - 1}")
     report = None
     if not args.no_metrics:
-        test = load_dataset(model.info.name, "test", args.data_dir, args.download, model.info.img_size,
-                            in_chans=model.info.in_chans)
+        test = checkpoint_split(model.manifest, "test", args.data_dir, args.download)
         report = evaluate(model, test, limit=args.limit)
     paths = export_all(model, args.out, forget=args.forget, layers=args.layers, formats=args.formats, report=report,
                        order_mode=args.order, hard_threshold=args.hard_threshold, overwrite=args.force)
     for p in paths:
         print(p)
+    return 0
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def cmd_import(args) -> int:
+    from .importing import import_checkpoint
+
+    for option in ("mean", "std"):
+        values = getattr(args, option)
+        if values is not None and args.in_chans is not None and len(values) != args.in_chans:
+            raise UsageError(f"--{option}", f"needs one value per channel (--in-chans {args.in_chans}), got {len(values)}")
+    check_target(args.out, args.force)
+    log(f"importing {args.arch} from {args.weights} on {args.dataset}")
+    result = import_checkpoint(args.arch, args.weights, args.dataset, args.out, data_dir=args.data_dir,
+                               arch_kwargs=args.arch_kwargs, img_size=args.img_size, in_chans=args.in_chans,
+                               mean=args.mean, std=args.std, head=args.head, overwrite=args.force,
+                               device=args.device, workers=args.workers)
+    log(f"{result['sites']} gate sites found and probed; test accuracy {result['accuracy']:.4f}; saved {args.out}")
+    log(f"next: wfexplain unlearn --checkpoint {args.out}")
     return 0
 
 
@@ -351,6 +379,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace files that already exist in --out")
     _add_data_args(p)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import", help="make a checkpoint of a classifier trained elsewhere (timm, torchvision, your own)")
+    p.add_argument("--arch", required=True, help="timm:NAME, torchvision:NAME or package.module:factory (imported: "
+                                                 "you trust it; later commands need WFEXPLAIN_TRUSTED_MODULES for it)")
+    p.add_argument("--arch-kwargs", type=_json_object, default={}, help="JSON keyword arguments of the architecture")
+    p.add_argument("--weights", required=True, help="state dict: .safetensors, or .pt/.pth (torch.load weights_only)")
+    p.add_argument("--dataset", required=True, choices=list_datasets(), help="the classes and images it was trained on")
+    p.add_argument("--img-size", type=ranged(int, *IMG_SIZE_RANGE),
+                   help="input side (default: the dataset's; 64 for imagefolder)")
+    p.add_argument("--in-chans", type=int, choices=[1, 3], help="input channels (default: the dataset's)")
+    p.add_argument("--mean", type=float, nargs="+", help="per-channel normalisation mean (default: the dataset's)")
+    p.add_argument("--std", type=ranged(float, 0, open_lo=True), nargs="+", help="per-channel std (default: the dataset's)")
+    p.add_argument("--head", nargs="+", help="classifier head module path(s) (default: found automatically)")
+    p.add_argument("--out", required=True, help="checkpoint directory to create")
+    p.add_argument("--force", action="store_true", help="replace an existing --out, whole")
+    _add_data_args(p)
+    _add_runtime_args(p)
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("upgrade", help="rewrite an older checkpoint's manifest in the current format, recording "
                                        "the SHA-256 of the files present (you vouch for them)")

@@ -44,6 +44,15 @@ def predict(model: FilteredModel, ds: Dataset, forget: Forget = None, batch_size
     return dist.gather_shards(local, len(ds))
 
 
+def dataset_targets(ds: Dataset, num_classes: int) -> torch.Tensor:
+    """The labels of a map-style dataset: its ``targets`` (tensor or list) or, failing that, each ``ds[i][1]``."""
+    t = getattr(ds, "targets", None)
+    y = torch.as_tensor(t, dtype=torch.long) if t is not None else torch.tensor([int(ds[i][1]) for i in range(len(ds))])
+    if len(y) != len(ds) or (len(y) and not (int(y.min()) >= 0 and int(y.max()) < num_classes)):
+        raise ValueError(f"the dataset's labels must be {len(ds)} class indices in 0..{num_classes - 1}")
+    return y
+
+
 def _summary(results: list[dict]) -> dict:
     fa = [r["forget"] for r in results]
     return {
@@ -74,10 +83,11 @@ def evaluate(model: FilteredModel, test: Dataset, limit: int | None = None, pair
     """
     start = time.perf_counter()
     model.eval()
-    idx = stratified_subset(test.targets, limit, seed)
-    ds = Subset(test, idx.tolist())
-    y = test.targets[idx]
     n = model.num_classes
+    targets = dataset_targets(test, n)
+    idx = stratified_subset(targets, limit, seed)
+    ds = Subset(test, idx.tolist())
+    y = targets[idx]
     sets = [(c,) for c in range(n)] + (list(itertools.combinations(range(n), 2)) if pairs else [])
     total, done = len(sets) + 1, 0
 

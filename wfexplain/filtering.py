@@ -1,71 +1,63 @@
 """Weight filtering: per-class memory matrices that gate a frozen backbone.
 
-Implements the filtering of Poppi et al., "Multi-Class Unlearning for Image
-Classification via Weight Filtering" (arXiv 2304.02049) as specified in DESIGN.md §1.
-Each gate site ``l`` owns a memory matrix ``alpha_l`` in ``[0,1]^(N x K_l)``; row ``c``
-is the filter that forgets class ``c``; a forget set ``S`` uses the product of its rows.
+Implements the filtering of Poppi et al., "Multi-Class Unlearning for Image Classification via
+Weight Filtering" (arXiv 2304.02049). Each gate site ``l`` (:mod:`wfexplain.sites`) owns a memory
+matrix ``alpha_l`` in ``[0,1]^(N x K_l)``; row ``c`` is the filter that forgets class ``c``; a
+forget set ``S`` uses the product of its rows.
 
-Gating is applied on the activation side by forward hooks installed once on the
-backbone. The gate values of a call travel in a :class:`contextvars.ContextVar`, so a
-single :class:`FilteredModel` can serve many threads (Streamlit sessions) at once,
-each with its own forget set: the condition is an argument of ``forward``, never state
-stored on the model. :func:`bake` folds a filter into the weights of a fresh copy.
+Gating is applied on the activation side by hooks installed once on the backbone
+(:mod:`wfexplain.gates`). The gate values of a call travel in a context variable, so a single
+:class:`FilteredModel` can serve many threads (Streamlit sessions) at once, each with its own
+forget set: the condition is an argument of ``forward``, never state stored on the model.
+:func:`bake` folds a filter into the weights of a copy of the backbone (the user's own class).
 """
 
 from __future__ import annotations
 
-import contextvars
 import copy
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from .backbones import GateSite, create_backbone, gate_sites
+from . import gates as G
+from .backbones import build_network, default_heads, get_spec, list_backbones
 from .data import DatasetInfo, build_transform
+from .sites import GateSite, check_sites, discover_sites
 
 if TYPE_CHECKING:
     from .manifest import Manifest
 
 Forget = None | int | Sequence[int] | torch.Tensor
-
-# Gate values of the call in progress in this thread/context: {site path: [B or 1, K]}.
-_ACTIVE_GATES: contextvars.ContextVar[dict[str, torch.Tensor] | None] = contextvars.ContextVar(
-    "wfexplain_gates", default=None
-)
+Sites = str | Sequence[GateSite | dict] | Callable[[nn.Module], Sequence[GateSite]] | None
 
 
-def _expand(gate: torch.Tensor, site: GateSite, ndim: int, channel_dim: int) -> torch.Tensor:
-    """Reshape ``gate [B, K]`` so it broadcasts over an activation of ``ndim`` dims."""
-    if site.kind == "heads":
-        gate = gate.repeat_interleave(site.head_dim, dim=1)
-    shape = [gate.shape[0]] + [1] * (ndim - 1)
-    shape[channel_dim] = gate.shape[1]
-    return gate.view(shape)
+def _resolve_sites(backbone: nn.Module, sites: Sites, heads: list[str]) -> list[GateSite]:
+    if sites is None or sites == "auto":
+        found = discover_sites(backbone, heads)
+    elif callable(sites):
+        found = list(sites(backbone))
+    elif isinstance(sites, str):
+        raise ValueError(f"sites must be 'auto', a list of GateSite or a callable, got {sites!r}")
+    else:
+        found = [s if isinstance(s, GateSite) else GateSite(**s) for s in sites]
+    if not found:
+        raise ValueError(f"no gate sites in {type(backbone).__name__}: pass sites=[GateSite(...)] (see wfexplain.sites)")
+    check_sites(backbone, found, heads)
+    return found
 
 
-def _output_hook(site: GateSite):
-    def hook(module, inputs, output):
-        gates = _ACTIVE_GATES.get()
-        if gates is None:
-            return None
-        dim = 1 if site.kind == "bn" else output.ndim - 1
-        return output * _expand(gates[site.path], site, output.ndim, dim)
-
-    return hook
-
-
-def _input_hook(site: GateSite):
-    def hook(module, inputs):
-        gates = _ACTIVE_GATES.get()
-        if gates is None:
-            return None
-        x = inputs[0]
-        return (x * _expand(gates[site.path], site, x.ndim, x.ndim - 1), *inputs[1:])
-
-    return hook
+def _check_is_builtin(name: str, backbone: nn.Module, info: DatasetInfo) -> None:
+    """A module passed as a built-in backbone must be that network (same state-dict names and shapes)."""
+    ref = {k: tuple(v.shape) for k, v in build_network(name, info.num_classes, info.in_chans, info.img_size)
+           .state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in backbone.state_dict().items()}
+    if ref != got:
+        diff = sorted(set(ref) ^ set(got)) or [k for k in ref if ref[k] != got.get(k)]
+        raise ValueError(f"this {type(backbone).__name__} is not wfexplain's {name!r} backbone (state dict differs "
+                         f"at {', '.join(diff[:3])}); bring your own network with wfexplain.wrap(module, ...)")
 
 
 class FilteredModel(nn.Module):
@@ -76,28 +68,47 @@ class FilteredModel(nn.Module):
     ``[B, num_classes]`` giving each sample its own forget set. Returns logits.
     """
 
-    def __init__(self, backbone_name: str, info: DatasetInfo, backbone: nn.Module | None = None):
+    def __init__(self, backbone_name: str, info: DatasetInfo, backbone: nn.Module | None = None, *,
+                 sites: Sites = "auto", heads: Sequence[str] | None = None, arch_kwargs: dict | None = None,
+                 trust: bool = False):
+        """
+        Args:
+            backbone_name: a registered backbone or an architecture spec (``timm:NAME``, ``torchvision:NAME``,
+                ``package.module:factory``; see :func:`wfexplain.backbones.build_network`).
+            info: classes and preprocessing.
+            backbone: the network (default: built from ``backbone_name``, randomly initialised).
+            sites: ``"auto"`` (:func:`wfexplain.sites.discover_sites`), a list of GateSite, or a callable.
+            heads: classifier head path(s), never gated (default: found automatically).
+            arch_kwargs: keyword arguments of the architecture spec.
+        """
         super().__init__()
         self.backbone_name = backbone_name
         self.info = info
+        self.arch_kwargs = dict(arch_kwargs or {})
         if backbone is None:
-            backbone = create_backbone(backbone_name, info.num_classes, info.in_chans, info.img_size)
+            backbone = build_network(backbone_name, info.num_classes, info.in_chans, info.img_size, self.arch_kwargs,
+                                     trust=trust)
+        elif backbone_name in list_backbones():
+            _check_is_builtin(backbone_name, backbone, info)
+        if G.count_hooks(backbone):
+            raise ValueError(f"this {type(backbone).__name__} already carries the gates of another FilteredModel: "
+                             "reuse that one, or wrap wfexplain.ungated_copy(module)")
         self.backbone = backbone
         self.backbone.eval().requires_grad_(False)
-        self.sites = gate_sites(backbone_name, self.backbone)
+        self.heads = list(heads) if heads is not None else default_heads(backbone_name, backbone)
+        self.sites = _resolve_sites(self.backbone, sites, self.heads)
         # ParameterDict keys cannot contain dots; the public ``memory`` uses site paths.
         self.alphas = nn.ParameterDict({
             _key(s.path): nn.Parameter(torch.ones(info.num_classes, s.size)) for s in self.sites
         })
         self.transform = build_transform(info)
         self.manifest: Manifest | None = None  # filled by wfexplain.load
-        modules = dict(self.backbone.named_modules())
-        for site in self.sites:
-            m = modules[site.path]
-            if site.kind == "heads":
-                m.register_forward_pre_hook(_input_hook(site))
-            else:
-                m.register_forward_hook(_output_hook(site))
+        G.install(self.backbone, self.sites)
+
+    @property
+    def description(self) -> str:
+        return get_spec(self.backbone_name).description if self.backbone_name in list_backbones() else (
+            f"{self.backbone_name} ({type(self.backbone).__name__}); {len(self.sites)} gated layers found automatically")
 
     # ------------------------------------------------------------ properties
     @property
@@ -151,11 +162,15 @@ class FilteredModel(nn.Module):
 
     def forward(self, x: torch.Tensor, forget: Forget = None) -> torch.Tensor:
         mask = self.forget_mask(forget, x.shape[0])
-        token = _ACTIVE_GATES.set(None if mask is None else self.gates(mask))
+        return self.run_gated(x, None if mask is None else self.gates(mask))
+
+    def run_gated(self, x: torch.Tensor, gates: dict[str, torch.Tensor] | None) -> torch.Tensor:
+        """The backbone on ``x`` with explicit gate values ``{site path: [B or 1, K]}`` (None: ungated)."""
+        token = G.ACTIVE.set(gates)
         try:
             return self.backbone(x)
         finally:
-            _ACTIVE_GATES.reset(token)
+            G.ACTIVE.reset(token)
 
     @torch.no_grad()
     def clamp_(self) -> None:
@@ -185,25 +200,21 @@ def bake(model: FilteredModel, forget: Forget, hard_threshold: float | None = No
             (a "hard" bake); the others keep their learned gate.
 
     Returns:
-        An ordinary torchvision/timm module with no hooks and no gates whose output
-        equals ``model(x, forget=forget)`` (up to float tolerance for a soft bake).
+        A copy of the backbone (the user's own module class, same state-dict keys) with no hooks and
+        no gates whose output equals ``model(x, forget=forget)`` (up to float tolerance for a soft bake).
     """
     if isinstance(forget, torch.Tensor) and forget.dtype == torch.bool:
         raise ValueError("bake needs one forget set (class index or list), not a per-sample mask")
-    baked = create_backbone(model.backbone_name, model.num_classes, model.info.in_chans, model.info.img_size)
-    baked.load_state_dict(copy.deepcopy(model.backbone.state_dict()))
-    baked.eval()
-    modules = dict(baked.named_modules())
-    for site, (path, gate) in zip(model.sites, model.combined_gates(forget).items(), strict=True):
-        assert site.path == path
-        g = gate.to("cpu", torch.float32)
-        if hard_threshold is not None:
-            g = torch.where(g < hard_threshold, torch.zeros_like(g), g)
-        m = modules[path]
-        if site.kind == "heads":
-            m.weight.mul_(g.repeat_interleave(site.head_dim)[None, :])
-        else:  # "bn" and "linear" both scale weight rows and bias
-            m.weight.mul_(g.view(-1, *[1] * (m.weight.ndim - 1)))
-            if m.bias is not None:
-                m.bias.mul_(g)
-    return baked
+    gates = {}
+    for path, g in model.combined_gates(forget).items():
+        g = g.to("cpu", torch.float32)
+        gates[path] = torch.where(g < hard_threshold, torch.zeros_like(g), g) if hard_threshold is not None else g
+    return bake_gates(model, gates)
+
+
+@torch.no_grad()
+def bake_gates(model: FilteredModel, gates: dict[str, torch.Tensor]) -> nn.Module:
+    """A copy of ``model.backbone`` (the same class, no hooks, same state-dict keys) with ``gates`` folded in."""
+    baked = G.strip_hooks(copy.deepcopy(model.backbone)).eval()
+    G.bake_into(baked, model.sites, gates)
+    return baked.requires_grad_(True)

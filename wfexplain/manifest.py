@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .backbones import list_backbones
+from .backbones import check_spec
 from .data import DatasetInfo
 from .engine import TrainConfig, UnlearnConfig
 
@@ -40,7 +40,7 @@ class CheckpointError(ValueError):
 class Manifest:
     """Everything a checkpoint directory records besides its tensors."""
 
-    backbone: str  # registered backbone name
+    backbone: str  # architecture spec: a registered backbone, timm:NAME, torchvision:NAME or package.module:factory
     dataset: DatasetInfo  # classes and preprocessing
     memory_shapes: dict[str, tuple[int, int]]  # gated layer -> (classes, components)
     files: dict[str, str]  # weight file name -> SHA-256 (hex)
@@ -55,6 +55,10 @@ class Manifest:
     timings: dict = field(default_factory=dict)  # seconds of each stage
     retrain_of: dict | None = None  # Retrain oracles: {"model_sha256", "forget", "seed"} of their checkpoint
     versions: dict[str, str] = field(default_factory=dict)  # package versions that wrote it
+    arch_kwargs: dict = field(default_factory=dict)  # keyword arguments of the architecture spec (``backbone``)
+    heads: list[str] | None = None  # classifier head path(s); None: found automatically
+    sites: list[dict] | None = None  # gate sites ({path, kind, size, head_dim}); None: discovered automatically
+    data_dir: str | None = None  # where the dataset lives (used when no --data-dir is given)
 
     @property
     def unlearned(self) -> bool:
@@ -65,7 +69,8 @@ class Manifest:
 
     def recorded(self) -> dict:
         """The fields a writer passes on (those :func:`~wfexplain.checkpoint.save_checkpoint` derives left out)."""
-        derived = {"backbone", "dataset", "memory_shapes", "files", "storage_dtype", "versions"}
+        derived = {"backbone", "dataset", "memory_shapes", "files", "storage_dtype", "versions", "arch_kwargs", "heads",
+                   "sites"}
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in derived}
 
     def to_json(self) -> dict:
@@ -81,7 +86,8 @@ class Manifest:
             "train_config": self.train_config, "unlearn_config": self.unlearn_config, "seed": self.seed,
             "backbone_description": self.backbone_description, "train_images": self.train_images,
             "dataset_fingerprint": self.dataset_fingerprint, "metrics": self.metrics, "timings": self.timings,
-            "retrain_of": self.retrain_of, "versions": self.versions,
+            "retrain_of": self.retrain_of, "versions": self.versions, "arch_kwargs": self.arch_kwargs,
+            "heads": self.heads, "sites": self.sites, "data_dir": self.data_dir,
         }
 
     @classmethod
@@ -135,8 +141,10 @@ class _Reader:
         if unknown:
             self.fail(f"unknown field(s) {', '.join(map(repr, unknown[:5]))}")
         backbone = self.typed(obj, "backbone", str)
-        if backbone not in list_backbones():
-            self.fail(f"unknown backbone {_short(backbone)}; known: {', '.join(list_backbones())}")
+        try:
+            check_spec(backbone)
+        except ValueError as e:
+            self.fail(str(e))
         info = _Reader(f"{self.path}, dataset").dataset(self.typed(obj, "dataset", dict))
         storage = self.typed(obj, "storage_dtype", str, optional=True) or "float32"
         if storage not in ("float32", "float16"):
@@ -166,7 +174,26 @@ class _Reader:
             metrics=self.typed(obj, "metrics", dict, optional=True) or {},
             timings=self.typed(obj, "timings", dict, optional=True) or {},
             retrain_of=self.retrain_of(obj.get("retrain_of"), info.num_classes), versions=versions,
+            arch_kwargs=self.typed(obj, "arch_kwargs", dict, optional=True) or {},
+            heads=self.strings(obj, "heads"), sites=self.sites(obj.get("sites"), shapes),
+            data_dir=self.typed(obj, "data_dir", str, optional=True),
         )
+
+    def strings(self, obj: dict, key: str) -> list[str] | None:
+        v = self.typed(obj, key, list, optional=True)
+        if v is not None and not (v and all(isinstance(x, str) and x for x in v)):
+            self.fail(f"{key} must list module paths, found {_short(v)}")
+        return v
+
+    def sites(self, v: Any, shapes: dict[str, tuple[int, int]]) -> list[dict] | None:
+        if v is None:
+            return None
+        keys = {"path", "kind", "size", "head_dim"}
+        if not isinstance(v, list) or not all(isinstance(s, dict) and set(s) == keys for s in v):
+            self.fail(f"sites must list {{{', '.join(sorted(keys))}}} objects, found {_short(v)}")
+        if [s["path"] for s in v] != list(shapes) or any(shapes[s["path"]][1] != s["size"] for s in v):
+            self.fail("sites do not match memory_shapes (paths, order or sizes)")
+        return v
 
     def dataset(self, ds: dict) -> DatasetInfo:
         name = self.typed(ds, "name", str)

@@ -18,11 +18,26 @@ from torch.utils.data import Subset
 from . import distributed as dist
 from .backbones import create_backbone, get_spec
 from .checkpoint import MODEL_FILE, check_target, load, save_checkpoint
-from .data import fingerprint, load_dataset, stratified_subset
+from .data import fingerprint, load_dataset, stratified_subset, with_preprocessing
 from .engine import Progress, StopFlag, TrainConfig, UnlearnConfig, train_classifier, train_memory
 from .evaluation import evaluate, predict
 from .filtering import FilteredModel
+from .manifest import Manifest
 from .metrics import accuracy
+
+
+def checkpoint_split(manifest: Manifest, split: str, data_dir: str | os.PathLike | None = None,
+                     download: bool = False):
+    """A split of the checkpoint's dataset, preprocessed as its network expects.
+
+    The directory is ``data_dir`` if given, else the one the checkpoint recorded, else the
+    dataset's default; size, channels, mean and std are the checkpoint's own, whatever the
+    dataset's defaults.
+    """
+    info = manifest.dataset
+    root = data_dir or manifest.data_dir
+    chans = info.in_chans if info.name == "imagefolder" else None
+    return with_preprocessing(load_dataset(info.name, split, root, download, info.img_size, chans), info)
 
 
 def _limit(ds, n: int | None, seed: int):
@@ -122,9 +137,8 @@ def unlearn_checkpoint(path: str | os.PathLike, cfg: UnlearnConfig = UnlearnConf
     if cfg.max_set_size >= n:
         raise ValueError(f"max_set_size must be below the number of classes ({n}), got {cfg.max_set_size}")
     _check_counts(n, cfg.batch_size, limit_train, eval_limit)
-    name = manifest.dataset.name
-    train = load_dataset(name, "train", data_dir, download, model.info.img_size, model.info.in_chans)
-    test = load_dataset(name, "test", data_dir, download, model.info.img_size, model.info.in_chans)
+    train = checkpoint_split(manifest, "train", data_dir, download)
+    test = checkpoint_split(manifest, "test", data_dir, download)
     with torch.no_grad():  # a fresh round starts from the original network
         for p in model.alphas.values():
             p.fill_(1.0)

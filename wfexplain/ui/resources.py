@@ -19,10 +19,11 @@ from torch.utils.data import DataLoader, Subset
 
 import wfexplain
 from wfexplain import explain, export, figures
-from wfexplain.data import load_dataset, stratified_subset
+from wfexplain.data import stratified_subset
 from wfexplain.distributed import resolve_device
 from wfexplain.filtering import FilteredModel
 from wfexplain.metrics import accuracy, per_class_accuracy
+from wfexplain.pipeline import checkpoint_split
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_DIR = ROOT / "checkpoints"
@@ -177,15 +178,16 @@ def get_model(path: str) -> FilteredModel:
 
 
 @st.cache_resource(show_spinner="Loading test images…", max_entries=8)
-def get_eval_data(dataset: str, img_size: int, in_chans: int, limit: int = EVAL_LIMIT) -> EvalData:
-    test = load_dataset(dataset, "test", img_size=img_size, in_chans=in_chans)
+def _eval_data(path: str, stamp: float, limit: int = EVAL_LIMIT) -> EvalData:
+    test = checkpoint_split(_load(path, stamp).manifest, "test")
     idx = stratified_subset(test.targets, limit, seed=0)
     x, y = next(iter(DataLoader(Subset(test, idx.tolist()), batch_size=len(idx))))
     return EvalData(x, y, idx, test)
 
 
 def eval_data(view: View) -> EvalData:
-    return get_eval_data(view.model.info.name, view.model.info.img_size, view.model.info.in_chans)
+    """The session checkpoint's evaluation subset, preprocessed as its network expects."""
+    return _eval_data(view.path, _stamp(view.path))
 
 
 def predictions(path: str, forget: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -196,7 +198,7 @@ def predictions(path: str, forget: tuple[int, ...]) -> tuple[np.ndarray, np.ndar
 @st.cache_data(show_spinner=False, max_entries=512)
 def _predictions(path: str, stamp: float, forget: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     model = _load(path, stamp)
-    data = get_eval_data(model.info.name, model.info.img_size, model.info.in_chans)
+    data = _eval_data(path, stamp)
     with torch.inference_mode():
         device = next(model.parameters()).device
         probs = torch.cat([model(x.to(device), forget=list(forget) or None).softmax(1).cpu() for x in data.images.split(500)])
@@ -204,17 +206,20 @@ def _predictions(path: str, stamp: float, forget: tuple[int, ...]) -> tuple[np.n
 
 
 def attribution(path: str, x: np.ndarray, target: int, method: str,
-                forget: tuple[int, ...]) -> tuple[np.ndarray, dict]:
-    """One attribution map ``[H, W]`` and its insertion/deletion scores, cached per input and forget set."""
-    return _attribution(path, _stamp(path), x, target, method, tuple(forget))
+                forget: tuple[int, ...], layer: str | None = None) -> tuple[np.ndarray, dict]:
+    """One attribution map ``[H, W]`` and its insertion/deletion scores, cached per input, forget set and layer.
+
+    ``layer`` (Layer Grad-CAM only; None = :func:`wfexplain.explain.default_gradcam_layer`) is a module path.
+    """
+    return _attribution(path, _stamp(path), x, target, method, tuple(forget), layer)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def _attribution(path: str, stamp: float, x: np.ndarray, target: int, method: str,
-                 forget: tuple[int, ...]) -> tuple[np.ndarray, dict]:
+                 forget: tuple[int, ...], layer: str | None = None) -> tuple[np.ndarray, dict]:
     model = _load(path, stamp)
     xt, f = torch.from_numpy(x).to(next(model.parameters()).device), list(forget) or None
-    amap = explain.attribute(model, xt, target, method, forget=f)[0]
+    amap = explain.attribute(model, xt, target, method, forget=f, **({"layer": layer} if layer else {}))[0]
     return amap.cpu().numpy(), explain.insertion_deletion(model, xt, amap, target, forget=f)
 
 

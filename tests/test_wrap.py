@@ -1,0 +1,149 @@
+"""Bring your own classifier: automatic gate sites on torchvision and timm models, gated == baked, the probe."""
+
+import pytest
+import timm
+import torch
+import torchvision
+from torch import nn
+
+import wfexplain
+from wfexplain import bake, wrap
+from wfexplain.data import DatasetInfo
+from wfexplain.filtering import FilteredModel
+from wfexplain.gates import count_hooks
+from wfexplain.sites import GateSite
+
+NAMES = [f"c{i}" for i in range(5)]
+SIZE = 32
+
+ARCHS = {
+    "torchvision:resnet18": lambda: torchvision.models.resnet18(num_classes=5),
+    "torchvision:mobilenet_v3_small": lambda: torchvision.models.mobilenet_v3_small(num_classes=5),
+    "torchvision:efficientnet_b0": lambda: torchvision.models.efficientnet_b0(num_classes=5),
+    "torchvision:VisionTransformer": lambda: torchvision.models.VisionTransformer(
+        image_size=SIZE, patch_size=4, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=5),
+    "timm:resnet10t": lambda: timm.create_model("resnet10t", num_classes=5),
+    "timm:convnext_atto": lambda: timm.create_model("convnext_atto", num_classes=5),
+    "timm:mobilenetv3_small_050": lambda: timm.create_model("mobilenetv3_small_050", num_classes=5),
+    "timm:efficientnet_b0": lambda: timm.create_model("efficientnet_b0", num_classes=5),
+    "timm:vit_tiny_patch16_224": lambda: timm.create_model("vit_tiny_patch16_224", num_classes=5, img_size=SIZE,
+                                                           patch_size=4),
+    "timm:deit_tiny_distilled_patch16_224": lambda: timm.create_model(
+        "deit_tiny_distilled_patch16_224", num_classes=5, img_size=SIZE, patch_size=4, depth=2),
+    "timm:convnext_atto_ols": lambda: timm.create_model("convnext_atto_ols", num_classes=5, conv_mlp=False),
+}
+# Kinds each architecture must show (the fused and attention kinds are the point of the list).
+EXPECTED_KINDS = {
+    "torchvision:VisionTransformer": {"mha", "features"},
+    "timm:mobilenetv3_small_050": {"norm_act", "channels"},
+    "timm:efficientnet_b0": {"norm_act", "channels"},
+    "timm:vit_tiny_patch16_224": {"heads", "features"},
+    "timm:deit_tiny_distilled_patch16_224": {"heads", "features"},
+    "timm:convnext_atto_ols": {"channels", "features"},
+}
+
+
+def perturbed(net: nn.Module, seed: int = 0) -> nn.Module:
+    """Trained-looking statistics: random BN stats and affines, no zero-initialised residuals or heads."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.5)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) * 1.5 + 0.5)
+        for p in net.parameters():
+            if p.ndim == 1:
+                p.add_(torch.randn(p.shape, generator=g) * 0.3)
+            elif float(p.abs().max()) == 0.0:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return net.eval()
+
+
+def wrapped(name: str) -> wfexplain.FilteredModel:
+    torch.manual_seed(0)
+    model = wrap(perturbed(ARCHS[name]()), NAMES, input_size=(3, SIZE, SIZE), mean=(0.5,) * 3, std=(0.25,) * 3)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for a in model.alphas.values():
+            a.copy_(torch.rand(a.shape, generator=g))
+    return model
+
+
+@pytest.mark.parametrize("name", list(ARCHS))
+def test_gated_equals_baked_on_foreign_architectures(name):
+    model = wrapped(name)
+    assert EXPECTED_KINDS.get(name, {"channels"}) <= {s.kind for s in model.sites}
+    x = torch.randn(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    with torch.no_grad():
+        plain = model(x)
+        gated = model(x, forget=[1, 3])
+        baked_net = bake(model, [1, 3])
+        baked = baked_net(x)
+    assert (gated - plain).abs().max() > 1e-3 * plain.abs().max(), "the filter must change the output"
+    assert float((gated - baked).abs().max() / gated.abs().max()) < 1e-4
+    assert type(baked_net) is type(model.backbone) and set(baked_net.state_dict()) == set(before)
+    assert count_hooks(baked_net) == 0 and count_hooks(model.backbone) > 0
+    for k, v in model.backbone.state_dict().items():
+        assert torch.equal(v, before[k]), f"bake changed the shared network at {k}"
+
+
+@pytest.mark.parametrize("name", list(ARCHS))
+def test_the_classifier_head_is_never_gated(name):
+    model = wrapped(name)
+    assert model.heads
+    for site in model.sites:
+        for head in model.heads:
+            assert not (site.path == head or site.path.startswith(head + ".")), (site, head)
+    heads = [model.backbone.get_submodule(h) for h in model.heads]
+    assert any(isinstance(m, nn.Linear) and m.out_features == 5 for h in heads for m in h.modules())
+
+
+def test_distilled_heads_are_both_found():
+    model = wrapped("timm:deit_tiny_distilled_patch16_224")
+    assert set(model.heads) == {"head", "head_dist"}
+
+
+def test_probe_catches_a_gate_that_never_fires():
+    """nn.MultiheadAttention never calls out_proj as a module: a hook there would be a silent no-op."""
+    net = perturbed(ARCHS["torchvision:VisionTransformer"]())
+    site = GateSite("encoder.layers.encoder_layer_0.self_attention.out_proj", "features", 32)
+    with pytest.raises(ValueError, match=r"never applied .*self_attention\.out_proj"):
+        wrap(net, NAMES, input_size=(3, SIZE, SIZE), mean=(0.5,) * 3, std=(0.25,) * 3, sites=[site])
+
+
+def test_probe_catches_a_gate_after_the_fused_activation():
+    """Gating a timm BatchNormAct2d's output (after its activation) is not a change of weights."""
+    net = perturbed(ARCHS["timm:mobilenetv3_small_050"]())
+    site = GateSite("bn1", "channels", net.bn1.num_features)
+    with pytest.raises(ValueError, match=r"gated != baked at bn1 \(channels"):
+        wrap(net, NAMES, input_size=(3, SIZE, SIZE), mean=(0.5,) * 3, std=(0.25,) * 3, sites=[site])
+
+
+def test_sites_as_a_callable_and_head_override():
+    net = perturbed(ARCHS["timm:resnet10t"]())
+    model = wrap(net, NAMES, input_size=(3, SIZE, SIZE), mean=(0.5,) * 3, std=(0.25,) * 3,
+                 sites=lambda m: [GateSite("bn1", "channels", m.bn1.num_features)])
+    assert [s.path for s in model.sites] == ["bn1"]
+    with pytest.raises(ValueError, match="inside the classifier head"):
+        wrap(wfexplain.ungated_copy(net), NAMES, input_size=(3, SIZE, SIZE), mean=(0.5,) * 3, std=(0.25,) * 3, head="layer4",
+             sites=[GateSite("layer4.0.bn1", "channels", 512)])
+
+
+def test_a_foreign_module_is_not_accepted_as_a_builtin_backbone():
+    info = DatasetInfo("x", tuple(NAMES), 3, SIZE, (0.5,) * 3, (0.5,) * 3)
+    with pytest.raises(ValueError, match=r"is not wfexplain's 'cnn' backbone .*wfexplain\.wrap"):
+        FilteredModel("cnn", info, timm.create_model("resnet10t", num_classes=5))
+
+
+def test_wrong_output_size_is_refused():
+    with pytest.raises(ValueError, match=r"expected \(2, 4\) logits"):
+        wrap(perturbed(ARCHS["timm:resnet10t"]()), NAMES[:4], input_size=(3, SIZE, SIZE), mean=(0.5,) * 3,
+             std=(0.25,) * 3)
+
+
+def test_builtin_backbones_use_the_same_discovery():
+    for name in ("cnn", "resnet18", "vit"):
+        model = FilteredModel(name, DatasetInfo("x", tuple(NAMES), 1, 16, (0.5,), (0.5,)))
+        kinds = {s.kind for s in model.sites}
+        assert kinds == {"cnn": {"channels", "features"}, "resnet18": {"channels"}, "vit": {"heads", "features"}}[name]

@@ -1,0 +1,168 @@
+"""Bring your own classifier: wrap it, check its gates, unlearn, evaluate, save and load it.
+
+Weight filtering (Poppi et al., arXiv 2304.02049) needs only a frozen network and a set of gate
+sites whose gates equal a change of weights. :func:`wrap` finds the sites of any torchvision or
+timm classifier (:mod:`wfexplain.sites`) and *probes* them before anything is trained: every
+site's gate must change the output, and the gated network must equal the baked one; a site that
+fails is an error naming it, never a silent no-op. The other functions take any map-style
+dataset of ``(image tensor, label)`` and return dicts.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from .backbones import build_network, check_spec
+from .checkpoint import save_checkpoint
+from .data import DatasetInfo
+from .engine import Progress, StopFlag, UnlearnConfig, train_memory
+from .evaluation import evaluate as _evaluate
+from .filtering import FilteredModel, Sites, bake_gates
+from .gates import strip_hooks
+from .manifest import Manifest
+
+
+def wrap(module: nn.Module, class_names: Sequence[str], *, input_size: tuple[int, int, int],
+         mean: Sequence[float], std: Sequence[float], head: str | Sequence[str] | None = None, sites: Sites = "auto",
+         arch: str | None = None, arch_kwargs: dict | None = None, dataset: str = "custom") -> FilteredModel:
+    """A :class:`FilteredModel` over your own trained classifier (left in place, frozen, eval mode).
+
+    Args:
+        module: the classifier; its output must be ``[B, len(class_names)]`` logits.
+        class_names: one name per output.
+        input_size: ``(C, H, W)`` the network expects (square: H == W).
+        mean, std: per-channel normalisation of its inputs.
+        head: classifier head path(s), never gated (default: found automatically).
+        sites: ``"auto"``, a list of :class:`~wfexplain.sites.GateSite`, or ``callable(module) -> sites``.
+        arch: how to rebuild it (``timm:NAME``, ``torchvision:NAME``, ``package.module:factory``), needed to save.
+        arch_kwargs: keyword arguments of ``arch``.
+        dataset: a name for the data (recorded in checkpoints).
+
+    Raises:
+        ValueError: no head or no site found, a site that cannot be gated, or a probe failure (the site named).
+    """
+    c, h, w = input_size
+    if h != w:
+        raise ValueError(f"input_size must be square for now, got {input_size}")
+    if len(mean) != c or len(std) != c:
+        raise ValueError(f"mean and std need one value per input channel ({c}), got {len(mean)} and {len(std)}")
+    info = DatasetInfo(dataset, tuple(class_names), c, h, tuple(float(m) for m in mean), tuple(float(s) for s in std))
+    name = check_spec(arch) if arch else f"<{type(module).__name__}>"
+    heads = [head] if isinstance(head, str) else head
+    model = FilteredModel(name, info, module, sites=sites, heads=heads, arch_kwargs=arch_kwargs)
+    probe(model)
+    return model
+
+
+def ungated_copy(module: nn.Module) -> nn.Module:
+    """A deep copy of a network without the gates a :class:`FilteredModel` installed on it (ready to wrap again)."""
+    return strip_hooks(copy.deepcopy(module))
+
+
+@torch.no_grad()
+def probe(model: FilteredModel, tolerance: float = 1e-4) -> dict:
+    """Check every gate site: its gate is applied in a forward pass, and gated == baked (relative error < ``tolerance``).
+
+    Returns:
+        ``{"sites", "max_relative_error"}``.
+
+    Raises:
+        ValueError: the output is not ``[B, num_classes]``, or naming each site whose gate is never applied
+            or does not bake exactly.
+    """
+    g = torch.Generator().manual_seed(0)
+    device = next(model.backbone.parameters()).device
+    info = model.info
+    x = torch.randn(2, info.in_chans, info.img_size, info.img_size, generator=g).to(device)
+    base = model.run_gated(x, None)
+    if tuple(base.shape) != (2, model.num_classes):
+        raise ValueError(f"the network returns {tuple(base.shape)} for 2 inputs of {tuple(x.shape[1:])}; expected "
+                         f"(2, {model.num_classes}) logits (one per class name)")
+    ones = {s.path: torch.ones(1, s.size, device=device) for s in model.sites}
+    seen = _Recording(ones)
+    model.run_gated(x, seen)
+    dead = [s for s in model.sites if s.path not in seen.read]
+    if dead:
+        raise ValueError("gate site(s) whose gate is never applied (the hook never fires: the module is not called "
+                         "as a module, or not at all): " + ", ".join(f"{s.path} ({s.kind})" for s in dead)
+                         + "; pass sites= without them")
+    rand = {s.path: 0.3 + 0.7 * torch.rand(1, s.size, generator=g).to(device) for s in model.sites}
+
+    def error(gates: dict[str, torch.Tensor]) -> float:
+        gated = model.run_gated(x, gates)
+        baked = bake_gates(model, {k: v[0] for k, v in gates.items()}).to(device)(x)
+        return float((gated - baked).abs().max()) / (float(gated.abs().max()) + 1e-12)
+
+    worst = error(rand)
+    if worst > tolerance:
+        bad = [(s, e) for s in model.sites if (e := error({**ones, s.path: rand[s.path]})) > tolerance]
+        raise ValueError("gated != baked at " + (", ".join(f"{s.path} ({s.kind}, relative error {e:.1e})" for s, e in bad)
+                                                  or f"the sites together (relative error {worst:.1e})")
+                         + "; pass sites= without them")
+    return {"sites": len(model.sites), "max_relative_error": worst}
+
+
+class _Recording(dict):
+    """Gate values that remember which sites' hooks read them."""
+
+    def __init__(self, gates: dict):
+        super().__init__(gates)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+
+def unlearn(model: FilteredModel, train_dataset: Dataset, config: UnlearnConfig = UnlearnConfig(),
+            progress: Progress | None = None, should_stop: StopFlag | None = None, workers: int = 0) -> dict:
+    """Train the memory matrices of every class in one round, from the original network (all gates 1).
+
+    Returns:
+        ``{"steps", "seconds", "final", "cancelled"}`` (:func:`wfexplain.engine.train_memory`).
+    """
+    if config.max_set_size >= model.num_classes:
+        raise ValueError(f"max_set_size must be below the number of classes ({model.num_classes})")
+    with torch.no_grad():
+        for p in model.alphas.values():
+            p.fill_(1.0)
+    return train_memory(model, train_dataset, config, progress, should_stop, workers)
+
+
+def evaluate(model: FilteredModel, test_dataset: Dataset, limit: int | None = None, pairs: bool = False,
+             seed: int = 0, progress: Progress | None = None) -> dict:
+    """Forget and retain accuracy of every single-class filter (and pair): the report ``wfexplain evaluate`` prints."""
+    return _evaluate(model, test_dataset, limit=limit, pairs=pairs, seed=seed, progress=progress)
+
+
+def save(model: FilteredModel, directory: str | os.PathLike, arch: str | None = None, arch_kwargs: dict | None = None,
+         overwrite: bool = False, data_dir: str | os.PathLike | None = None, **fields) -> Manifest:
+    """Write a checkpoint that :func:`wfexplain.load` rebuilds: ``arch`` says how (default: the model's own).
+
+    The architecture is built once here and compared with the model (names and shapes of every
+    tensor), so a checkpoint that cannot be loaded back is never written.
+    """
+    spec = arch or model.backbone_name
+    kwargs = dict(arch_kwargs if arch_kwargs is not None else model.arch_kwargs)
+    try:
+        check_spec(spec)
+    except ValueError:
+        raise ValueError(f"say how to rebuild this {type(model.backbone).__name__}: wfexplain.save(model, dir, "
+                         "arch='timm:NAME' | 'torchvision:NAME' | 'package.module:factory')") from None
+    info = model.info
+    ref = build_network(spec, info.num_classes, info.in_chans, info.img_size, kwargs, trust=True).state_dict()
+    got = model.backbone.state_dict()
+    diff = sorted(set(ref) ^ set(got)) + [k for k in ref if k in got and ref[k].shape != got[k].shape]
+    if diff:
+        raise ValueError(f"{spec} does not rebuild this network (tensors differ at {', '.join(diff[:4])}): "
+                         "pass the arch_kwargs it was created with, or a package.module:factory that builds it")
+    model.backbone_name, model.arch_kwargs = spec, kwargs
+    data = str(Path(data_dir).resolve()) if data_dir is not None else fields.pop("data_dir", None)
+    return save_checkpoint(model, directory, {**fields, "data_dir": data}, overwrite=overwrite)

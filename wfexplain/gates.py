@@ -1,0 +1,157 @@
+"""How a gate acts on each kind of site, on the activation side (hooks) and on the weight side (baking).
+
+The two sides are exact equivalents (Poppi et al., arXiv 2304.02049: a filter is a change of
+weights): scaling a normalisation's or a layer's output channels equals scaling its weight rows
+and bias; scaling an attention head's output equals scaling its column block of the output
+projection. Hooks read the gate values of the call in progress from a context variable, so one
+network serves many threads, each with its own forget set. Every hook installed here is marked,
+so that a copy of a gated network can be stripped of them (:func:`strip_hooks`).
+"""
+
+from __future__ import annotations
+
+import contextvars
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .sites import GateSite
+
+# Gate values of the call in progress in this thread/context: {site path: [B or 1, K]}.
+ACTIVE: contextvars.ContextVar[dict[str, torch.Tensor] | None] = contextvars.ContextVar("wfexplain_gates", default=None)
+_MARK = "_wfexplain_gate"
+
+
+def _expand(gate: torch.Tensor, site: GateSite, ndim: int) -> torch.Tensor:
+    """Reshape ``gate [B, K]`` so it broadcasts over an activation of ``ndim`` dims along the site's dim."""
+    if site.kind in ("heads", "mha"):
+        gate = gate.repeat_interleave(site.head_dim, dim=1)
+    shape = [gate.shape[0]] + [1] * (ndim - 1)
+    shape[site.dim] = gate.shape[1]
+    return gate.view(shape)
+
+
+def _mark(fn):
+    setattr(fn, _MARK, True)
+    return fn
+
+
+def _output_hook(site: GateSite):
+    def hook(module, inputs, output):
+        gates = ACTIVE.get()
+        return None if gates is None else output * _expand(gates[site.path], site, output.ndim)
+
+    return _mark(hook)
+
+
+def _input_hook(site: GateSite):
+    def hook(module, inputs):
+        gates = ACTIVE.get()
+        if gates is None:
+            return None
+        x = inputs[0]
+        return (x * _expand(gates[site.path], site, x.ndim), *inputs[1:])
+
+    return _mark(hook)
+
+
+def _mha_hook(site: GateSite):
+    """nn.MultiheadAttention calls its out_proj functionally: recompute the attention with gated heads."""
+
+    def hook(module: nn.MultiheadAttention, args, kwargs, output):
+        gates = ACTIVE.get()
+        if gates is None:
+            return None
+        a = mha_call(args, kwargs)
+        out = _gated_mha(module, a["query"], a["key"], a["value"], gates[site.path],
+                         a.get("key_padding_mask"), a.get("attn_mask"))
+        return (out, output[1]) if isinstance(output, tuple) else out
+
+    return _mark(hook)
+
+
+def mha_heads(m: nn.MultiheadAttention, q, k, v, key_padding_mask=None, attn_mask=None) -> torch.Tensor:
+    """Each head's attention output ``[B, H, L, head_dim]`` (what ``out_proj`` mixes), computed as the module does."""
+    if not m.batch_first:
+        q, k, v = (t.transpose(0, 1) for t in (q, k, v))
+    b, length, _ = q.shape
+    h, d = m.num_heads, m.head_dim
+    w = m.in_proj_weight.chunk(3)
+    bias = m.in_proj_bias.chunk(3) if m.in_proj_bias is not None else (None,) * 3
+    qh, kh, vh = (F.linear(t, wi, bi).view(b, -1, h, d).transpose(1, 2) for t, wi, bi in zip((q, k, v), w, bias, strict=True))
+    mask = None
+    if attn_mask is not None:
+        mask = attn_mask if attn_mask.dtype != torch.bool else torch.zeros_like(attn_mask, dtype=q.dtype).masked_fill(
+            attn_mask, float("-inf"))
+        mask = mask.view(b, h, length, -1) if mask.ndim == 3 else mask
+    if key_padding_mask is not None:
+        pad = torch.zeros(key_padding_mask.shape, dtype=q.dtype, device=q.device).masked_fill(
+            key_padding_mask.bool(), float("-inf"))[:, None, None, :]
+        mask = pad if mask is None else mask + pad
+    return F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask)  # [B, H, L, d]
+
+
+def _gated_mha(m: nn.MultiheadAttention, q, k, v, gate, key_padding_mask=None, attn_mask=None) -> torch.Tensor:
+    heads = mha_heads(m, q, k, v, key_padding_mask, attn_mask)
+    b, _, length, _ = heads.shape
+    heads = heads * gate.to(heads.dtype)[:, :, None, None]
+    out = m.out_proj(heads.transpose(1, 2).reshape(b, length, m.embed_dim))
+    return out if m.batch_first else out.transpose(0, 1)
+
+
+def mha_call(args, kwargs) -> dict:
+    """The arguments of an ``nn.MultiheadAttention`` call, by name."""
+    names = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask")
+    return dict(zip(names, args, strict=False)) | kwargs
+
+
+def install(backbone: nn.Module, sites: list[GateSite]) -> None:
+    """Install the hooks of every site on ``backbone`` (once, for the network's lifetime)."""
+    modules = dict(backbone.named_modules())
+    for site in sites:
+        m = modules[site.path]
+        if site.kind == "heads":
+            m.register_forward_pre_hook(_input_hook(site))
+        elif site.kind == "norm_act":  # between the normalisation and the activation (timm BatchNormAct2d)
+            m.drop.register_forward_pre_hook(_input_hook(site))
+        elif site.kind == "mha":
+            m.register_forward_hook(_mha_hook(site), with_kwargs=True)
+        else:
+            m.register_forward_hook(_output_hook(site))
+
+
+def strip_hooks(module: nn.Module) -> nn.Module:
+    """Remove every gate hook from ``module`` and its children (e.g. on a deep copy); returns it."""
+    for m in module.modules():
+        for store in (m._forward_hooks, m._forward_pre_hooks):
+            for key in [k for k, fn in store.items() if getattr(fn, _MARK, False)]:
+                del store[key]
+                m._forward_hooks_with_kwargs.pop(key, None)
+                m._forward_hooks_always_called.pop(key, None)
+                m._forward_pre_hooks_with_kwargs.pop(key, None)
+    return module
+
+
+def count_hooks(module: nn.Module) -> int:
+    """Gate hooks installed on ``module`` and its children."""
+    return sum(getattr(fn, _MARK, False) for m in module.modules() for fn in (*m._forward_hooks.values(),
+                                                                             *m._forward_pre_hooks.values()))
+
+
+@torch.no_grad()
+def bake_into(backbone: nn.Module, sites: list[GateSite], gates: dict[str, torch.Tensor]) -> nn.Module:
+    """Scale the weights of ``backbone`` in place so that it computes what the gated network computes."""
+    modules = dict(backbone.named_modules())
+    for site in sites:
+        m = modules[site.path]
+        g = gates[site.path].to(device="cpu", dtype=torch.float32)
+        if site.kind in ("heads", "mha"):
+            proj = m.out_proj if site.kind == "mha" else m
+            proj.weight.mul_(g.repeat_interleave(site.head_dim).to(proj.weight)[None, :])
+            continue
+        g = g.to(m.weight)
+        m.weight.mul_(g.view(-1, *[1] * (m.weight.ndim - 1)))  # weight rows (or the affine scale)
+        if getattr(m, "bias", None) is not None:
+            m.bias.mul_(g)
+    return backbone

@@ -1,0 +1,218 @@
+"""Gate sites: the components of a classifier that the memory matrices switch off, found automatically.
+
+Weight filtering (Poppi et al., arXiv 2304.02049) multiplies the output of chosen components by a
+learned gate per class. A gate is useful only where it equals a change of weights, so that a
+forget set can be *baked* into a plain copy of the network. :func:`discover_sites` walks any
+torchvision or timm classifier (modules in registration order) and returns such sites:
+
+- ``"channels"``: output channels (dim 1) of a normalisation that follows a convolution
+  (BatchNorm, GroupNorm, timm ``LayerNorm2d``), and the hidden 1×1 convolution of a
+  squeeze-excitation block; baked into the weight rows and bias;
+- ``"features"``: output features (last dim) of a hidden Linear (every Linear of a block but its
+  last one, so MLP ``fc1`` but not the residual write ``fc2``), and of a ``LayerNorm`` over the
+  channels of a channels-last convolution (ConvNeXt); baked into the weight rows and bias;
+- ``"norm_act"``: timm's fused ``BatchNormAct2d``/``GroupNormAct``, gated between the
+  normalisation and the activation (a pre-hook on its ``drop``); baked into its affine;
+- ``"heads"``: the attention heads of a timm ``Attention`` (a pre-hook on ``proj``); baked into
+  ``proj``'s column blocks;
+- ``"mha"``: the heads of ``nn.MultiheadAttention`` (which never calls ``out_proj`` as a module, so
+  the gated attention is recomputed in a hook); baked into ``out_proj``'s column blocks.
+
+The classifier head(s) (:func:`find_heads`) are never gated. Anything else is left alone and
+listed by :func:`skipped`; the probe in :func:`wfexplain.wrap` checks every site.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torch import nn
+
+KINDS = ("channels", "features", "norm_act", "heads", "mha")
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_HEAD_NAMES = ("fc", "classifier", "heads", "head", "head_dist", "last_linear")
+
+
+@dataclass(frozen=True)
+class GateSite:
+    """One gated layer: ``size`` components of the module at ``path``."""
+
+    path: str  # dotted module path inside the backbone
+    kind: str  # one of KINDS
+    size: int  # number of components K
+    head_dim: int = 1  # features per component ("heads", "mha")
+
+    @property
+    def dim(self) -> int:
+        """The activation dimension the gate scales (1: channels of NC..., -1: last)."""
+        return 1 if self.kind in ("channels", "norm_act") else -1
+
+    def to_json(self) -> dict:
+        return {"path": self.path, "kind": self.kind, "size": self.size, "head_dim": self.head_dim}
+
+
+def _is_layernorm2d(m: nn.Module) -> bool:
+    return type(m).__name__ == "LayerNorm2d" and isinstance(m, nn.LayerNorm)  # timm: normalises dim 1
+
+
+def _is_norm_act(m: nn.Module) -> bool:
+    return isinstance(m, _NORMS) and hasattr(m, "act") and hasattr(m, "drop")  # timm BatchNormAct2d, GroupNormAct
+
+
+def _is_timm_attention(m: nn.Module) -> bool:
+    return all(hasattr(m, a) for a in ("qkv", "proj", "num_heads", "head_dim")) and isinstance(m.proj, nn.Linear)
+
+
+def _affine(m: nn.Module) -> bool:
+    return isinstance(getattr(m, "weight", None), nn.Parameter)
+
+
+def _channels(m: nn.Module) -> int:
+    if isinstance(m, nn.GroupNorm):
+        return m.num_channels
+    if isinstance(m, nn.LayerNorm):
+        return m.normalized_shape[-1]
+    return m.num_features
+
+
+def find_heads(model: nn.Module) -> list[str]:
+    """Paths of the classifier head(s): timm's ``get_classifier()`` (and a distilled head), else the usual names."""
+    paths = {id(m): n for n, m in model.named_modules() if n}
+    heads: list[str] = []
+    getter = getattr(model, "get_classifier", None)
+    if callable(getter):
+        try:
+            found = getter()
+        except (TypeError, AttributeError):
+            found = None
+        for m in found if isinstance(found, tuple) else (found,):
+            if isinstance(m, nn.Module) and id(m) in paths:
+                heads.append(paths[id(m)])
+    for name in _HEAD_NAMES:
+        m = getattr(model, name, None)
+        if isinstance(m, nn.Module) and not isinstance(m, nn.Identity) and name not in heads \
+                and not any(name.startswith(h + ".") or h.startswith(name + ".") for h in heads):
+            if name == "head" and heads and any(h.startswith("head.") for h in heads):
+                continue  # timm's head module whose classifier is head.fc
+            heads.append(name)
+    return heads
+
+
+def _under(path: str, roots: Sequence[str]) -> bool:
+    return any(path == r or path.startswith(r + ".") for r in roots)
+
+
+def _is_1x1(m: nn.Module) -> bool:
+    return isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1
+
+
+def discover_sites(model: nn.Module, heads: Sequence[str]) -> list[GateSite]:
+    """The gate sites of ``model`` (see the module docstring); nothing under ``heads`` is ever gated."""
+    return _walk(model, heads)[0]
+
+
+def skipped(model: nn.Module, heads: Sequence[str]) -> list[tuple[str, str]]:
+    """``(path, reason)`` of layers that look gateable but are left alone."""
+    return _walk(model, heads)[1]
+
+
+def _walk(model: nn.Module, heads: Sequence[str]) -> tuple[list[GateSite], list[tuple[str, str]]]:
+    sites: list[GateSite] = []
+    left: list[tuple[str, str]] = []
+    children = {n: list(m.named_children()) for n, m in model.named_modules()}
+    done: set[str] = set()  # subtrees already handled (attention modules)
+    prev_leaf: tuple[str, nn.Module] | None = None
+    gated_convs: set[str] = set()
+    for path, m in model.named_modules():
+        if not path or _under(path, heads) or _under(path, list(done)):
+            continue
+        if isinstance(m, nn.MultiheadAttention):
+            done.add(path)
+            if m.bias_k is not None or m.add_zero_attn or not m._qkv_same_embed_dim:
+                left.append((path, "MultiheadAttention with bias_k/add_zero_attn/kdim is not supported"))
+            else:
+                sites.append(GateSite(path, "mha", m.num_heads, m.head_dim))
+            continue
+        if _is_timm_attention(m):
+            done.add(path)
+            extra = [a for a in ("norm", "gate") if getattr(m, a, None) is not None
+                     and not isinstance(getattr(m, a), nn.Identity)]
+            if extra:
+                left.append((path, f"attention with {'/'.join(extra)} before its projection"))
+            else:
+                sites.append(GateSite(f"{path}.proj", "heads", m.num_heads, m.head_dim))
+            continue
+        if isinstance(m, (*_NORMS, nn.LayerNorm)):  # timm's fused norm+act layers are _NORMS too
+            after_conv = prev_leaf is not None and isinstance(prev_leaf[1], _CONVS) \
+                and prev_leaf[1].out_channels == _channels(m)
+            if after_conv and prev_leaf[0] not in gated_convs:
+                if not _affine(m):
+                    left.append((path, "normalisation without affine parameters"))
+                elif _is_norm_act(m):
+                    sites.append(GateSite(path, "norm_act", _channels(m)))
+                elif isinstance(m, _NORMS) or _is_layernorm2d(m):
+                    sites.append(GateSite(path, "channels", _channels(m)))
+                else:  # a LayerNorm over a channels-last conv output
+                    sites.append(GateSite(path, "features", _channels(m)))
+            prev_leaf = (path, m)
+            if _is_norm_act(m):
+                done.add(path)
+            continue
+        if not children[path]:
+            parent = path.rpartition(".")[0]
+            siblings = children[parent]
+            if isinstance(m, nn.Linear):
+                linears = [n for n, c in siblings if isinstance(c, nn.Linear)]
+                name = path.rpartition(".")[2]
+                if linears and name != linears[-1] and m.out_features > 1:
+                    sites.append(GateSite(path, "features", m.out_features))
+            elif _is_1x1(m) and m.bias is not None:
+                convs = [n for n, c in siblings if isinstance(c, _CONVS)]
+                no_norm = not any(isinstance(c, (*_NORMS, nn.LayerNorm)) for _, c in siblings)
+                if len(convs) == 2 and all(_is_1x1(c) for n, c in siblings if n in convs) and no_norm \
+                        and path.rpartition(".")[2] == convs[0]:  # squeeze-excitation: its hidden layer
+                    sites.append(GateSite(path, "channels", m.out_channels))
+                    gated_convs.add(path)
+            prev_leaf = (path, m)
+    return sites, left
+
+
+def check_sites(model: nn.Module, sites: Sequence[GateSite], heads: Sequence[str]) -> None:
+    """Raise ValueError naming the first site that cannot be gated as its kind says."""
+    modules = dict(model.named_modules())
+    seen = set()
+    for s in sites:
+        where = f"gate site {s.path!r} ({s.kind})"
+        if s.kind not in KINDS:
+            raise ValueError(f"{where}: unknown kind; choose one of {', '.join(KINDS)}")
+        if s.path in seen:
+            raise ValueError(f"{where}: listed twice")
+        seen.add(s.path)
+        if s.path not in modules:
+            raise ValueError(f"{where}: no such module in the network")
+        if _under(s.path, heads) or (s.kind == "heads" and _under(s.path.rpartition(".")[0], heads)):
+            raise ValueError(f"{where}: inside the classifier head {', '.join(heads)}, which is never gated")
+        m = modules[s.path]
+        ok = {"channels": isinstance(m, (*_CONVS, *_NORMS)) or _is_layernorm2d(m),
+              "features": isinstance(m, nn.Linear | nn.LayerNorm),
+              "norm_act": _is_norm_act(m),
+              "heads": isinstance(m, nn.Linear),
+              "mha": isinstance(m, nn.MultiheadAttention)}[s.kind]
+        if not ok:
+            raise ValueError(f"{where}: a {type(m).__name__} cannot be gated as {s.kind!r}")
+        if s.kind in ("channels", "features", "norm_act") and not _affine(m):
+            raise ValueError(f"{where}: {type(m).__name__} has no weight to bake the gate into")
+        if (size := _size(m, s)) != s.size:
+            raise ValueError(f"{where}: the module has {size} components, the site says {s.size}")
+
+
+def _size(m: nn.Module, s: GateSite) -> int:
+    if s.kind == "heads":
+        return m.in_features // s.head_dim
+    if s.kind == "mha":
+        return m.num_heads
+    if isinstance(m, _CONVS):
+        return m.out_channels
+    return m.out_features if isinstance(m, nn.Linear) else _channels(m)
