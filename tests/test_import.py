@@ -74,7 +74,7 @@ def imported(tmp_path_factory):
     ckpt = root / "ck"
     argv = ["import", "--arch", "timm:resnet10t", "--weights", str(weights), "--dataset", "imagefolder",
             "--data-dir", str(data), "--img-size", "32", "--in-chans", "3", "--mean", *map(str, MEAN),
-            "--std", *map(str, STD), "--out", str(ckpt)]
+            "--std", *map(str, STD), "--out", str(ckpt), "--retrain-config", '{"epochs": 4, "batch_size": 16}']
     assert main(argv) == 0
     return {"root": root, "data": data, "ckpt": ckpt, "acc": acc, "net": net}
 
@@ -161,3 +161,51 @@ def test_python_api_on_any_map_style_dataset(imported):
     with pytest.raises(ValueError, match="does not rebuild this network"):
         wfexplain.save(unnamed, imported["root"] / "wrong-arch", arch="timm:resnet18")
     assert not (imported["root"] / "no-arch").exists() and not (imported["root"] / "wrong-arch").exists()
+
+
+def test_dashboard_data_directory_when_the_recorded_one_moved(imported, monkeypatch, tmp_path):
+    """The recorded data directory is gone: a friendly error, then the sidebar picks one the server offers."""
+    import shutil
+
+    moved = tmp_path / "offered" / "colours"
+    shutil.copytree(imported["data"], moved)
+    ck = tmp_path / "cks" / "moved"
+    argv = ["import", "--arch", "timm:resnet10t", "--weights", str(imported["root"] / "resnet10t.safetensors"),
+            "--dataset", "imagefolder", "--data-dir", str(tmp_path / "gone"), "--img-size", "32", "--mean",
+            *map(str, MEAN), "--std", *map(str, STD), "--out", str(ck)]
+    shutil.copytree(imported["data"], tmp_path / "gone")
+    assert main(argv) == 0
+    shutil.rmtree(tmp_path / "gone")
+    monkeypatch.setenv("WFEXPLAIN_CHECKPOINT_DIRS", str(ck))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.query_params["ckpt"] = "cks/moved"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    (err,) = [e.value for e in at.error]
+    assert "cannot be read" in err and str(tmp_path) not in err and "WFEXPLAIN_DATA_DIRS" in err
+    monkeypatch.setenv("WFEXPLAIN_DATA_DIRS", str(tmp_path / "offered"))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.query_params["ckpt"] = "cks/moved"
+    at.run()
+    (pick,) = [s for s in at.selectbox if s.label == "Test data"]
+    pick.select("offered/colours").run()
+    assert not at.exception and not at.error, [e.value for e in (*at.exception, *at.error)]
+    assert any(m.label.startswith("Forget accuracy") for m in at.metric)
+
+
+def test_benchmark_and_export_work_on_an_imported_model(imported, tmp_path, capsys):
+    """Retrain rebuilds the same architecture (timm resnet10t) and trains it with the recorded recipe."""
+    ck = tmp_path / "bench-ck"
+    assert main(["unlearn", "--checkpoint", str(imported["ckpt"]), "--out", str(ck), "--steps", "30",
+                 "--batch-size", "16", "--lr", "0.05", "--eval-limit", "30"]) == 0
+    assert main(["benchmark", "--checkpoint", str(ck), "--forget", "1", "--seeds", "1", "--methods", "wf", "finetune",
+                 "--train-limit", "30", "--wf-round", "checkpoint", "--json"]) == 0
+    bench = json.loads(capsys.readouterr().out)
+    assert bench["backbone"] == "timm:resnet10t"
+    assert bench["methods"]["retrain"]["forget_accuracy_test"]["mean"] == 0.0  # never saw class 1
+    oracle = wfexplain.load(ck / "retrain" / "forget-1-seed0")
+    assert type(oracle.backbone).__name__ == type(imported["net"]).__name__
+    out = tmp_path / "exp"
+    assert main(["export", "--checkpoint", str(ck), "--out", str(out), "--forget", "1", "--no-metrics",
+                 "--formats", "png"]) == 0
+    assert (out / "baked_forget_1.safetensors").is_file() and (out / "memory_heatmaps.png").is_file()

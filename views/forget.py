@@ -19,8 +19,8 @@ st.title("Forget")
 start = time.perf_counter()
 data = eval_data(view)
 y = data.targets.numpy()
-orig_pred, _ = predictions(view.path, ())
-filt_pred, filt_prob = predictions(view.path, forget)
+orig_pred, _ = predictions(view, ())
+filt_pred, filt_prob = predictions(view, forget)
 elapsed = time.perf_counter() - start
 
 targets, p0, p1 = torch.as_tensor(y), torch.as_tensor(orig_pred), torch.as_tensor(filt_pred)

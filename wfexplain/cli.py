@@ -261,12 +261,17 @@ def cmd_import(args) -> int:
         values = getattr(args, option)
         if values is not None and args.in_chans is not None and len(values) != args.in_chans:
             raise UsageError(f"--{option}", f"needs one value per channel (--in-chans {args.in_chans}), got {len(values)}")
+    try:
+        TrainConfig(**args.retrain_config)
+    except (TypeError, ValueError) as e:
+        raise UsageError("--retrain-config", str(e)) from None
     check_target(args.out, args.force)
     log(f"importing {args.arch} from {args.weights} on {args.dataset}")
     result = import_checkpoint(args.arch, args.weights, args.dataset, args.out, data_dir=args.data_dir,
                                arch_kwargs=args.arch_kwargs, img_size=args.img_size, in_chans=args.in_chans,
                                mean=args.mean, std=args.std, head=args.head, overwrite=args.force,
-                               device=args.device, workers=args.workers)
+                               retrain_config=TrainConfig(**args.retrain_config), device=args.device,
+                               workers=args.workers)
     log(f"{result['sites']} gate sites found and probed; test accuracy {result['accuracy']:.4f}; saved {args.out}")
     log(f"next: wfexplain unlearn --checkpoint {args.out}")
     return 0
@@ -392,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mean", type=float, nargs="+", help="per-channel normalisation mean (default: the dataset's)")
     p.add_argument("--std", type=ranged(float, 0, open_lo=True), nargs="+", help="per-channel std (default: the dataset's)")
     p.add_argument("--head", nargs="+", help="classifier head module path(s) (default: found automatically)")
+    p.add_argument("--retrain-config", type=_json_object, default={},
+                   help="JSON TrainConfig fields of the recipe the benchmark's Retrain oracle uses (default: TrainConfig)")
     p.add_argument("--out", required=True, help="checkpoint directory to create")
     p.add_argument("--force", action="store_true", help="replace an existing --out, whole")
     _add_data_args(p)

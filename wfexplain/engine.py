@@ -137,6 +137,8 @@ def train_classifier(model: nn.Module, train: Dataset, cfg: TrainConfig, progres
     g = torch.Generator().manual_seed(cfg.seed + 1 + dist.rank())
     device = next(model.parameters()).device
     loader = _loader(train, cfg.batch_size, cfg.seed, workers)
+    if len(loader) == 0:
+        raise ValueError(f"training needs at least batch_size={cfg.batch_size} images, got {len(train)}")
     total = cfg.epochs * len(loader)
     net = _wrap(model, device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -40,6 +40,7 @@ class View:
     name: str  # its catalogue id, shown in the UI and in ?ckpt= (see checkpoint_catalogue)
     model: FilteredModel  # shared; never mutate
     forget: tuple[int, ...]  # the session's forget set (class indices)
+    data: str | None = None  # id of the session's test-data directory (data_choices); None: the recorded one
 
     @property
     def forget_names(self) -> list[str]:
@@ -177,28 +178,50 @@ def get_model(path: str) -> FilteredModel:
     return _load(path, _stamp(path))
 
 
+def data_choices() -> dict[str, Path]:
+    """Test-data directories a session may pick (id -> path): each ``$WFEXPLAIN_DATA_DIRS`` entry and its sub-folders."""
+    out: dict[str, Path] = {}
+    for root in (Path(os.path.abspath(os.path.expanduser(p)))
+                 for p in os.environ.get("WFEXPLAIN_DATA_DIRS", "").split(os.pathsep) if p.strip()):
+        if root.is_dir():
+            for d in [root, *sorted(c for c in root.iterdir() if c.is_dir() and not c.name.startswith("."))]:
+                out.setdefault(root.name if d == root else f"{root.name}/{d.name}", d)
+    return out
+
+
 @st.cache_resource(show_spinner="Loading test images…", max_entries=8)
-def _eval_data(path: str, stamp: float, limit: int = EVAL_LIMIT) -> EvalData:
-    test = checkpoint_split(_load(path, stamp).manifest, "test")
+def _eval_data(path: str, stamp: float, data: str | None, limit: int = EVAL_LIMIT) -> EvalData:
+    root = data_choices()[data] if data is not None else None
+    test = checkpoint_split(_load(path, stamp).manifest, "test", root)
     idx = stratified_subset(test.targets, limit, seed=0)
     x, y = next(iter(DataLoader(Subset(test, idx.tolist()), batch_size=len(idx))))
     return EvalData(x, y, idx, test)
 
 
 def eval_data(view: View) -> EvalData:
-    """The session checkpoint's evaluation subset, preprocessed as its network expects."""
-    return _eval_data(view.path, _stamp(view.path))
+    """The session checkpoint's evaluation subset, preprocessed as its network expects.
+
+    If the test data cannot be read, the page shows why (no server path) and stops.
+    """
+    try:
+        return _eval_data(view.path, _stamp(view.path), view.data)
+    except (OSError, ValueError) as e:  # DatasetError is an OSError
+        st.error(f"The test data of `{view.name}` cannot be read: {escape_markdown(public_text(str(e)), 400)}"
+                 + (" Choose its directory under **Test data** in the sidebar." if data_choices() else
+                    " The server can offer data directories with WFEXPLAIN_DATA_DIRS."))
+        st.stop()
 
 
-def predictions(path: str, forget: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+def predictions(view: View, forget: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """(predicted labels, softmax probabilities) on the evaluation subset under a forget set."""
-    return _predictions(path, _stamp(path), tuple(forget))
+    eval_data(view)  # a readable test split, or the page says why
+    return _predictions(view.path, _stamp(view.path), view.data, tuple(forget))
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
-def _predictions(path: str, stamp: float, forget: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+def _predictions(path: str, stamp: float, data: str | None, forget: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     model = _load(path, stamp)
-    data = _eval_data(path, stamp)
+    data = _eval_data(path, stamp, data)
     with torch.inference_mode():
         device = next(model.parameters()).device
         probs = torch.cat([model(x.to(device), forget=list(forget) or None).softmax(1).cpu() for x in data.images.split(500)])
@@ -267,7 +290,7 @@ def single_class_report(view: View) -> dict:
     """An :func:`wfexplain.evaluation.evaluate`-shaped report on the evaluation subset, from cached predictions."""
     y = eval_data(view).targets
     n = view.model.num_classes
-    original = torch.as_tensor(predictions(view.path, ())[0])
-    rows = [per_class_accuracy(torch.as_tensor(predictions(view.path, (c,))[0]), y, n) for c in range(n)]
+    original = torch.as_tensor(predictions(view, ())[0])
+    rows = [per_class_accuracy(torch.as_tensor(predictions(view, (c,))[0]), y, n) for c in range(n)]
     return {"num_images": len(y), "original_per_class": per_class_accuracy(original, y, n),
             "original_accuracy": accuracy(original, y), "forget_matrix": rows}

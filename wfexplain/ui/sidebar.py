@@ -12,12 +12,21 @@ import re
 
 import streamlit as st
 
-from .resources import DEFAULT_CHECKPOINT, View, checkpoint_catalogue, escape_markdown, get_model, public_text
+from .resources import (
+    DEFAULT_CHECKPOINT,
+    View,
+    checkpoint_catalogue,
+    data_choices,
+    escape_markdown,
+    get_model,
+    public_text,
+)
 
 MAX_PARAM_CHARS = 2_000  # a longer ?forget= is ignored whole
 MAX_FORGET_ENTRIES = 500  # entries read from ?forget=; the rest are ignored
 _INDEX = re.compile(r"[0-9]{1,6}")  # ASCII decimal only: '²'.isdigit() is True, int('²') fails
 PICK = "checkpoint_pick"  # the picker's session-state key
+RECORDED = "as recorded in the checkpoint"
 _ID_SHAPED = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
 
 
@@ -76,6 +85,18 @@ def _try_load(ckpt_id: str, catalogue: dict):
         text = public_text(f"{type(e).__name__}: {e}", {str(path): ckpt_id})
         st.error(f"`{ckpt_id}` could not be loaded: {escape_markdown(text, 300)}")
         return None
+
+
+def _pick_data() -> str | None:
+    """The session's test-data directory: the checkpoint's recorded one, or one the server offers."""
+    choices = data_choices()
+    if not choices:
+        return None
+    options = [RECORDED, *choices]
+    pick = st.selectbox("Test data", options, key="data_choice",
+                        help="The checkpoint's recorded data directory, or one of those this server offers "
+                             "(WFEXPLAIN_DATA_DIRS)")
+    return None if pick == RECORDED else pick
 
 
 def _model_card(view: View) -> None:
@@ -142,7 +163,7 @@ def render_sidebar() -> View:
         chosen = st.multiselect("Forget classes", names, key="forget_classes",
                                 help="Any subset: the product of their filters is applied live")
         forget = tuple(sorted(names.index(c) for c in chosen))
-        view = View(str(catalogue[wanted]), wanted, model, forget)
+        view = View(str(catalogue[wanted]), wanted, model, forget, _pick_data())
         _model_card(view)
     st.session_state["_view"] = view
     st.query_params["ckpt"] = wanted
