@@ -23,13 +23,13 @@ from wfexplain.data import (
     ImageFolderImages,
     MixedModesWarning,
     TensorImages,
-    _load_cifar10,
     build_transform,
     fingerprint,
     list_datasets,
     load_dataset,
     stratified_subset,
 )
+from wfexplain.data.cifar import _load_cifar10
 
 HAVE_FASHION = Path(FASHION_MNIST_DIR, "train-images-idx3-ubyte.gz").is_file()
 needs_fashion = pytest.mark.skipif(not HAVE_FASHION, reason="Debian package dataset-fashion-mnist not installed")

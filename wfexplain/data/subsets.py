@@ -1,0 +1,47 @@
+"""Seeded, class-stratified subsets and content fingerprints of dataset splits."""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from torch.utils.data import Dataset
+
+from .base import TensorImages
+
+
+def fingerprint(ds: Dataset) -> str:
+    """A short content hash of a dataset split (labels and, where cheap, pixels)."""
+    h = hashlib.sha256()
+    h.update(ds.targets.numpy().tobytes())
+    if isinstance(ds, TensorImages):
+        h.update(ds.images.numpy().tobytes())
+    else:
+        for path, _ in ds.samples:
+            h.update(str(path.relative_to(path.parent.parent)).encode())
+    return h.hexdigest()[:16]
+
+
+def stratified_subset(targets: torch.Tensor, limit: int | None, seed: int = 0) -> torch.Tensor:
+    """Indices of a seeded, class-stratified subset of ``limit`` samples (all if None)."""
+    n = len(targets)
+    if limit is None or limit >= n:
+        return torch.arange(n)
+    g = torch.Generator().manual_seed(seed)
+    classes = targets.unique()
+    per_class = [torch.nonzero(targets == c).flatten() for c in classes]
+    counts = torch.tensor([len(p) for p in per_class], dtype=torch.float)
+    quota = counts / n * limit
+    if limit < len(classes):  # cannot cover every class: one each from the largest
+        take = torch.zeros(len(classes), dtype=torch.long)
+        take[torch.argsort(counts, descending=True)[:limit]] = 1
+    else:  # proportional, at least one per class, then exact total by largest deviation
+        take = quota.floor().long().clamp(min=1)
+        while take.sum() > limit:
+            over = torch.where(take > 1, take - quota, torch.tensor(-float("inf")))
+            take[over.argmax()] -= 1
+        while take.sum() < limit:
+            under = torch.where(take < counts, quota - take, torch.tensor(-float("inf")))
+            take[under.argmax()] += 1
+    chosen = [p[torch.randperm(len(p), generator=g)[: int(k)]] for p, k in zip(per_class, take, strict=True)]
+    return torch.cat(chosen).sort().values
