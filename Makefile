@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup data browser test lint run checkpoints
+.PHONY: setup data browser test lint typecheck run checkpoints
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -n "$(PYTHON)" || { echo "no python3 found: install Python 3.11 (Debian: apt-get install python3.11 python3.11-venv)"; exit 1; }
@@ -26,7 +26,10 @@ setup: data $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: setup browser lint
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: setup browser lint typecheck
 	HF_HUB_OFFLINE=1 $(BIN)/pytest
 
 run: setup

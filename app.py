@@ -8,7 +8,7 @@ the first run of this file.) The default page, Forget, is served at ``/``.
 
 import streamlit as st
 
-from wfexplain.ui import render_sidebar
+from dashboard import render_sidebar
 
 st.set_page_config(page_title="wfexplain", page_icon=":material/filter_alt:", layout="wide")
 

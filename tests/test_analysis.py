@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from wfexplain import analysis as A
+from wfexplain.explain import analysis as A
 
 # 3 classes x 4 components: component 0 belongs to class 0, 1 to class 1, 2 to class 2,
 # component 3 is shared but slightly more suppressed for class 0.

@@ -8,7 +8,7 @@ import io
 import os
 from pathlib import Path
 
-os.environ.setdefault("WFEXPLAIN_EVAL_LIMIT", "500")  # read by wfexplain.ui.resources at import
+os.environ.setdefault("WFEXPLAIN_EVAL_LIMIT", "500")  # read by dashboard.settings at import
 
 import numpy as np
 import pytest
@@ -19,8 +19,8 @@ from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 import wfexplain
+from dashboard.settings import EVAL_LIMIT
 from wfexplain.data import load_dataset, stratified_subset
-from wfexplain.ui.resources import EVAL_LIMIT
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -187,8 +187,8 @@ def test_unloadable_catalogue_checkpoint_shows_its_error_and_keeps_the_model(mon
 
 def test_export_reruns_reuse_the_rendered_files(monkeypatch):
     """Widget changes elsewhere on the page must not redraw the heatmap or re-bake the model."""
+    from dashboard import resources
     from wfexplain import export, figures
-    from wfexplain.ui import resources
 
     calls = {"figure": 0, "bake": 0}
     draw, bake = figures.memory_figure, export.baked_safetensors

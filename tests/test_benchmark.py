@@ -8,8 +8,11 @@ import torch
 from safetensors.torch import save_file
 
 from wfexplain import cli, load
-from wfexplain.benchmark import METHODS, METRICS, benchmark_table, oracle_path, retrain, run_benchmark
+from wfexplain.benchmark.catalogue import METHODS, METRICS
+from wfexplain.benchmark.reports import benchmark_table
+from wfexplain.benchmark.runner import BenchmarkConfig, run_benchmark
 from wfexplain.checkpoint import CheckpointError
+from wfexplain.pipeline import oracle_path, retrain
 
 from .conftest import make_bar_folder
 
@@ -17,6 +20,18 @@ TINY = {"steps": 20, "batch_size": 16, "forget_batch_size": 8}
 FAST = {"limit": None, "train_limit": 60, "seeds": 1,
         "overrides": {"finetune": {"steps": 20, "batch_size": 16}, "neggrad_plus": TINY, "random_labels": TINY,
                       "salun": TINY, "ssd": {"train_images": 72}}}
+
+
+def run(path, forget=None, *, progress=None, should_stop=None, **kw):
+    """run_benchmark with keyword configuration (lists become the config's tuples)."""
+    if forget is not None:
+        kw["forget_classes"] = forget
+    for key in ("forget_classes", "methods"):
+        if kw.get(key) is not None:
+            kw[key] = tuple(kw[key])
+    if kw.get("out") is not None:
+        kw["out"] = str(kw["out"])
+    return run_benchmark(path, BenchmarkConfig(**kw), progress, should_stop)
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +62,8 @@ def test_an_oracle_of_another_checkpoint_is_never_reused(ckpt, tmp_path, make_mo
     """An oracle copied (or left behind) under another checkpoint is ignored with a warning, then replaced."""
     import shutil
 
-    from wfexplain.benchmark import _load_oracle
     from wfexplain.checkpoint import read_manifest, save_checkpoint
+    from wfexplain.pipeline import load_oracle as _load_oracle
 
     path, data = ckpt
     retrain(path, [0], seed=0, data_dir=str(data), overwrite=True)
@@ -70,7 +85,7 @@ def test_an_oracle_of_another_checkpoint_is_never_reused(ckpt, tmp_path, make_mo
 def test_benchmark_schema_files_and_oracle_reuse(ckpt):
     path, data = ckpt
     calls = []
-    bench = run_benchmark(path, forget_classes=[1], data_dir=str(data), progress=lambda *a: calls.append(a), **FAST)
+    bench = run(path, forget_classes=[1], data_dir=str(data), progress=lambda *a: calls.append(a), **FAST)
     assert set(bench["methods"]) == {"original", *METHODS}
     for m in METHODS:
         assert set(bench["methods"][m]) == set(METRICS)
@@ -100,26 +115,26 @@ def test_bring_your_own_network(ckpt, tmp_path):
     state = {k: v.contiguous() for k, v in load(path).backbone.state_dict().items()}
     good = tmp_path / "mine.safetensors"
     save_file(state, str(good))
-    bench = run_benchmark(path, [0], methods=["retrain"], extra={"mine": good}, data_dir=str(data), out=None, **FAST)
+    bench = run(path, [0], methods=["retrain"], extra={"mine": good}, data_dir=str(data), out=None, **FAST)
     # The unmodified original brought back: scores exactly like "original".
     assert bench["methods"]["mine"]["forget_accuracy_test"] == bench["methods"]["original"]["forget_accuracy_test"]
     bad = tmp_path / "bad.safetensors"
     save_file({"head.weight": torch.zeros(2, 2)}, str(bad))
     with pytest.raises(CheckpointError, match=r"bad\.safetensors does not match backbone cnn"):
-        run_benchmark(path, [0], methods=["retrain"], extra={"bad": bad}, data_dir=str(data), out=None, **FAST)
+        run(path, [0], methods=["retrain"], extra={"bad": bad}, data_dir=str(data), out=None, **FAST)
 
 
 def test_bad_arguments_name_the_choices(ckpt):
     path, data = ckpt
     with pytest.raises(ValueError, match="choose from retrain, wf"):
-        run_benchmark(path, [0], methods=["sgd"], data_dir=str(data), out=None)
+        run(path, [0], methods=["sgd"], data_dir=str(data), out=None)
     with pytest.raises(ValueError, match=r"valid classes are 0\.\.2"):
-        run_benchmark(path, [7], data_dir=str(data), out=None)
+        run(path, [7], data_dir=str(data), out=None)
 
 
 def test_cancel_writes_nothing(ckpt, tmp_path):
     path, data = ckpt
-    assert run_benchmark(path, [2], data_dir=str(data), should_stop=lambda: True, out=tmp_path, **FAST) is None
+    assert run(path, [2], data_dir=str(data), should_stop=lambda: True, out=tmp_path, **FAST) is None
     assert not any(tmp_path.iterdir())
 
 
@@ -132,7 +147,7 @@ def test_table_marks_gap_to_retrain():
 
 
 def test_run_store_resumes_an_interrupted_run_and_recomputes_only_what_changed(ckpt, monkeypatch):
-    import wfexplain.benchmark as bm
+    import wfexplain.benchmark.runner as bm
 
     path, data = ckpt
     args = {"data_dir": str(data), "out": None, **FAST}
@@ -142,7 +157,7 @@ def test_run_store_resumes_an_interrupted_run_and_recomputes_only_what_changed(c
         seen.append(what.get("method"))
 
     # Interrupted right after fine-tuning: Retrain, WF (and its round) and fine-tuning are stored.
-    assert run_benchmark(path, [2], progress=progress, should_stop=lambda: "finetune" in seen, **args) is None
+    assert run(path, [2], progress=progress, should_stop=lambda: "finetune" in seen, **args) is None
 
     baselines = []
     real = bm.run_baseline
@@ -157,17 +172,17 @@ def test_run_store_resumes_an_interrupted_run_and_recomputes_only_what_changed(c
     monkeypatch.setattr(bm, "run_baseline", counted)
     monkeypatch.setattr(bm, "train_memory", never)
     monkeypatch.setattr(bm, "retrain", never)
-    resumed = run_benchmark(path, [2], **args)
+    resumed = run(path, [2], **args)
     assert baselines == ["neggrad_plus", "random_labels", "salun", "ssd"]
     assert "stored round" in resumed["cost"]["wf_seconds_source"]
 
     baselines.clear()  # everything stored now: the same run only aggregates, to the same numbers
-    again = run_benchmark(path, [2], **args)
+    again = run(path, [2], **args)
     assert json.dumps(again["methods"], sort_keys=True) == json.dumps(resumed["methods"], sort_keys=True)  # NaN-safe
     assert baselines == []
 
     changed = {**FAST["overrides"], "finetune": {"steps": 21, "batch_size": 16}}
-    run_benchmark(path, [2], **{**args, "overrides": changed})
+    run(path, [2], **{**args, "overrides": changed})
     assert baselines == ["finetune"]  # only the method whose configuration changed
 
     stores = list((path / "benchmark-runs").iterdir())
@@ -177,7 +192,7 @@ def test_run_store_resumes_an_interrupted_run_and_recomputes_only_what_changed(c
 def test_without_the_store_nothing_is_kept(ckpt, tmp_path):
     path, data = ckpt
     before = sorted(p for p in (path / "benchmark-runs").rglob("*")) if (path / "benchmark-runs").exists() else []
-    run_benchmark(path, [0], methods=["retrain", "finetune"], data_dir=str(data), out=None, resume=False,
+    run(path, [0], methods=["retrain", "finetune"], data_dir=str(data), out=None, resume=False,
                   **{**FAST, "train_limit": 30})
     after = sorted(p for p in (path / "benchmark-runs").rglob("*")) if (path / "benchmark-runs").exists() else []
     assert after == before

@@ -10,15 +10,16 @@ import os
 import shutil
 from pathlib import Path
 
-os.environ.setdefault("WFEXPLAIN_EVAL_LIMIT", "500")  # read by wfexplain.ui.resources at import
+os.environ.setdefault("WFEXPLAIN_EVAL_LIMIT", "500")  # read by dashboard.settings at import
 
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-import wfexplain.benchmark
-from wfexplain import comparison, figures
-from wfexplain.benchmark import METRICS
+import wfexplain.benchmark.runner
+from wfexplain import figures
+from wfexplain.benchmark import comparison
+from wfexplain.benchmark.catalogue import METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -274,14 +275,15 @@ def test_page_without_benchmark_then_run_one(checkpoint, monkeypatch):
 
     calls = []
 
-    def fake_run_benchmark(path, forget_classes, seeds, progress, should_stop, out, **kw):
-        calls.append({"path": path, "forget_classes": forget_classes, "seeds": seeds, "out": out})
+    def fake_run_benchmark(path, config, progress, should_stop):
+        calls.append({"path": path, "forget_classes": list(config.forget_classes), "seeds": config.seeds,
+                      "out": config.out})
         progress(1, 2, {"method": "retrain", "forget_class": 2, "seed": 0})
         assert not should_stop()
         progress(2, 2, {"method": "wf", "forget_class": 2, "seed": 0})
         return make_bench(classes=(2,), methods=("original", "retrain", "wf"))
 
-    monkeypatch.setattr(wfexplain.benchmark, "run_benchmark", fake_run_benchmark, raising=False)
+    monkeypatch.setattr(wfexplain.benchmark.runner, "run_benchmark", fake_run_benchmark, raising=False)
     at.button(key="compare_run").click().run()
     assert not at.exception, [e.value for e in at.exception]
     at.session_state["compare_job"].join(30)

@@ -8,14 +8,17 @@ import shutil
 import tomllib
 from pathlib import Path
 
-os.environ.setdefault("WFEXPLAIN_EVAL_LIMIT", "500")  # read by wfexplain.ui.resources at import
+os.environ.setdefault("WFEXPLAIN_EVAL_LIMIT", "500")  # read by dashboard.settings at import
 
 import pytest
 from streamlit.config import ShowErrorDetailsConfigOptions
 
-from wfexplain import jobs, uploads
-from wfexplain.ui.resources import checkpoint_catalogue, public_text
-from wfexplain.ui.sidebar import MAX_FORGET_ENTRIES, MAX_PARAM_CHARS, parse_forget, refusal
+from dashboard import jobs, settings
+from dashboard.resources import checkpoint_catalogue, public_text
+from dashboard.sidebar import parse_forget, refusal
+from wfexplain.explain import uploads
+from wfexplain.forget import MAX_TEXT_CHARS as MAX_PARAM_CHARS
+from wfexplain.forget import MAX_TEXT_ENTRIES as MAX_FORGET_ENTRIES
 
 from .test_app import CHECKPOINT, ROOT, assert_clean, open_app, start_job
 
@@ -193,9 +196,9 @@ def test_a_failed_job_reports_no_server_path(monkeypatch, tmp_path):
 def test_job_caps_from_the_environment(monkeypatch):
     for name in ("WFEXPLAIN_MAX_EPOCHS", "WFEXPLAIN_MAX_TRAIN_IMAGES", "WFEXPLAIN_MAX_UNLEARN_STEPS"):
         monkeypatch.delenv(name, raising=False)
-    assert jobs.job_caps() == jobs.JobCaps(50, 60_000, 5_000)
+    assert settings.job_caps() == settings.JobCaps(50, 60_000, 5_000)
     monkeypatch.setenv("WFEXPLAIN_MAX_EPOCHS", "3")
-    caps = jobs.job_caps()
+    caps = settings.job_caps()
     assert caps.epochs == 3
     caps.check(epochs=3, train_images=60_000, unlearn_steps=1)
     for bad in ({"epochs": 4}, {"train_images": 60_001}, {"unlearn_steps": 5_001}, {"epochs": 0}):
@@ -203,7 +206,7 @@ def test_job_caps_from_the_environment(monkeypatch):
             caps.check(**bad)
     monkeypatch.setenv("WFEXPLAIN_MAX_EPOCHS", "many")
     with pytest.raises(ValueError, match="WFEXPLAIN_MAX_EPOCHS"):
-        jobs.job_caps()
+        settings.job_caps()
 
 
 # ---------------------------------------------------------------- .streamlit/config.toml

@@ -11,16 +11,8 @@ from torchvision.models import VisionTransformer, mobilenet_v3_small
 
 from tests.conftest import tiny_info
 from wfexplain.data import DatasetInfo
-from wfexplain.explain import (
-    METHODS,
-    attribute,
-    black_baseline,
-    default_gradcam_layer,
-    gradcam_layers,
-    insertion_deletion,
-    list_methods,
-    top_k,
-)
+from wfexplain.explain.attributions import METHODS, attribute, black_baseline, insertion_deletion, list_methods, top_k
+from wfexplain.explain.gradcam import default_gradcam_layer, gradcam_layers
 
 BACKBONES = ["cnn", "resnet18", "vit"]
 
@@ -374,7 +366,7 @@ def test_builtin_cnn_explicit_non_default_layer(make_model, monkeypatch):
     assert "features.6" in dict(gradcam_layers(model)) and torch.isfinite(early).all()
     assert not torch.allclose(default, early)
     assert _hook_counts(model) == hooks
-    import wfexplain.explain as explain_module
+    import wfexplain.explain.gradcam as explain_module
 
     monkeypatch.setattr(explain_module.copy, "deepcopy", lambda *a, **k: pytest.fail("probe not cached"))
     assert gradcam_layers(model) == gradcam_layers(model)

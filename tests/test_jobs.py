@@ -3,8 +3,8 @@ import time
 
 import pytest
 
-from wfexplain import jobs
-from wfexplain.jobs import Job, JobLimiter, ServerBusy
+from dashboard import jobs, settings
+from dashboard.jobs import Job, JobLimiter, ServerBusy
 
 
 def test_job_reports_progress_and_result():
@@ -98,7 +98,7 @@ def test_limiter_counts_across_jobs_and_default_is_one(monkeypatch):
     assert jobs.LIMITER.limit == 1  # WFEXPLAIN_MAX_JOBS unset
     monkeypatch.setenv("WFEXPLAIN_MAX_JOBS", "0")
     with pytest.raises(ValueError, match="WFEXPLAIN_MAX_JOBS"):
-        jobs.env_int("WFEXPLAIN_MAX_JOBS", 1)
+        settings.env_int("WFEXPLAIN_MAX_JOBS", 1)
 
 
 def test_jobs_use_the_process_wide_limiter_by_default(monkeypatch):

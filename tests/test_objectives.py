@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from wfexplain.metrics import accuracy, forget_accuracy, per_class_accuracy, retain_accuracy
+from wfexplain.evaluation.metrics import accuracy, forget_accuracy, per_class_accuracy, retain_accuracy
 from wfexplain.objectives import forget_loss, retain_loss, sample_forget_sets, sparsity_loss, wf_objective
 
 

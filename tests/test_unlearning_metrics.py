@@ -1,4 +1,4 @@
-"""The unlearning metrics beyond accuracy (wfexplain.metrics): JS / ZRF, MIA-efficacy, linear probe, relearn time."""
+"""The unlearning metrics beyond accuracy (wfexplain.evaluation.metrics): JS / ZRF, MIA-efficacy, linear probe, relearn time."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from wfexplain.metrics import js_divergence, mia_efficacy, probe_accuracy, relearn_steps, true_class_confidence, zrf
+from wfexplain.evaluation.metrics import js_divergence, mia_efficacy, probe_accuracy, relearn_steps, true_class_confidence, zrf
 
 LN2 = math.log(2)
 

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from wfexplain.data import build_transform
-from wfexplain.uploads import MAX_PIXELS, WORK_SIDE, UploadError, read_image
+from wfexplain.explain.uploads import MAX_PIXELS, WORK_SIDE, UploadError, read_image
 
 from .conftest import tiny_info
 

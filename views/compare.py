@@ -5,12 +5,13 @@ import math
 import pandas as pd
 import streamlit as st
 
-from wfexplain import comparison, figures
-from wfexplain.benchmark import METRICS
-from wfexplain.jobs import Job
-from wfexplain.ui import current
-from wfexplain.ui.jobs import job_panel, running, start_job
-from wfexplain.ui.resources import public_text
+from dashboard import current
+from dashboard.job_panel import job_panel, running, start_job
+from dashboard.jobs import Job
+from dashboard.resources import public_text
+from wfexplain import figures
+from wfexplain.benchmark import comparison
+from wfexplain.benchmark.catalogue import METRICS
 
 JOB, RESULT, COLLECTED = "compare_job", "compare_result", "compare_collected"
 MEAN = "mean"  # the forget-class choice "all classes (mean)"
@@ -210,11 +211,11 @@ if st.button("Run benchmark", type="primary", disabled=busy, key="compare_run"):
     path, cls = view.path, int(target)
 
     def run(progress, stop) -> dict:
-        from wfexplain.benchmark import run_benchmark  # late: resolved when the job runs
+        from wfexplain.benchmark.runner import BenchmarkConfig, run_benchmark
 
         # The checkpoint's own memory (no WF rerun) and nothing written, shipped directories included.
-        bench = run_benchmark(path, forget_classes=[cls], seeds=1, wf_round="checkpoint", progress=progress,
-                              should_stop=stop, out=None, save_oracles=False, resume=False)
+        bench = run_benchmark(path, BenchmarkConfig(forget_classes=(cls,), seeds=1, wf_round="checkpoint", out=None,
+                                                    save_oracles=False, resume=False), progress, stop)
         if bench is None:  # cancelled
             return {"cancelled": True}
         comparison.check_benchmark(bench, "the benchmark run")

@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from dashboard import current
+from dashboard.resources import attribution, eval_data
 from wfexplain import explain, figures
-from wfexplain.ui import current
-from wfexplain.ui.resources import attribution, eval_data
-from wfexplain.uploads import FORMATS, LIMIT_TEXT, MAX_BYTES, UploadError, read_image
+from wfexplain.explain.uploads import FORMATS, LIMIT_TEXT, MAX_BYTES, UploadError, read_image
 
 MIME = {"png": "image/png", "pdf": "application/pdf"}
 view = current()

@@ -2,9 +2,10 @@
 
 import streamlit as st
 
-from wfexplain import analysis, export, figures
-from wfexplain.ui import current
-from wfexplain.ui.resources import baked_file, memory_figure_files, memory_files, single_class_report
+from dashboard import current
+from dashboard.resources import baked_file, memory_figure_files, memory_files, single_class_report
+from wfexplain import export, figures
+from wfexplain.explain import analysis
 
 view = current()
 model = view.model

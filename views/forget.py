@@ -4,12 +4,10 @@ import time
 
 import numpy as np
 import streamlit as st
-import torch
 
+from dashboard import current
+from dashboard.resources import eval_data, live_scores, predictions
 from wfexplain import figures
-from wfexplain.metrics import forget_accuracy, per_class_accuracy, retain_accuracy
-from wfexplain.ui import current
-from wfexplain.ui.resources import eval_data, predictions
 
 view = current()
 model, forget = view.model, view.forget
@@ -23,17 +21,15 @@ orig_pred, _ = predictions(view, ())
 filt_pred, filt_prob = predictions(view, forget)
 elapsed = time.perf_counter() - start
 
-targets, p0, p1 = torch.as_tensor(y), torch.as_tensor(orig_pred), torch.as_tensor(filt_pred)
-orig_acc = per_class_accuracy(p0, targets, model.num_classes)
-filt_acc = per_class_accuracy(p1, targets, model.num_classes)
+scores = live_scores(y, orig_pred, filt_pred, model.num_classes, forget)
+orig_acc, filt_acc = scores["original_per_class"], scores["per_class"]
 
 if not forget:
     st.info("Choose classes to forget in the sidebar (**Forget classes**); any subset works, the product of their "
             "filters is applied live. Until then this page shows the original model.")
 
 c = st.columns([3, 3, 2, 2])  # room for the metric labels with their direction
-fa, fa0 = forget_accuracy(p1, targets, forget), forget_accuracy(p0, targets, forget)  # nan for no images
-ra, ra0 = retain_accuracy(p1, targets, forget), retain_accuracy(p0, targets, forget)
+fa, fa0, ra, ra0 = scores["forget"], scores["original_forget"], scores["retain"], scores["original_retain"]  # nan: none
 c[0].metric("Forget accuracy (↓ lower is better)", "—" if not forget else f"{fa:.1%}",
             None if not forget else f"{fa - fa0:+.1%} vs original", delta_color="inverse",
             help="Accuracy on test images of the forgotten classes, with their filter on. Retraining without them gives ~0.")

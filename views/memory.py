@@ -3,9 +3,10 @@
 import pandas as pd
 import streamlit as st
 
-from wfexplain import analysis, figures
-from wfexplain.ui import current
-from wfexplain.ui.resources import eval_data
+from dashboard import current
+from dashboard.resources import eval_data
+from wfexplain import figures
+from wfexplain.explain import analysis
 
 view = current()
 model = view.model

@@ -29,15 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from .atomic import replace_dir, write_json
 from .filtering import FilteredModel
-from .manifest import (
-    FORMAT_VERSION,
-    MANIFEST_FILE,
-    MEMORY_FILE,
-    MODEL_FILE,
-    WEIGHT_FILES,
-    CheckpointError,
-    Manifest,
-)
+from .manifest import FORMAT_VERSION, MANIFEST_FILE, MEMORY_FILE, MODEL_FILE, WEIGHT_FILES, CheckpointError, Manifest
 
 __all__ = ["MANIFEST_FILE", "MEMORY_FILE", "MODEL_FILE", "CheckpointError", "Manifest", "check_target", "file_sha256",
            "is_checkpoint", "load", "read_manifest", "read_tensors", "save_checkpoint", "update_manifest", "upgrade"]

@@ -20,10 +20,13 @@ import numpy as np
 import pandas as pd
 from safetensors.torch import save as safetensors_save
 
-from . import __version__, analysis
+from . import __version__
 from .atomic import atomic_write
-from .figures import FIGURE_FORMATS, figure_bytes, forget_list, memory_figure, to_numpy
+from .explain import analysis
+from .figures.common import to_numpy
+from .figures.paper import FIGURE_FORMATS, figure_bytes, memory_figure
 from .filtering import FilteredModel, bake
+from .forget import classes as forget_list
 
 BAKED_FORMAT = "wfexplain-baked"
 

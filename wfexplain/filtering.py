@@ -15,22 +15,22 @@ forget set: the condition is an argument of ``forward``, never state stored on t
 from __future__ import annotations
 
 import copy
-import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from . import forget as forget_sets
 from . import gates as G
 from .backbones import build_network, default_heads, get_spec, list_backbones
 from .data import DatasetInfo, build_transform
+from .forget import Forget
 from .sites import GateSite, check_sites, discover_sites
 
 if TYPE_CHECKING:
     from .manifest import Manifest
 
-Forget = None | int | Sequence[int] | torch.Tensor
 Sites = str | Sequence[GateSite | dict] | Callable[[nn.Module], Sequence[GateSite]] | None
 
 
@@ -133,22 +133,7 @@ class FilteredModel(nn.Module):
     # ------------------------------------------------------------ forward
     def forget_mask(self, forget: Forget, batch: int = 1) -> torch.Tensor | None:
         """Normalise a forget spec to a float mask ``[B or 1, num_classes]`` (None = no filter)."""
-        n = self.num_classes
-        if forget is None:
-            return None
-        if isinstance(forget, torch.Tensor) and forget.dtype == torch.bool:
-            if forget.ndim != 2 or forget.shape[1] != n or forget.shape[0] not in (1, batch):
-                raise ValueError(f"forget mask must be bool [{batch} or 1, {n}], got {tuple(forget.shape)}")
-            return forget.float()
-        if isinstance(forget, torch.Tensor):
-            forget = forget.tolist()
-        classes = [int(forget)] if isinstance(forget, numbers.Integral) else [int(c) for c in forget]
-        bad = [c for c in classes if not 0 <= c < n]
-        if bad:
-            raise ValueError(f"class index {bad[0]} out of range: valid classes are 0..{n - 1}")
-        mask = torch.zeros(1, n)
-        mask[0, classes] = 1.0
-        return mask if classes else None
+        return forget_sets.mask(forget, self.num_classes, batch)
 
     def gates(self, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-site gates ``[B, K] = prod_{c in S} alpha[c]`` for a forget mask ``[B, N]``."""

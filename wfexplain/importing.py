@@ -23,8 +23,8 @@ from .checkpoint import check_match, check_target, read_tensors
 from .data import DatasetError, fingerprint, load_dataset, with_preprocessing
 from .engine import TrainConfig
 from .evaluation import predict
+from .evaluation.metrics import accuracy
 from .manifest import CheckpointError, Manifest
-from .metrics import accuracy
 
 _NESTED = ("state_dict", "model_state_dict", "model", "net", "module")
 

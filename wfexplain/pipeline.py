@@ -1,29 +1,37 @@
-"""Orchestration shared by the CLI and the dashboard: train a checkpoint, run the unlearning round.
+"""Orchestration shared by the CLI, the benchmark and the dashboard: a checkpoint's data, training it,
+its unlearning round (Poppi et al., arXiv 2304.02049: every class's filter in one round), and its
+Retrain oracle (the same recipe from scratch without the forget classes).
 
-Each function loads data, calls a loop from :mod:`wfexplain.engine`, evaluates, and writes
-the checkpoint atomically; a cancelled run writes nothing. Progress and cancellation go
-through the same callbacks as the loops (tqdm in the CLI, st.progress in the app). Under torchrun
-every rank runs the same function; only rank 0 writes (:mod:`wfexplain.distributed`).
+:func:`checkpoint_split` and :func:`checkpoint_train_split` are the one place that rebuilds the
+data a checkpoint was made with. Each training function loads data, calls a loop from
+:mod:`wfexplain.engine`, evaluates, and writes the checkpoint atomically; a cancelled run writes
+nothing. Progress and cancellation go through the same callbacks as the loops (tqdm in the CLI,
+st.progress in the app). Under torchrun every rank runs the same function; only rank 0 writes
+(:mod:`wfexplain.distributed`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from torch import nn
 from torch.utils.data import Subset
 
 from . import distributed as dist
-from .backbones import create_backbone, get_spec
-from .checkpoint import MODEL_FILE, check_target, load, save_checkpoint
+from . import forget as forget_sets
+from .backbones import build_network, create_backbone, get_spec
+from .checkpoint import MODEL_FILE, CheckpointError, check_target, is_checkpoint, load, read_manifest, save_checkpoint
 from .data import fingerprint, load_dataset, stratified_subset, with_preprocessing
 from .engine import Progress, StopFlag, TrainConfig, UnlearnConfig, train_classifier, train_memory
 from .evaluation import evaluate, predict
+from .evaluation.metrics import accuracy, in_set
 from .filtering import FilteredModel
 from .manifest import Manifest
-from .metrics import accuracy
 
 
 def checkpoint_split(manifest: Manifest, split: str, data_dir: str | os.PathLike | None = None,
@@ -40,8 +48,20 @@ def checkpoint_split(manifest: Manifest, split: str, data_dir: str | os.PathLike
     return with_preprocessing(load_dataset(info.name, split, root, download, info.img_size, chans), info)
 
 
-def _limit(ds, n: int | None, seed: int):
-    return ds if n is None else Subset(ds, stratified_subset(ds.targets, n, seed).tolist())
+def training_subset(ds, limit: int | None, seed: int):
+    """The seeded, class-stratified subset of ``limit`` training images (all if None), with its ``targets``."""
+    if limit is None or limit >= len(ds):
+        return ds
+    idx = stratified_subset(ds.targets, limit, seed)
+    sub = Subset(ds, idx.tolist())
+    sub.targets = ds.targets[idx]
+    return sub
+
+
+def checkpoint_train_split(manifest: Manifest, data_dir: str | os.PathLike | None = None):
+    """The training images the checkpoint's backbone was trained on (its --limit-train subset included)."""
+    train = checkpoint_split(manifest, "train", data_dir)
+    return training_subset(train, manifest.train_images, (manifest.train_config or {}).get("seed", 0))
 
 
 def _check_counts(num_classes: int, batch_size: int, limit_train: int | None, eval_limit: int | None = None) -> None:
@@ -75,7 +95,7 @@ def train_checkpoint(dataset: str, backbone: str, out: str | os.PathLike, cfg: T
     _check_counts(info.num_classes, cfg.batch_size, limit_train)
     torch.manual_seed(cfg.seed)
     net = create_backbone(backbone, info.num_classes, info.in_chans, info.img_size).to(device)
-    result = train_classifier(net, _limit(train, limit_train, cfg.seed), cfg, progress, should_stop, workers)
+    result = train_classifier(net, training_subset(train, limit_train, cfg.seed), cfg, progress, should_stop, workers)
     if result["cancelled"]:
         return {"cancelled": True, "seconds": result["seconds"], "accuracy": None, "path": None}
 
@@ -142,7 +162,7 @@ def unlearn_checkpoint(path: str | os.PathLike, cfg: UnlearnConfig = UnlearnConf
     with torch.no_grad():  # a fresh round starts from the original network
         for p in model.alphas.values():
             p.fill_(1.0)
-    result = train_memory(model, _limit(train, limit_train, cfg.seed), cfg, progress, should_stop, workers)
+    result = train_memory(model, training_subset(train, limit_train, cfg.seed), cfg, progress, should_stop, workers)
     if result["cancelled"]:
         return {"cancelled": True, "seconds": result["seconds"], "single": None, "path": None}
     digest = dist.check_identical(model.memory, "memory matrices")
@@ -162,3 +182,93 @@ def unlearn_checkpoint(path: str | os.PathLike, cfg: UnlearnConfig = UnlearnConf
     dist.barrier()
     return {"cancelled": False, "seconds": result["seconds"], "single": report["single"], "path": target,
             "memory_digest": digest, "world_size": dist.world_size()}
+
+
+# ---------------------------------------------------------------- the Retrain oracle
+
+
+ORACLE_DIR = "retrain"  # oracles live in <checkpoint>/retrain/forget-<c>-seed<s>/
+
+
+def oracle_path(checkpoint: str | os.PathLike, forget: Sequence[int], seed: int = 0) -> Path:
+    return Path(checkpoint) / ORACLE_DIR / f"forget-{'-'.join(map(str, sorted(forget)))}-seed{seed}"
+
+
+def retrain(checkpoint: str | os.PathLike, forget: Sequence[int], seed: int = 0, data_dir: str | None = None,
+            progress: Progress | None = None, should_stop: StopFlag | None = None, save: bool = True,
+            device: str | torch.device = "cpu", workers: int = 0, overwrite: bool = False) -> dict:
+    """Train the Retrain oracle: the checkpoint's backbone and recipe, from scratch, without the ``forget`` classes.
+
+    The recipe (``train_config`` in the manifest) is reused with ``seed``; the head keeps all N
+    outputs. With ``save`` the oracle is written (atomically, rank 0) to :func:`oracle_path`
+    as a checkpoint directory loadable with :func:`wfexplain.load`; its manifest's ``retrain_of``
+    records the digest of the checkpoint's backbone file, so an oracle is only reused for the
+    checkpoint it was trained for. An existing oracle is replaced only with ``overwrite``.
+
+    Returns:
+        ``{"model", "seconds", "path", "cancelled"}`` (``model`` a plain backbone, eval mode).
+    """
+    manifest = read_manifest(checkpoint)
+    info = manifest.dataset
+    forget = forget_sets.classes(forget, info.num_classes, allow_empty=False)
+    if manifest.train_config is None:
+        raise ValueError(f"{checkpoint} records no train_config: it cannot be retrained")
+    cfg = TrainConfig(**{**manifest.train_config, "seed": seed})
+    path = oracle_path(checkpoint, forget, seed)
+    if save and path.exists() and not overwrite:
+        raise FileExistsError(f"the Retrain oracle {path} already exists")
+    train = checkpoint_train_split(manifest, data_dir)
+    keep = ~in_set(train.targets, forget)
+    retain = Subset(train, torch.nonzero(keep).flatten().tolist())
+    torch.manual_seed(seed)
+    net = build_network(manifest.backbone, info.num_classes, info.in_chans, info.img_size, manifest.arch_kwargs,
+                        trust=True).to(device)  # the checkpoint loaded: its architecture is trusted
+    result = train_classifier(net, retain, cfg, progress, should_stop, workers)
+    if result["cancelled"]:
+        return {"model": None, "seconds": result["seconds"], "path": None, "cancelled": True}
+    if save:
+        if dist.is_main():
+            save_checkpoint(FilteredModel(manifest.backbone, info, net), path, {
+                "retrain_of": {"model_sha256": manifest.files[MODEL_FILE], "forget": forget, "seed": seed},
+                "train_config": dataclasses.asdict(cfg), "seed": seed, "train_images": len(retain),
+                "backbone_description": manifest.backbone_description,
+                "timings": {"train_seconds": round(result["seconds"], 3)},
+            }, half=manifest.storage_dtype == "float16", overwrite=overwrite)
+        dist.barrier()
+    else:
+        path = None
+    return {"model": net.eval(), "seconds": result["seconds"], "path": path, "cancelled": False}
+
+
+def oracle_mismatch(oracle: Manifest, base: Manifest, forget: Sequence[int], seed: int) -> str | None:
+    """Why a stored oracle does not belong to ``base`` (None: it does)."""
+    of = oracle.retrain_of
+    if of is None:
+        return "it records no retrain_of"
+    if of["model_sha256"] != base.files[MODEL_FILE]:
+        return "it was trained for another checkpoint (backbone digest differs)"
+    if sorted(of["forget"]) != sorted(forget) or of["seed"] != seed:
+        return f"it left out {of['forget']} with seed {of['seed']}"
+    if oracle.dataset.class_names != base.dataset.class_names or oracle.backbone != base.backbone:
+        return "its dataset or backbone differs"
+    if {**(oracle.train_config or {}), "seed": 0} != {**(base.train_config or {}), "seed": 0}:
+        return "its training recipe differs"
+    return None
+
+
+def load_oracle(checkpoint, base: Manifest, forget: Sequence[int], seed: int) -> tuple[nn.Module | None, float, bool]:
+    """(backbone, train seconds, stale) of the stored oracle; (None, nan, stale) when there is none to reuse."""
+    path = oracle_path(checkpoint, forget, seed)
+    if not is_checkpoint(path):
+        return None, float("nan"), path.exists()
+    try:
+        oracle = load(path)
+    except CheckpointError as e:
+        warnings.warn(f"ignoring the Retrain oracle {path}: {e}", stacklevel=2)
+        return None, float("nan"), True
+    assert oracle.manifest is not None
+    why = oracle_mismatch(oracle.manifest, base, forget, seed)
+    if why:
+        warnings.warn(f"ignoring the Retrain oracle {path}: {why}; training a new one", stacklevel=2)
+        return None, float("nan"), True
+    return oracle.backbone, float(oracle.manifest.timings.get("train_seconds", float("nan"))), False

@@ -29,8 +29,8 @@ from wfexplain import explain
 from wfexplain.backbones import create_backbone, list_backbones
 from wfexplain.data import load_dataset, stratified_subset
 from wfexplain.engine import TrainConfig, UnlearnConfig, train_classifier, train_memory
+from wfexplain.evaluation.metrics import per_class_accuracy
 from wfexplain.filtering import FilteredModel, bake
-from wfexplain.metrics import per_class_accuracy
 
 
 def median_time(fn, repeats: int) -> float:

@@ -1,7 +1,7 @@
 """The shared sidebar: checkpoint picker, model card and the forget set, mirrored in the URL.
 
 ``?ckpt=fmnist-cnn&forget=0,6`` reopens a view exactly; the page is the URL path. ``ckpt`` is a
-catalogue id (:func:`~wfexplain.ui.resources.checkpoint_catalogue`), never a path: anything else is
+catalogue id (:func:`~dashboard.resources.checkpoint_catalogue`), never a path: anything else is
 refused with one message that does not depend on the server's disk. Malformed ``forget`` entries are
 dropped with a notice.
 """
@@ -12,19 +12,11 @@ import re
 
 import streamlit as st
 
-from .resources import (
-    DEFAULT_CHECKPOINT,
-    View,
-    checkpoint_catalogue,
-    data_choices,
-    escape_markdown,
-    get_model,
-    public_text,
-)
+from wfexplain import forget as forget_sets
 
-MAX_PARAM_CHARS = 2_000  # a longer ?forget= is ignored whole
-MAX_FORGET_ENTRIES = 500  # entries read from ?forget=; the rest are ignored
-_INDEX = re.compile(r"[0-9]{1,6}")  # ASCII decimal only: '²'.isdigit() is True, int('²') fails
+from .resources import View, checkpoint_catalogue, escape_markdown, get_model, public_text
+from .settings import DEFAULT_CHECKPOINT, data_choices
+
 PICK = "checkpoint_pick"  # the picker's session-state key
 RECORDED = "as recorded in the checkpoint"
 _ID_SHAPED = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
@@ -32,25 +24,17 @@ _ID_SHAPED = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*
 
 def parse_forget(raw: str, n: int) -> tuple[list[int], str | None]:
     """The class indices of a ``?forget=`` value (sorted, duplicates merged) and a notice naming what was dropped."""
-    if len(raw) > MAX_PARAM_CHARS:
-        return [], (f"Ignored the link's forget list: it is {len(raw):,} characters long; "
-                    f"the limit is {MAX_PARAM_CHARS:,}.")
-    parts = [p.strip() for p in raw.split(",")]
-    extra = max(0, len(parts) - MAX_FORGET_ENTRIES)
-    kept, dropped = set(), []
-    for part in parts[:MAX_FORGET_ENTRIES]:
-        if _INDEX.fullmatch(part) and int(part) < n:
-            kept.add(int(part))
-        elif part:
-            dropped.append(part)
+    kept, dropped, cut = forget_sets.parse(raw, n)
     notes = []
+    if cut and not kept and not dropped:
+        notes.append(f"Ignored the link's forget list: {cut}.")
     if dropped:
         shown = ", ".join(f"“{escape_markdown(p, 12)}”" for p in dropped[:5])
         more = f" and {len(dropped) - 5:,} more" if len(dropped) > 5 else ""
         notes.append(f"Ignored in the link's forget list: {shown}{more} (class indices are 0 to {n - 1}).")
-    if extra:
-        notes.append(f"Only the first {MAX_FORGET_ENTRIES:,} entries of the link's forget list were read.")
-    return sorted(kept), " ".join(notes) or None
+    if cut and (kept or dropped):
+        notes.append(f"Of the link's forget list, {cut}.")
+    return kept, " ".join(notes) or None
 
 
 def refusal(requested: str, fallback: str, catalogue: dict | None = None) -> str:

@@ -5,32 +5,19 @@ Used by the dashboard so a long run neither blocks the page nor outlives a cance
 :mod:`wfexplain.engine`.
 
 Server-wide limits (read from the environment): at most ``$WFEXPLAIN_MAX_JOBS`` jobs (default 1) run at
-once in the process, whichever session started them (:data:`LIMITER`), and :func:`job_caps` bounds what a
-page may request (epochs, training images, unlearning steps).
+once in the process, whichever session started them (:data:`LIMITER`); :func:`dashboard.settings.job_caps`
+bounds what a page may request (epochs, training images, unlearning steps).
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-
-def env_int(name: str, default: int, minimum: int = 1) -> int:
-    """A positive integer server setting; a malformed one is a clear startup error."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not an integer") from None
-    if value < minimum:
-        raise ValueError(f"{name}={value} is below its minimum {minimum}")
-    return value
+from .settings import MAX_JOBS
 
 
 class ServerBusy(RuntimeError):
@@ -68,30 +55,7 @@ class JobLimiter:
         self._slots.release()
 
 
-LIMITER = JobLimiter(env_int("WFEXPLAIN_MAX_JOBS", 1))  # shared by every session of the server process
-
-
-@dataclass(frozen=True)
-class JobCaps:
-    """What a dashboard page may request of one job; pages use them as widget maxima and :meth:`check` again."""
-
-    epochs: int
-    train_images: int
-    unlearn_steps: int
-
-    def check(self, epochs: int | None = None, train_images: int | None = None,
-              unlearn_steps: int | None = None) -> None:
-        """Raise ``ValueError`` (a message for the user) when a request exceeds this server's caps."""
-        for what, value, cap in (("epochs", epochs, self.epochs), ("training images", train_images, self.train_images),
-                                 ("unlearning steps", unlearn_steps, self.unlearn_steps)):
-            if value is not None and not 0 < value <= cap:
-                raise ValueError(f"{value:,} {what} is outside this server's limit (1 to {cap:,}).")
-
-
-def job_caps() -> JobCaps:
-    """``$WFEXPLAIN_MAX_EPOCHS`` (50), ``$WFEXPLAIN_MAX_TRAIN_IMAGES`` (60,000), ``$WFEXPLAIN_MAX_UNLEARN_STEPS`` (5,000)."""
-    return JobCaps(env_int("WFEXPLAIN_MAX_EPOCHS", 50), env_int("WFEXPLAIN_MAX_TRAIN_IMAGES", 60_000),
-                   env_int("WFEXPLAIN_MAX_UNLEARN_STEPS", 5_000))
+LIMITER = JobLimiter(MAX_JOBS)  # shared by every session of the server process
 
 
 @dataclass

@@ -1,8 +1,8 @@
-"""The panel of a session's background :class:`~wfexplain.jobs.Job` (training, unlearning, a benchmark).
+"""The panel of a session's background :class:`~dashboard.jobs.Job` (training, unlearning, a benchmark).
 
 While the job runs: a progress bar polled every second (a fragment, so the page around it stays
 still) and Cancel. Once it is done: the page is redrawn once, then its outcome and Clear. Jobs
-share the server's job slots (:data:`wfexplain.jobs.LIMITER`): :func:`start_job` says when none is free.
+share the server's job slots (:data:`dashboard.jobs.LIMITER`): :func:`start_job` says when none is free.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from wfexplain.jobs import Job, JobState, ServerBusy
+from dashboard.jobs import Job, JobState, ServerBusy
 
 from .resources import public_text
 

@@ -1,6 +1,6 @@
 """Read and compare benchmark results: the tables and sets behind the dashboard's Compare page.
 
-``wfexplain benchmark`` writes ``<checkpoint>/benchmark.json`` (see :func:`wfexplain.benchmark.run_benchmark`).
+``wfexplain benchmark`` writes ``<checkpoint>/benchmark.json`` (:func:`wfexplain.benchmark.runner.run_benchmark`).
 This module turns it into pandas tables with no Streamlit involved:
 
 * :func:`read_benchmark` loads and checks the file (clear errors naming the file and the key).
@@ -8,7 +8,7 @@ This module turns it into pandas tables with no Streamlit involved:
   mean over all benchmarked forget classes or for one class.
 * :func:`gap_to_retrain` is each method's mean minus the Retrain oracle's, per metric.
 * :func:`best_per_column` picks, per metric and by the metric's direction
-  (:data:`wfexplain.benchmark.METRICS`), the best *unlearning method*: ``"original"`` (no
+  (:data:`wfexplain.benchmark.catalogue.METRICS`), the best *unlearning method*: ``"original"`` (no
   unlearning) and ``"retrain"`` (the oracle everything is measured against) are references,
   not contestants.
 * :func:`pareto_front` finds the methods no other method beats on forget quality (↑), retain
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .benchmark import METHODS, METRICS
+from .catalogue import METHODS, METRICS
 
 FILENAME = "benchmark.json"
 REFERENCES = ("original", "retrain")  # shown, but never "best": no unlearning, and the oracle
@@ -126,7 +126,7 @@ def _stat(entry, stat: str) -> float:
 
 
 def order_methods(methods) -> list[str]:
-    """Original, Retrain, then :data:`~wfexplain.benchmark.METHODS` order, then any others (as given)."""
+    """Original, Retrain, then :data:`~wfexplain.benchmark.catalogue.METHODS` order, then any others (as given)."""
     known = [m for m in ("original", *METHODS) if m in methods]
     return known + [m for m in methods if m not in known]
 
@@ -146,7 +146,7 @@ def comparison_table(bench: dict, forget_class: int | None = None) -> pd.DataFra
         forget_class: None for the aggregate over every benchmarked forget class
             (``bench["methods"]``), else one class (``bench["per_class"][str(c)]``).
 
-    Columns follow :data:`~wfexplain.benchmark.METRICS` (every one, NaN where a method lacks it),
+    Columns follow :data:`~wfexplain.benchmark.catalogue.METRICS` (every one, NaN where a method lacks it),
     then any other metric found. Raises :class:`KeyError` for a class that was not benchmarked.
     """
     if forget_class is None:

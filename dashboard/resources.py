@@ -7,7 +7,6 @@ model call. Per-session choices live in ``st.session_state``.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,15 +20,18 @@ import wfexplain
 from wfexplain import explain, export, figures
 from wfexplain.data import stratified_subset
 from wfexplain.distributed import resolve_device
+from wfexplain.evaluation.metrics import accuracy, forget_accuracy, per_class_accuracy, retain_accuracy
 from wfexplain.filtering import FilteredModel
-from wfexplain.metrics import accuracy, per_class_accuracy
 from wfexplain.pipeline import checkpoint_split
 
-ROOT = Path(__file__).resolve().parents[2]
-SHIPPED_DIR = ROOT / "checkpoints"
-DEFAULT_CHECKPOINT = "fmnist-cnn"
-EVAL_LIMIT = int(os.environ.get("WFEXPLAIN_EVAL_LIMIT", "2000"))  # test images behind the live views
-DEVICE = os.environ.get("WFEXPLAIN_DEVICE", "cpu")  # cpu, cuda or cuda:N (models, predictions, attributions, jobs)
+from .settings import (
+    DEVICE,
+    EVAL_LIMIT,
+    SHIPPED_DIR,
+    data_choices,
+    extra_checkpoint_roots,
+    user_checkpoint_dir,
+)
 
 
 @dataclass(frozen=True)
@@ -57,20 +59,9 @@ class EvalData:
     dataset: object  # the full test split (for .pil(i))
 
 
-# ---------------------------------------------------------------- server settings: where checkpoints may come from
+# ---------------------------------------------------------------- the checkpoints this server offers
 # Server-side only: nothing a browser sends is ever turned into a path. A session names a checkpoint by its
 # catalogue id; whatever is not in the catalogue is refused with one message that says nothing about the disk.
-
-
-def user_checkpoint_dir() -> Path:
-    """Where the Models page writes new checkpoints (``$WFEXPLAIN_USER_CHECKPOINTS``, default ``~/wfexplain-checkpoints``)."""
-    return Path(os.environ.get("WFEXPLAIN_USER_CHECKPOINTS") or "~/wfexplain-checkpoints").expanduser()
-
-
-def extra_checkpoint_roots() -> list[Path]:
-    """The directories of ``$WFEXPLAIN_CHECKPOINT_DIRS`` (``os.pathsep``-separated), each a checkpoint or a folder of them."""
-    return [Path(os.path.abspath(os.path.expanduser(p)))
-            for p in os.environ.get("WFEXPLAIN_CHECKPOINT_DIRS", "").split(os.pathsep) if p.strip()]
 
 
 def _is_checkpoint(real: Path, root: Path) -> bool:
@@ -178,17 +169,6 @@ def get_model(path: str) -> FilteredModel:
     return _load(path, _stamp(path))
 
 
-def data_choices() -> dict[str, Path]:
-    """Test-data directories a session may pick (id -> path): each ``$WFEXPLAIN_DATA_DIRS`` entry and its sub-folders."""
-    out: dict[str, Path] = {}
-    for root in (Path(os.path.abspath(os.path.expanduser(p)))
-                 for p in os.environ.get("WFEXPLAIN_DATA_DIRS", "").split(os.pathsep) if p.strip()):
-        if root.is_dir():
-            for d in [root, *sorted(c for c in root.iterdir() if c.is_dir() and not c.name.startswith("."))]:
-                out.setdefault(root.name if d == root else f"{root.name}/{d.name}", d)
-    return out
-
-
 @st.cache_resource(show_spinner="Loading test images…", max_entries=8)
 def _eval_data(path: str, stamp: float, data: str | None, limit: int = EVAL_LIMIT) -> EvalData:
     root = data_choices()[data] if data is not None else None
@@ -284,6 +264,15 @@ def _baked_file(path: str, stamp: float, forget: tuple[int, ...], hard_threshold
 def current() -> View:
     """The session's view, as set up by the sidebar in ``app.py``."""
     return st.session_state["_view"]
+
+
+def live_scores(y: np.ndarray, original: np.ndarray, filtered: np.ndarray, num_classes: int,
+                forget: tuple[int, ...]) -> dict:
+    """Per-class, forget and retain accuracy of the original and the filtered predictions (NaN where no image)."""
+    t, p0, p1 = (torch.as_tensor(a) for a in (y, original, filtered))
+    return {"original_per_class": per_class_accuracy(p0, t, num_classes), "per_class": per_class_accuracy(p1, t, num_classes),
+            "forget": forget_accuracy(p1, t, forget), "original_forget": forget_accuracy(p0, t, forget),
+            "retain": retain_accuracy(p1, t, forget), "original_retain": retain_accuracy(p0, t, forget)}
 
 
 def single_class_report(view: View) -> dict:

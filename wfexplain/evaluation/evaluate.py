@@ -18,10 +18,10 @@ import time
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from . import distributed as dist
-from .data import stratified_subset
-from .engine import Progress
-from .filtering import FilteredModel, Forget, bake
+from .. import distributed as dist
+from ..data import stratified_subset
+from ..engine import Progress
+from ..filtering import FilteredModel, Forget, bake
 from .metrics import accuracy, forget_accuracy, per_class_accuracy, retain_accuracy
 
 

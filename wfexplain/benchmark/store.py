@@ -27,8 +27,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .atomic import atomic_write, write_json
-from .checkpoint import MEMORY_FILE, MODEL_FILE, file_sha256
+from ..atomic import atomic_write, write_json
+from ..manifest import MEMORY_FILE, MODEL_FILE, Manifest
 
 RUNS_DIR = "benchmark-runs"
 SCORING_VERSION = 1  # bump when score() changes what a stored result means
@@ -41,11 +41,11 @@ def digest(obj) -> str:
 class RunStore:
     """Scored results of one checkpoint and one choice of scored images."""
 
-    def __init__(self, checkpoint: str | Path, limit: int | None, train_limit: int | None):
-        ck = Path(checkpoint)
-        self.inputs = {"model_sha256": file_sha256(ck / MODEL_FILE), "memory_sha256": file_sha256(ck / MEMORY_FILE),
+    def __init__(self, checkpoint: str | Path, manifest: Manifest, limit: int | None, train_limit: int | None):
+        """``manifest``: the checkpoint's (loaded, so its digests were checked): the key digests its weight files."""
+        self.inputs = {"model_sha256": manifest.files[MODEL_FILE], "memory_sha256": manifest.files[MEMORY_FILE],
                        "limit": limit, "train_limit": train_limit, "scoring_version": SCORING_VERSION}
-        self.root = ck / RUNS_DIR / digest(self.inputs)
+        self.root = Path(checkpoint) / RUNS_DIR / digest(self.inputs)
 
     def _result_path(self, seed: int, forget_class: int, method: str, config) -> Path:
         return self.root / f"seed{seed}" / f"class{forget_class}" / f"{method}-{digest(config)}.json"

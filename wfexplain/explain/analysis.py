@@ -36,8 +36,8 @@ import torch
 from scipy.cluster.hierarchy import leaves_list, linkage
 from scipy.spatial.distance import squareform
 
-from . import gates as G
-from .filtering import FilteredModel
+from .. import gates as G
+from ..filtering import FilteredModel
 
 ORDER_MODES = ("original", "specificity", "clustered")
 CLUSTER_METRICS = ("cosine", "euclidean")

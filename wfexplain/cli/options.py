@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 
-from .engine import check_range
+from ..engine import check_range
 
 INF = math.inf
 
@@ -68,3 +69,14 @@ def at_least(option: str, value: int | None, minimum: int, why: str) -> None:
     """``value`` (None: not given) is at least ``minimum``, or a :class:`UsageError` saying ``why``."""
     if value is not None and value < minimum:
         raise UsageError(option, f"must be at least {minimum} ({why}), got {value}")
+
+
+def json_object(text: str) -> dict:
+    """An argparse ``type=`` for a JSON object (``--arch-kwargs``, ``--retrain-config``)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {type(value).__name__}")
+    return value

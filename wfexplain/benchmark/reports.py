@@ -1,0 +1,58 @@
+"""The benchmark's tables: methods x metrics as Markdown or LaTeX, and the three files a run writes."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from .. import distributed as dist
+from ..atomic import atomic_write, write_json
+from .catalogue import METRICS
+
+
+def benchmark_table(bench: dict, fmt: str = "md") -> str:
+    """Methods x metrics (mean ± std, gap to Retrain in brackets) as Markdown or LaTeX (booktabs)."""
+    methods = bench["methods"]
+    ref = methods.get("retrain", {})
+    cols = list(METRICS)
+    pct = {k for k in cols if "accuracy" in k or k in ("mia_efficacy",)}
+
+    def cell(m: str, k: str) -> str:
+        v = methods[m].get(k, {"mean": float("nan"), "std": float("nan")})
+        mean, std = v["mean"], v["std"]
+        if math.isnan(mean):
+            return "–"
+        scale = 100.0 if k in pct else 1.0
+        text = f"{mean * scale:.1f} ± {std * scale:.1f}" if k in pct else f"{mean:.3g} ± {std:.2g}"
+        if m not in ("retrain", "original") and k in ref and not math.isnan(ref[k]["mean"]):
+            text += f" ({(mean - ref[k]['mean']) * scale:+.1f})" if k in pct else f" ({mean - ref[k]['mean']:+.3g})"
+        return text
+
+    head = [f"{METRICS[k].label}{' (%)' if k in pct else ''} {METRICS[k].arrow}" for k in cols]
+    rows = [[m, *(cell(m, k) for k in cols)] for m in methods]
+    if fmt == "md":
+        lines = ["| method | " + " | ".join(head) + " |", "|---" * (len(cols) + 1) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines) + "\n"
+    def esc(s: str) -> str:
+        for a, b in (("%", r"\%"), ("_", r"\_"), ("±", r"$\pm$"), ("↑", r"$\uparrow$"), ("↓", r"$\downarrow$")):
+            s = s.replace(a, b)
+        return s
+
+    lines = [r"\begin{tabular}{l" + "r" * len(cols) + "}", r"\toprule", " & ".join(["method", *map(esc, head)]) + r" \\",
+             r"\midrule", *(" & ".join(map(esc, r)) + r" \\" for r in rows), r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_benchmark(bench: dict, directory: Path) -> list[Path]:
+    """Write ``benchmark.json``, ``benchmark.md`` and ``benchmark.tex`` atomically (rank 0 only)."""
+    paths = [directory / "benchmark.json", directory / "benchmark.md", directory / "benchmark.tex"]
+    if dist.is_main():
+        write_json(paths[0], bench)
+        cost = bench["cost"]
+        md = (benchmark_table(bench, "md") + f"\nWF, all {len(bench['class_names'])} classes: "
+              f"{cost['wf_all_classes_seconds']:.0f} s; Retrain, one class: {cost['retrain_one_class_seconds']:.0f} s; "
+              f"ratio {cost['ratio']:.2f}.\n")
+        atomic_write(paths[1], lambda tmp: Path(tmp).write_text(md))
+        atomic_write(paths[2], lambda tmp: Path(tmp).write_text(benchmark_table(bench, "tex")))
+    return paths

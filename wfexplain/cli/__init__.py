@@ -1,0 +1,195 @@
+"""The ``wfexplain`` command: train, import, unlearn, evaluate, retrain, benchmark, export, upgrade, list.
+
+Logs and progress bars go to stderr; ``--json`` results go to stdout as strict JSON (null, never
+NaN). Every option is validated before any work (exit 2, the option named, nothing written);
+nothing is overwritten without ``--force``. Ctrl-C stops a training loop cleanly and writes nothing.
+``train``, ``unlearn`` and ``evaluate`` run unchanged under ``torchrun`` (docs/scaling.md): rank 0 logs,
+prints and writes. The parser is here, the subcommands in :mod:`wfexplain.cli.commands`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .. import distributed as dist
+from ..backbones import list_backbones
+from ..checkpoint import CheckpointError
+from ..data import DatasetError, list_datasets
+from ..engine import TrainConfig, UnlearnConfig
+from ..manifest import IMG_SIZE_RANGE
+from . import commands as C
+from .commands import _error, log
+from .options import COUNT, FRACTION, INDEX, UsageError, add_config_args, json_object, ranged
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="dataset directory (default: $WFEXPLAIN_DATA or the dataset's system path)")
+    p.add_argument("--download", action="store_true", help="allow downloading CIFAR-10 (explicit opt-in)")
+
+
+def _add_runtime_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N; under torchrun cuda = the rank's local GPU")
+    p.add_argument("--workers", type=INDEX, default=0, help="data-loading processes that stream images (default 0)")
+    p.add_argument("--backend", choices=["gloo", "nccl"],
+                   help="torch.distributed backend under torchrun (default: nccl on cuda, gloo on cpu)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wfexplain",
+        description="Multi-class unlearning by weight filtering (Poppi et al., arXiv 2304.02049).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train the original classifier and write a checkpoint directory")
+    p.add_argument("--dataset", required=True, choices=list_datasets())
+    p.add_argument("--backbone", default="cnn", choices=list_backbones())
+    p.add_argument("--out", required=True, help="checkpoint directory to create")
+    p.add_argument("--force", action="store_true", help="replace an existing --out, whole (what it held is dropped)")
+    p.add_argument("--half", action="store_true", help="store weights as float16 (halves the size)")
+    p.add_argument("--img-size", type=ranged(int, *IMG_SIZE_RANGE), help="input side for imagefolder (default 64)")
+    p.add_argument("--in-chans", type=int, choices=[1, 3],
+                   help="imagefolder colour mode: 1 grayscale, 3 RGB (default: the majority of train/, warned if mixed)")
+    p.add_argument("--limit-train", type=COUNT, help="train on a stratified subset of this many images")
+    _add_data_args(p)
+    add_config_args(p, TrainConfig)
+    _add_runtime_args(p)
+    p.set_defaults(func=C.cmd_train)
+
+    p = sub.add_parser("unlearn", help="train the memory matrices of all classes in one round")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", help="write the result to another directory (default: update --checkpoint)")
+    p.add_argument("--force", action="store_true",
+                   help="replace trained memory matrices in place, or an existing --out (whole)")
+    p.add_argument("--limit-train", type=COUNT, help="train on a stratified subset of this many images")
+    p.add_argument("--eval-limit", type=COUNT, help="test images for the evaluation stored in the manifest")
+    _add_data_args(p)
+    add_config_args(p, UnlearnConfig)
+    _add_runtime_args(p)
+    p.set_defaults(func=C.cmd_unlearn)
+
+    p = sub.add_parser("evaluate", help="forget matrix and forget/retain accuracy of every class (and pair)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--limit", type=COUNT, help="seeded class-stratified subset of N test images")
+    p.add_argument("--pairs", action="store_true", help="also evaluate every pair of classes")
+    p.add_argument("--seed", type=INDEX, default=0, help="seed of the --limit subset")
+    p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
+    p.add_argument("--record", action="store_true", help="store the summary in the checkpoint's manifest")
+    p.add_argument("--hard-threshold", type=FRACTION,
+                   help="evaluate hard-baked models: components whose gate is below this (0..1) are zeroed")
+    _add_data_args(p)
+    _add_runtime_args(p)
+    p.set_defaults(func=C.cmd_evaluate)
+
+    p = sub.add_parser("retrain", help="train the Retrain oracle: same recipe, from scratch, without the forget class(es)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--forget", type=INDEX, nargs="+", required=True, help="class index(es) left out")
+    p.add_argument("--seed", type=INDEX, default=0, help="training seed (stored as <checkpoint>/retrain/forget-C-seedS)")
+    p.add_argument("--force", action="store_true", help="replace an existing oracle")
+    _add_data_args(p)
+    _add_runtime_args(p)
+    p.set_defaults(func=C.cmd_retrain)
+
+    p = sub.add_parser("benchmark", help="Retrain vs WF vs five baselines on every metric, over seeds")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--forget", type=INDEX, nargs="*", help="classes forgotten one at a time (default: all)")
+    p.add_argument("--seeds", type=COUNT, default=3, help="seeds per method and class (default 3)")
+    p.add_argument("--methods", nargs="*", help="subset of: retrain wf finetune neggrad_plus random_labels salun ssd")
+    p.add_argument("--limit", type=COUNT, help="test images (seeded, class-stratified; default all)")
+    p.add_argument("--train-limit", type=COUNT, default=10_000, help="training images behind train metrics, MIA, probe")
+    p.add_argument("--wf-round", choices=["run", "checkpoint"], default="run",
+                   help="rerun and time WF's all-class round per seed (default) or reuse the checkpoint's memory")
+    p.add_argument("--byo", nargs="*", metavar="NAME=PATH",
+                   help="score your own safetensors state dict(s) of the same backbone (one forget class)")
+    p.add_argument("--out", help="directory for benchmark.json/.md/.tex (default: the checkpoint)")
+    p.add_argument("--force", action="store_true",
+                   help="replace a benchmark.json that covers classes or seeds this run does not")
+    p.add_argument("--no-store", action="store_true",
+                   help="neither reuse nor keep results in <checkpoint>/benchmark-runs/ (default: an interrupted or "
+                        "partial run resumes from there)")
+    p.add_argument("--json", action="store_true", help="print the benchmark JSON to stdout")
+    _add_data_args(p)
+    p.set_defaults(func=C.cmd_benchmark)
+
+    p = sub.add_parser("export", help="paper figures, memory CSV/NPZ, metric tables (CSV/LaTeX), baked model")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True, help="directory to write into")
+    p.add_argument("--forget", type=INDEX, nargs="*", default=[], help="classes to bake into an exported model")
+    p.add_argument("--hard-threshold", type=FRACTION,
+                   help="zero components whose gate is below this (0..1) in the baked model")
+    p.add_argument("--layers", nargs="*", help="layers in the heatmap figure (default: all)")
+    p.add_argument("--order", default="original", choices=["original", "specificity", "clustered"],
+                   help="component order in the heatmaps")
+    p.add_argument("--formats", nargs="*", default=["png", "svg", "pdf"], choices=["png", "svg", "pdf"])
+    p.add_argument("--limit", type=COUNT, default=2000, help="test images behind the metric tables")
+    p.add_argument("--no-metrics", action="store_true", help="skip the evaluation and the metric tables")
+    p.add_argument("--force", action="store_true", help="replace files that already exist in --out")
+    _add_data_args(p)
+    p.set_defaults(func=C.cmd_export)
+
+    p = sub.add_parser("import", help="make a checkpoint of a classifier trained elsewhere (timm, torchvision, your own)")
+    p.add_argument("--arch", required=True, help="timm:NAME, torchvision:NAME or package.module:factory (imported: "
+                                                 "you trust it; later commands need WFEXPLAIN_TRUSTED_MODULES for it)")
+    p.add_argument("--arch-kwargs", type=json_object, default={}, help="JSON keyword arguments of the architecture")
+    p.add_argument("--weights", required=True, help="state dict: .safetensors, or .pt/.pth (torch.load weights_only)")
+    p.add_argument("--dataset", required=True, choices=list_datasets(), help="the classes and images it was trained on")
+    p.add_argument("--img-size", type=ranged(int, *IMG_SIZE_RANGE),
+                   help="input side (default: the dataset's; 64 for imagefolder)")
+    p.add_argument("--in-chans", type=int, choices=[1, 3], help="input channels (default: the dataset's)")
+    p.add_argument("--mean", type=float, nargs="+", help="per-channel normalisation mean (default: the dataset's)")
+    p.add_argument("--std", type=ranged(float, 0, open_lo=True), nargs="+", help="per-channel std (default: the dataset's)")
+    p.add_argument("--head", nargs="+", help="classifier head module path(s) (default: found automatically)")
+    p.add_argument("--retrain-config", type=json_object, default={},
+                   help="JSON TrainConfig fields of the recipe the benchmark's Retrain oracle uses (default: TrainConfig)")
+    p.add_argument("--out", required=True, help="checkpoint directory to create")
+    p.add_argument("--force", action="store_true", help="replace an existing --out, whole")
+    _add_data_args(p)
+    _add_runtime_args(p)
+    p.set_defaults(func=C.cmd_import)
+
+    p = sub.add_parser("upgrade", help="rewrite an older checkpoint's manifest in the current format, recording "
+                                       "the SHA-256 of the files present (you vouch for them)")
+    p.add_argument("--checkpoint", required=True)
+    p.set_defaults(func=C.cmd_upgrade)
+
+    p = sub.add_parser("list", help="list backbones, datasets and checkpoints")
+    p.add_argument("--checkpoints", default="checkpoints", help="directory to scan")
+    p.set_defaults(func=C.cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    start = time.perf_counter()
+    try:
+        if hasattr(args, "device"):
+            args.device = dist.resolve_device(args.device)
+            with dist.session(args.device, args.backend):
+                rc = args.func(args)
+        else:
+            rc = args.func(args)
+    except FileExistsError as e:
+        _error(str(e) if "--force" in str(e) else f"{e} (pass --force to overwrite)")
+        return 2
+    except UsageError as e:
+        _error(str(e))
+        return 2
+    except (CheckpointError, DatasetError, dist.DistributedError, ValueError, OSError) as e:
+        _error(str(e))
+        return 2
+    except RuntimeError as e:
+        if not (dist.launched() and dist.lost_peer(e)):
+            raise
+        _error(f"lost contact with another rank, which failed (its error is above): {e}")
+        return 1
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
+    log(f"done in {time.perf_counter() - start:.1f} s")
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

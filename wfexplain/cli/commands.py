@@ -1,0 +1,267 @@
+"""The ``wfexplain`` subcommands: each checks its options against the checkpoint, runs, logs, returns an exit code.
+
+Logs and progress bars go to stderr (rank 0 only under torchrun); ``--json`` results to stdout.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .. import distributed as dist
+from ..atomic import dumps
+from ..backbones import list_backbones
+from ..checkpoint import MANIFEST_FILE, check_target, load, read_manifest, update_manifest, upgrade
+from ..data import list_datasets
+from ..engine import TrainConfig, UnlearnConfig
+from ..evaluation import evaluate
+from ..pipeline import checkpoint_split, train_checkpoint, unlearn_checkpoint
+from .options import UsageError, at_least, config_from
+
+
+def log(msg: str) -> None:
+    if dist.is_main() and os.environ.get("RANK", "0") == "0":  # RANK: also after the process group is gone
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _error(msg: str) -> None:
+    """Errors are printed by every rank, prefixed with it under torchrun."""
+    prefix = f"[rank {os.environ.get('RANK', '?')}] " if dist.launched() else ""
+    print(f"{prefix}error: {msg}", file=sys.stderr, flush=True)
+
+
+class _Interrupt:
+    """SIGINT sets a flag the loops poll, so they stop between steps."""
+
+    def __init__(self):
+        self.stop = False
+
+    def __enter__(self):
+        self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, *_):
+        self.stop = True
+        log("\ninterrupt: stopping after this step (nothing will be written)")
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self._old)
+
+    def __call__(self) -> bool:
+        return self.stop
+
+
+class _Bar:
+    """A tqdm bar on stderr, drawn from the first progress report on (an early error prints no empty bar)."""
+
+    def __init__(self, desc: str):
+        self.desc, self.bar = desc, None
+
+    def progress(self, step: int, total: int, metrics: dict) -> None:
+        if self.bar is None:
+            self.bar = tqdm(desc=self.desc, file=sys.stderr, dynamic_ncols=True, mininterval=1.0,
+                            disable=not dist.is_main())
+        self.bar.total = total
+        self.bar.set_postfix({k: f"{v:.3f}" if isinstance(v, float) else v for k, v in metrics.items()}, refresh=False)
+        self.bar.update(step - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _bar(desc: str):
+    bar = _Bar(desc)
+    return bar, bar.progress
+
+
+def _check_limits(args, num_classes: int) -> None:
+    """Limits that would leave a class without images (NaN metrics) or no full batch."""
+    classes = f"one image of each of the {num_classes} classes"
+    at_least("--limit-train", getattr(args, "limit_train", None), max(num_classes, getattr(args, "batch_size", 1)),
+             f"{classes} and one batch of --batch-size {getattr(args, 'batch_size', 1)}")
+    for option in ("limit", "eval_limit", "train_limit"):
+        at_least("--" + option.replace("_", "-"), getattr(args, option, None), num_classes, classes)
+
+
+def cmd_train(args) -> int:
+    out = Path(args.out)
+    at_least("--limit-train", args.limit_train, args.batch_size, f"one batch of --batch-size {args.batch_size}")
+    check_target(out, args.force)  # before any work (train_checkpoint checks again)
+    log(f"training {args.backbone} on {args.dataset} -> {out}")
+    bar, progress = _bar("train")
+    with _Interrupt() as stop:
+        result = train_checkpoint(args.dataset, args.backbone, out, config_from(args, TrainConfig), args.data_dir,
+                                  args.download, args.img_size, args.limit_train, args.half, progress, stop,
+                                  overwrite=args.force, device=args.device, workers=args.workers,
+                                  in_chans=args.in_chans)
+    bar.close()
+    if result["cancelled"]:
+        log("cancelled: no checkpoint written")
+        return 130
+    log(f"test accuracy {result['accuracy']:.4f} after {result['seconds']:.0f} s; saved {out}")
+    return 0
+
+
+def cmd_unlearn(args) -> int:
+    n = read_manifest(args.checkpoint).dataset.num_classes
+    _check_limits(args, n)
+    if args.max_set_size >= n:
+        raise UsageError("--max-set-size", f"must be below the number of classes ({n}), got {args.max_set_size}")
+    log(f"unlearning all classes of {args.checkpoint} (backbone frozen)")
+    bar, progress = _bar("unlearn")
+    with _Interrupt() as stop:
+        result = unlearn_checkpoint(args.checkpoint, config_from(args, UnlearnConfig), args.out, args.data_dir,
+                                    args.download, args.limit_train, args.eval_limit, progress, stop,
+                                    device=args.device, workers=args.workers, force=args.force)
+    bar.close()
+    if result["cancelled"]:
+        log("cancelled: checkpoint left unchanged")
+        return 130
+    log(f"trained memory in {result['seconds']:.0f} s: {dumps(result['single'])}")
+    log(f"memory digest {result['memory_digest']} (identical on all {result['world_size']} process(es))")
+    log(f"saved {result['path']}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    model = load(args.checkpoint, args.device)
+    assert model.manifest is not None
+    _check_limits(args, model.num_classes)
+    name = model.info.name
+    test = checkpoint_split(model.manifest, "test", args.data_dir, args.download)
+    bar, progress = _bar("evaluate")
+    report = evaluate(model, test, limit=args.limit, pairs=args.pairs, seed=args.seed, progress=progress,
+                      hard_threshold=args.hard_threshold, workers=args.workers)
+    bar.close()
+    report = {"checkpoint": str(args.checkpoint), "dataset": name, "backbone": model.backbone_name, **report}
+    if not dist.is_main():
+        return 0
+    if args.record:
+        kept = {k: v for k, v in report.items()
+                if k not in ("checkpoint", "dataset", "backbone", "forget_matrix", "original_per_class")}
+        m = model.manifest
+        update_manifest(args.checkpoint, m.replace(metrics={**m.metrics, "evaluation": {"limit": args.limit, **kept}}))
+    if args.json:
+        print(dumps(report))
+    else:
+        print(f"{report['checkpoint']}: {report['num_images']} test images, "
+              f"original accuracy {report['original_accuracy']:.4f}")
+        for key in ("single", "pairs"):
+            if key in report:
+                r = report[key]
+                print(f"  {key:6s} forget mean {r['forget_accuracy_mean']:.4f} (lower is better), "
+                      f"max {r['forget_accuracy_max']:.4f}; retain mean {r['retain_accuracy_mean']:.4f} "
+                      f"vs original {r['original_retain_accuracy_mean']:.4f} (higher is better)")
+    return 0
+
+
+def cmd_retrain(args) -> int:
+    from ..pipeline import retrain
+
+    log(f"retraining {args.checkpoint} from scratch without class(es) {args.forget} (seed {args.seed})")
+    bar, progress = _bar("retrain")
+    with _Interrupt() as stop:
+        result = retrain(args.checkpoint, args.forget, args.seed, args.data_dir, progress, stop,
+                         device=args.device, workers=args.workers, overwrite=args.force)
+    bar.close()
+    if result["cancelled"]:
+        log("cancelled: nothing written")
+        return 130
+    log(f"trained in {result['seconds']:.0f} s; saved {result['path']}")
+    return 0
+
+
+def cmd_benchmark(args) -> int:
+    from ..benchmark.runner import BenchmarkConfig, run_benchmark
+
+    extra = {}
+    for item in args.byo or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--byo expects NAME=PATH, got {item!r}")
+        extra[name] = path
+    _check_limits(args, read_manifest(args.checkpoint).dataset.num_classes)
+    bar, progress = _bar("benchmark")
+    with _Interrupt() as stop:
+        config = BenchmarkConfig(
+            forget_classes=tuple(args.forget) if args.forget is not None else None, seeds=args.seeds,
+            methods=tuple(args.methods) if args.methods else None, limit=args.limit, train_limit=args.train_limit,
+            wf_round=args.wf_round, extra=extra, data_dir=args.data_dir, out=args.out or "auto",
+            command="wfexplain " + " ".join(sys.argv[1:]), resume=not args.no_store, force=args.force)
+        bench = run_benchmark(args.checkpoint, config, progress, stop)
+    bar.close()
+    if bench is None:
+        log("cancelled: nothing written")
+        return 130
+    log(f"wrote benchmark.json, benchmark.md, benchmark.tex to {args.out or args.checkpoint}")
+    if args.json:
+        print(dumps(bench))
+    else:
+        from ..benchmark.reports import benchmark_table
+
+        print(benchmark_table(bench, "md"))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from ..export import export_all
+
+    model = load(args.checkpoint)
+    _check_limits(args, model.num_classes)
+    bad = [c for c in args.forget if c >= model.num_classes]
+    if bad:
+        raise UsageError("--forget", f"class {bad[0]} does not exist: valid classes are 0..{model.num_classes - 1}")
+    report = None
+    if not args.no_metrics:
+        test = checkpoint_split(model.manifest, "test", args.data_dir, args.download)
+        report = evaluate(model, test, limit=args.limit)
+    paths = export_all(model, args.out, forget=args.forget, layers=args.layers, formats=args.formats, report=report,
+                       order_mode=args.order, hard_threshold=args.hard_threshold, overwrite=args.force)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def cmd_import(args) -> int:
+    from ..importing import import_checkpoint
+
+    for option in ("mean", "std"):
+        values = getattr(args, option)
+        if values is not None and args.in_chans is not None and len(values) != args.in_chans:
+            raise UsageError(f"--{option}", f"needs one value per channel (--in-chans {args.in_chans}), got {len(values)}")
+    try:
+        TrainConfig(**args.retrain_config)
+    except (TypeError, ValueError) as e:
+        raise UsageError("--retrain-config", str(e)) from None
+    check_target(args.out, args.force)
+    log(f"importing {args.arch} from {args.weights} on {args.dataset}")
+    result = import_checkpoint(args.arch, args.weights, args.dataset, args.out, data_dir=args.data_dir,
+                               arch_kwargs=args.arch_kwargs, img_size=args.img_size, in_chans=args.in_chans,
+                               mean=args.mean, std=args.std, head=args.head, overwrite=args.force,
+                               retrain_config=TrainConfig(**args.retrain_config), device=args.device,
+                               workers=args.workers)
+    log(f"{result['sites']} gate sites found and probed; test accuracy {result['accuracy']:.4f}; saved {args.out}")
+    log(f"next: wfexplain unlearn --checkpoint {args.out}")
+    return 0
+
+
+def cmd_upgrade(args) -> int:
+    changes = upgrade(args.checkpoint)
+    log(f"{args.checkpoint}: " + ("; ".join(changes) if changes else "already in the current format"))
+    return 0
+
+
+def cmd_list(args) -> int:
+    print("backbones:", ", ".join(list_backbones()))
+    print("datasets: ", ", ".join(list_datasets()))
+    root = Path(args.checkpoints)
+    found = sorted(p.parent.name for p in root.glob(f"*/{MANIFEST_FILE}")) if root.is_dir() else []
+    print("checkpoints:", ", ".join(found) or f"none under {root}")
+    return 0
+
+
