@@ -27,6 +27,7 @@ from ..evaluation.metrics import (
     true_class_confidence,
     zrf,
 )
+from ..hooks import watch
 
 
 @dataclass(frozen=True)
@@ -44,12 +45,8 @@ def _outputs(net: nn.Module, x: torch.Tensor, head: nn.Module | None = None, bat
     """Softmax probabilities (and penultimate features when ``head`` is given), on the CPU."""
     device = next(net.parameters()).device
     feats: list[torch.Tensor] = []
-    hook = head.register_forward_pre_hook(lambda m, inp: feats.append(inp[0].detach().cpu())) if head else None
-    try:
+    with watch({"head": head} if head else {}, on_input=lambda p, m, inputs, o: feats.append(inputs[0].detach().cpu())):
         probs = torch.cat([net(xb.to(device)).softmax(1).cpu() for xb in x.split(batch)])
-    finally:
-        if hook:
-            hook.remove()
     return probs, (torch.cat(feats) if head else None)
 
 

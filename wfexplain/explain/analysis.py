@@ -38,6 +38,7 @@ from scipy.spatial.distance import squareform
 
 from .. import gates as G
 from ..filtering import FilteredModel
+from ..hooks import watch
 
 ORDER_MODES = ("original", "specificity", "clustered")
 CLUSTER_METRICS = ("cosine", "euclidean")
@@ -279,22 +280,21 @@ def component_activations(model: FilteredModel, images: torch.Tensor, layer: str
         captured.append(y.float().reshape(y.shape[0], -1).mean(1))
         raise _Captured
 
-    if site.kind == "heads":
-        lo, hi = index * site.head_dim, (index + 1) * site.head_dim
-        handle = module.register_forward_pre_hook(lambda mod, inputs: keep(inputs[0][..., lo:hi].norm(dim=-1)))
-    elif site.kind == "mha":
-        def mha(mod, args, kwargs, output):
-            a = G.mha_call(args, kwargs)
-            keep(G.mha_heads(mod, a["query"], a["key"], a["value"], a.get("key_padding_mask"),
-                             a.get("attn_mask"))[:, index].norm(dim=-1))
+    lo, hi = index * site.head_dim, (index + 1) * site.head_dim
 
-        handle = module.register_forward_hook(mha, with_kwargs=True)
-    elif site.kind == "norm_act":  # the normalisation's output, before the fused activation
-        handle = module.drop.register_forward_pre_hook(lambda mod, inputs: keep(inputs[0].select(1, index)))
-    else:
-        handle = module.register_forward_hook(lambda mod, inputs, output: keep(output.select(site.dim, index)))
-    try:
-        out = []
+    def mha(path, mod, inputs, output) -> None:
+        a = G.mha_call(*inputs)
+        keep(G.mha_heads(mod, a["query"], a["key"], a["value"], a.get("key_padding_mask"),
+                         a.get("attn_mask"))[:, index].norm(dim=-1))
+
+    watching = {  # where each kind's component is seen
+        "heads": lambda: watch({layer: module}, on_input=lambda p, m, inputs, o: keep(inputs[0][..., lo:hi].norm(dim=-1))),
+        "mha": lambda: watch({layer: module}, on_output=mha, with_kwargs=True),
+        "norm_act": lambda: watch({layer: module.drop},  # the normalisation's output, before the fused activation
+                                  on_input=lambda p, m, inputs, o: keep(inputs[0].select(1, index))),
+    }.get(site.kind, lambda: watch({layer: module}, on_output=lambda p, m, i, output: keep(output.select(site.dim, index))))
+    out = []
+    with watching():
         for start in range(0, images.shape[0], batch_size):
             captured.clear()
             with contextlib.suppress(_Captured):
@@ -302,9 +302,7 @@ def component_activations(model: FilteredModel, images: torch.Tensor, layer: str
             if not captured:
                 raise RuntimeError(f"the forward pass never reached {layer!r}")
             out.append(captured[0].cpu())
-        return torch.cat(out) if out else torch.zeros(0)
-    finally:
-        handle.remove()
+    return torch.cat(out) if out else torch.zeros(0)
 
 
 def top_activating(model: FilteredModel, images: torch.Tensor, layer: str, index: int, k: int = 8) -> list[int]:

@@ -21,6 +21,7 @@ from captum.attr import LayerAttribution, LayerGradCam
 
 from ..backbones import get_spec, list_backbones
 from ..filtering import FilteredModel, Forget
+from ..hooks import watch
 
 
 def _targets(target: int | torch.Tensor, batch: int, device) -> torch.Tensor:
@@ -79,28 +80,22 @@ def gradcam_layers(model) -> list[tuple[str, tuple[int, int]]]:
     seen: dict[str, tuple[int, ...]] = {}  # path -> output shape, ordered by last firing
     nchw: set[tuple[int, int]] = set()
 
-    def record(path):
-        def hook(module, inputs, output):
-            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else ()
-            seen.pop(path, None)
-            seen[path] = shape
-            if isinstance(module, _NCHW) and len(shape) == 4:
-                nchw.add(shape[2:])
-        return hook
+    def record(path, module, inputs, output) -> None:
+        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else ()
+        seen.pop(path, None)
+        seen[path] = shape
+        if isinstance(module, _NCHW) and len(shape) == 4:
+            nchw.add(shape[2:])
 
-    handles = [m.register_forward_hook(record(p)) for p, m in private.named_modules() if p]
     param = next(private.parameters(), None)
     probe = torch.zeros(1, info.in_chans, info.img_size, info.img_size, device=param.device if param is not None else "cpu",
                         dtype=param.dtype if param is not None and param.is_floating_point() else torch.float32)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), watch({p: m for p, m in private.named_modules() if p}, on_output=record):
             private(probe)
     except Exception as e:
         raise ValueError(f"cannot probe the {model.backbone_name!r} backbone with a {info.in_chans}x{info.img_size}"
                          f"x{info.img_size} input: {e}") from e
-    finally:
-        for h in handles:
-            h.remove()
     layout = _token_layout(private)
     out = []
     for p, s in seen.items():
@@ -156,11 +151,8 @@ def _grad_cam(model: FilteredModel, xg: torch.Tensor, target, forget: Forget, la
                                                       relu_attributions=True)
         return LayerAttribution.interpolate(cam, tuple(xg.shape[-2:]), interpolate_mode="bilinear")
     acts: list = []
-    handle = module.register_forward_hook(lambda m, i, o: acts.append(o))
-    try:
+    with watch({path: module}, on_output=lambda p, m, i, o: acts.append(o)):
         logits = private(xg, forget)
-    finally:
-        handle.remove()
     act = acts[-1] if acts else None
     if not isinstance(act, torch.Tensor) or act.ndim not in (3, 4):
         raise ValueError(f"Grad-CAM layer {path!r} must output [B, C, H, W] or tokens [B, T, D]")
