@@ -113,7 +113,7 @@ def _alive(pid: int) -> bool:
 def clean_stale(target: str | os.PathLike) -> list[Path]:
     """Remove temporaries of ``target`` whose writer is gone; restore an old copy left by a crash."""
     target = Path(target)
-    removed = []
+    removed: list[Path] = []
     if not target.parent.is_dir():
         return removed
     for p in target.parent.glob(f".{glob.escape(target.name)}{_TAG}*"):

@@ -22,6 +22,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import timm
 import torch
@@ -165,7 +166,8 @@ class SmallCNN(nn.Module):
 
 def _cnn_gradcam(model: nn.Module, img_size: int) -> str:
     """The last ReLU of ``features``."""
-    return f"features.{max(i for i, m in enumerate(model.features) if isinstance(m, nn.ReLU))}"
+    features = cast(SmallCNN, model).features  # the Grad-CAM layer of "cnn" only: a SmallCNN
+    return f"features.{max(i for i, m in enumerate(features) if isinstance(m, nn.ReLU))}"
 
 
 @register_backbone("cnn", "3 conv-BN-ReLU blocks (32/64/128) + FC 256; gates on every BN channel and FC unit",

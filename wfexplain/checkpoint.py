@@ -106,7 +106,7 @@ def save_checkpoint(model: FilteredModel, directory: str | os.PathLike, fields: 
         manifest = Manifest(
             **{"versions": package_versions(), **(fields or {})},
             backbone=model.backbone_name, dataset=model.info, storage_dtype="float16" if half else "float32",
-            memory_shapes={k: tuple(v.shape) for k, v in model.memory.items()}, arch_kwargs=model.arch_kwargs,
+            memory_shapes={k: (v.shape[0], v.shape[1]) for k, v in model.memory.items()}, arch_kwargs=model.arch_kwargs,
             heads=list(model.heads), sites=[s.to_json() for s in model.sites],
             files={name: file_sha256(tmp / name) for name in WEIGHT_FILES},
         )

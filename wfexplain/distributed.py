@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import torch
 import torch.distributed as dist
@@ -116,7 +116,7 @@ def interleave(local: torch.Tensor) -> torch.Tensor:
     return torch.stack(parts, dim=1).flatten(0, 1).to(local.device)
 
 
-def check_identical(tensors: dict[str, torch.Tensor], what: str) -> str:
+def check_identical(tensors: Mapping[str, torch.Tensor], what: str) -> str:
     """Digest of ``tensors``; under torchrun, raise unless every rank holds exactly the same values.
 
     DDP keeps replicas identical by construction; this makes the guarantee visible (the CLI

@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from . import distributed as dist
+from .data.base import dataset_len
 from .filtering import FilteredModel
 from .objectives import sample_forget_sets, wf_objective
 
@@ -54,7 +55,7 @@ def check_range(name: str, value, lo: float, hi: float, open_lo: bool, open_hi: 
 
 class _Checked:
     def __post_init__(self):
-        for f in fields(self):  # type: ignore[arg-type]
+        for f in fields(self):
             if "range" in f.metadata:
                 check_range(f.name, getattr(self, f.name), *f.metadata["range"], integer=f.type == "int")
 
@@ -95,7 +96,8 @@ def _loader(ds: Dataset, batch_size: int, seed: int, workers: int = 0, multiple:
     if batch_size % (w * multiple):
         raise ValueError(f"batch_size={batch_size} must be divisible by {w * multiple} "
                          f"({w} process(es){' x 2 halves' if multiple == 2 else ''})")
-    sampler = DistributedSampler(ds, num_replicas=w, rank=dist.rank(), shuffle=True, seed=seed, drop_last=True)
+    sampler: DistributedSampler[int] = DistributedSampler(ds, num_replicas=w, rank=dist.rank(), shuffle=True, seed=seed,
+                                                          drop_last=True)
     return DataLoader(ds, batch_size=batch_size // w, sampler=sampler, drop_last=True, num_workers=workers,
                       persistent_workers=workers > 0)
 
@@ -138,15 +140,17 @@ def train_classifier(model: nn.Module, train: Dataset, cfg: TrainConfig, progres
     device = next(model.parameters()).device
     loader = _loader(train, cfg.batch_size, cfg.seed, workers)
     if len(loader) == 0:
-        raise ValueError(f"training needs at least batch_size={cfg.batch_size} images, got {len(train)}")
+        raise ValueError(f"training needs at least batch_size={cfg.batch_size} images, got {dataset_len(train)}")
     total = cfg.epochs * len(loader)
     net = _wrap(model, device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.15)
+    sampler = loader.sampler
+    assert isinstance(sampler, DistributedSampler)  # _loader always gives one
     model.train()
     step, loss_avg, start = 0, None, time.perf_counter()
     for epoch in range(cfg.epochs):
-        loader.sampler.set_epoch(epoch)
+        sampler.set_epoch(epoch)
         for x, y in loader:
             if _stop(should_stop):
                 return {"steps": step, "seconds": time.perf_counter() - start, "final_loss": loss_avg, "cancelled": True}
@@ -178,17 +182,20 @@ def train_memory(model: FilteredModel, train: Dataset, cfg: UnlearnConfig, progr
     g = torch.Generator().manual_seed(cfg.seed)
     loader = _loader(train, cfg.batch_size, cfg.seed, workers, multiple=2)
     if len(loader) == 0:
-        raise ValueError(f"unlearning needs at least batch_size={cfg.batch_size} training images, got {len(train)}")
+        raise ValueError(f"unlearning needs at least batch_size={cfg.batch_size} training images, got {dataset_len(train)}")
     total = cfg.steps
     alphas = list(model.alphas.values())
     device = alphas[0].device
     net = _wrap(model, device)
     opt = torch.optim.Adam(alphas, lr=cfg.lr)
     n, w, r = model.num_classes, dist.world_size(), dist.rank()
+    sampler = loader.sampler
+    assert isinstance(sampler, DistributedSampler)  # _loader always gives one
     model.train()
-    step, epoch, avg, start = 0, 0, {}, time.perf_counter()
+    avg: dict[str, float] = {}
+    step, epoch, start = 0, 0, time.perf_counter()
     while step < total:  # as many passes over the data as the step budget needs
-        loader.sampler.set_epoch(epoch)
+        sampler.set_epoch(epoch)
         epoch += 1
         for x, y in loader:
             if step >= total:

@@ -73,7 +73,8 @@ def memory_npz(memory, class_names: Sequence[str]) -> bytes:
     if "class_names" in arrays:
         raise ValueError("a layer is named 'class_names', which clashes with the class-name array")
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays, class_names=np.array([str(c) for c in class_names], dtype=str))
+    # numpy's stub types **kwds beside allow_pickle: bool, and mypy checks the unpacked arrays against both
+    np.savez_compressed(buf, **arrays, class_names=np.array([str(c) for c in class_names], dtype=str))  # type: ignore[arg-type]
     return buf.getvalue()
 
 

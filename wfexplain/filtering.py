@@ -119,6 +119,16 @@ class FilteredModel(nn.Module):
     def class_names(self) -> tuple[str, ...]:
         return self.info.class_names
 
+    def checkpoint_manifest(self) -> Manifest:
+        """The manifest of the checkpoint this model was loaded from (:func:`wfexplain.load`).
+
+        Raises:
+            ValueError: the model was built in memory (e.g. by :func:`wfexplain.wrap`), so it has no manifest.
+        """
+        if self.manifest is None:
+            raise ValueError("this model was not loaded from a checkpoint")
+        return self.manifest
+
     @property
     def memory(self) -> Mapping[str, torch.Tensor]:
         """Layer (gate-site path) -> memory matrix ``[num_classes, K]`` (detached views of the parameters)."""

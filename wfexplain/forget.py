@@ -30,7 +30,8 @@ def classes(forget: Forget, num_classes: int | None = None, allow_empty: bool = 
     else:
         if isinstance(forget, torch.Tensor):
             forget = forget.flatten().tolist()
-        items = [forget] if isinstance(forget, numbers.Integral | np.integer) else list(forget)
+        # int is an Integral already; it is named so that type checkers narrow it out of the else branch
+        items = [forget] if isinstance(forget, int | numbers.Integral | np.integer) else list(forget)
         if not all(isinstance(c, numbers.Integral | np.integer) and not isinstance(c, bool) for c in items):
             raise ValueError(f"class indices must be integers, got {items[:5]!r}")
         out = sorted({int(c) for c in items})

@@ -15,7 +15,7 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, NoReturn, overload
 
 from .backbones import check_spec
 from .data import DatasetInfo
@@ -103,7 +103,7 @@ class _Reader:
     def __init__(self, path: str):
         self.path = path
 
-    def fail(self, msg: str):
+    def fail(self, msg: str) -> NoReturn:
         raise CheckpointError(f"{self.path}: {msg}")
 
     def typed(self, obj: dict, key: str, kinds, optional: bool = False):
@@ -119,6 +119,11 @@ class _Reader:
             names = "/".join(k.__name__ for k in kinds)
             self.fail(f"{key} must be {names}{' or null' if optional else ''}, found {type(v).__name__} {_short(v)}")
         return v
+
+    @overload
+    def int_in(self, obj: dict, key: str, lo: int, hi: int, optional: Literal[False] = False) -> int: ...
+    @overload
+    def int_in(self, obj: dict, key: str, lo: int, hi: int, optional: bool) -> int | None: ...
 
     def int_in(self, obj: dict, key: str, lo: int, hi: int, optional: bool = False) -> int | None:
         v = self.typed(obj, key, int, optional)
@@ -232,10 +237,9 @@ class _Reader:
         for name in WEIGHT_FILES:
             entry = files.get(name)
             digest = entry.get("sha256") if isinstance(entry, dict) else None
-            valid = isinstance(digest, str) and _SHA256.fullmatch(digest)
-            if not valid and not required:  # lenient reading (upgrade): the digest gets recorded anew
-                continue
-            if not valid:
+            if not (isinstance(digest, str) and _SHA256.fullmatch(digest)):
+                if not required:  # lenient reading (upgrade): the digest gets recorded anew
+                    continue
                 self.fail(f"records no valid SHA-256 of {name} (files.{name}.sha256 is {_short(digest)}); digests are "
                           f"mandatory. If you trust the files, `wfexplain upgrade --checkpoint DIR` records them")
             out[name] = digest

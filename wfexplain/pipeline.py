@@ -48,12 +48,18 @@ def checkpoint_split(manifest: Manifest, split: str, data_dir: str | os.PathLike
     return with_preprocessing(load_dataset(info.name, split, root, download, info.img_size, chans), info)
 
 
+class _LabelledSubset(Subset):
+    """A :class:`~torch.utils.data.Subset` that keeps its samples' labels as ``targets``, like the full split."""
+
+    targets: torch.Tensor
+
+
 def training_subset(ds, limit: int | None, seed: int):
     """The seeded, class-stratified subset of ``limit`` training images (all if None), with its ``targets``."""
     if limit is None or limit >= len(ds):
         return ds
     idx = stratified_subset(ds.targets, limit, seed)
-    sub = Subset(ds, idx.tolist())
+    sub = _LabelledSubset(ds, idx.tolist())
     sub.targets = ds.targets[idx]
     return sub
 
@@ -145,8 +151,7 @@ def unlearn_checkpoint(path: str | os.PathLike, cfg: UnlearnConfig = UnlearnConf
         written when cancelled. Under torchrun the memory digest is checked equal on every rank.
     """
     model = load(path, device)
-    manifest = model.manifest
-    assert manifest is not None
+    manifest = model.checkpoint_manifest()
     target = Path(out or path)
     in_place = target.resolve() == Path(path).resolve()
     if in_place and manifest.unlearned and not force:
@@ -235,9 +240,7 @@ def retrain(checkpoint: str | os.PathLike, forget: Sequence[int], seed: int = 0,
                 "timings": {"train_seconds": round(result["seconds"], 3)},
             }, half=manifest.storage_dtype == "float16", overwrite=overwrite)
         dist.barrier()
-    else:
-        path = None
-    return {"model": net.eval(), "seconds": result["seconds"], "path": path, "cancelled": False}
+    return {"model": net.eval(), "seconds": result["seconds"], "path": path if save else None, "cancelled": False}
 
 
 def oracle_mismatch(oracle: Manifest, base: Manifest, forget: Sequence[int], seed: int) -> str | None:
@@ -266,9 +269,9 @@ def load_oracle(checkpoint, base: Manifest, forget: Sequence[int], seed: int) ->
     except CheckpointError as e:
         warnings.warn(f"ignoring the Retrain oracle {path}: {e}", stacklevel=2)
         return None, float("nan"), True
-    assert oracle.manifest is not None
-    why = oracle_mismatch(oracle.manifest, base, forget, seed)
+    manifest = oracle.checkpoint_manifest()
+    why = oracle_mismatch(manifest, base, forget, seed)
     if why:
         warnings.warn(f"ignoring the Retrain oracle {path}: {why}; training a new one", stacklevel=2)
         return None, float("nan"), True
-    return oracle.backbone, float(oracle.manifest.timings.get("train_seconds", float("nan"))), False
+    return oracle.backbone, float(manifest.timings.get("train_seconds", float("nan"))), False

@@ -33,6 +33,7 @@ KINDS = ("channels", "features", "norm_act", "heads", "mha")
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _HEAD_NAMES = ("fc", "classifier", "heads", "head", "head_dist", "last_linear")
+_NormLayer = nn.modules.batchnorm._BatchNorm | nn.GroupNorm | nn.LayerNorm  # the layers _channels reads
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def _affine(m: nn.Module) -> bool:
     return isinstance(getattr(m, "weight", None), nn.Parameter)
 
 
-def _channels(m: nn.Module) -> int:
+def _channels(m: _NormLayer) -> int:
     if isinstance(m, nn.GroupNorm):
         return m.num_channels
     if isinstance(m, nn.LayerNorm):
@@ -145,9 +146,9 @@ def _walk(model: nn.Module, heads: Sequence[str]) -> tuple[list[GateSite], list[
                 sites.append(GateSite(f"{path}.proj", "heads", m.num_heads, m.head_dim))
             continue
         if isinstance(m, (*_NORMS, nn.LayerNorm)):  # timm's fused norm+act layers are _NORMS too
-            after_conv = prev_leaf is not None and isinstance(prev_leaf[1], _CONVS) \
-                and prev_leaf[1].out_channels == _channels(m)
-            if after_conv and prev_leaf[0] not in gated_convs:
+            prev_path, prev = prev_leaf if prev_leaf is not None else ("", None)
+            after_conv = isinstance(prev, _CONVS) and prev.out_channels == _channels(m)
+            if after_conv and prev_path not in gated_convs:
                 if not _affine(m):
                     left.append((path, "normalisation without affine parameters"))
                 elif _is_norm_act(m):
@@ -209,10 +210,16 @@ def check_sites(model: nn.Module, sites: Sequence[GateSite], heads: Sequence[str
 
 
 def _size(m: nn.Module, s: GateSite) -> int:
+    # check_sites has checked the module's class for its kind, so the asserts below always hold.
     if s.kind == "heads":
+        assert isinstance(m, nn.Linear)
         return m.in_features // s.head_dim
     if s.kind == "mha":
+        assert isinstance(m, nn.MultiheadAttention)
         return m.num_heads
     if isinstance(m, _CONVS):
         return m.out_channels
-    return m.out_features if isinstance(m, nn.Linear) else _channels(m)
+    if isinstance(m, nn.Linear):
+        return m.out_features
+    assert isinstance(m, _NormLayer)
+    return _channels(m)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sized
 from contextlib import contextmanager
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from ..data.base import dataset_len
 from ..engine import Progress, StopFlag
 
 
@@ -29,7 +31,7 @@ def check_fraction(cfg, *names: str) -> None:
 
 def check_data(retain: Dataset | None, forget: Dataset | None) -> None:
     for name, ds in (("retain", retain), ("forget", forget)):
-        if ds is not None and len(ds) == 0:
+        if ds is not None and dataset_len(ds) == 0:
             raise ValueError(f"the {name} set is empty")
 
 
@@ -67,7 +69,8 @@ def finish(model: nn.Module | None, flags: dict[str, bool], steps: int, start: f
 
 def batches(ds: Dataset, batch_size: int, g: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless seeded stream of batches: a fresh permutation of ``ds`` per pass (last partial batch dropped)."""
-    loader = DataLoader(ds, batch_size=min(batch_size, len(ds)), sampler=RandomSampler(ds, generator=g), drop_last=True)
+    sampler = RandomSampler(cast(Sized, ds), generator=g)  # a map-style dataset: it has __len__
+    loader = DataLoader(ds, batch_size=min(batch_size, dataset_len(ds)), sampler=sampler, drop_last=True)
     while True:
         yield from loader
 
@@ -105,8 +108,8 @@ def train_loop(model: nn.Module, steps: int, step_fn: Callable[[], dict[str, tor
     for step in range(steps):
         if should_stop and should_stop():
             return step, True
-        for k, v in step_fn().items():
-            v = float(v)
+        for k, t in step_fn().items():
+            v = float(t)
             avg[k] = v if k not in avg else 0.98 * avg[k] + 0.02 * v
         if progress:
             progress(step + 1, steps, dict(avg))

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..data.base import dataset_len
 from ..engine import Progress, StopFlag
 from . import _common as c
 from .random_labels import relabel_step
@@ -100,7 +101,7 @@ def unlearn(net: nn.Module, retain: Dataset, forget: Dataset, num_classes: int, 
     c.check_data(retain, forget)
     model, flags = c.trainable_copy(net)
     device = c.device_of(model)
-    mask_batches = -(-len(forget) // cfg.mask_batch_size)
+    mask_batches = -(-dataset_len(forget) // cfg.mask_batch_size)
     total = mask_batches + cfg.steps
     with c.seeded(seed, device):  # DataLoader iterators draw from the global RNG
         masks, done = saliency_mask(model, forget, cfg.mask_ratio, cfg.mask_batch_size, device, progress, should_stop,
@@ -128,6 +129,7 @@ def unlearn(net: nn.Module, retain: Dataset, forget: Dataset, num_classes: int, 
         return metrics
 
     def shifted(step_no: int, _total: int, metrics: dict) -> None:
+        assert progress is not None  # shifted is passed on only when there is a progress callback
         progress(done + step_no, total, metrics)
 
     with c.seeded(seed, device):

@@ -46,6 +46,7 @@ import torch
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
+from ..data.base import dataset_len
 from ..engine import Progress, StopFlag
 from . import _common as c
 
@@ -67,7 +68,7 @@ class Config:
 
 def training_subset(retain: Dataset, forget: Dataset, size: int, seed: int) -> Dataset:
     """The data ``D`` of the importances: a seeded uniform subset of ``retain + forget`` (all of it if ``size`` is 0)."""
-    full = ConcatDataset([retain, forget])
+    full: ConcatDataset = ConcatDataset([retain, forget])
     if size == 0 or size >= len(full):
         return full
     g = torch.Generator().manual_seed(seed)
@@ -122,7 +123,7 @@ def unlearn(net: nn.Module, retain: Dataset, forget: Dataset, num_classes: int, 
     model.eval()
     device = c.device_of(model)
     data = training_subset(retain, forget, cfg.train_images, seed)
-    n_batches = [-(-len(ds) // cfg.batch_size) for ds in (forget, data)]
+    n_batches = [-(-dataset_len(ds) // cfg.batch_size) for ds in (forget, data)]
     total, done = sum(n_batches), 0
 
     def on_batch(loss: float) -> None:
@@ -134,7 +135,7 @@ def unlearn(net: nn.Module, retain: Dataset, forget: Dataset, num_classes: int, 
     with c.seeded(seed, device):  # DataLoader iterators draw from the global RNG
         imp_f = importance(model, forget, cfg.batch_size, device, should_stop, on_batch)
         imp_d = None if imp_f is None else importance(model, data, cfg.batch_size, device, should_stop, on_batch)
-    if imp_d is None:
+    if imp_f is None or imp_d is None:  # stopped (imp_d is None whenever imp_f is)
         return c.finish(None, flags, done, start, True, selected=0, selected_fraction=0.0)
     selected = dampen(model, imp_d, imp_f, cfg.alpha, cfg.lambda_)
     n_params = sum(p.numel() for p in model.parameters())

@@ -240,8 +240,8 @@ def prediction_distances(predictions: Mapping[str, Sequence[float]], reference: 
         return {}
     ref = np.asarray(predictions[reference], dtype=float)
     out = {}
-    for m, p in predictions.items():
-        p = np.asarray(p, dtype=float)
+    for m, values in predictions.items():
+        p = np.asarray(values, dtype=float)
         out[m] = 0.5 * float(np.abs(p - ref).sum()) if p.shape == ref.shape else math.nan
     return out
 

@@ -95,7 +95,7 @@ def run_benchmark(checkpoint: str | os.PathLike, config: BenchmarkConfig = Bench
                                                     config.save_oracles)
     overrides, resume, force, command = config.overrides, config.resume, config.force, config.command
     base = load(checkpoint)
-    manifest, info, n = base.manifest, base.info, base.num_classes
+    manifest, info, n = base.checkpoint_manifest(), base.info, base.num_classes
     classes = forget_sets.classes(forget_classes if forget_classes is not None else range(n), n, allow_empty=False)
     chosen = ["retrain", *[m for m in (methods or METHODS) if m != "retrain"]]
     unknown = [m for m in chosen if m not in METHODS]
@@ -202,8 +202,9 @@ def run_benchmark(checkpoint: str | os.PathLike, config: BenchmarkConfig = Bench
 def _wf_round(checkpoint, base: FilteredModel, train, seed: int, wf_round: str, should_stop,
               store: RunStore | None, config) -> tuple[FilteredModel | None, float, str]:
     """WF's model for ``seed``: the checkpoint's memory, a stored round or a new round (all classes at once)."""
+    manifest = base.checkpoint_manifest()
     if wf_round == "checkpoint":
-        return base, float(base.manifest.timings.get("unlearn_seconds", float("nan"))), \
+        return base, float(manifest.timings.get("unlearn_seconds", float("nan"))), \
             "checkpoint manifest (unlearn_seconds)"
     model = copy.deepcopy(base)  # the same network and memory, trained afresh below
     stored = store.get_round(seed, config) if store else None
@@ -216,7 +217,8 @@ def _wf_round(checkpoint, base: FilteredModel, train, seed: int, wf_round: str, 
     with torch.no_grad():
         for p in model.alphas.values():
             p.fill_(1.0)
-    cfg = UnlearnConfig(**{**base.manifest.unlearn_config, "seed": seed})
+    assert manifest.unlearn_config is not None  # run_benchmark runs WF only on a checkpoint with memory matrices
+    cfg = UnlearnConfig(**{**manifest.unlearn_config, "seed": seed})
     r = train_memory(model, train, cfg, should_stop=should_stop)
     if r["cancelled"]:
         return None, r["seconds"], ""
@@ -237,7 +239,7 @@ def _unlearn(method: str, c: int, seed: int, checkpoint, base: FilteredModel, wf
     if method in byo:
         return byo[method], float("nan")
     if method == "retrain":
-        net, secs, stale = load_oracle(checkpoint, base.manifest, [c], seed)
+        net, secs, stale = load_oracle(checkpoint, base.checkpoint_manifest(), [c], seed)
         if net is not None:
             sources["retrain"].add("stored oracle (its manifest's train_seconds)")
             return net, secs
@@ -245,6 +247,7 @@ def _unlearn(method: str, c: int, seed: int, checkpoint, base: FilteredModel, wf
         sources["retrain"].add("measured in this run")
         return (None, r["seconds"]) if r["cancelled"] else (r["model"], r["seconds"])
     if method == "wf":
+        assert wf[0] is not None  # WF is scored only after its round gave a model (a cancelled round stops the run)
         start = time.perf_counter()
         baked = bake(wf[0], [c])
         return baked, wf[1] + time.perf_counter() - start
@@ -256,7 +259,8 @@ def _unlearn(method: str, c: int, seed: int, checkpoint, base: FilteredModel, wf
 
 
 def _aggregate(runs: dict[str, dict[int, list[dict]]], classes: list[int]) -> dict:
-    methods, per_class = {}, {str(c): {} for c in classes}
+    methods: dict[str, dict] = {}
+    per_class: dict[str, dict[str, dict]] = {str(c): {} for c in classes}
     for m, by_class in runs.items():
         every = [r["metrics"] for c in classes for r in by_class[c]]
         methods[m] = {k: _stats([r[k] for r in every]) for k in METRICS}

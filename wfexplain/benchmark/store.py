@@ -21,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -41,7 +43,7 @@ def digest(obj) -> str:
 class RunStore:
     """Scored results of one checkpoint and one choice of scored images."""
 
-    def __init__(self, checkpoint: str | Path, manifest: Manifest, limit: int | None, train_limit: int | None):
+    def __init__(self, checkpoint: str | os.PathLike, manifest: Manifest, limit: int | None, train_limit: int | None):
         """``manifest``: the checkpoint's (loaded, so its digests were checked): the key digests its weight files."""
         self.inputs = {"model_sha256": manifest.files[MODEL_FILE], "memory_sha256": manifest.files[MEMORY_FILE],
                        "limit": limit, "train_limit": train_limit, "scoring_version": SCORING_VERSION}
@@ -82,7 +84,7 @@ class RunStore:
         except (SafetensorError, OSError, ValueError):
             return None
 
-    def put_round(self, seed: int, config, memory: dict[str, torch.Tensor], seconds: float) -> None:
+    def put_round(self, seed: int, config, memory: Mapping[str, torch.Tensor], seconds: float) -> None:
         tensors = {k: v.detach().cpu().float().contiguous() for k, v in memory.items()}
         meta = {"seconds": "nan" if math.isnan(seconds) else repr(float(seconds))}
         atomic_write(self._round_path(seed, config), lambda tmp: save_file(tensors, tmp, metadata=meta))

@@ -59,7 +59,8 @@ class _Bar:
     """A tqdm bar on stderr, drawn from the first progress report on (an early error prints no empty bar)."""
 
     def __init__(self, desc: str):
-        self.desc, self.bar = desc, None
+        self.desc = desc
+        self.bar: tqdm | None = None
 
     def progress(self, step: int, total: int, metrics: dict) -> None:
         if self.bar is None:
@@ -130,10 +131,10 @@ def cmd_unlearn(args) -> int:
 
 def cmd_evaluate(args) -> int:
     model = load(args.checkpoint, args.device)
-    assert model.manifest is not None
+    manifest = model.checkpoint_manifest()
     _check_limits(args, model.num_classes)
     name = model.info.name
-    test = checkpoint_split(model.manifest, "test", args.data_dir, args.download)
+    test = checkpoint_split(manifest, "test", args.data_dir, args.download)
     bar, progress = _bar("evaluate")
     report = evaluate(model, test, limit=args.limit, pairs=args.pairs, seed=args.seed, progress=progress,
                       hard_threshold=args.hard_threshold, workers=args.workers)
@@ -144,8 +145,8 @@ def cmd_evaluate(args) -> int:
     if args.record:
         kept = {k: v for k, v in report.items()
                 if k not in ("checkpoint", "dataset", "backbone", "forget_matrix", "original_per_class")}
-        m = model.manifest
-        update_manifest(args.checkpoint, m.replace(metrics={**m.metrics, "evaluation": {"limit": args.limit, **kept}}))
+        evaluation = {"limit": args.limit, **kept}
+        update_manifest(args.checkpoint, manifest.replace(metrics={**manifest.metrics, "evaluation": evaluation}))
     if args.json:
         print(dumps(report))
     else:
@@ -218,7 +219,7 @@ def cmd_export(args) -> int:
         raise UsageError("--forget", f"class {bad[0]} does not exist: valid classes are 0..{model.num_classes - 1}")
     report = None
     if not args.no_metrics:
-        test = checkpoint_split(model.manifest, "test", args.data_dir, args.download)
+        test = checkpoint_split(model.checkpoint_manifest(), "test", args.data_dir, args.download)
         report = evaluate(model, test, limit=args.limit)
     paths = export_all(model, args.out, forget=args.forget, layers=args.layers, formats=args.formats, report=report,
                        order_mode=args.order, hard_threshold=args.hard_threshold, overwrite=args.force)

@@ -51,6 +51,7 @@ FRACTION = ranged(float, 0, 1)  # thresholds
 def add_config_args(p: argparse.ArgumentParser, cls) -> None:
     """One option per field of a config dataclass, with the field's own range."""
     for f in dataclasses.fields(cls):
+        assert isinstance(f.type, str)  # the config modules postpone annotations: field types are their names
         flag = "--" + f.name.replace("_", "-")
         if f.type == "bool":
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import os
 
-from torch.utils.data import Dataset
-
 from .base import (
     DIGITS,
     FASHION_MNIST_CLASSES,
@@ -56,7 +54,8 @@ def list_datasets() -> list[str]:
 
 
 def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None = None,
-                 download: bool = False, img_size: int | None = None, in_chans: int | None = None) -> Dataset:
+                 download: bool = False, img_size: int | None = None,
+                 in_chans: int | None = None) -> TensorImages | ImageFolderImages:
     """Load one split of a dataset.
 
     Args:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Sized
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -155,7 +157,12 @@ def _data_root(root: str | os.PathLike | None, default: str | None) -> Path | No
 _LUMA = torch.tensor([0.299, 0.587, 0.114])  # PIL's RGB -> L weights
 
 
-def with_preprocessing(ds: Dataset, info: DatasetInfo) -> Dataset:
+def dataset_len(ds: Dataset) -> int:
+    """``len(ds)`` of a map-style dataset (torch's ``Dataset`` type does not declare ``__len__``)."""
+    return len(cast(Sized, ds))
+
+
+def with_preprocessing(ds: TensorImages | ImageFolderImages, info: DatasetInfo) -> TensorImages | ImageFolderImages:
     """``ds`` (from :func:`load_dataset`) as a model with ``info`` sees it: its size, channels, mean and std.
 
     Image folders go through the model's own transform (resize, mode, normalisation); in-memory
@@ -169,7 +176,7 @@ def with_preprocessing(ds: Dataset, info: DatasetInfo) -> Dataset:
                            f"{list(info.class_names)[:5]}...")
     out = copy.copy(ds)
     out.info = info
-    if isinstance(ds, ImageFolderImages):
+    if isinstance(out, ImageFolderImages):  # a copy: the same class as ds
         out.transform = build_transform(info)
     else:
         out._mean = torch.tensor(info.mean).view(1, -1, 1, 1)

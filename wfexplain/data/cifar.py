@@ -29,7 +29,7 @@ def _pickle_allow_list() -> dict[tuple[str, str], object]:
     try:  # numpy >= 2 (importing numpy.core there only to resolve names would warn)
         from numpy._core import multiarray, numeric
     except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core import multiarray, numeric
+        from numpy.core import multiarray, numeric  # type: ignore[no-redef]  # same names, older location
     allowed: dict[tuple[str, str], object] = {
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
@@ -38,7 +38,8 @@ def _pickle_allow_list() -> dict[tuple[str, str], object]:
     for pkg in ("numpy.core", "numpy._core"):  # the real archive says numpy.core; numpy 2 writes numpy._core
         allowed[(f"{pkg}.multiarray", "_reconstruct")] = multiarray._reconstruct  # ndarray, protocol <= 4
         allowed[(f"{pkg}.multiarray", "scalar")] = multiarray.scalar  # a numpy scalar, e.g. a np.int64 label
-        allowed[(f"{pkg}.numeric", "_frombuffer")] = numeric._frombuffer  # ndarray, protocol 5
+        # ndarray, protocol 5 (numpy's stubs omit this private function)
+        allowed[(f"{pkg}.numeric", "_frombuffer")] = numeric._frombuffer  # type: ignore[attr-defined]
     return allowed
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import hashlib
 
 import torch
-from torch.utils.data import Dataset
 
-from .base import TensorImages
+from .base import ImageFolderImages, TensorImages
 
 
-def fingerprint(ds: Dataset) -> str:
+def fingerprint(ds: TensorImages | ImageFolderImages) -> str:
     """A short content hash of a dataset split (labels and, where cheap, pixels)."""
     h = hashlib.sha256()
     h.update(ds.targets.numpy().tobytes())

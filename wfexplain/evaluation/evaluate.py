@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from .. import distributed as dist
 from ..data import stratified_subset
+from ..data.base import dataset_len
 from ..engine import Progress
 from ..filtering import FilteredModel, Forget, bake
 from .metrics import accuracy, forget_accuracy, per_class_accuracy, retain_accuracy
@@ -37,19 +38,20 @@ def predict(model: FilteredModel, ds: Dataset, forget: Forget = None, batch_size
     net = model if hard_threshold is None or forget is None else bake(model, forget, hard_threshold)
     kwargs = {} if net is not model else {"forget": forget}
     device = next(model.parameters()).device
-    part = Subset(ds, list(dist.shard(len(ds)))) if dist.world_size() > 1 else ds
+    part = Subset(ds, list(dist.shard(dataset_len(ds)))) if dist.world_size() > 1 else ds
     loader = DataLoader(part, batch_size=batch_size, num_workers=workers)
     preds = [net(x.to(device), **kwargs).argmax(1).cpu() for x, _ in loader]
     local = torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
-    return dist.gather_shards(local, len(ds))
+    return dist.gather_shards(local, dataset_len(ds))
 
 
 def dataset_targets(ds: Dataset, num_classes: int) -> torch.Tensor:
     """The labels of a map-style dataset: its ``targets`` (tensor or list) or, failing that, each ``ds[i][1]``."""
+    n = dataset_len(ds)
     t = getattr(ds, "targets", None)
-    y = torch.as_tensor(t, dtype=torch.long) if t is not None else torch.tensor([int(ds[i][1]) for i in range(len(ds))])
-    if len(y) != len(ds) or (len(y) and not (int(y.min()) >= 0 and int(y.max()) < num_classes)):
-        raise ValueError(f"the dataset's labels must be {len(ds)} class indices in 0..{num_classes - 1}")
+    y = torch.as_tensor(t, dtype=torch.long) if t is not None else torch.tensor([int(ds[i][1]) for i in range(n)])
+    if len(y) != n or (len(y) and not (int(y.min()) >= 0 and int(y.max()) < num_classes)):
+        raise ValueError(f"the dataset's labels must be {n} class indices in 0..{num_classes - 1}")
     return y
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -204,7 +205,7 @@ def overall_sparsity(memory: Memory, threshold: float = 0.5) -> list[float]:
     :func:`sparsity`'s per-layer fractions.
     """
     mem = as_memory(memory)
-    off = sum((a < threshold).double().sum(1) for a in mem.values())
+    off = torch.stack([(a < threshold).double().sum(1) for a in mem.values()]).sum(0)  # as_memory: never empty
     total = sum(a.shape[1] for a in mem.values())
     return (off / total).tolist()
 
@@ -219,7 +220,7 @@ def top_components(memory: Memory, cls: int, k: int = 10) -> list[dict]:
     n = next(iter(mem.values())).shape[0]
     if not 0 <= int(cls) < n:
         raise ValueError(f"class index {cls} out of range: valid classes are 0..{n - 1}")
-    rows = []
+    rows: list[dict[str, Any]] = []
     for layer, a in mem.items():
         spec = specificity(a)[cls]
         for i in range(a.shape[1]):
@@ -292,7 +293,8 @@ def component_activations(model: FilteredModel, images: torch.Tensor, layer: str
         "mha": lambda: watch({layer: module}, on_output=mha, with_kwargs=True),
         "norm_act": lambda: watch({layer: module.drop},  # the normalisation's output, before the fused activation
                                   on_input=lambda p, m, inputs, o: keep(inputs[0].select(1, index))),
-    }.get(site.kind, lambda: watch({layer: module}, on_output=lambda p, m, i, output: keep(output.select(site.dim, index))))
+    }.get(site.kind, lambda: watch({layer: module},  # the other kinds' modules return one tensor
+                                   on_output=lambda p, m, i, output: keep(cast(torch.Tensor, output).select(site.dim, index))))
     out = []
     with watching():
         for start in range(0, images.shape[0], batch_size):
@@ -325,8 +327,9 @@ def memory_summary(model: FilteredModel) -> list[dict]:
     """
     n = model.num_classes
     params = sum(p.numel() for p in model.backbone.parameters())
-    rows = [{"layer": s.path, "kind": s.kind, "components": s.size, "memory_entries": n * s.size,
-             "percent_of_backbone": 100.0 * n * s.size / params} for s in model.sites]
+    rows: list[dict[str, Any]] = [
+        {"layer": s.path, "kind": s.kind, "components": s.size, "memory_entries": n * s.size,
+         "percent_of_backbone": 100.0 * n * s.size / params} for s in model.sites]
     entries = sum(r["memory_entries"] for r in rows)
     rows.append({"layer": "total", "kind": f"{len(rows)} sites", "components": sum(r["components"] for r in rows),
                  "memory_entries": entries, "percent_of_backbone": 100.0 * entries / params})

@@ -14,6 +14,8 @@ import copy
 import math
 import threading
 import weakref
+from collections.abc import Iterable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -41,10 +43,11 @@ def _token_layout(bb: torch.nn.Module) -> tuple[int, tuple[int, int], list[str]]
     if hasattr(bb, "patch_embed") and hasattr(bb, "blocks"):  # timm VisionTransformer and kin
         prefix = getattr(bb, "num_prefix_tokens", int(getattr(bb, "cls_token", None) is not None))
         grid = tuple(getattr(bb.patch_embed, "grid_size", None) or (0, 0))
-        return prefix, grid, [f"blocks.{i}.norm1" for i, b in enumerate(bb.blocks) if hasattr(b, "norm1")]
+        blocks = cast(Iterable[torch.nn.Module], bb.blocks)  # a Sequential or ModuleList of blocks
+        return prefix, grid, [f"blocks.{i}.norm1" for i, b in enumerate(blocks) if hasattr(b, "norm1")]
     layers = getattr(getattr(bb, "encoder", None), "layers", None)
     if hasattr(bb, "conv_proj") and layers is not None:  # torchvision VisionTransformer: class token first
-        side = bb.image_size // bb.patch_size
+        side = cast(int, bb.image_size) // cast(int, bb.patch_size)  # plain int attributes, not submodules
         return 1, (side, side), [f"encoder.layers.{n}.ln_1" for n, m in layers.named_children() if hasattr(m, "ln_1")]
     return None
 

@@ -57,8 +57,9 @@ def read_image(data: bytes, name: str = "upload") -> Image.Image:
     w, h = im.size
     if w * h > MAX_PIXELS:
         raise UploadError(f"{name} is {w}x{h} = {w * h / 1e6:.1f} megapixels; the limit is {LIMIT_TEXT}.")
-    if getattr(im, "n_frames", 1) > 1:
-        raise UploadError(f"{name} is animated ({im.n_frames} frames); upload a single still image.")
+    frames = getattr(im, "n_frames", 1)  # only multi-frame formats have it
+    if frames > 1:
+        raise UploadError(f"{name} is animated ({frames} frames); upload a single still image.")
     if im.mode in HIGH_BIT_MODES or (im.format == "PNG" and data[24:25] == b"\x10"):
         raise UploadError(f"{name} has 16 bits per channel ({im.mode}); save it as an 8-bit image.")
     longest = max(w, h)

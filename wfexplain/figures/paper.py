@@ -49,6 +49,7 @@ def memory_figure(memory, class_names: Sequence[str], layers: Sequence[str] | No
         if order_mode != "original" and k <= 32:
             ax.set_xticks(range(k), [str(int(i)) for i in perm], fontsize=5)
         ax.tick_params(axis="x", labelsize=6)
+    assert image is not None  # the loop ran: select_layers and as_memory refuse an empty memory
     cbar = fig.colorbar(image, ax=list(axes), shrink=min(1.0, 3.0 / len(mem) + 0.2), aspect=30)
     cbar.set_label("alpha (0 = switched off, 1 = kept)", fontsize=7)
     cbar.ax.tick_params(labelsize=6)
