@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 import torch
-from torch.utils.data import DataLoader, Subset
 
 import wfexplain
 from wfexplain import explain, export, figures
-from wfexplain.data import stratified_subset
+from wfexplain.data import subset_tensors
 from wfexplain.distributed import resolve_device
 from wfexplain.evaluation.metrics import accuracy, forget_accuracy, per_class_accuracy, retain_accuracy
 from wfexplain.filtering import FilteredModel
@@ -173,8 +172,7 @@ def get_model(path: str) -> FilteredModel:
 def _eval_data(path: str, stamp: float, data: str | None, limit: int = EVAL_LIMIT) -> EvalData:
     root = data_choices()[data] if data is not None else None
     test = checkpoint_split(_load(path, stamp).manifest, "test", root)
-    idx = stratified_subset(test.targets, limit, seed=0)
-    x, y = next(iter(DataLoader(Subset(test, idx.tolist()), batch_size=len(idx))))
+    x, y, idx = subset_tensors(test, limit)
     return EvalData(x, y, idx, test)
 
 

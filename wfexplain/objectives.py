@@ -1,7 +1,7 @@
 """Losses and forget-set sampling for training the memory matrices.
 
 The objective follows Poppi et al., "Multi-Class Unlearning for Image Classification via
-Weight Filtering" (arXiv 2304.02049), as specified in DESIGN.md §1::
+Weight Filtering" (arXiv 2304.02049), as implemented here (docs/method.md)::
 
     L = lambda_r * CE(f_{S not containing y}(x_r), y_r)       retain: still right
       + lambda_f / (CE(f_{S containing y}(x_f), y_f) + eps)   forget: bounded push away
@@ -30,7 +30,7 @@ def forget_loss(logits: torch.Tensor, targets: torch.Tensor, eps: float = 1e-3,
                 ce_cap: float | None = None, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Bounded reciprocal ``1 / (mean_i min(CE_i, cap) + eps)``: pushes forgotten samples away without diverging.
 
-    Without a cap (``ce_cap=None``) this is ``1 / (CE + eps)`` of DESIGN.md §1. The cap is our
+    Without a cap (``ce_cap=None``) this is ``1 / (CE + eps)`` of the specification (docs/method.md). The cap is our
     addition: a few samples pushed far away (CE of 20+) would otherwise dominate the batch
     mean and stop the gradient for samples that are still classified correctly.
 

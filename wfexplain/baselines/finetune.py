@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..engine import Progress, StopFlag
-from . import _common as c
+from ._common import batches, ce, check_data, check_positive, cosine, device_of, finish, seeded, sgd, train_loop, trainable_copy
 
 
 @dataclass(frozen=True)
@@ -38,30 +38,30 @@ class Config:
     weight_decay: float = 5e-4  # SGD weight decay
 
     def __post_init__(self):
-        c.check_positive(self, "steps", "batch_size", "lr")
+        check_positive(self, "steps", "batch_size", "lr")
 
 
 def unlearn(net: nn.Module, retain: Dataset, forget: Dataset, num_classes: int, cfg: Config = Config(), seed: int = 0,
             progress: Progress | None = None, should_stop: StopFlag | None = None) -> dict:
     """Fine-tune a copy of ``net`` on ``retain`` (``forget`` is unused). Returns the common result dict."""
     start = time.perf_counter()
-    c.check_data(retain, None)
-    model, flags = c.trainable_copy(net)
-    device = c.device_of(model)
+    check_data(retain, None)
+    model, flags = trainable_copy(net)
+    device = device_of(model)
     g = torch.Generator().manual_seed(seed)
-    stream = c.batches(retain, cfg.batch_size, g)
-    opt = c.sgd(model, cfg.lr, cfg.momentum, cfg.weight_decay)
-    sched = c.cosine(opt, cfg.steps)
+    stream = batches(retain, cfg.batch_size, g)
+    opt = sgd(model, cfg.lr, cfg.momentum, cfg.weight_decay)
+    sched = cosine(opt, cfg.steps)
 
     def step() -> dict:
         x, y = next(stream)
-        loss = c.ce(model(x.to(device)), y.to(device))
+        loss = ce(model(x.to(device)), y.to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         return {"loss": loss.detach()}
 
-    with c.seeded(seed, device):
-        steps, cancelled = c.train_loop(model, cfg.steps, step, progress, should_stop)
-    return c.finish(model, flags, steps, start, cancelled)
+    with seeded(seed, device):
+        steps, cancelled = train_loop(model, cfg.steps, step, progress, should_stop)
+    return finish(model, flags, steps, start, cancelled)

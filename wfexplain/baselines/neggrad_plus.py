@@ -26,7 +26,20 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..engine import Progress, StopFlag
-from . import _common as c
+from ._common import (
+    batches,
+    ce,
+    check_data,
+    check_fraction,
+    check_positive,
+    cosine,
+    device_of,
+    finish,
+    seeded,
+    sgd,
+    train_loop,
+    trainable_copy,
+)
 
 
 @dataclass(frozen=True)
@@ -42,26 +55,26 @@ class Config:
     beta: float = 0.99  # weight of the retain CE; the forget CE gets -(1 - beta)
 
     def __post_init__(self):
-        c.check_positive(self, "steps", "batch_size", "forget_batch_size", "lr")
-        c.check_fraction(self, "beta")
+        check_positive(self, "steps", "batch_size", "forget_batch_size", "lr")
+        check_fraction(self, "beta")
 
 
 def unlearn(net: nn.Module, retain: Dataset, forget: Dataset, num_classes: int, cfg: Config = Config(), seed: int = 0,
             progress: Progress | None = None, should_stop: StopFlag | None = None) -> dict:
     """Run NegGrad+ on a copy of ``net``. Returns the common result dict."""
     start = time.perf_counter()
-    c.check_data(retain, forget)
-    model, flags = c.trainable_copy(net)
-    device = c.device_of(model)
+    check_data(retain, forget)
+    model, flags = trainable_copy(net)
+    device = device_of(model)
     g = torch.Generator().manual_seed(seed)
-    retain_stream, forget_stream = c.batches(retain, cfg.batch_size, g), c.batches(forget, cfg.forget_batch_size, g)
-    opt = c.sgd(model, cfg.lr, cfg.momentum, cfg.weight_decay)
-    sched = c.cosine(opt, cfg.steps)
+    retain_stream, forget_stream = batches(retain, cfg.batch_size, g), batches(forget, cfg.forget_batch_size, g)
+    opt = sgd(model, cfg.lr, cfg.momentum, cfg.weight_decay)
+    sched = cosine(opt, cfg.steps)
 
     def step() -> dict:
         (xr, yr), (xf, yf) = next(retain_stream), next(forget_stream)
         logits = model(torch.cat([xr, xf]).to(device))
-        retain_ce, forget_ce = c.ce(logits[: len(yr)], yr.to(device)), c.ce(logits[len(yr):], yf.to(device))
+        retain_ce, forget_ce = ce(logits[: len(yr)], yr.to(device)), ce(logits[len(yr):], yf.to(device))
         loss = cfg.beta * retain_ce - (1 - cfg.beta) * forget_ce
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -69,6 +82,6 @@ def unlearn(net: nn.Module, retain: Dataset, forget: Dataset, num_classes: int, 
         sched.step()
         return {"loss": loss.detach(), "retain_ce": retain_ce.detach(), "forget_ce": forget_ce.detach()}
 
-    with c.seeded(seed, device):
-        steps, cancelled = c.train_loop(model, cfg.steps, step, progress, should_stop)
-    return c.finish(model, flags, steps, start, cancelled)
+    with seeded(seed, device):
+        steps, cancelled = train_loop(model, cfg.steps, step, progress, should_stop)
+    return finish(model, flags, steps, start, cancelled)

@@ -26,7 +26,20 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..engine import Progress, StopFlag
-from . import _common as c
+from ._common import (
+    batches,
+    ce,
+    check_data,
+    check_positive,
+    cosine,
+    device_of,
+    finish,
+    seeded,
+    sgd,
+    train_loop,
+    trainable_copy,
+    wrong_labels,
+)
 
 
 @dataclass(frozen=True)
@@ -41,16 +54,16 @@ class Config:
     weight_decay: float = 5e-4  # SGD weight decay
 
     def __post_init__(self):
-        c.check_positive(self, "steps", "batch_size", "forget_batch_size", "lr")
+        check_positive(self, "steps", "batch_size", "forget_batch_size", "lr")
 
 
 def relabel_step(model: nn.Module, opt: torch.optim.Optimizer, retain_stream, forget_stream, num_classes: int,
                  g: torch.Generator, device: torch.device) -> dict:
     """Forward/backward of one mixed batch (forget relabelled); the caller steps the optimiser. Returns metrics."""
     (xr, yr), (xf, yf) = next(retain_stream), next(forget_stream)
-    y = torch.cat([yr, c.wrong_labels(yf, num_classes, g)]).to(device)
+    y = torch.cat([yr, wrong_labels(yf, num_classes, g)]).to(device)
     logits = model(torch.cat([xr, xf]).to(device))
-    loss = c.ce(logits, y)
+    loss = ce(logits, y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     with torch.no_grad():
@@ -62,13 +75,13 @@ def unlearn(net: nn.Module, retain: Dataset, forget: Dataset, num_classes: int, 
             progress: Progress | None = None, should_stop: StopFlag | None = None) -> dict:
     """Run random-label fine-tuning on a copy of ``net``. Returns the common result dict."""
     start = time.perf_counter()
-    c.check_data(retain, forget)
-    model, flags = c.trainable_copy(net)
-    device = c.device_of(model)
+    check_data(retain, forget)
+    model, flags = trainable_copy(net)
+    device = device_of(model)
     g = torch.Generator().manual_seed(seed)
-    retain_stream, forget_stream = c.batches(retain, cfg.batch_size, g), c.batches(forget, cfg.forget_batch_size, g)
-    opt = c.sgd(model, cfg.lr, cfg.momentum, cfg.weight_decay)
-    sched = c.cosine(opt, cfg.steps)
+    retain_stream, forget_stream = batches(retain, cfg.batch_size, g), batches(forget, cfg.forget_batch_size, g)
+    opt = sgd(model, cfg.lr, cfg.momentum, cfg.weight_decay)
+    sched = cosine(opt, cfg.steps)
 
     def step() -> dict:
         metrics = relabel_step(model, opt, retain_stream, forget_stream, num_classes, g, device)
@@ -76,6 +89,6 @@ def unlearn(net: nn.Module, retain: Dataset, forget: Dataset, num_classes: int, 
         sched.step()
         return metrics
 
-    with c.seeded(seed, device):
-        steps, cancelled = c.train_loop(model, cfg.steps, step, progress, should_stop)
-    return c.finish(model, flags, steps, start, cancelled)
+    with seeded(seed, device):
+        steps, cancelled = train_loop(model, cfg.steps, step, progress, should_stop)
+    return finish(model, flags, steps, start, cancelled)

@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data.base import dataset_len
 from ..engine import Progress, StopFlag
-from . import _common as c
+from ._common import batches, ce, check_data, check_positive, cosine, device_of, finish, seeded, sgd, train_loop, trainable_copy
 from .random_labels import relabel_step
 
 
@@ -54,7 +54,7 @@ class Config:
     weight_decay: float = 5e-4  # SGD weight decay (masked weights only)
 
     def __post_init__(self):
-        c.check_positive(self, "mask_batch_size", "steps", "batch_size", "forget_batch_size", "lr")
+        check_positive(self, "mask_batch_size", "steps", "batch_size", "forget_batch_size", "lr")
         if not 0 < self.mask_ratio <= 1:
             raise ValueError(f"mask_ratio must be in (0, 1], got {self.mask_ratio}")
 
@@ -72,7 +72,7 @@ def saliency_mask(model: nn.Module, forget: Dataset, ratio: float, batch_size: i
     for x, y in loader:
         if should_stop and should_stop():
             return None, done
-        loss = c.ce(model(x.to(device)), y.to(device))
+        loss = ce(model(x.to(device)), y.to(device))
         model.zero_grad(set_to_none=True)
         loss.backward()
         for n, p in params.items():
@@ -98,21 +98,21 @@ def unlearn(net: nn.Module, retain: Dataset, forget: Dataset, num_classes: int, 
             progress: Progress | None = None, should_stop: StopFlag | None = None) -> dict:
     """Run SalUn on a copy of ``net``. Returns the common result dict (plus ``mask_batches``, ``train_steps``)."""
     start = time.perf_counter()
-    c.check_data(retain, forget)
-    model, flags = c.trainable_copy(net)
-    device = c.device_of(model)
+    check_data(retain, forget)
+    model, flags = trainable_copy(net)
+    device = device_of(model)
     mask_batches = -(-dataset_len(forget) // cfg.mask_batch_size)
     total = mask_batches + cfg.steps
-    with c.seeded(seed, device):  # DataLoader iterators draw from the global RNG
+    with seeded(seed, device):  # DataLoader iterators draw from the global RNG
         masks, done = saliency_mask(model, forget, cfg.mask_ratio, cfg.mask_batch_size, device, progress, should_stop,
                                     total)
     if masks is None:
-        return c.finish(None, flags, done, start, True, mask_batches=done, train_steps=0)
+        return finish(None, flags, done, start, True, mask_batches=done, train_steps=0)
 
     g = torch.Generator().manual_seed(seed)
-    retain_stream, forget_stream = c.batches(retain, cfg.batch_size, g), c.batches(forget, cfg.forget_batch_size, g)
-    opt = c.sgd(model, cfg.lr, cfg.momentum, cfg.weight_decay)
-    sched = c.cosine(opt, cfg.steps)
+    retain_stream, forget_stream = batches(retain, cfg.batch_size, g), batches(forget, cfg.forget_batch_size, g)
+    opt = sgd(model, cfg.lr, cfg.momentum, cfg.weight_decay)
+    sched = cosine(opt, cfg.steps)
     params = dict(model.named_parameters())
     theta0 = {n: p.detach().clone() for n, p in params.items()}
 
@@ -132,6 +132,6 @@ def unlearn(net: nn.Module, retain: Dataset, forget: Dataset, num_classes: int, 
         assert progress is not None  # shifted is passed on only when there is a progress callback
         progress(done + step_no, total, metrics)
 
-    with c.seeded(seed, device):
-        steps, cancelled = c.train_loop(model, cfg.steps, step, shifted if progress else None, should_stop)
-    return c.finish(model, flags, done + steps, start, cancelled, mask_batches=done, train_steps=steps)
+    with seeded(seed, device):
+        steps, cancelled = train_loop(model, cfg.steps, step, shifted if progress else None, should_stop)
+    return finish(model, flags, done + steps, start, cancelled, mask_batches=done, train_steps=steps)

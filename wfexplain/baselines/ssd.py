@@ -48,7 +48,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from ..data.base import dataset_len
 from ..engine import Progress, StopFlag
-from . import _common as c
+from ._common import ce, check_data, check_positive, device_of, finish, seeded, trainable_copy
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class Config:
     train_images: int = 20000  # seeded subset of retain+forget that estimates imp_D (0: all; see module doc)
 
     def __post_init__(self):
-        c.check_positive(self, "alpha", "lambda_", "batch_size")
+        check_positive(self, "alpha", "lambda_", "batch_size")
         if self.train_images < 0:
             raise ValueError(f"train_images must be >= 0, got {self.train_images}")
 
@@ -87,7 +87,7 @@ def importance(model: nn.Module, ds: Dataset, batch_size: int, device: torch.dev
     for x, y in loader:
         if should_stop and should_stop():
             return None
-        loss = c.ce(model(x.to(device)), y.to(device))
+        loss = ce(model(x.to(device)), y.to(device))
         model.zero_grad(set_to_none=True)
         loss.backward()
         for n, p in params.items():
@@ -118,10 +118,10 @@ def unlearn(net: nn.Module, retain: Dataset, forget: Dataset, num_classes: int, 
             progress: Progress | None = None, should_stop: StopFlag | None = None) -> dict:
     """Run SSD on a copy of ``net``. Returns the common result dict plus ``selected`` / ``selected_fraction``."""
     start = time.perf_counter()
-    c.check_data(retain, forget)
-    model, flags = c.trainable_copy(net)
+    check_data(retain, forget)
+    model, flags = trainable_copy(net)
     model.eval()
-    device = c.device_of(model)
+    device = device_of(model)
     data = training_subset(retain, forget, cfg.train_images, seed)
     n_batches = [-(-dataset_len(ds) // cfg.batch_size) for ds in (forget, data)]
     total, done = sum(n_batches), 0
@@ -132,11 +132,11 @@ def unlearn(net: nn.Module, retain: Dataset, forget: Dataset, num_classes: int, 
         if progress:
             progress(done, total, {"ce": loss})
 
-    with c.seeded(seed, device):  # DataLoader iterators draw from the global RNG
+    with seeded(seed, device):  # DataLoader iterators draw from the global RNG
         imp_f = importance(model, forget, cfg.batch_size, device, should_stop, on_batch)
         imp_d = None if imp_f is None else importance(model, data, cfg.batch_size, device, should_stop, on_batch)
     if imp_f is None or imp_d is None:  # stopped (imp_d is None whenever imp_f is)
-        return c.finish(None, flags, done, start, True, selected=0, selected_fraction=0.0)
+        return finish(None, flags, done, start, True, selected=0, selected_fraction=0.0)
     selected = dampen(model, imp_d, imp_f, cfg.alpha, cfg.lambda_)
     n_params = sum(p.numel() for p in model.parameters())
-    return c.finish(model, flags, done, start, False, selected=selected, selected_fraction=selected / n_params)
+    return finish(model, flags, done, start, False, selected=selected, selected_fraction=selected / n_params)

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .catalogue import METHODS, METRICS
+from .catalogue import BENCHMARK_FILE, METHODS, METRICS
 
-FILENAME = "benchmark.json"
+FILENAME = BENCHMARK_FILE
 REFERENCES = ("original", "retrain")  # shown, but never "best": no unlearning, and the oracle
 REQUIRED_KEYS = ("class_names", "forget_classes", "methods", "per_class")
 STATS = ("mean", "std")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .. import distributed as dist
 from ..atomic import atomic_write, write_json
-from .catalogue import METRICS
+from .catalogue import BENCHMARK_FILE, METRICS
 
 
 def benchmark_table(bench: dict, fmt: str = "md") -> str:
@@ -46,7 +46,8 @@ def benchmark_table(bench: dict, fmt: str = "md") -> str:
 
 def write_benchmark(bench: dict, directory: Path) -> list[Path]:
     """Write ``benchmark.json``, ``benchmark.md`` and ``benchmark.tex`` atomically (rank 0 only)."""
-    paths = [directory / "benchmark.json", directory / "benchmark.md", directory / "benchmark.tex"]
+    json_file = directory / BENCHMARK_FILE
+    paths = [json_file, json_file.with_suffix(".md"), json_file.with_suffix(".tex")]
     if dist.is_main():
         write_json(paths[0], bench)
         cost = bench["cost"]

@@ -4,7 +4,7 @@ Every method turns the same original network into a plain network for one forget
 Retrain trains from scratch without the forget classes, WF bakes the memory matrices
 (:func:`wfexplain.filtering.bake`, no training per class), the baselines of
 :mod:`wfexplain.baselines` fine-tune a copy. Each result is scored with the metrics of
-:mod:`wfexplain.evaluation.metrics` (DESIGN.md §2) and shown as its gap to Retrain.
+:mod:`wfexplain.evaluation.metrics` (docs/benchmark.md) and shown as its gap to Retrain.
 """
 
 from __future__ import annotations
@@ -31,12 +31,13 @@ from ..checkpoint import (
     package_versions,
     read_tensors,
 )
+from ..data import subset_tensors
 from ..engine import Progress, StopFlag, UnlearnConfig, train_memory
 from ..filtering import FilteredModel, bake
 from ..pipeline import checkpoint_split, checkpoint_train_split, load_oracle, retrain
-from .catalogue import METHODS, METRICS
+from .catalogue import BENCHMARK_FILE, METHODS, METRICS
 from .reports import write_benchmark
-from .scoring import Probe, _outputs, _tensors, score
+from .scoring import Probe, _outputs, score
 from .store import RunStore
 
 # ---------------------------------------------------------------- the benchmark
@@ -116,7 +117,7 @@ def run_benchmark(checkpoint: str | os.PathLike, config: BenchmarkConfig = Bench
 
     train = checkpoint_train_split(manifest, data_dir)
     test = checkpoint_split(manifest, "test", data_dir)
-    data = Probe(*_tensors(test, limit), *_tensors(train, train_limit))
+    data = Probe(*subset_tensors(test, limit)[:2], *subset_tensors(train, train_limit)[:2])
     total = len(classes) * seeds * (len(chosen) + len(byo)) + (seeds if "wf" in chosen and wf_round == "run" else 0)
     done = 0
 
@@ -297,7 +298,7 @@ def _configs(manifest: Manifest, chosen: list[str], overrides: dict[str, dict]) 
 
 def _check_replaces_less(directory: Path, classes: list[int], seeds: int) -> None:
     """Refuse to replace a benchmark.json that covers more than this run will."""
-    path = directory / "benchmark.json"
+    path = directory / BENCHMARK_FILE
     try:
         old = json.loads(path.read_text())
         old_classes, old_seeds = set(old["forget_classes"]), int(old["seeds"])

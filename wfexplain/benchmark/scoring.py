@@ -12,10 +12,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Subset
 
 from ..backbones import head_module
-from ..data import stratified_subset
 from ..evaluation.metrics import (
     forget_accuracy,
     in_set,
@@ -84,9 +82,3 @@ def score(net: nn.Module, heads: list[str], data: Probe, forget: Sequence[int], 
         "forget_predictions": torch.bincount(pred_test[data.y_test == first], minlength=num_classes).div(
             max(int((data.y_test == first).sum()), 1)).tolist(),
     }
-
-
-def _tensors(ds, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    idx = stratified_subset(ds.targets, limit, seed=0)
-    x, _ = next(iter(DataLoader(Subset(ds, idx.tolist()), batch_size=len(idx))))
-    return x, ds.targets[idx]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import torch
+from torch.utils.data import DataLoader, Subset
 
 from .base import ImageFolderImages, TensorImages
 
@@ -44,3 +45,15 @@ def stratified_subset(targets: torch.Tensor, limit: int | None, seed: int = 0) -
             take[under.argmax()] += 1
     chosen = [p[torch.randperm(len(p), generator=g)[: int(k)]] for p, k in zip(per_class, take, strict=True)]
     return torch.cat(chosen).sort().values
+
+
+def subset_tensors(ds: TensorImages | ImageFolderImages, limit: int | None,
+                   seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The evaluation subset, preprocessed once: ``(inputs [N, C, H, W], labels [N], indices into ds)``.
+
+    The one place a split is turned into a seeded, class-stratified batch of model inputs (the
+    dashboard's live views and the benchmark's probe both use it).
+    """
+    idx = stratified_subset(ds.targets, limit, seed)
+    x, _ = next(iter(DataLoader(Subset(ds, idx.tolist()), batch_size=len(idx))))
+    return x, ds.targets[idx], idx

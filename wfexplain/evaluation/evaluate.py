@@ -1,6 +1,6 @@
 """Forget matrix and forget/retain accuracy of every single class and every pair.
 
-For a forget set S (DESIGN.md §2): *forget accuracy* is the accuracy on test images of
+For a forget set S (Poppi et al., arXiv 2304.02049; docs/benchmark.md): *forget accuracy* is the accuracy on test images of
 classes in S with filter S (lower is better); *retain accuracy* the accuracy on test
 images of the other classes with filter S (higher is better), compared with the original
 (unfiltered) model on the same images. Row c of the forget matrix is filter {c}; column

@@ -1,4 +1,5 @@
-"""Pure metric functions on tensors (DESIGN.md §2); directions are stated per function."""
+"""Pure metric functions on tensors (docs/benchmark.md gives each one's definition and direction); directions
+are stated per function."""
 
 from __future__ import annotations
 
@@ -120,7 +121,7 @@ def probe_accuracy(train_features, train_targets, test_features, test_targets, f
     ``max_train``), then scored on the test images whose class is in ``forget``:
     ``probe acc. = #{forget test images the probe classifies right} / #{forget test images}``.
     Lower is better: the output may hide a class that the features still carry; nan for no forget test images.
-    Reference: residual knowledge in the representation (linear probing), DESIGN.md §2.
+    Reference: residual knowledge in the representation (linear probing).
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
