@@ -57,6 +57,7 @@ class BenchmarkConfig:
             it; ``"checkpoint"`` uses the checkpoint's memory and the round time in its manifest.
         extra: bring your own: method name -> safetensors state dict of the same backbone that
             forgot the (single) forget class elsewhere; scored like the others, no time.
+        data_dir: the dataset's directory (default: the one the checkpoint recorded).
         out: directory for ``benchmark.json``/``.md``/``.tex`` (``"auto"``: the checkpoint; None: write nothing).
         save_oracles: store Retrain oracles trained here under ``<checkpoint>/retrain/`` (reused next time).
         overrides: baseline name -> hyperparameters that replace its defaults (stored in ``config``).
