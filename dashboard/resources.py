@@ -21,6 +21,7 @@ from wfexplain.data import subset_tensors
 from wfexplain.distributed import resolve_device
 from wfexplain.evaluation.metrics import accuracy, forget_accuracy, per_class_accuracy, retain_accuracy
 from wfexplain.filtering import FilteredModel
+from wfexplain.manifest import MANIFEST_FILE
 from wfexplain.pipeline import checkpoint_split
 
 from .settings import (
@@ -65,7 +66,7 @@ class EvalData:
 
 def _is_checkpoint(real: Path, root: Path) -> bool:
     try:
-        manifest = (real / "manifest.json").resolve(strict=True)
+        manifest = (real / MANIFEST_FILE).resolve(strict=True)
     except (OSError, RuntimeError):
         return False
     return real.is_relative_to(root) and manifest.is_relative_to(root) and manifest.is_file()
@@ -95,7 +96,7 @@ def _roots() -> list[tuple[str, Path, Path]]:
     """``(id prefix, root, folder the prefix stands for)``: shipped (bare names), user, then the extra roots."""
     roots = [("", SHIPPED_DIR, SHIPPED_DIR), ("user/", user_checkpoint_dir(), user_checkpoint_dir())]
     for root in extra_checkpoint_roots():
-        folder = root.parent if (root / "manifest.json").is_file() else root  # a checkpoint itself: parent/NAME
+        folder = root.parent if (root / MANIFEST_FILE).is_file() else root  # a checkpoint itself: parent/NAME
         roots.append((f"{folder.name or 'root'}/", root, folder))
     return roots
 
@@ -147,6 +148,18 @@ def _real(path: Path) -> Path:
         return path
 
 
+def public_manifest(manifest) -> dict:
+    """A checkpoint's manifest as the dashboard shows it: every string passed through :func:`public_text`."""
+    def clean(v):
+        if isinstance(v, str):
+            return public_text(v)
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        return [clean(x) for x in v] if isinstance(v, list) else v
+
+    return clean(manifest.to_json())
+
+
 def escape_markdown(text: str, limit: int = 40) -> str:
     """``text`` cut to ``limit`` characters, on one line and escaped: safe inside a line of Streamlit markdown."""
     cut = text if len(text) <= limit else text[:limit] + "…"
@@ -159,7 +172,7 @@ def _load(path: str, stamp: float) -> FilteredModel:
 
 
 def _stamp(path: str) -> float:
-    manifest = Path(path) / "manifest.json"
+    manifest = Path(path) / MANIFEST_FILE
     return manifest.stat().st_mtime if manifest.is_file() else 0.0
 
 

@@ -6,7 +6,7 @@ Each trial copies ``checkpoints/mnist-cnn`` into a scratch directory, runs a sho
 the checkpoint is written; then the target must load (digests, headers, shapes) and be
 either the old or the new checkpoint. Prints one line per trial and a JSON summary.
 
-    .venv/bin/python benchmarks/kill_unlearn.py [--trials 20] [--seed 0]
+    .venv/bin/python perf/kill_unlearn.py [--trials 20] [--seed 0]
 """
 
 from __future__ import annotations

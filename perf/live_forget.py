@@ -1,6 +1,6 @@
 """Time what the dashboard's Forget page computes, per shipped checkpoint (no Streamlit).
 
-    .venv/bin/python benchmarks/live_forget.py [--limit 2000] [--repeats 5]
+    .venv/bin/python perf/live_forget.py [--limit 2000] [--repeats 5]
 
 cold = load the checkpoint + preprocess the evaluation subset + predictions of the original
 model; toggle = predictions on the same subset under a new forget set (what a click in the

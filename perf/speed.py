@@ -1,6 +1,6 @@
 """Speed of weight filtering: medians and ratios measured in one run on one machine.
 
-    .venv/bin/python benchmarks/speed.py [--repeats 7] [--limit 2000] [--json out.json]
+    .venv/bin/python perf/speed.py [--repeats 7] [--limit 2000] [--json out.json]
 
 1. forward: plain backbone vs gated ``model(x, forget=[0])`` vs baked ``bake(model, [0])``, batch 1
    and 256, every backbone (random weights, 1x28x28 inputs, 10 classes); overhead = gated / plain.

@@ -131,3 +131,28 @@ def test_strict_json_never_writes_nan(tmp_path):
     write_json(tmp_path / "x.json", obj)
     text = (tmp_path / "x.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
+
+
+def test_a_checkpoint_left_aside_by_a_cut_fallback_is_restored_and_protected(tmp_path):
+    """The two-rename fallback cut between its renames: the next write restores the old directory first,
+    so without overwrite it refuses, and with carry it keeps what the old one held."""
+    target = tmp_path / "ck"
+    aside = tmp_path / f".ck.wfx-{2**22 + 7}-cafe.old"  # a dead writer's pid
+    aside.mkdir()
+    (aside / "model.safetensors").write_text("old weights")
+    with pytest.raises(FileExistsError), replace_dir(target):
+        pass
+    assert (target / "model.safetensors").read_text() == "old weights"
+    with replace_dir(target, overwrite=True, carry=["model.safetensors"]) as tmp:
+        (tmp / "memory.safetensors").write_text("new memory")
+    assert sorted(p.name for p in target.iterdir()) == ["memory.safetensors", "model.safetensors"]
+
+
+def test_read_only_files_can_be_carried(tmp_path):
+    target = tmp_path / "d"
+    with replace_dir(target) as tmp:
+        (tmp / "weights").write_text("w")
+    (target / "weights").chmod(0o444)
+    with replace_dir(target, overwrite=True, carry=["weights"]) as tmp:
+        (tmp / "manifest.json").write_text("{}")
+    assert (target / "weights").read_text() == "w"

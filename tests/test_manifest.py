@@ -129,3 +129,31 @@ def test_shipped_manifests_are_current_and_hashed():
         manifest = Manifest.from_json(raw, str(path))
         for name, digest in manifest.files.items():
             assert checkpoint.file_sha256(path.parent / name) == digest, path.parent / name
+
+
+def test_a_huge_architecture_in_the_manifest_is_refused_before_it_is_allocated(ckpt):
+    """arch_kwargs cannot make us build a network the weight file does not hold: the skeleton is built on meta."""
+    m = json.loads((ckpt / "manifest.json").read_text())
+    m.update({"backbone": "timm:vit_base_patch16_224", "arch_kwargs": {"embed_dim": 8192, "depth": 48, "num_heads": 8},
+              "sites": None, "heads": None})
+    (ckpt / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(CheckpointError, match="does not match the network timm:vit_base_patch16_224"):
+        wfexplain.load(ckpt)
+
+
+def test_a_file_swapped_after_its_digest_is_checked_cannot_be_loaded(ckpt, monkeypatch):
+    """Tensors are parsed from the bytes that were hashed, not read again."""
+    blobs = checkpoint.read_verified(ckpt, checkpoint.read_manifest(ckpt))
+    (ckpt / "memory.safetensors").write_bytes(b"swapped after the check")
+    model = checkpoint._build(ckpt, checkpoint.read_manifest(ckpt), blobs)
+    assert model.memory  # built from the verified bytes
+
+
+def test_in_place_save_refuses_a_backbone_that_changed_since_it_was_loaded(ckpt, make_model):
+    model = wfexplain.load(ckpt)
+    save_checkpoint(make_model("cnn", seed=5), ckpt, {}, overwrite=True)  # another process replaced it
+    before = {p.name: p.read_bytes() for p in ckpt.iterdir()}
+    with pytest.raises(CheckpointError, match="changed since it was loaded"):
+        save_checkpoint(model, ckpt, {}, overwrite=True, carry=["model.safetensors"],
+                        expect={"model.safetensors": model.manifest.files["model.safetensors"]})
+    assert {p.name: p.read_bytes() for p in ckpt.iterdir()} == before

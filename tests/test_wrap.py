@@ -137,9 +137,11 @@ def test_a_foreign_module_is_not_accepted_as_a_builtin_backbone():
 
 
 def test_wrong_output_size_is_refused():
+    net = perturbed(ARCHS["timm:resnet10t"]())
+    with pytest.raises(ValueError, match="no classifier head with 4 outputs found in ResNet"):
+        wrap(net, NAMES[:4], input_size=(3, SIZE, SIZE), mean=(0.5,) * 3, std=(0.25,) * 3)
     with pytest.raises(ValueError, match=r"expected \(2, 4\) logits"):
-        wrap(perturbed(ARCHS["timm:resnet10t"]()), NAMES[:4], input_size=(3, SIZE, SIZE), mean=(0.5,) * 3,
-             std=(0.25,) * 3)
+        wrap(net, NAMES[:4], input_size=(3, SIZE, SIZE), mean=(0.5,) * 3, std=(0.25,) * 3, head="fc")
 
 
 def test_builtin_backbones_use_the_same_discovery():
@@ -147,3 +149,48 @@ def test_builtin_backbones_use_the_same_discovery():
         model = FilteredModel(name, DatasetInfo("x", tuple(NAMES), 1, 16, (0.5,), (0.5,)))
         kinds = {s.kind for s in model.sites}
         assert kinds == {"cnn": {"channels", "features"}, "resnet18": {"channels"}, "vit": {"heads", "features"}}[name]
+
+
+class SeqFirst(nn.Module):
+    """A conv stem and a sequence-first TransformerEncoderLayer (activations [L, B, F])."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 8, stride=8)
+        self.norm = nn.BatchNorm2d(16)
+        self.block = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x):
+        t = self.norm(self.stem(x)).flatten(2).permute(2, 0, 1)  # [L, B, C]
+        return self.head(self.block(t).mean(0))
+
+
+def test_sequence_first_blocks_are_left_ungated_with_a_warning_and_per_sample_sets_stay_exact():
+    net = perturbed(SeqFirst())
+    with pytest.warns(wfexplain.api.UngatedLayersWarning, match=r"block\.linear1 \(a sequence-first"):
+        model = wrap(net, NAMES, input_size=(3, SIZE, SIZE), mean=(0.5,) * 3, std=(0.25,) * 3)
+    assert {s.kind for s in model.sites} == {"channels", "mha"}
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for a in model.alphas.values():
+            a.copy_(torch.rand(a.shape, generator=g))
+        x = torch.randn(3, 3, SIZE, SIZE, generator=g)
+        mask = torch.tensor([[1, 0, 0, 0, 0], [0, 0, 1, 1, 0], [0, 0, 0, 0, 0]], dtype=torch.bool)
+        batched = model(x, forget=mask)
+        for i, s in enumerate(([0], [2, 3], None)):
+            torch.testing.assert_close(batched[i:i + 1], model(x[i:i + 1], forget=s), atol=1e-5, rtol=1e-5)
+
+
+def test_a_wrong_head_dim_is_refused():
+    net = perturbed(ARCHS["timm:vit_tiny_patch16_224"]())
+    with pytest.raises(ValueError, match=r"3 heads x head_dim 63 do not make the module's 192 features"):
+        wrap(net, NAMES, input_size=(3, SIZE, SIZE), mean=(0.5,) * 3, std=(0.25,) * 3,
+             sites=[GateSite("blocks.0.attn.proj", "heads", 3, 63)])
+
+
+def test_hidden_layers_of_a_classifier_sequential_are_gated_and_its_last_layer_is_the_head():
+    model = wrap(perturbed(torchvision.models.vgg11(num_classes=5)), NAMES, input_size=(3, SIZE, SIZE),
+                 mean=(0.5,) * 3, std=(0.25,) * 3)
+    assert model.heads == ["classifier.6"]
+    assert {"classifier.0", "classifier.3"} <= {s.path for s in model.sites}

@@ -9,6 +9,7 @@ from dashboard import current
 from dashboard.job_panel import job_panel, running, start_job
 from dashboard.jobs import Job
 from dashboard.resources import public_text
+from dashboard.settings import job_caps
 from wfexplain import figures
 from wfexplain.benchmark import comparison
 from wfexplain.benchmark.catalogue import METRICS
@@ -50,7 +51,7 @@ def _show(bench: dict, from_session: bool) -> None:
             st.rerun()
     else:
         st.caption(f"From `{view.name}/benchmark.json`" + (f", created {bench['created']}" if bench.get(
-            "created") else "") + (f" by `{bench['command']}`" if bench.get("command") else "") + ".")
+            "created") else "") + (f" by `{public_text(bench['command'])}`" if bench.get("command") else "") + ".")
     st.caption(f"{bench.get('dataset', '?')} · {bench.get('backbone', '?')} · {bench.get('seeds', '?')} seed(s) · "
                f"{bench.get('num_test_images', '?')} test images · forget classes, one at a time: "
                + (", ".join(map(name, classes)) or "none"))
@@ -221,8 +222,14 @@ if st.button("Run benchmark", type="primary", disabled=busy, key="compare_run"):
         comparison.check_benchmark(bench, "the benchmark run")
         return {"bench": bench, "path": path, "cancelled": False}
 
-    if start_job(JOB, Job(run, f"benchmark of class {names[cls]}")):
-        st.rerun()
+    recipe = view.model.checkpoint_manifest()
+    try:  # the Retrain oracle is a full training of the checkpoint's recipe: within this server's limits
+        job_caps().check(epochs=(recipe.train_config or {}).get("epochs"), train_images=recipe.train_images)
+    except ValueError as e:
+        st.error(f"Cannot start: {e}")
+    else:
+        if start_job(JOB, Job(run, f"benchmark of class {names[cls]}")):
+            st.rerun()
 
 
 job_panel(JOB, lambda job, s: f"{job.label}: done in {s.finished - s.started:.0f} s, shown above.",

@@ -10,6 +10,7 @@ import streamlit as st
 from dashboard import current
 from dashboard.job_panel import job_panel, running, start_job
 from dashboard.jobs import Job
+from dashboard.resources import public_manifest
 from dashboard.settings import DEVICE, SHIPPED_DIR, job_caps, user_checkpoint_dir
 from wfexplain.backbones import list_backbones
 from wfexplain.data import list_datasets
@@ -54,7 +55,7 @@ with right:
                  "retain accuracy, single classes (↑)": ev.get("single", ev).get("retain_accuracy_mean")}
     st.dataframe(pd.DataFrame({"value": rows}), height=240)
 with st.expander("Resolved configuration (manifest.json)"):
-    st.json(man.to_json(), expanded=1)
+    st.json(public_manifest(man), expanded=1)
 
 # ---------------------------------------------------------------- training jobs
 st.header("Train")

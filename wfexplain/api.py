@@ -3,15 +3,17 @@
 Weight filtering (Poppi et al., arXiv 2304.02049) needs only a frozen network and a set of gate
 sites whose gates equal a change of weights. :func:`wrap` finds the sites of any torchvision or
 timm classifier (:mod:`wfexplain.sites`) and *probes* them before anything is trained: every
-site's gate must change the output, and the gated network must equal the baked one; a site that
-fails is an error naming it, never a silent no-op. The other functions take any map-style
-dataset of ``(image tensor, label)`` and return dicts.
+site's gate must be applied in a forward pass, and with a different gate per sample each
+sample's output must equal its own baked network; a site that fails is an error naming it,
+never a silent no-op. Layers that look gateable but are left alone are reported as a warning.
+The other functions take any map-style dataset of ``(image tensor, label)`` and return dicts.
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from .evaluation import evaluate as _evaluate
 from .filtering import FilteredModel, Sites, bake_gates
 from .gates import strip_hooks
 from .manifest import Manifest
+from .sites import skipped
 
 
 def wrap(module: nn.Module, class_names: Sequence[str], *, input_size: tuple[int, int, int],
@@ -58,7 +61,15 @@ def wrap(module: nn.Module, class_names: Sequence[str], *, input_size: tuple[int
     heads = [head] if isinstance(head, str) else head
     model = FilteredModel(name, info, module, sites=sites, heads=heads, arch_kwargs=arch_kwargs)
     probe(model)
+    left = skipped(module, model.heads) if sites in (None, "auto") else []
+    if left:
+        warnings.warn("left ungated: " + "; ".join(f"{p} ({why})" for p, why in left[:8])
+                      + (f"; and {len(left) - 8} more" if len(left) > 8 else ""), UngatedLayersWarning, stacklevel=2)
     return model
+
+
+class UngatedLayersWarning(UserWarning):
+    """:func:`wrap` found layers that look gateable but cannot be gated exactly (they stay as they are)."""
 
 
 def ungated_copy(module: nn.Module) -> nn.Module:
@@ -93,12 +104,16 @@ def probe(model: FilteredModel, tolerance: float = 1e-4) -> dict:
         raise ValueError("gate site(s) whose gate is never applied (the hook never fires: the module is not called "
                          "as a module, or not at all): " + ", ".join(f"{s.path} ({s.kind})" for s in dead)
                          + "; pass sites= without them")
-    rand = {s.path: 0.3 + 0.7 * torch.rand(1, s.size, generator=g).to(device) for s in model.sites}
+    # Two different gate rows, one per sample: each sample's gated output must equal its own baked network.
+    rand = {s.path: 0.3 + 0.7 * torch.rand(2, s.size, generator=g).to(device) for s in model.sites}
 
     def error(gates: dict[str, torch.Tensor]) -> float:
         gated = model.run_gated(x, gates)
-        baked = bake_gates(model, {k: v[0] for k, v in gates.items()}).to(device)(x)
-        return float((gated - baked).abs().max()) / (float(gated.abs().max()) + 1e-12)
+        worst = 0.0
+        for b in range(2):
+            baked = bake_gates(model, {k: v[b if len(v) == 2 else 0] for k, v in gates.items()}).to(device)(x[b:b + 1])
+            worst = max(worst, float((gated[b:b + 1] - baked).abs().max()) / (float(gated[b].abs().max()) + 1e-12))
+        return worst
 
     worst = error(rand)
     if worst > tolerance:

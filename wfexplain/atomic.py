@@ -7,7 +7,8 @@ one ``renameat2(RENAME_EXCHANGE)`` (Linux), so at every instant the target path 
 complete old or the complete new directory; the old one is then deleted. Where the exchange is
 not available (other systems, some file systems) the old directory is renamed aside first and
 restored by the next write if a crash hits between the two renames. Temporaries carry the
-writer's pid, and stale ones (their process gone) are removed by the next write.
+writer's pid, and stale ones (their process gone) are removed by the next write, before it decides
+anything.
 
 JSON is strict everywhere (RFC 8259): NaN and infinities are written as ``null``.
 """
@@ -39,8 +40,11 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
+    fd = os.open(path, os.O_RDONLY)  # read-only is enough for fsync, and works on read-only (carried) files
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write(path: str | os.PathLike, write) -> None:
@@ -158,13 +162,14 @@ def replace_dir(target: str | os.PathLike, *, overwrite: bool = False, carry: Se
         The temporary directory to fill. If the block raises (or the process dies), ``target`` is untouched.
     """
     target = Path(target)
+    if target.parent.is_dir():
+        clean_stale(target)  # first: a checkpoint a crash left aside is back before anything is decided
     exists = target.exists()
     if exists and not target.is_dir():
         raise FileExistsError(f"{target} exists and is not a directory")
     if exists and not overwrite and any(target.iterdir()):  # an empty directory counts as absent
         raise FileExistsError(f"{target} already exists")
     target.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale(target)
     tmp = target.parent / f".{target.name}{_TAG}{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()
     try:

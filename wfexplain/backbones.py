@@ -29,9 +29,9 @@ import torch
 from torch import nn
 from torchvision.models import resnet18
 
-from .sites import GateSite, find_heads
+from .sites import find_heads
 
-__all__ = ["GateSite", "build_network", "check_spec", "create_backbone", "default_heads", "list_backbones"]
+__all__ = ["build_network", "check_spec", "create_backbone", "default_heads", "list_backbones"]
 
 
 @dataclass(frozen=True)
@@ -122,14 +122,14 @@ def build_network(spec: str, num_classes: int, in_chans: int, img_size: int, kwa
     return net
 
 
-def default_heads(spec: str, model: nn.Module) -> list[str]:
+def default_heads(spec: str, model: nn.Module, num_classes: int | None = None) -> list[str]:
     """The classifier head path(s) of a network: the registry's for built-ins, else :func:`find_heads`."""
     if spec in _REGISTRY:
         return [get_spec(spec).head]
-    heads = find_heads(model)
+    heads = find_heads(model, num_classes)
     if not heads:
-        raise ValueError(f"no classifier head found in {type(model).__name__} (looked for get_classifier(), "
-                         "fc, classifier, heads, head): pass head='<module path>'")
+        raise ValueError(f"no classifier head with {num_classes} outputs found in {type(model).__name__} (looked at "
+                         "get_classifier(), fc, classifier, heads, head): pass head='<module path>'")
     return heads
 
 

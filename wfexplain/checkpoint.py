@@ -15,6 +15,7 @@ names and shapes. Every error names the file and what does not match.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -24,10 +25,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
+from safetensors.torch import load as safetensors_load
 from safetensors.torch import load_file, save_file
 
 from .atomic import replace_dir, write_json
+from .backbones import build_network
 from .filtering import FilteredModel
 from .manifest import FORMAT_VERSION, MANIFEST_FILE, MEMORY_FILE, MODEL_FILE, WEIGHT_FILES, CheckpointError, Manifest
 
@@ -80,7 +83,8 @@ def check_target(directory: str | os.PathLike, overwrite: bool) -> None:
 
 
 def save_checkpoint(model: FilteredModel, directory: str | os.PathLike, fields: dict | None = None, *,
-                    half: bool = False, overwrite: bool = False, carry: Sequence[str] = ()) -> Manifest:
+                    half: bool = False, overwrite: bool = False, carry: Sequence[str] = (),
+                    expect: dict[str, str] | None = None) -> Manifest:
     """Write (or replace, whole) a checkpoint directory and return its manifest.
 
     Args:
@@ -91,6 +95,7 @@ def save_checkpoint(model: FilteredModel, directory: str | os.PathLike, fields: 
         overwrite: replace an existing directory (else ``FileExistsError``, nothing written).
         carry: entries of the existing directory to keep, e.g. ``model.safetensors`` when only
             the memory changed (the backbone file is then not rewritten) or ``retrain``.
+        expect: file name -> SHA-256 a carried file must still have (else ``CheckpointError``, nothing written).
 
     Raises:
         FileExistsError: ``directory`` exists and ``overwrite`` is False.
@@ -100,6 +105,10 @@ def save_checkpoint(model: FilteredModel, directory: str | os.PathLike, fields: 
         return t.half() if half and t.is_floating_point() else t
 
     with replace_dir(directory, overwrite=overwrite, carry=carry) as tmp:
+        for name, digest in (expect or {}).items():  # a carried file must still be the one the caller loaded
+            if (tmp / name).is_file() and file_sha256(tmp / name) != digest:
+                raise CheckpointError(f"{Path(directory) / name} changed since it was loaded (another process rewrote "
+                                      "the checkpoint); nothing was written")
         if MODEL_FILE not in carry:
             save_file({k: to_disk(v) for k, v in model.backbone.state_dict().items()}, str(tmp / MODEL_FILE))
         save_file({k: v.detach().cpu().float().contiguous() for k, v in model.memory.items()}, str(tmp / MEMORY_FILE))
@@ -120,7 +129,7 @@ def update_manifest(directory: str | os.PathLike, manifest: Manifest) -> None:
     d = Path(directory)
     if manifest.files != read_manifest(d).files:
         raise CheckpointError(f"{d / MANIFEST_FILE}: the new manifest records other weight files than the directory holds")
-    keep = [p.name for p in d.iterdir() if p.name != MANIFEST_FILE]
+    keep = [p.name for p in d.iterdir() if p.name != MANIFEST_FILE and not p.name.startswith(".")]  # not temporaries
     with replace_dir(d, overwrite=True, carry=keep) as tmp:
         write_json(tmp / MANIFEST_FILE, Manifest.from_json(manifest.to_json(), str(d / MANIFEST_FILE)).to_json())
 
@@ -153,32 +162,43 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
 
 
-def check_digests(directory: Path, manifest: Manifest) -> None:
-    """The weight files are the ones the manifest recorded."""
+def read_verified(directory: Path, manifest: Manifest) -> dict[str, bytes]:
+    """The bytes of both weight files, each read once and checked against the SHA-256 the manifest recorded.
+
+    The tensors are later parsed from these very bytes, so a file swapped between the check and
+    the parse (a concurrent rewrite) cannot slip in.
+    """
+    blobs = {}
     for name in WEIGHT_FILES:
         path = directory / name
         if not path.is_file():
             raise CheckpointError(f"{path} is missing")
-        if (found := file_sha256(path)) != manifest.files[name]:
+        data = path.read_bytes()
+        if (found := hashlib.sha256(data).hexdigest()) != manifest.files[name]:
             raise CheckpointError(f"{path} does not match its manifest: SHA-256 {found[:12]}…, recorded "
                                   f"{manifest.files[name][:12]}… (the file was replaced, or a rewrite was interrupted)")
+        blobs[name] = data
+    return blobs
 
 
-def _header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
-    """Tensor name -> (dtype, shape) from a safetensors header, without reading the tensors."""
+def _header(data: bytes, path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Tensor name -> (dtype, shape) from the safetensors header of ``data``, without reading the tensors."""
     try:
-        with safe_open(str(path), "pt") as f:
-            return {k: (str(f.get_slice(k).get_dtype()), tuple(f.get_slice(k).get_shape())) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
-    except (SafetensorError, OSError, ValueError) as e:
+        n = int.from_bytes(data[:8], "little")
+        if not 0 < n <= len(data) - 8:
+            raise ValueError(f"header length {n} does not fit a {len(data):,}-byte file")
+        header = json.loads(data[8:8 + n])
+        return {k: (str(v["dtype"]), tuple(int(x) for x in v["shape"])) for k, v in header.items() if k != "__metadata__"}
+    except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
 
 
-def check_headers(directory: Path, manifest: Manifest) -> None:
-    """The safetensors headers agree with the manifest (before any network is built)."""
-    memory = _header(directory / MEMORY_FILE)
+def check_headers(directory: Path, manifest: Manifest, blobs: dict[str, bytes]) -> dict[str, tuple[int, ...]]:
+    """The safetensors headers agree with the manifest (before any network is built); returns the weights' shapes."""
+    memory = _header(blobs[MEMORY_FILE], directory / MEMORY_FILE)
     check_match(directory / MEMORY_FILE, manifest.memory_shapes, {k: s for k, (_, s) in memory.items()},
                 "memory matrices")
-    weights = _header(directory / MODEL_FILE)
+    weights = _header(blobs[MODEL_FILE], directory / MODEL_FILE)
     if not weights:
         raise CheckpointError(f"{directory / MODEL_FILE} holds no tensors")
     stored = "F16" if manifest.storage_dtype == "float16" else "F32"
@@ -186,6 +206,14 @@ def check_headers(directory: Path, manifest: Manifest) -> None:
     if odd:
         raise CheckpointError(f"{directory / MODEL_FILE}: tensor {odd[0]} is {weights[odd[0]][0]}, the manifest's "
                               f"storage_dtype is {manifest.storage_dtype}")
+    return {k: shape for k, (_, shape) in weights.items()}
+
+
+def _parse(data: bytes, path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return safetensors_load(data)
+    except (SafetensorError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
 
 
 def check_match(path: Path, expected: dict, got: dict, what: str, against: str = "its manifest") -> None:
@@ -205,21 +233,37 @@ def check_match(path: Path, expected: dict, got: dict, what: str, against: str =
         raise CheckpointError(f"{path} does not match {against}: " + " | ".join(problems))
 
 
-def _build(d: Path, manifest: Manifest, trust: bool = False) -> FilteredModel:
-    """The network a (digest-checked) directory describes, with its weights and memory."""
-    check_headers(d, manifest)
+def _build(d: Path, manifest: Manifest, blobs: dict[str, bytes], trust: bool = False) -> FilteredModel:
+    """The network a directory describes, with its weights and memory, from its verified bytes.
+
+    The architecture is first built on the ``meta`` device (no memory) and compared with the
+    safetensors header, so a manifest cannot make us allocate a network the file does not hold.
+    """
+    shapes = check_headers(d, manifest, blobs)
+    info = manifest.dataset
+
+    def rebuild(device: str | None):
+        with torch.device(device) if device else contextlib.nullcontext():
+            return build_network(manifest.backbone, info.num_classes, info.in_chans, info.img_size,
+                                 manifest.arch_kwargs, trust=trust)
+
     try:
-        model = FilteredModel(manifest.backbone, manifest.dataset, sites=manifest.sites or "auto", heads=manifest.heads,
-                              arch_kwargs=manifest.arch_kwargs, trust=trust)
-    except (ValueError, TypeError, RuntimeError) as e:  # an architecture spec that cannot be rebuilt here
+        skeleton = rebuild("meta")
+    except Exception as e:  # any failure of a foreign architecture to build is the checkpoint's problem
+        raise CheckpointError(f"{d / MANIFEST_FILE}: cannot rebuild {manifest.backbone}: {e}") from None
+    check_match(d / MODEL_FILE, {k: v.shape for k, v in skeleton.state_dict().items()}, shapes, "weights",
+                f"the network {manifest.backbone} of its manifest")
+    try:
+        model = FilteredModel(manifest.backbone, info, rebuild(None), sites=manifest.sites or "auto",
+                              heads=manifest.heads, arch_kwargs=manifest.arch_kwargs, trust=trust)
+    except Exception as e:  # a recorded site or head that does not fit the network
         raise CheckpointError(f"{d / MANIFEST_FILE}: cannot rebuild {manifest.backbone}: {e}") from None
     check_match(d / MANIFEST_FILE, {k: v.shape for k, v in model.memory.items()}, manifest.memory_shapes,
                 "memory matrices", f"backbone {manifest.backbone} built for its dataset entry")
-    state = read_tensors(d / MODEL_FILE)
+    state = _parse(blobs[MODEL_FILE], d / MODEL_FILE)
     expected = model.backbone.state_dict()
-    check_match(d / MODEL_FILE, {k: v.shape for k, v in expected.items()}, state, "weights")
     model.backbone.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
-    memory = read_tensors(d / MEMORY_FILE)
+    memory = _parse(blobs[MEMORY_FILE], d / MEMORY_FILE)
     with torch.no_grad():
         for k, p in model.memory.items():
             p.copy_(memory[k].float())
@@ -238,8 +282,7 @@ def load(directory: str | os.PathLike, device: str | torch.device = "cpu", trust
     """
     d = Path(directory)
     manifest = read_manifest(d)
-    check_digests(d, manifest)
-    return _build(d, manifest, trust).to(device).eval()
+    return _build(d, manifest, read_verified(d, manifest), trust).to(device).eval()
 
 
 def upgrade(directory: str | os.PathLike) -> list[str]:
@@ -270,9 +313,9 @@ def upgrade(directory: str | os.PathLike) -> list[str]:
             raise CheckpointError(f"{d} is a Retrain oracle outside <checkpoint>/retrain/: its checkpoint is unknown")
         manifest = manifest.replace(retrain_of={**manifest.retrain_of, "model_sha256": file_sha256(base / MODEL_FILE)})
         changes.append(f"tied the Retrain oracle to {base.name}'s backbone file")
-    _build(d, manifest)  # the files load: names and shapes agree
+    _build(d, manifest, {name: (d / name).read_bytes() for name in WEIGHT_FILES})  # the files load: names, shapes
     if changes:
-        keep = [p.name for p in d.iterdir() if p.name != MANIFEST_FILE]
+        keep = [p.name for p in d.iterdir() if p.name != MANIFEST_FILE and not p.name.startswith(".")]  # not temporaries
         with replace_dir(d, overwrite=True, carry=keep) as tmp:
             write_json(tmp / MANIFEST_FILE, manifest.to_json())
     return changes

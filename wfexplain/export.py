@@ -221,6 +221,23 @@ def _write_bytes(path: Path, data: bytes) -> Path:
     return path
 
 
+def check_outputs(out_dir: str | os.PathLike, formats: Sequence[str], forget, hard_threshold: float | None,
+                  metrics: bool, overwrite: bool = False) -> list[str]:
+    """The file names an export writes (the baked model's last); ``FileExistsError`` naming those that exist.
+
+    Callers check this before any work (the CLI before its evaluation).
+    """
+    classes = forget_list(forget)
+    baked = "baked_forget_" + "-".join(str(c) for c in classes) + \
+        (f"_hard{hard_threshold:g}" if hard_threshold is not None else "") + ".safetensors"
+    planned = [f"memory_heatmaps.{fmt}" for fmt in formats] + ["memory.csv", "memory.npz"] + \
+        (["metrics.csv", "metrics.tex"] if metrics else []) + [baked]
+    existing = [name for name in planned[:-1 if not classes else None] if (Path(out_dir) / name).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{out_dir} already holds {', '.join(existing)}")
+    return planned
+
+
 def export_all(model: FilteredModel, out_dir: str | os.PathLike, forget=(), layers: Sequence[str] | None = None,
                formats: Sequence[str] = FIGURE_FORMATS, report: Mapping | None = None, order_mode: str = "original",
                hard_threshold: float | None = None, overwrite: bool = False) -> list[Path]:
@@ -249,13 +266,7 @@ def export_all(model: FilteredModel, out_dir: str | os.PathLike, forget=(), laye
     if layers is not None:
         analysis.select_layers(analysis.as_memory(model), layers)  # validates the layer names
     out = Path(out_dir)
-    baked = "baked_forget_" + "-".join(str(c) for c in classes) + \
-        (f"_hard{hard_threshold:g}" if hard_threshold is not None else "") + ".safetensors"
-    planned = [f"memory_heatmaps.{fmt}" for fmt in formats] + ["memory.csv", "memory.npz"] + \
-        (["metrics.csv", "metrics.tex"] if report is not None else []) + ([baked] if classes else [])
-    existing = [name for name in planned if (out / name).exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{out} already holds {', '.join(existing)}")
+    baked = check_outputs(out, formats, classes, hard_threshold, report is not None, overwrite)[-1]
     names = list(model.class_names)
     written: list[Path] = []
     fig = memory_figure(model.memory, names, layers=layers, order_mode=order_mode)

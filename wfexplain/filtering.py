@@ -95,7 +95,7 @@ class FilteredModel(nn.Module):
                              "reuse that one, or wrap wfexplain.ungated_copy(module)")
         self.backbone = backbone
         self.backbone.eval().requires_grad_(False)
-        self.heads = list(heads) if heads is not None else default_heads(backbone_name, backbone)
+        self.heads = list(heads) if heads is not None else default_heads(backbone_name, backbone, info.num_classes)
         self.sites = _resolve_sites(self.backbone, sites, self.heads)
         # ParameterDict keys cannot contain dots; the public ``memory`` uses site paths.
         self.alphas = nn.ParameterDict({

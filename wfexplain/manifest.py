@@ -20,6 +20,7 @@ from typing import Any, Literal, NoReturn, overload
 from .backbones import check_spec
 from .data import DatasetInfo
 from .engine import TrainConfig, UnlearnConfig
+from .sites import KINDS
 
 FORMAT = "wfexplain-checkpoint"
 FORMAT_VERSION = 2
@@ -196,6 +197,11 @@ class _Reader:
         keys = {"path", "kind", "size", "head_dim"}
         if not isinstance(v, list) or not all(isinstance(s, dict) and set(s) == keys for s in v):
             self.fail(f"sites must list {{{', '.join(sorted(keys))}}} objects, found {_short(v)}")
+        for s in v:
+            if s["kind"] not in KINDS or not all(isinstance(s[k], int) and not isinstance(s[k], bool)
+                                                 and 1 <= s[k] <= MAX_COMPONENTS for k in ("size", "head_dim")):
+                self.fail(f"site {_short(s)}: kind must be one of {', '.join(KINDS)}, size and head_dim in "
+                          f"1..{MAX_COMPONENTS:,}")
         if [s["path"] for s in v] != list(shapes) or any(shapes[s["path"]][1] != s["size"] for s in v):
             self.fail("sites do not match memory_shapes (paths, order or sizes)")
         return v

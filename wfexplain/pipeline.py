@@ -183,7 +183,8 @@ def unlearn_checkpoint(path: str | os.PathLike, cfg: UnlearnConfig = UnlearnConf
     }
     if dist.is_main():
         save_checkpoint(model, target, fields, half=manifest.storage_dtype == "float16", overwrite=in_place or force,
-                        carry=[MODEL_FILE, ORACLE_DIR] if in_place else ())
+                        carry=[MODEL_FILE, ORACLE_DIR] if in_place else (),
+                        expect={MODEL_FILE: manifest.files[MODEL_FILE]} if in_place else None)
     dist.barrier()
     return {"cancelled": False, "seconds": result["seconds"], "single": report["single"], "path": target,
             "memory_digest": digest, "world_size": dist.world_size()}

@@ -78,26 +78,37 @@ def _channels(m: _NormLayer) -> int:
     return m.num_features
 
 
-def find_heads(model: nn.Module) -> list[str]:
-    """Paths of the classifier head(s): timm's ``get_classifier()`` (and a distilled head), else the usual names."""
+def find_heads(model: nn.Module, num_classes: int | None = None) -> list[str]:
+    """Paths of the classifier head(s): timm's ``get_classifier()`` (a distilled head too), else the usual names.
+
+    With ``num_classes``, a candidate must output the classes: a container (torchvision's
+    ``classifier`` Sequential) stands for its last Linear with ``num_classes`` outputs, so the hidden
+    layers before it stay gateable, and a hidden ``fc`` beside a ``head`` is not taken for one.
+    """
     paths = {id(m): n for n, m in model.named_modules() if n}
-    heads: list[str] = []
+    found: list[str] = []
     getter = getattr(model, "get_classifier", None)
     if callable(getter):
         try:
-            found = getter()
+            got = getter()
         except (TypeError, AttributeError):
-            found = None
-        for m in found if isinstance(found, tuple) else (found,):
-            if isinstance(m, nn.Module) and id(m) in paths:
-                heads.append(paths[id(m)])
+            got = None
+        found += [paths[id(m)] for m in (got if isinstance(got, tuple) else (got,))
+                  if isinstance(m, nn.Module) and id(m) in paths]
     for name in _HEAD_NAMES:
         m = getattr(model, name, None)
-        if isinstance(m, nn.Module) and not isinstance(m, nn.Identity) and name not in heads \
-                and not any(name.startswith(h + ".") or h.startswith(name + ".") for h in heads):
-            if name == "head" and heads and any(h.startswith("head.") for h in heads):
-                continue  # timm's head module whose classifier is head.fc
-            heads.append(name)
+        if isinstance(m, nn.Module) and not isinstance(m, nn.Identity) and not any(
+                name == h or name.startswith(h + ".") or h.startswith(name + ".") for h in found):
+            found.append(name)
+    if num_classes is None:
+        return found
+    heads = []
+    for path in found:
+        outs = [n for n, c in model.get_submodule(path).named_modules()
+                if isinstance(c, nn.Linear | nn.Conv2d) and getattr(c, "out_features", getattr(c, "out_channels", 0))
+                == num_classes]
+        if outs:
+            heads.append(f"{path}.{outs[-1]}" if outs[-1] else path)
     return heads
 
 
@@ -126,8 +137,14 @@ def _walk(model: nn.Module, heads: Sequence[str]) -> tuple[list[GateSite], list[
     done: set[str] = set()  # subtrees already handled (attention modules)
     prev_leaf: tuple[str, nn.Module] | None = None
     gated_convs: set[str] = set()
+    seq_first = [n for n, m in model.named_modules()  # blocks whose activations are [L, B, ...]: the batch is not dim 0
+                 if any(isinstance(c, nn.MultiheadAttention) and not c.batch_first for _, c in m.named_children())]
     for path, m in model.named_modules():
         if not path or _under(path, heads) or _under(path, list(done)):
+            continue
+        if isinstance(m, nn.Linear) and _under(path, seq_first):
+            left.append((path, "a sequence-first ([L, B, F]) block: per-sample gates need the batch in dim 0"))
+            prev_leaf = (path, m)
             continue
         if isinstance(m, nn.MultiheadAttention):
             done.add(path)
@@ -207,6 +224,10 @@ def check_sites(model: nn.Module, sites: Sequence[GateSite], heads: Sequence[str
             raise ValueError(f"{where}: {type(m).__name__} has no weight to bake the gate into")
         if (size := _size(m, s)) != s.size:
             raise ValueError(f"{where}: the module has {size} components, the site says {s.size}")
+        if s.kind in ("heads", "mha"):
+            width = m.in_features if s.kind == "heads" else m.num_heads * m.head_dim
+            if s.head_dim < 1 or s.size * s.head_dim != width:
+                raise ValueError(f"{where}: {s.size} heads x head_dim {s.head_dim} do not make the module's {width} features")
 
 
 def _size(m: nn.Module, s: GateSite) -> int:

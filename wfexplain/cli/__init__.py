@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--img-size", type=ranged(int, *IMG_SIZE_RANGE),
                    help="input side (default: the dataset's; 64 for imagefolder)")
     p.add_argument("--in-chans", type=int, choices=[1, 3], help="input channels (default: the dataset's)")
-    p.add_argument("--mean", type=float, nargs="+", help="per-channel normalisation mean (default: the dataset's)")
+    p.add_argument("--mean", type=ranged(float), nargs="+", help="per-channel normalisation mean (default: the dataset's)")
     p.add_argument("--std", type=ranged(float, 0, open_lo=True), nargs="+", help="per-channel std (default: the dataset's)")
     p.add_argument("--head", nargs="+", help="classifier head module path(s) (default: found automatically)")
     p.add_argument("--retrain-config", type=json_object, default={},

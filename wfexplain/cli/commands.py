@@ -210,13 +210,14 @@ def cmd_benchmark(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from ..export import export_all
+    from ..export import check_outputs, export_all
 
     model = load(args.checkpoint)
     _check_limits(args, model.num_classes)
     bad = [c for c in args.forget if c >= model.num_classes]
     if bad:
         raise UsageError("--forget", f"class {bad[0]} does not exist: valid classes are 0..{model.num_classes - 1}")
+    check_outputs(args.out, args.formats, args.forget, args.hard_threshold, not args.no_metrics, args.force)
     report = None
     if not args.no_metrics:
         test = checkpoint_split(model.checkpoint_manifest(), "test", args.data_dir, args.download)

@@ -1,5 +1,5 @@
 """Scoring an unlearned model: the metrics (pure functions) and the evaluation of every forget set."""
 
-from .evaluate import dataset_targets, evaluate, predict
+from .forgetting import dataset_targets, evaluate, predict
 
 __all__ = ["dataset_targets", "evaluate", "predict"]

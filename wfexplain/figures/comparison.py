@@ -30,7 +30,7 @@ def tradeoff_scatter(methods: Sequence[str], forget_quality, retain_accuracy, se
         retain_accuracy: retain accuracy (test), fractions.
         seconds: unlearning time per point (NaN: drawn grey, fixed size, "no time").
         front: indices of the Pareto-optimal points (forget quality ↑, retain ↑, time ↓), e.g.
-            from :func:`wfexplain.comparison.pareto_front`; ringed and connected by a dashed line.
+            from :func:`wfexplain.benchmark.comparison.pareto_front`; ringed and connected by a dashed line.
         original_retain: optional retain accuracy of the model before unlearning, drawn as a grey
             dotted line for reference (the original itself, forget quality ~0, is not plotted: it
             would squeeze the methods into one corner).
