@@ -9,6 +9,7 @@ dropped with a notice.
 from __future__ import annotations
 
 import re
+from urllib.parse import quote
 
 import streamlit as st
 
@@ -125,7 +126,14 @@ def _choose_model(catalogue: dict) -> tuple[str, object]:
     return requested, model
 
 
-def render_sidebar() -> View:
+def share_link(view: View, page_path: str = "") -> str:
+    """A link that reopens this session's view, built from its state (not from the address bar, which can lag)."""
+    query = "ckpt=" + quote(view.name, safe="/") + ("&forget=" + forget_sets.to_text(view.forget) if view.forget else "")
+    page = st.context.url or f"/{page_path}"  # the page's own URL in the browser (None when run headless)
+    return f"{page}?{query}"
+
+
+def render_sidebar(page_path: str = "") -> View:
     """Draw the sidebar and return the session's :class:`View` (also stored in session state)."""
     _init_from_url()
     with st.sidebar:
@@ -149,6 +157,9 @@ def render_sidebar() -> View:
         forget = tuple(sorted(names.index(c) for c in chosen))
         view = View(str(catalogue[wanted]), wanted, model, forget, _pick_data())
         _model_card(view)
+        with st.expander("Share this view"):
+            st.code(share_link(view, page_path), language=None, wrap_lines=True)
+            st.caption("Built from this session's checkpoint, forget set and page; copy it with the button.")
     st.session_state["_view"] = view
     st.query_params["ckpt"] = wanted
     if forget:

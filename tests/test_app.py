@@ -293,3 +293,21 @@ def test_explain_grad_cam_layer_choice():
     assert [c.value for c in at.caption if c.value.startswith("Grad-CAM on")] == [
         "Grad-CAM on `features.6` (14×14 of 28×28 input)"]
     assert "#### Layer Grad-CAM" in [m.value for m in at.markdown]
+
+
+def test_forget_page_judges_the_set_and_warns_beyond_trained_sizes():
+    at = open_app(forget="1")
+    assert_clean(at)
+    badges = [m.value for m in at.markdown if "-badge[" in m.value]
+    assert badges and "Forgotten" in badges[0] and ":green-badge[" in badges[0]
+    (fa,) = [m for m in at.metric if m.label.startswith("Forget accuracy")]
+    assert fa.delta.endswith(" pp vs original")
+    assert not at.warning
+    assert [c.value for c in at.code] == ["/?ckpt=fmnist-cnn&forget=1"]  # Forget is the default page, at /
+    at = open_app(forget="5,7,9")  # Sandal, Sneaker, Ankle boot: 3 classes, trained on sets of 1-2
+    assert_clean(at)
+    (warn,) = [w.value for w in at.warning]
+    assert "This set has 3 classes; the filters were trained on sets of 1–2 classes and measured on sets of 1, 2" in warn
+    assert [c.value for c in at.code] == ["/?ckpt=fmnist-cnn&forget=5,7,9"]
+    at.switch_page("views/memory.py").run()
+    assert [c.value for c in at.code] == ["/memory?ckpt=fmnist-cnn&forget=5,7,9"]

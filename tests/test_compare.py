@@ -125,9 +125,15 @@ def test_gap_to_retrain_and_best_per_column_follow_direction():
     assert gap.loc["retrain"].fillna(0).eq(0).all()
     assert math.isnan(gap.loc["finetune", "seconds"])
     best = comparison.best_per_column(table)
-    # forget acc.: lower is better (retrain's 0.0 is a reference, not a contestant); retain: higher is better
-    # (original's 0.99 does not count); time: lower is better, NaN skipped; zrf: nobody has it.
-    assert best == {"forget_accuracy_test": "ssd", "retain_accuracy_test": "finetune", "seconds": "ssd"}
+    # Closest to Retrain: forget acc. 0.05 away (ssd); retain 0.02 away (wf, although finetune's 0.999 is higher:
+    # Retrain's 0.95 is the target); references never compete. Time: lower is better, NaN skipped; zrf: nobody.
+    assert best == {"forget_accuracy_test": ["ssd"], "retain_accuracy_test": ["wf"], "seconds": ["ssd"]}
+    tied = table.copy()
+    tied.loc["finetune", "forget_accuracy_test"] = 0.05  # as close to Retrain as ssd
+    assert comparison.best_per_column(tied)["forget_accuracy_test"] == ["ssd", "finetune"]
+    shown = comparison.formatted_table(tied)
+    header = comparison.column_header("forget_accuracy_test")
+    assert shown.loc["SSD", header].endswith("★ (tie)") and shown.loc["Fine-tune", header].endswith("★ (tie)")
     assert comparison.gap_to_retrain(table.drop(index="retrain")).isna().all().all()
 
 
@@ -156,8 +162,12 @@ def test_formatted_table_marks_best_and_gaps():
     assert shown.loc["Retrain (oracle)", header] == "0.0 ± 1.0"  # references: no gap, no star
     assert shown.loc["Original (no unlearning)", comparison.column_header("seconds")] == "–"
     assert shown.loc["SSD", comparison.column_header("seconds")] == "5 ± 1 [-95] ★"
-    stars = shown.apply(lambda col: col.str.endswith(comparison.BEST_MARK).sum())
-    assert (stars == 1).all()
+    stars = shown.apply(lambda col: col.str.contains(comparison.BEST_MARK).sum())
+    zrf = comparison.column_header("zrf")
+    assert (stars.drop(zrf) == 1).all()
+    # ZRF: Retrain's 0.5 is the target, so SalUn's higher 0.9 is not best; the five methods at 0.5 tie.
+    assert not shown.loc["SalUn", zrf].endswith("★") and stars[zrf] == 5
+    assert shown.loc["WF (weight filtering)", zrf].endswith("★ (tie)")
 
 
 def test_degraded_benchmark_without_retrain_or_some_metrics():
@@ -165,7 +175,7 @@ def test_degraded_benchmark_without_retrain_or_some_metrics():
     bench["methods"]["ssd"] = {"zrf": 0.4}  # a bare number, no std; every other metric missing
     table = comparison.comparison_table(bench)
     assert comparison.gap_to_retrain(table).isna().all().all()
-    assert comparison.best_per_column(table)["zrf"] == "wf"  # 0.5 > 0.4
+    assert comparison.best_per_column(table)["zrf"] == ["wf"]  # no Retrain: by direction, 0.5 > 0.4
     shown = comparison.formatted_table(table)
     assert shown.loc["SSD", "ZRF ↑"] == "0.4"
     assert shown.loc["SSD", comparison.column_header("seconds")] == "–"
@@ -250,7 +260,7 @@ def test_page_shows_the_benchmark(checkpoint):
     header = comparison.column_header("forget_accuracy_test")
     assert table.loc["WF (weight filtering)", header].endswith("★")  # 1.5% beats the other unlearning methods
     assert table.loc["SSD", comparison.column_header("seconds")].endswith("★")
-    assert table.apply(lambda col: col.str.endswith("★").sum()).eq(1).all()
+    assert table.drop(columns=comparison.column_header("zrf")).apply(lambda col: col.str.endswith("★").sum()).eq(1).all()
     assert any(m.label.startswith("WF, all 10 classes") and m.value == "20.0 s" for m in at.metric)
     assert any(m.value == "0.20×" for m in at.metric)
     glossary = next(e for e in at.expander if e.label.startswith("Glossary"))

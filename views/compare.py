@@ -73,12 +73,13 @@ def _show(bench: dict, from_session: bool) -> None:
     st.subheader("Methods × metrics")
     shown = comparison.formatted_table(table)
     best = comparison.best_per_column(table)
-    marked = {(comparison.method_label(m), comparison.column_header(k)) for k, m in best.items()}
+    marked = {(comparison.method_label(m), comparison.column_header(k)) for k, ms in best.items() for m in ms}
     style = pd.DataFrame("", index=shown.index, columns=shown.columns)
     for row, col in marked:
         style.loc[row, col] = "background-color: rgba(44, 160, 44, 0.18); font-weight: bold"
     st.dataframe(shown.style.apply(lambda _: style, axis=None))
-    st.caption(f"{comparison.BEST_MARK} best per column among the unlearning methods, by the column's direction; "
+    st.caption(f"{comparison.BEST_MARK} best per column among the unlearning methods: the closest to Retrain (the "
+               "time: the lowest); every tied method is marked \"(tie)\"; "
                "Original (no unlearning) and Retrain (the oracle) are references and take no part. "
                "– = not measured (e.g. no time for the original model).")
     with st.expander("Gap to Retrain (method − Retrain; the closer to 0, the closer to the oracle)"):

@@ -8,18 +8,18 @@ import streamlit as st
 from dashboard import current
 from dashboard.resources import eval_data, live_scores, predictions
 from wfexplain import figures
+from wfexplain.evaluation import quality
 
 view = current()
 model, forget = view.model, view.forget
 names = list(model.class_names)
 st.title("Forget")
 
-start = time.perf_counter()
+start = time.perf_counter()  # the update time below covers the whole page, drawn last
 data = eval_data(view)
 y = data.targets.numpy()
 orig_pred, _ = predictions(view, ())
 filt_pred, filt_prob = predictions(view, forget)
-elapsed = time.perf_counter() - start
 
 scores = live_scores(y, orig_pred, filt_pred, model.num_classes, forget)
 orig_acc, filt_acc = scores["original_per_class"], scores["per_class"]
@@ -31,14 +31,29 @@ if not forget:
 c = st.columns([3, 3, 2, 2])  # room for the metric labels with their direction
 fa, fa0, ra, ra0 = scores["forget"], scores["original_forget"], scores["retain"], scores["original_retain"]  # nan: none
 c[0].metric("Forget accuracy (↓ lower is better)", "—" if not forget else f"{fa:.1%}",
-            None if not forget else f"{fa - fa0:+.1%} vs original", delta_color="inverse",
+            None if not forget else f"{quality.points(fa - fa0)} vs original", delta_color="inverse",
             help="Accuracy on test images of the forgotten classes, with their filter on. Retraining without them gives ~0.")
 c[1].metric("Retain accuracy (↑ higher is better)", "—" if np.isnan(ra) else f"{ra:.1%}",
-            None if np.isnan(ra) else f"{ra - ra0:+.1%} vs original",
+            None if np.isnan(ra) else f"{quality.points(ra - ra0)} vs original",
             help="Accuracy on test images of all other classes, with the filter on; compared with the original model "
                  "on the same images.")
 c[2].metric("Test images", f"{len(y):,}", help="A seeded, class-stratified subset of the test split")
-c[3].metric("Update time", f"{elapsed * 1000:.0f} ms", help="Time to compute this view (cached per forget set)")
+update_time = c[3].empty()
+
+if forget:
+    verdict = quality.judge(fa, ra, ra0, len(forget))
+    colour = {"good": "green", "partial": "orange", "poor": "red"}[verdict.level]
+    st.badge(verdict.label, color=colour, help=(
+        f"Forgotten: forget accuracy ≤ {quality.FORGOTTEN_AT_MOST:.0%}; not forgotten: above "
+        f"{quality.NOT_FORGOTTEN_ABOVE:.0%}. Retain accuracy may drop at most "
+        f"{quality.retain_tolerance(len(forget)) * 100:g} pp for {len(forget)} class(es)."))
+    if verdict.reasons:
+        st.caption("; ".join(verdict.reasons).capitalize() + ".")
+    trained, measured = quality.set_sizes(model.checkpoint_manifest())
+    if trained is not None and len(forget) > trained:
+        st.warning(f"This set has {len(forget)} classes; the filters were trained on sets of 1–{trained} classes"
+                   + (f" and measured on sets of {', '.join(map(str, measured))}" if measured else "")
+                   + ". Larger sets multiply more filters than training saw: expect weaker forgetting or retain.")
 
 st.plotly_chart(figures.accuracy_bars(orig_acc, filt_acc, names, forget))
 
@@ -68,6 +83,12 @@ for k in shown + others:
     cols = st.columns(per_class)
     for col, i in zip(cols, idx, strict=False):
         before, after = names[orig_pred[i]], names[filt_pred[i]]
-        mark = "✓" if filt_pred[i] == y[i] else "✗"
+        if k in forget:  # success means the class is no longer recognised
+            mark = "✓ forgotten" if filt_pred[i] != y[i] else "✗ still recognised"
+        else:
+            mark = "✓" if filt_pred[i] == y[i] else "✗ wrong"
         col.image(data.dataset.pil(int(data.indices[i])).resize((84, 84)),
                   caption=f"{before} → {after} {mark} ({filt_prob[i].max():.0%})")
+
+update_time.metric("Update time", f"{(time.perf_counter() - start) * 1000:.0f} ms",
+                   help="Time to draw this whole page (predictions are cached per forget set)")

@@ -183,14 +183,19 @@ def gap_to_retrain(table: pd.DataFrame) -> pd.DataFrame:
     return m - m.loc["retrain"]
 
 
-def best_per_column(table: pd.DataFrame) -> dict[str, str]:
-    """Per metric, the best unlearning method by the metric's direction (higher or lower is better).
+TIE = 1e-9  # values this close count as equal
 
-    ``"original"`` and ``"retrain"`` are excluded from the contest (they are the references), as
-    are NaN values and metrics of unknown direction. Ties go to the first row. Metrics with no
-    contestant are left out of the result.
+
+def best_per_column(table: pd.DataFrame) -> dict[str, list[str]]:
+    """Per metric, the best unlearning method(s): the closest to Retrain, the oracle every method imitates.
+
+    Without a Retrain row (or for the time, which Retrain does not set a target for) the metric's
+    direction decides instead. ``"original"`` and ``"retrain"`` are not contestants, nor are NaN
+    values or metrics of unknown direction. Every method tied for best is listed (in table order).
     """
-    m = means(table).drop(index=[r for r in REFERENCES if r in table.index])
+    m = means(table)
+    reference = m.loc["retrain"] if "retrain" in m.index else None
+    m = m.drop(index=[r for r in REFERENCES if r in table.index])
     best = {}
     for metric in m.columns:
         if metric not in METRICS:
@@ -198,7 +203,10 @@ def best_per_column(table: pd.DataFrame) -> dict[str, str]:
         col = m[metric].dropna()
         if col.empty:
             continue
-        best[metric] = str(col.idxmax() if METRICS[metric].higher_is_better else col.idxmin())
+        target = reference[metric] if reference is not None and metric != "seconds" else math.nan
+        by_direction = col if METRICS[metric].higher_is_better else -col
+        score = by_direction if math.isnan(target) else -(col - target).abs()
+        best[metric] = [str(k) for k, v in score.items() if v >= score.max() - TIE]
     return best
 
 
@@ -267,7 +275,8 @@ BEST_MARK = "★"
 
 
 def formatted_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Display strings: ``"mean ± std [gap to Retrain]"`` with :data:`BEST_MARK` on each column's best.
+    """Display strings: ``"mean ± std [gap to Retrain]"`` with :data:`BEST_MARK` on each column's best (closest to
+    Retrain; every tied method marked, with "(tie)").
 
     Rows are method labels (:func:`method_label`), columns :func:`column_header`; accuracies in
     % (gaps in percentage points); ``–`` where a value is missing.
@@ -289,8 +298,8 @@ def formatted_table(table: pd.DataFrame) -> pd.DataFrame:
             g = gap.at[method, metric]
             if method not in REFERENCES and not math.isnan(g):
                 text += f" [{_fmt(metric, g, signed=True)}]"
-            if best.get(metric) == method:
-                text += f" {BEST_MARK}"
+            if method in best.get(metric, ()):
+                text += f" {BEST_MARK}" + (" (tie)" if len(best[metric]) > 1 else "")
             cells[column_header(metric)] = text
         rows[method_label(method)] = cells
     out = pd.DataFrame.from_dict(rows, orient="index")
