@@ -286,6 +286,16 @@ def live_scores(y: np.ndarray, original: np.ndarray, filtered: np.ndarray, num_c
             "retain": retain_accuracy(p1, t, forget), "original_retain": retain_accuracy(p0, t, forget)}
 
 
+def view_set_row(view: View) -> dict:
+    """The session's forget set as one row of the Export page's metric table (accuracies in percent)."""
+    data = eval_data(view)
+    y = data.targets.numpy()
+    s = live_scores(y, predictions(view, ())[0], predictions(view, view.forget)[0], view.model.num_classes, view.forget)
+    return {"class": "forget set: " + " + ".join(view.forget_names), "original_accuracy_pct": 100 * s["original_forget"],
+            "forget_accuracy_pct": 100 * s["forget"], "retain_accuracy_pct": 100 * s["retain"],
+            "original_retain_accuracy_pct": 100 * s["original_retain"]}
+
+
 def single_class_report(view: View) -> dict:
     """An :func:`wfexplain.evaluation.evaluate`-shaped report on the evaluation subset, from cached predictions."""
     y = eval_data(view).targets

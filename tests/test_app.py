@@ -241,15 +241,18 @@ def test_explain_gallery_then_export_downloads(monkeypatch):
         assert download(at, key).startswith(head), key
     assert b"<svg" in download(at, "heatmap_svg")[:1000]
     assert download(at, "memory_csv").decode().startswith("layer,component,class_index,class_name,alpha\n")
-    assert download(at, "metrics_csv").decode().splitlines()[0].startswith("class,original_accuracy,forget_accuracy")
+    csv = download(at, "metrics_csv").decode().splitlines()
+    assert csv[0] == "class,original_accuracy_pct,forget_accuracy_pct,retain_accuracy_pct,original_retain_accuracy_pct"
+    assert csv[-1].startswith("forget set: Trouser,")  # the sidebar's set, in percent
     assert download(at, "metrics_tex").decode().startswith("\\begin{table}")
     npz = np.load(io.BytesIO(download(at, "memory_npz")), allow_pickle=False)
     assert list(npz["class_names"])[:2] == ["T-shirt/top", "Trouser"]
     state = safetensors_load(download(at, "baked"))
     backbone = wfexplain.create_backbone("cnn", 10, 1, 28)
     backbone.load_state_dict(state)  # a plain backbone state dict
-    table = next(d.value for d in at.dataframe if "forget_accuracy" in d.value.columns)
-    assert list(table.index)[-1] == "mean"
+    table = next(d.value for d in at.dataframe if "forget_accuracy_pct" in d.value.columns)
+    assert list(table.index)[-2:] == ["mean", "forget set: Trouser"]
+    assert (table["forget_accuracy_pct"] == table["forget_accuracy_pct"].round(1)).all()
 
 
 def test_explain_upload_valid_and_invalid():

@@ -237,3 +237,22 @@ def test_export_all_minimal_and_validation(make_model, tmp_path):
         with pytest.raises(ValueError):
             E.export_all(model, tmp_path / "b", **bad)
         assert not (tmp_path / "b").exists(), f"nothing may be written for invalid {bad}"
+
+
+def test_tables_in_percent_rounded_with_a_forget_set_row_and_a_descriptive_caption(make_model):
+    report = {"forget_matrix": [[0.0099999998, 0.8799999952316284, 0.9], [0.9, 0.02, 0.9], [0.9, 0.9, 0.0]],
+              "original_per_class": [0.9, 0.9, 0.9], "num_images": 30}
+    df = E.in_percent(E.metrics_table(report, ["x", "y", "z"], mean_row=True))
+    assert list(df.columns) == ["class", "original_accuracy_pct", "forget_accuracy_pct", "retain_accuracy_pct",
+                                "original_retain_accuracy_pct"]
+    assert df.loc[0, "forget_accuracy_pct"] == 1.0 and df.loc[0, "retain_accuracy_pct"] == 89.0
+    csv = E.table_csv(df).decode()
+    assert "0.8799999952316284" not in csv and "89.0" in csv
+    df = E.with_forget_set_row(df, {"class": "forget set: x + y", "original_accuracy_pct": 90.0,
+                                    "forget_accuracy_pct": 1.23456, "retain_accuracy_pct": 89.9999,
+                                    "original_retain_accuracy_pct": 90.0})
+    assert df.iloc[-1]["class"] == "forget set: x + y" and df.iloc[-1]["forget_accuracy_pct"] == 1.2
+    caption = E.metrics_caption(make_model("cnn"), 30)
+    tex = E.table_latex(df, caption, "tab:x", float_format="{:.1f}").decode()
+    assert r"Forget acc.\ (\%)\ $\downarrow$" in tex and "& 1.2 &" in tex
+    assert "in percent, on 30 seeded, class-stratified test images" in caption and "lower is better" in caption

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from dashboard import current
-from dashboard.resources import baked_file, memory_figure_files, memory_files, single_class_report
+from dashboard.resources import baked_file, memory_figure_files, memory_files, single_class_report, view_set_row
 from wfexplain import export, figures
 from wfexplain.explain import analysis
 
@@ -39,13 +39,15 @@ c2.download_button("memory.npz", tables["npz"], f"{stem}-memory.npz", "applicati
 
 st.subheader("Metric tables")
 report = single_class_report(view)
-table = export.metrics_table(report, names, mean_row=True)
+table = export.in_percent(export.metrics_table(report, names, mean_row=True))
+if view.forget:  # the session's own forget set, as one more row
+    table = export.with_forget_set_row(table, view_set_row(view))
 st.dataframe(table.set_index("class"), height="content")  # every class and the mean row, no scrolling
-st.caption(f"Single-class filters on {report['num_images']:,} test images (seeded, class-stratified). "
-           "forget accuracy ↓ (lower is better), retain accuracy ↑ (higher is better).")
+caption = export.metrics_caption(view.model, report["num_images"])
+st.caption(caption + (" The last row is the sidebar's forget set." if view.forget else ""))
 t1, t2 = st.columns(2)
 t1.download_button("metrics.csv", export.table_csv(table), f"{stem}-metrics.csv", "text/csv", key="metrics_csv")
-t2.download_button("metrics.tex", export.table_latex(table, f"Weight filtering on {view.name}", f"tab:{stem}"),
+t2.download_button("metrics.tex", export.table_latex(table, caption, f"tab:{stem}", float_format="{:.1f}"),
                    f"{stem}-metrics.tex", "application/x-tex", key="metrics_tex")
 
 st.subheader("Attribution panel")

@@ -38,6 +38,7 @@ _LATEX_HEADERS = {
     "retain_accuracy": r"Retain acc.\ $\uparrow$",
     "original_retain_accuracy": r"Orig.\ retain acc.",
 }
+_LATEX_HEADERS |= {f"{k}_pct": v.replace("acc.", r"acc.\ (\%)", 1) for k, v in list(_LATEX_HEADERS.items()) if k != "class"}
 
 
 def _memory_arrays(memory) -> dict[str, np.ndarray]:
@@ -121,6 +122,35 @@ def metrics_table(report: Mapping, class_names: Sequence[str], mean_row: bool = 
         means = {col: _nanmean(df[col].tolist()) for col in df.columns if col != "class"}
         df = pd.concat([df, pd.DataFrame([{"class": "mean", **means}], index=pd.Index(["mean"], name="class_index"))])
     return df
+
+
+def in_percent(df: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
+    """A :func:`metrics_table` with every accuracy in percent, rounded to ``digits`` decimals (columns ``*_pct``).
+
+    Rounding happens here, once, so files carry no float32 noise (``0.8799999952316284`` -> ``88.0``).
+    """
+    cols = [c for c in df.columns if str(c).endswith("accuracy")]
+    out = df.copy()
+    out[cols] = (out[cols].astype(float) * 100).round(digits)
+    return out.rename(columns={c: f"{c}_pct" for c in cols})
+
+
+def with_forget_set_row(table: pd.DataFrame, row: Mapping) -> pd.DataFrame:
+    """``table`` (of :func:`in_percent`) with one more row, e.g. a whole forget set's accuracies (rounded alike)."""
+    extra = pd.DataFrame([dict(row)], index=pd.Index(["set"], name=table.index.name))
+    numeric = [c for c in extra.columns if c != "class"]
+    extra[numeric] = extra[numeric].astype(float).round(1)
+    return pd.concat([table, extra[table.columns]])
+
+
+def metrics_caption(model: FilteredModel, num_images: int | None) -> str:
+    """The caption of a metric table: what each number is, its direction, its unit and the images behind it."""
+    return (f"Single-class forgetting with weight filtering (Poppi et al., arXiv 2304.02049) on "
+            f"{model.backbone_name} / {model.info.name}: for each class, forget accuracy on its own test images "
+            "under its filter (lower is better) and retain accuracy on the other classes' images under the same "
+            "filter (higher is better), in percent"
+            + (f", on {num_images:,} seeded, class-stratified test images" if num_images else "")
+            + "; the original network's accuracies for reference.")
 
 
 def table_csv(df: pd.DataFrame) -> bytes:
@@ -275,11 +305,11 @@ def export_all(model: FilteredModel, out_dir: str | os.PathLike, forget=(), laye
     written.append(_write_bytes(out / "memory.csv", memory_csv(model.memory, names)))
     written.append(_write_bytes(out / "memory.npz", memory_npz(model.memory, names)))
     if report is not None:
-        df = metrics_table(report, names, mean_row=True)
+        df = in_percent(metrics_table(report, names, mean_row=True))
         written.append(_write_bytes(out / "metrics.csv", table_csv(df)))
-        caption = (f"Single-class forgetting with weight filtering ({model.backbone_name}, {model.info.name}): "
-                   "forget accuracy (lower is better) and retain accuracy (higher is better) per class.")
-        written.append(_write_bytes(out / "metrics.tex", table_latex(df, caption, f"tab:wf-{model.info.name}")))
+        caption = metrics_caption(model, report.get("num_images"))
+        written.append(_write_bytes(out / "metrics.tex", table_latex(df, caption, f"tab:wf-{model.info.name}",
+                                                                    float_format="{:.1f}")))
     if classes:
         written.append(_write_bytes(out / baked, baked_safetensors(model, classes, hard_threshold)))
     return written
