@@ -48,7 +48,8 @@ if forget:
         f"{quality.NOT_FORGOTTEN_ABOVE:.0%}. Retain accuracy may drop at most "
         f"{quality.retain_tolerance(len(forget)) * 100:g} pp for {len(forget)} class(es)."))
     if verdict.reasons:
-        st.caption("; ".join(verdict.reasons).capitalize() + ".")
+        why = "; ".join(verdict.reasons)
+        st.caption(why[0].upper() + why[1:] + ".")
     trained, measured = quality.set_sizes(model.checkpoint_manifest())
     if trained is not None and len(forget) > trained:
         st.warning(f"This set has {len(forget)} classes; the filters were trained on sets of 1–{trained} classes"
