@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
+from typing import Any
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -16,6 +18,9 @@ from ..explain import analysis
 from .common import _check_names, to_numpy
 
 FIGURE_FORMATS = ("png", "svg", "pdf")
+MAX_VECTOR_CELLS = 3_000  # heatmap cells drawn as vector rectangles; larger panels are one embedded image each
+# Venues' PDF checks reject Type 3 fonts: embed TrueType (Type 42); SVG keeps text as editable text.
+_PAPER_RC: dict[str, Any] = {"pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none"}
 
 
 def memory_figure(memory, class_names: Sequence[str], layers: Sequence[str] | None = None,
@@ -40,14 +45,16 @@ def memory_figure(memory, class_names: Sequence[str], layers: Sequence[str] | No
     for ax, (layer, a) in zip(axes, mem.items(), strict=True):
         perm = analysis.order_components(a, order_mode)
         values = a.numpy()[:, perm.numpy()]
-        image = ax.imshow(values, aspect="auto", interpolation="nearest", vmin=0.0, vmax=1.0, cmap=cmap)
+        # Vector rectangles; a panel of many cells becomes one embedded image (never one per cell or per layer).
+        image = ax.pcolormesh(values, vmin=0.0, vmax=1.0, cmap=cmap, rasterized=values.size > MAX_VECTOR_CELLS)
+        ax.invert_yaxis()  # class 0 on top, as in a matrix
         k = values.shape[1]
         ax.set_title(f"{layer}  (K = {k})", fontsize=8, loc="left")
-        ax.set_yticks(range(n), names, fontsize=max(4, 8 - n // 10))
+        ax.set_yticks([i + 0.5 for i in range(n)], names, fontsize=max(4, 8 - n // 10))
         ax.set_ylabel("filter of class", fontsize=7)
         ax.set_xlabel(f"component{'' if order_mode == 'original' else ' position'}{order_label[order_mode]}", fontsize=7)
         if order_mode != "original" and k <= 32:
-            ax.set_xticks(range(k), [str(int(i)) for i in perm], fontsize=5)
+            ax.set_xticks([i + 0.5 for i in range(k)], [str(int(i)) for i in perm], fontsize=5)
         ax.tick_params(axis="x", labelsize=6)
     assert image is not None  # the loop ran: select_layers and as_memory refuse an empty memory
     cbar = fig.colorbar(image, ax=list(axes), shrink=min(1.0, 3.0 / len(mem) + 0.2), aspect=30)
@@ -125,7 +132,8 @@ def attribution_figure(image, maps: Mapping[str, np.ndarray], title: str | None 
 
 def figure_bytes(fig: Figure, fmt: str = "png", dpi: int = 300) -> bytes:
     """Render a matplotlib figure to ``png``, ``svg`` or ``pdf`` bytes (no creation date
-    embedded in SVG/PDF, so the same figure gives the same bytes)."""
+    embedded in SVG/PDF, so the same figure gives the same bytes; TrueType fonts in PDF, text as
+    text in SVG)."""
     if fmt not in FIGURE_FORMATS:
         raise ValueError(f"unknown figure format {fmt!r}; choose one of {', '.join(FIGURE_FORMATS)}")
     if not isinstance(fig, Figure):
@@ -133,5 +141,6 @@ def figure_bytes(fig: Figure, fmt: str = "png", dpi: int = 300) -> bytes:
                         "(plotly figures: use fig.to_html or fig.to_json)")
     metadata = {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}[fmt]
     buf = io.BytesIO()
-    fig.savefig(buf, format=fmt, dpi=dpi, metadata=metadata)
+    with matplotlib.rc_context(_PAPER_RC):  # type: ignore[arg-type]  # stubs want literal rc keys
+        fig.savefig(buf, format=fmt, dpi=dpi, metadata=metadata)
     return buf.getvalue()
