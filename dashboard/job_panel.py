@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from dashboard.jobs import Job, JobState, ServerBusy
+from dashboard.jobs import Job, JobState, ServerBusy, duration
 
 from .resources import public_text
 
@@ -45,7 +45,9 @@ def job_panel(key: str, success: Callable[[Job, JobState], str], failure: str = 
         s = job.state()
         if not s.done:
             what = "".join(f" · {k} {v:.3g}" if isinstance(v, float) else f" · {k} {v}" for k, v in s.metrics.items())
-            st.progress(s.fraction, text=f"{job.label}: step {s.step}/{s.total}{what}")
+            eta = s.eta()
+            timing = f" · {duration(s.elapsed())} elapsed" + (f" · about {duration(eta)} left" if eta is not None else "")
+            st.progress(s.fraction, text=f"{job.label}: step {s.step}/{s.total}{timing}{what}")
             if st.button("Cancel", key=f"{key}_cancel"):
                 job.cancel()
             return

@@ -74,6 +74,21 @@ class JobState:
     def fraction(self) -> float:
         return self.step / self.total if self.total else 0.0
 
+    def elapsed(self, now: float | None = None) -> float:
+        """Seconds since the job started (until it finished)."""
+        end = self.finished if self.finished is not None else (time.perf_counter() if now is None else now)
+        return end - self.started
+
+    def eta(self, now: float | None = None) -> float | None:
+        """Seconds left at the pace so far (None before the first step: no pace yet)."""
+        f = self.fraction
+        return None if f <= 0 or self.done else self.elapsed(now) * (1 - f) / f
+
+
+def duration(seconds: float) -> str:
+    """``35 s``, ``3.2 min``, ``1.4 h``."""
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
 
 class Job:
     """A function running in a daemon thread with progress and cooperative cancellation.

@@ -6,6 +6,7 @@ through ``st.cache_resource``, so only the first test pays for loading them.
 
 import io
 import os
+import re
 from pathlib import Path
 
 os.environ.setdefault("WFEXPLAIN_EVAL_LIMIT", "500")  # read by dashboard.settings at import
@@ -109,7 +110,8 @@ def test_models_job_runs_reports_and_clears(monkeypatch, tmp_path):
     at = open_app("views/models.py")
     start_job(at, "mine")
     assert calls and calls[0][2] == (tmp_path / "mine").resolve()
-    assert [p.text for p in at.get("progress")] == ["user/mine: step 1/2 · loss 0.5"]
+    (text,) = [p.text for p in at.get("progress")]
+    assert re.fullmatch(r"user/mine: step 1/2 · \d+ s elapsed · about \d+ s left · loss 0\.5", text), text
     assert next(b for b in at.main.button if b.label == "Start").disabled  # one job at a time
     release.set()
     at.session_state["job"].join(30)

@@ -110,3 +110,14 @@ def test_jobs_use_the_process_wide_limiter_by_default(monkeypatch):
     limiter.release()
     Job(lambda p, s: {"cancelled": False}, "x").start().join(5)
     assert limiter.running == 0
+
+
+def test_job_state_reports_elapsed_time_and_an_eta_at_the_pace_so_far():
+    from dashboard.jobs import JobState, duration
+
+    s = JobState(step=25, total=100, started=0.0)
+    assert s.elapsed(now=10.0) == 10.0 and s.eta(now=10.0) == 30.0  # 25% in 10 s: 30 s left
+    assert JobState(step=0, total=100, started=0.0).eta(now=5.0) is None  # no pace yet
+    done = JobState(step=100, total=100, started=0.0, done=True, finished=12.0)
+    assert done.elapsed(now=99.0) == 12.0 and done.eta() is None
+    assert [duration(x) for x in (35, 192, 7200)] == ["35 s", "3.2 min", "2.0 h"]
