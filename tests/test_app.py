@@ -316,3 +316,15 @@ def test_forget_page_judges_the_set_and_warns_beyond_trained_sizes():
     assert [c.value for c in at.code] == ["/?ckpt=fmnist-cnn&forget=5,7,9"]
     at.switch_page("views/memory.py").run()
     assert [c.value for c in at.code] == ["/memory?ckpt=fmnist-cnn&forget=5,7,9"]
+
+
+def test_explain_flags_an_upload_unlike_the_training_data():
+    from PIL import Image
+
+    at = open_app("views/explain.py")
+    at.radio(key="explain_source").set_value("Upload").run()
+    white = Image.new("RGB", (56, 56), (255, 255, 255))
+    at.file_uploader(key="explain_upload").upload("white.png", png_bytes(white), "image/png").run()
+    assert_clean(at)
+    (warning,) = [w.value for w in at.warning if "unlike the model's training data" in w.value]
+    assert "std 0.00" in warning

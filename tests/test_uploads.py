@@ -132,3 +132,16 @@ def test_big_allowed_images_are_downscaled_in_their_own_mode(mode, fmt):
 def test_small_images_keep_their_size():
     out = read_image(encode(RGB, "PNG"), "small.png")
     assert out.size == (30, 40) and out.info["original_size"] == (30, 40)
+
+
+def test_out_of_domain_signals():
+    import torch
+
+    from wfexplain.explain.uploads import out_of_domain
+
+    typical = torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    assert out_of_domain(typical, 0.97) == []
+    (unsure,) = out_of_domain(typical, 0.365)  # the dog photo: "Bag 36.5%"
+    assert "unsure (top class at 36%" in unsure or "unsure (top class at 37%" in unsure
+    saturated = torch.full((1, 3, 32, 32), 4.0)  # a flat, bright image far from the training statistics
+    assert any("mean +4.00 and std 0.00" in r for r in out_of_domain(saturated, 0.9))

@@ -7,7 +7,7 @@ import streamlit as st
 from dashboard import current
 from dashboard.resources import attribution, eval_data
 from wfexplain import explain, figures
-from wfexplain.explain.uploads import FORMATS, LIMIT_TEXT, MAX_BYTES, UploadError, read_image
+from wfexplain.explain.uploads import FORMATS, LIMIT_TEXT, MAX_BYTES, UploadError, out_of_domain, read_image
 
 MIME = {"png": "image/png", "pdf": "application/pdf"}
 view = current()
@@ -55,6 +55,9 @@ with st.expander("Preprocessing: what the model sees", expanded=source == "Uploa
 # ---------------------------------------------------------------- predictions
 before = explain.top_k(model, x, None, k=3)[0]
 after = explain.top_k(model, x, list(forget) or None, k=3)[0]
+if source == "Upload" and (doubts := out_of_domain(x, before[0][1])):
+    st.warning("This image may be unlike the model's training data: " + "; ".join(doubts)
+               + ". Its predictions and explanations may mean little.")
 t1, t2 = st.columns(2)
 t1.markdown("**Original model, top 3**")
 t1.dataframe(pd.DataFrame([(names[c], f"{p:.1%}") for c, p in before], columns=["class", "probability"]),

@@ -73,3 +73,19 @@ def read_image(data: bytes, name: str = "upload") -> Image.Image:
         raise UploadError(f"{name} is truncated or corrupt ({e}).") from None
     im.info["original_size"] = (w, h)
     return im
+
+
+def out_of_domain(x, top_probability: float, min_confidence: float = 0.5) -> list[str]:
+    """Reasons to think a model-ready input ``x`` ([1, C, H, W], normalised) is unlike the training data.
+
+    Two cheap signals: the model's top-1 probability below ``min_confidence``, and input statistics
+    far from those of normalised training images (mean near 0, std near 1 per image).
+    """
+    reasons = []
+    if top_probability < min_confidence:
+        reasons.append(f"the original model is unsure (top class at {top_probability:.0%}, under {min_confidence:.0%})")
+    mean, std = float(x.mean()), float(x.std())
+    if not -1.5 <= mean <= 1.5 or not 0.3 <= std <= 3.0:
+        reasons.append(f"its normalised pixels have mean {mean:+.2f} and std {std:.2f}, where training images have "
+                       "about 0 and 1")
+    return reasons
