@@ -328,3 +328,25 @@ def test_explain_flags_an_upload_unlike_the_training_data():
     assert_clean(at)
     (warning,) = [w.value for w in at.warning if "unlike the model's training data" in w.value]
     assert "std 0.00" in warning
+
+
+def test_explain_answers_a_gif_with_a_message_and_keeps_its_methods_across_uploads():
+    from PIL import Image
+
+    at = open_app("views/explain.py")
+    at.multiselect(key="explain_methods").set_value(["Saliency"]).run()
+    at.radio(key="explain_source").set_value("Upload").run()  # no file yet: the page stops before the methods
+    assert_clean(at)
+    frames = [Image.new("L", (28, 28), v) for v in (0, 255)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
+    at.file_uploader(key="explain_upload").upload("anim.gif", buf.getvalue(), "image/gif").run()
+    assert_clean(at)
+    assert any("anim.gif is a GIF image; supported formats are PNG, JPEG, WEBP, BMP" in e.value
+               for e in at.error)  # our message, not the uploader's bare "!" chip
+    image = load_dataset("fashion-mnist", "test").pil(0)
+    at.file_uploader(key="explain_upload").upload("shirt.png", png_bytes(image), "image/png").run()
+    assert_clean(at)
+    assert not at.error
+    assert at.multiselect(key="explain_methods").value == ["Saliency"]
+    assert [m.value for m in at.markdown if m.value.startswith("####")] == ["#### Saliency"]

@@ -21,7 +21,8 @@ if not forget:
 source = st.radio("Image", ["Test gallery", "Upload"], horizontal=True, key="explain_source")
 image = None
 if source == "Upload":
-    up = st.file_uploader("Upload an image", type=["png", "jpg", "jpeg", "webp", "bmp"], key="explain_upload",
+    # gif is accepted here so that an animated one gets our message, not the uploader's bare "!" chip
+    up = st.file_uploader("Upload an image", type=["png", "jpg", "jpeg", "webp", "bmp", "gif"], key="explain_upload",
                           max_upload_size=MAX_BYTES // 2**20,
                           help=f"{', '.join(FORMATS)}; any mode, up to {MAX_BYTES // 2**20} MB and {LIMIT_TEXT}")
     if up is not None:
@@ -41,14 +42,15 @@ if image is None:
     st.stop()
 
 x = model.transform(image).unsqueeze(0)
+mean, std = np.array(model.info.mean), np.array(model.info.std)
+seen = (x[0].permute(1, 2, 0).numpy() * std + mean).clip(0, 1)  # the model's input, back in pixel units
+seen = seen.squeeze(-1) if seen.shape[-1] == 1 else seen
 with st.expander("Preprocessing: what the model sees", expanded=source == "Upload"):
     p1, p2 = st.columns(2)
     w0, h0 = image.info.get("original_size", image.size)
     p1.image(image, caption=f"as given: {image.mode}, {w0}x{h0}"
              + (f" (downscaled to {image.width}x{image.height})" if (w0, h0) != image.size else ""), width=200)
-    mean, std = np.array(model.info.mean), np.array(model.info.std)
-    seen = (x[0].permute(1, 2, 0).numpy() * std + mean).clip(0, 1)
-    p2.image(seen.squeeze(-1) if seen.shape[-1] == 1 else seen, width=200, clamp=True,
+    p2.image(seen, width=200, clamp=True,
              caption=f"model input: {'grayscale' if model.info.in_chans == 1 else 'RGB'}, "
                      f"{model.info.img_size}x{model.info.img_size}, normalised with mean {model.info.mean}")
 
@@ -107,8 +109,8 @@ for method in methods:
     if layer is not None:
         h, w = layer_sides.get(layer, ("?", "?"))
         st.caption(f"Grad-CAM on `{layer}` ({h}×{w} of {side}×{side} input)")
-    fig = figures.attribution_figure(image.convert("RGB").resize((x.shape[-1], x.shape[-2])),
-                                     {"original": a0, "filtered": a1},
+    label = f"{method} · target {names[target]} · forgetting {', '.join(view.forget_names) or 'nothing'}"
+    fig = figures.attribution_figure(seen, {"original": a0, "filtered": a1}, title=label,
                                      difference=a1 - a0, difference_title="filtered − original")
     st.session_state["attribution_figure"] = fig
     st.image(figures.figure_bytes(fig, "png", dpi=110))

@@ -103,7 +103,7 @@ def attribution_figure(image, maps: Mapping[str, np.ndarray], title: str | None 
     axes = fig.subplots(1, n, squeeze=False)[0]
     img, gray = _display_image(image)
     axes[0].imshow(img, cmap=gray, vmin=0, vmax=1, interpolation="nearest")
-    axes[0].set_title("input", fontsize=8)
+    axes[0].set_title("model input", fontsize=8)
     lim = max((float(np.abs(p).max()) for p in panels.values()), default=0.0) or 1.0
     im = None
     for ax, (name, p) in zip(axes[1:], panels.items(), strict=False):
