@@ -68,7 +68,8 @@ else:
     hard = st.toggle("Hard bake (zero components whose gate is below a threshold)")
     tau = st.slider("Threshold", 0.0, 1.0, 0.5, 0.05, disabled=not hard)
     data = baked_file(view.path, view.forget, tau if hard else None)
-    label = "-".join(map(str, view.forget))
     st.download_button(f"Baked model forgetting {', '.join(view.forget_names)} (.safetensors)", data,
-                       f"{stem}-forget-{label}.safetensors", "application/octet-stream", key="baked")
-    st.caption("A plain torchvision/timm state dict (no gates): load it into `wfexplain.create_backbone(...)`.")
+                       f"{stem}-{export.baked_name(view.forget, tau if hard else None)}", "application/octet-stream",
+                       key="baked")  # soft and hard bakes get distinct names
+    st.caption("A plain state dict (no gates) of the checkpoint's own architecture: load it into a fresh copy "
+               "(built-in backbones: `wfexplain.create_backbone(...)`).")

@@ -251,18 +251,23 @@ def _write_bytes(path: Path, data: bytes) -> Path:
     return path
 
 
+def baked_name(forget, hard_threshold: float | None) -> str:
+    """The file name of a baked model: its forget set, and the threshold of a hard bake."""
+    hard = f"_hard{hard_threshold:g}" if hard_threshold is not None else ""
+    return "baked_forget_" + "-".join(str(c) for c in forget_list(forget)) + hard + ".safetensors"
+
+
 def check_outputs(out_dir: str | os.PathLike, formats: Sequence[str], forget, hard_threshold: float | None,
                   metrics: bool, overwrite: bool = False) -> list[str]:
-    """The file names an export writes (the baked model's last); ``FileExistsError`` naming those that exist.
+    """The file names an export writes; ``FileExistsError`` naming those that exist (unless ``overwrite``).
 
     Callers check this before any work (the CLI before its evaluation).
     """
-    classes = forget_list(forget)
-    baked = "baked_forget_" + "-".join(str(c) for c in classes) + \
-        (f"_hard{hard_threshold:g}" if hard_threshold is not None else "") + ".safetensors"
     planned = [f"memory_heatmaps.{fmt}" for fmt in formats] + ["memory.csv", "memory.npz"] + \
-        (["metrics.csv", "metrics.tex"] if metrics else []) + [baked]
-    existing = [name for name in planned[:-1 if not classes else None] if (Path(out_dir) / name).exists()]
+        (["metrics.csv", "metrics.tex"] if metrics else [])
+    if forget_list(forget):
+        planned.append(baked_name(forget, hard_threshold))
+    existing = [name for name in planned if (Path(out_dir) / name).exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{out_dir} already holds {', '.join(existing)}")
     return planned
@@ -296,7 +301,7 @@ def export_all(model: FilteredModel, out_dir: str | os.PathLike, forget=(), laye
     if layers is not None:
         analysis.select_layers(analysis.as_memory(model), layers)  # validates the layer names
     out = Path(out_dir)
-    baked = check_outputs(out, formats, classes, hard_threshold, report is not None, overwrite)[-1]
+    check_outputs(out, formats, classes, hard_threshold, report is not None, overwrite)
     names = list(model.class_names)
     written: list[Path] = []
     fig = memory_figure(model.memory, names, layers=layers, order_mode=order_mode)
@@ -311,5 +316,5 @@ def export_all(model: FilteredModel, out_dir: str | os.PathLike, forget=(), laye
         written.append(_write_bytes(out / "metrics.tex", table_latex(df, caption, f"tab:wf-{model.info.name}",
                                                                     float_format="{:.1f}")))
     if classes:
-        written.append(_write_bytes(out / baked, baked_safetensors(model, classes, hard_threshold)))
+        written.append(_write_bytes(out / baked_name(classes, hard_threshold), baked_safetensors(model, classes, hard_threshold)))
     return written

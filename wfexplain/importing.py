@@ -77,15 +77,15 @@ def import_checkpoint(arch: str, weights: str | os.PathLike, dataset: str, out: 
     chans = in_chans if dataset == "imagefolder" else None
     test = load_dataset(dataset, "test", data_dir, False, img_size, chans)
     base = test.info
-    c = in_chans or base.in_chans
-    mean, std = tuple(mean or (base.mean if c == base.in_chans else (0.5,) * c)), tuple(std or (
-        base.std if c == base.in_chans else (0.5,) * c))
-    net = build_network(arch, base.num_classes, c, img_size or base.img_size, arch_kwargs, trust=True)
+    c, size = in_chans or base.in_chans, img_size or base.img_size
+    same = c == base.in_chans  # the dataset's statistics fit; other channels default to 0.5 / 0.5
+    mean = tuple(mean or (base.mean if same else (0.5,) * c))
+    std = tuple(std or (base.std if same else (0.5,) * c))
+    net = build_network(arch, base.num_classes, c, size, arch_kwargs, trust=True)
     state = read_weights(weights)
     expected = net.state_dict()
     check_match(Path(weights), {k: v.shape for k, v in expected.items()}, state, "weights", f"the network {arch}")
     net.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
-    size = img_size or base.img_size
     model = wrap(net, base.class_names, input_size=(c, size, size), mean=mean, std=std, head=head, arch=arch,
                  arch_kwargs=arch_kwargs, dataset=dataset).to(device)
     try:
