@@ -60,6 +60,7 @@ class Manifest:
     heads: list[str] | None = None  # classifier head path(s); None: found automatically
     sites: list[dict] | None = None  # gate sites ({path, kind, size, head_dim}); None: discovered automatically
     data_dir: str | None = None  # where the dataset lives (used when no --data-dir is given)
+    validation: dict | None = None  # held-out training images {images, seed, sha256, seen_by_backbone}
 
     @property
     def unlearned(self) -> bool:
@@ -89,6 +90,7 @@ class Manifest:
             "dataset_fingerprint": self.dataset_fingerprint, "metrics": self.metrics, "timings": self.timings,
             "retrain_of": self.retrain_of, "versions": self.versions, "arch_kwargs": self.arch_kwargs,
             "heads": self.heads, "sites": self.sites, "data_dir": self.data_dir,
+            "validation": self.validation,
         }
 
     @classmethod
@@ -183,6 +185,7 @@ class _Reader:
             arch_kwargs=self.typed(obj, "arch_kwargs", dict, optional=True) or {},
             heads=self.strings(obj, "heads"), sites=self.sites(obj.get("sites"), shapes),
             data_dir=self.typed(obj, "data_dir", str, optional=True),
+            validation=self.validation(obj.get("validation")),
         )
 
     def strings(self, obj: dict, key: str) -> list[str] | None:
@@ -250,6 +253,18 @@ class _Reader:
                           f"mandatory. If you trust the files, `wfexplain upgrade --checkpoint DIR` records them")
             out[name] = digest
         return out
+
+    def validation(self, v: Any) -> dict | None:
+        if v is None:
+            return None
+        ok = (isinstance(v, dict) and set(v) == {"images", "seed", "sha256", "seen_by_backbone"}
+              and all(isinstance(v[k], int) and not isinstance(v[k], bool) and v[k] >= (k == "images")
+                      for k in ("images", "seed"))
+              and isinstance(v["sha256"], str) and re.fullmatch(r"[0-9a-f]{16}", v["sha256"]) is not None
+              and isinstance(v["seen_by_backbone"], bool))
+        if not ok:
+            self.fail(f"validation must be {{images ≥ 1, seed ≥ 0, sha256 (16 hex), seen_by_backbone}}, found {_short(v)}")
+        return v
 
     def retrain_of(self, v: Any, num_classes: int) -> dict | None:
         if v is None:

@@ -26,7 +26,7 @@ from . import distributed as dist
 from . import forget as forget_sets
 from .backbones import build_network, create_backbone, get_spec
 from .checkpoint import MODEL_FILE, CheckpointError, check_target, is_checkpoint, load, read_manifest, save_checkpoint
-from .data import fingerprint, load_dataset, stratified_subset, with_preprocessing
+from .data import fingerprint, indices_digest, load_dataset, stratified_subset, validation_split, with_preprocessing
 from .engine import Progress, StopFlag, TrainConfig, UnlearnConfig, train_classifier, train_memory
 from .evaluation import evaluate, predict
 from .evaluation.metrics import accuracy, in_set
@@ -48,26 +48,73 @@ def checkpoint_split(manifest: Manifest, split: str, data_dir: str | os.PathLike
     return with_preprocessing(load_dataset(info.name, split, root, download, info.img_size, chans), info)
 
 
+VAL_FRACTION = 0.1  # share of the training split `train` holds out for validation (0 disables)
+VAL_PROBE = 1_000  # validation images behind the figures `unlearn` reports while it runs
+
+
 class _LabelledSubset(Subset):
     """A :class:`~torch.utils.data.Subset` that keeps its samples' labels as ``targets``, like the full split."""
 
     targets: torch.Tensor
 
 
-def training_subset(ds, limit: int | None, seed: int):
-    """The seeded, class-stratified subset of ``limit`` training images (all if None), with its ``targets``."""
-    if limit is None or limit >= len(ds):
-        return ds
-    idx = stratified_subset(ds.targets, limit, seed)
+def _subset(ds, idx: torch.Tensor) -> _LabelledSubset:
     sub = _LabelledSubset(ds, idx.tolist())
     sub.targets = ds.targets[idx]
     return sub
 
 
+def training_subset(ds, limit: int | None, seed: int):
+    """The seeded, class-stratified subset of ``limit`` training images (all if None), with its ``targets``."""
+    if limit is None or limit >= len(ds):
+        return ds
+    return _subset(ds, stratified_subset(ds.targets, limit, seed))
+
+
+def hold_out(train, images: int, seed: int, seen_by_backbone: bool) -> tuple[_LabelledSubset, _LabelledSubset, dict]:
+    """``(rest, validation, record)``: a seeded, stratified validation split carved from ``train``.
+
+    ``record`` is what the manifest stores (``validation``): the size, seed, a digest of the chosen
+    indices and whether the backbone was trained on these images (a checkpoint made before
+    validation splits existed, or imported, gets its split at unlearning time: seen, but never
+    used to train the memory or to choose its settings).
+    """
+    rest, val = validation_split(train.targets, images, seed)
+    record = {"images": images, "seed": seed, "sha256": indices_digest(val), "seen_by_backbone": seen_by_backbone}
+    return _subset(train, rest), _subset(train, val), record
+
+
+def recorded_split(manifest: Manifest, train) -> tuple:
+    """``(rest, validation)`` of ``train`` as the manifest recorded them; ``(train, None)`` when it records none.
+
+    Raises:
+        CheckpointError: the training split no longer yields the recorded validation images.
+    """
+    v = manifest.validation
+    if v is None:
+        return train, None
+    if v["images"] >= len(train):
+        raise CheckpointError(f"the checkpoint holds out {v['images']} validation images, but its training split "
+                              f"has only {len(train)}: is this the dataset it was trained on?")
+    rest, val, record = hold_out(train, v["images"], v["seed"], v["seen_by_backbone"])
+    if record["sha256"] != v["sha256"]:
+        raise CheckpointError(f"the training split no longer yields the checkpoint's validation images (digest "
+                              f"{record['sha256']}, recorded {v['sha256']}): is this the dataset it was trained on?")
+    return rest, val
+
+
 def checkpoint_train_split(manifest: Manifest, data_dir: str | os.PathLike | None = None):
-    """The training images the checkpoint's backbone was trained on (its --limit-train subset included)."""
+    """The training images the checkpoint's backbone was trained on (validation and --limit-train applied)."""
     train = checkpoint_split(manifest, "train", data_dir)
+    rest, _ = recorded_split(manifest, train)
+    if manifest.validation is not None and not manifest.validation["seen_by_backbone"]:
+        train = rest
     return training_subset(train, manifest.train_images, (manifest.train_config or {}).get("seed", 0))
+
+
+def checkpoint_validation_split(manifest: Manifest, data_dir: str | os.PathLike | None = None):
+    """The checkpoint's validation images (None when it records none)."""
+    return recorded_split(manifest, checkpoint_split(manifest, "train", data_dir))[1]
 
 
 def _check_counts(num_classes: int, batch_size: int, limit_train: int | None, eval_limit: int | None = None) -> None:
@@ -83,8 +130,11 @@ def train_checkpoint(dataset: str, backbone: str, out: str | os.PathLike, cfg: T
                      data_dir: str | None = None, download: bool = False, img_size: int | None = None,
                      limit_train: int | None = None, half: bool = False, progress: Progress | None = None,
                      should_stop: StopFlag | None = None, overwrite: bool = False, device: str | torch.device = "cpu",
-                     workers: int = 0, in_chans: int | None = None) -> dict:
+                     workers: int = 0, in_chans: int | None = None, val_fraction: float = VAL_FRACTION) -> dict:
     """Train the original classifier on ``device`` and write a checkpoint (all-ones memory) to ``out``.
+
+    A seeded, class-stratified ``val_fraction`` of the training split is held out first (recorded in
+    the manifest as ``validation``; 0 trains on everything): every later choice is made on it.
 
     Returns:
         ``{"cancelled", "accuracy", "seconds", "path"}``; nothing is written when cancelled.
@@ -99,9 +149,19 @@ def train_checkpoint(dataset: str, backbone: str, out: str | os.PathLike, cfg: T
     test = load_dataset(dataset, "test", data_dir, download, img_size, train.info.in_chans)
     info = train.info
     _check_counts(info.num_classes, cfg.batch_size, limit_train)
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    rest, val, validation = train, None, None
+    if val_fraction > 0:
+        images = round(val_fraction * len(train))
+        if images < info.num_classes or len(train) - images < cfg.batch_size:
+            raise ValueError(f"val_fraction={val_fraction} holds out {images} of {len(train)} training images: "
+                             f"it needs at least one per class ({info.num_classes}) and one batch left to train on")
+        rest, val, validation = hold_out(train, images, cfg.seed, seen_by_backbone=False)
     torch.manual_seed(cfg.seed)
     net = create_backbone(backbone, info.num_classes, info.in_chans, info.img_size).to(device)
-    result = train_classifier(net, training_subset(train, limit_train, cfg.seed), cfg, progress, should_stop, workers)
+    fit = training_subset(rest, limit_train, cfg.seed)
+    result = train_classifier(net, fit, cfg, progress, should_stop, workers)
     if result["cancelled"]:
         return {"cancelled": True, "seconds": result["seconds"], "accuracy": None, "path": None}
 
@@ -109,12 +169,14 @@ def train_checkpoint(dataset: str, backbone: str, out: str | os.PathLike, cfg: T
         net.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in net.state_dict().items()})
     model = FilteredModel(backbone, info, net).to(device)
     acc = accuracy(predict(model, test, workers=workers), test.targets)
+    metrics = {"original_accuracy": acc}
+    if val is not None:
+        metrics["validation_accuracy"] = accuracy(predict(model, val, workers=workers), val.targets)
     manifest = {
         "train_config": dataclasses.asdict(cfg), "seed": cfg.seed, "unlearn_config": None,
-        "backbone_description": get_spec(backbone).description,
-        "train_images": len(train) if limit_train is None else min(limit_train, len(train)),
+        "backbone_description": get_spec(backbone).description, "train_images": len(fit), "validation": validation,
         "dataset_fingerprint": {"train": fingerprint(train), "test": fingerprint(test)},
-        "metrics": {"original_accuracy": acc},
+        "metrics": metrics,
         "timings": {"train_seconds": round(result["seconds"], 1)},
     }
     if dist.any_rank(bool(should_stop and should_stop())):
@@ -164,21 +226,28 @@ def unlearn_checkpoint(path: str | os.PathLike, cfg: UnlearnConfig = UnlearnConf
     _check_counts(n, cfg.batch_size, limit_train, eval_limit)
     train = checkpoint_split(manifest, "train", data_dir, download)
     test = checkpoint_split(manifest, "test", data_dir, download)
+    rest, val = recorded_split(manifest, train)
+    validation = manifest.validation
+    if val is None:  # made before validation splits (or imported): hold one out of the memory's training now
+        rest, val, validation = hold_out(train, max(n, round(VAL_FRACTION * len(train))), cfg.seed, True)
     with torch.no_grad():  # a fresh round starts from the original network
         for p in model.alphas.values():
             p.fill_(1.0)
-    result = train_memory(model, training_subset(train, limit_train, cfg.seed), cfg, progress, should_stop, workers)
+    watched = _with_validation(model, training_subset(val, VAL_PROBE, cfg.seed), cfg.steps, progress, workers)
+    result = train_memory(model, training_subset(rest, limit_train, cfg.seed), cfg, watched, should_stop, workers)
     if result["cancelled"]:
         return {"cancelled": True, "seconds": result["seconds"], "single": None, "path": None}
     digest = dist.check_identical(model.memory, "memory matrices")
+    val_report = evaluate(model, val, workers=workers)
     report = evaluate(model, test, limit=eval_limit, workers=workers)
     if dist.any_rank(bool(should_stop and should_stop())):
         return {"cancelled": True, "seconds": result["seconds"], "single": None, "path": None}
     metrics = {k: v for k, v in manifest.metrics.items() if k != "evaluation"}  # stale after a new round
     fields = {
         **manifest.recorded(),
-        "unlearn_config": dataclasses.asdict(cfg),
-        "metrics": {**metrics, "unlearn_eval": {"limit": eval_limit, **report["single"]}},
+        "unlearn_config": dataclasses.asdict(cfg), "validation": validation,
+        "metrics": {**metrics, "unlearn_eval": {"limit": eval_limit, **report["single"]},
+                    "unlearn_val": {"images": len(val), **val_report["single"]}},
         "timings": {**manifest.timings, "unlearn_seconds": round(result["seconds"], 1)},
     }
     if dist.is_main():
@@ -187,7 +256,24 @@ def unlearn_checkpoint(path: str | os.PathLike, cfg: UnlearnConfig = UnlearnConf
                         expect={MODEL_FILE: manifest.files[MODEL_FILE]} if in_place else None)
     dist.barrier()
     return {"cancelled": False, "seconds": result["seconds"], "single": report["single"], "path": target,
-            "memory_digest": digest, "world_size": dist.world_size()}
+            "validation": val_report["single"], "memory_digest": digest, "world_size": dist.world_size()}
+
+
+def _with_validation(model: FilteredModel, probe, total: int, progress: Progress | None, workers: int) -> Progress:
+    """``progress`` with the validation figures of every single-class filter (``val_forget``, ``val_retain``:
+    means over classes on ``probe``) added, refreshed at 8 points of the run and at its end."""
+    every, last = max(1, total // 8), {}
+
+    def report(step: int, steps: int, metrics: dict) -> None:
+        nonlocal last
+        if step % every == 0 or step == steps:
+            single = evaluate(model, probe, workers=workers)["single"]
+            model.train()  # evaluate() switched to eval mode; the memory's training goes on
+            last = {"val_forget": single["forget_accuracy_mean"], "val_retain": single["retain_accuracy_mean"]}
+        if progress:
+            progress(step, steps, {**metrics, **last})
+
+    return report
 
 
 # ---------------------------------------------------------------- the Retrain oracle

@@ -19,6 +19,7 @@ from ..checkpoint import CheckpointError
 from ..data import DatasetError, list_datasets
 from ..engine import TrainConfig, UnlearnConfig
 from ..manifest import IMG_SIZE_RANGE
+from ..pipeline import VAL_FRACTION
 from . import commands as C
 from .commands import _error, log
 from .options import COUNT, FRACTION, INDEX, UsageError, add_config_args, json_object, ranged
@@ -53,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--in-chans", type=int, choices=[1, 3],
                    help="imagefolder colour mode: 1 grayscale, 3 RGB (default: the majority of train/, warned if mixed)")
     p.add_argument("--limit-train", type=COUNT, help="train on a stratified subset of this many images")
+    p.add_argument("--val-fraction", type=ranged(float, 0, 1, open_hi=True), default=VAL_FRACTION,
+                   help=f"hold out this share of the training split for validation, stratified and seeded; every "
+                        f"later choice is made on it (default {VAL_FRACTION}; 0 trains on everything)")
     _add_data_args(p)
     add_config_args(p, TrainConfig)
     _add_runtime_args(p)

@@ -99,7 +99,7 @@ def cmd_train(args) -> int:
         result = train_checkpoint(args.dataset, args.backbone, out, config_from(args, TrainConfig), args.data_dir,
                                   args.download, args.img_size, args.limit_train, args.half, progress, stop,
                                   overwrite=args.force, device=args.device, workers=args.workers,
-                                  in_chans=args.in_chans)
+                                  in_chans=args.in_chans, val_fraction=args.val_fraction)
     bar.close()
     if result["cancelled"]:
         log("cancelled: no checkpoint written")
@@ -123,7 +123,8 @@ def cmd_unlearn(args) -> int:
     if result["cancelled"]:
         log("cancelled: checkpoint left unchanged")
         return 130
-    log(f"trained memory in {result['seconds']:.0f} s: {dumps(result['single'])}")
+    log(f"trained memory in {result['seconds']:.0f} s; validation: {dumps(result['validation'])}")
+    log(f"test: {dumps(result['single'])}")
     log(f"memory digest {result['memory_digest']} (identical on all {result['world_size']} process(es))")
     log(f"saved {result['path']}")
     return 0

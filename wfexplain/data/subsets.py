@@ -47,6 +47,25 @@ def stratified_subset(targets: torch.Tensor, limit: int | None, seed: int = 0) -
     return torch.cat(chosen).sort().values
 
 
+def validation_split(targets: torch.Tensor, images: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(rest, validation)`` indices: a seeded, class-stratified hold-out of ``images`` samples, and the others.
+
+    The validation images are drawn with :func:`stratified_subset` from a seed stream apart from the
+    training subset's (``seed + 7919``), so ``--limit-train`` never picks the same images by design.
+    """
+    if not 0 < images < len(targets):
+        raise ValueError(f"a validation split needs 1..{len(targets) - 1} images, got {images}")
+    val = stratified_subset(targets, images, seed + 7919)
+    keep = torch.ones(len(targets), dtype=torch.bool)
+    keep[val] = False
+    return torch.nonzero(keep).flatten(), val
+
+
+def indices_digest(idx: torch.Tensor) -> str:
+    """A short SHA-256 of a sorted index set (records which images a split holds)."""
+    return hashlib.sha256(idx.sort().values.to(torch.int64).numpy().tobytes()).hexdigest()[:16]
+
+
 def subset_tensors(ds: TensorImages | ImageFolderImages, limit: int | None,
                    seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The evaluation subset, preprocessed once: ``(inputs [N, C, H, W], labels [N], indices into ds)``.
