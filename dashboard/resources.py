@@ -22,7 +22,7 @@ from wfexplain.distributed import resolve_device
 from wfexplain.evaluation.metrics import accuracy, forget_accuracy, per_class_accuracy, retain_accuracy
 from wfexplain.filtering import FilteredModel
 from wfexplain.manifest import MANIFEST_FILE
-from wfexplain.pipeline import checkpoint_split
+from wfexplain.splits import checkpoint_split
 
 from .settings import (
     DEVICE,

@@ -220,3 +220,15 @@ def test_update_manifest_keeps_everything_else(ckpt):
     update_manifest(path, m.replace(metrics={**m.metrics, "note": 1.5}))
     assert read_manifest(path).metrics["note"] == 1.5 and (path / "benchmark.json").read_text() == "{}"
     wfexplain.load(path)
+
+
+def test_a_checkpoint_recording_no_sites_is_read_with_the_layers_its_memory_holds():
+    """The shipped ViT predates the residual gates: it loads with its 12 gated layers, not today's discovery."""
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "checkpoints" / "fmnist-vit"
+    manifest = read_manifest(path)
+    assert manifest.sites is None
+    model = wfexplain.load(path)
+    assert {s.path for s in model.sites} == set(manifest.memory_shapes)
+    assert {s.kind for s in model.sites} == {"heads", "features"}

@@ -31,14 +31,17 @@ ARCHS = {
     "timm:deit_tiny_distilled_patch16_224": lambda: timm.create_model(
         "deit_tiny_distilled_patch16_224", num_classes=5, img_size=SIZE, patch_size=4, depth=2),
     "timm:convnext_atto_ols": lambda: timm.create_model("convnext_atto_ols", num_classes=5, conv_mlp=False),
+    "timm:vit LayerScale": lambda: timm.create_model("vit_tiny_patch16_224", num_classes=5, img_size=SIZE, patch_size=8,
+                                                     depth=2, init_values=0.1),
 }
 # Kinds each architecture must show (the fused and attention kinds are the point of the list).
 EXPECTED_KINDS = {
-    "torchvision:VisionTransformer": {"mha", "features"},
+    "torchvision:VisionTransformer": {"mha", "features", "residual"},
     "timm:mobilenetv3_small_050": {"norm_act", "channels"},
     "timm:efficientnet_b0": {"norm_act", "channels"},
-    "timm:vit_tiny_patch16_224": {"heads", "features"},
-    "timm:deit_tiny_distilled_patch16_224": {"heads", "features"},
+    "timm:vit_tiny_patch16_224": {"heads", "features", "residual"},
+    "timm:deit_tiny_distilled_patch16_224": {"heads", "features", "residual"},
+    "timm:vit LayerScale": {"heads", "features", "residual"},
     "timm:convnext_atto_ols": {"channels", "features"},
 }
 
@@ -148,7 +151,49 @@ def test_builtin_backbones_use_the_same_discovery():
     for name in ("cnn", "resnet18", "vit"):
         model = FilteredModel(name, DatasetInfo("x", tuple(NAMES), 1, 16, (0.5,), (0.5,)))
         kinds = {s.kind for s in model.sites}
-        assert kinds == {"cnn": {"channels", "features"}, "resnet18": {"channels"}, "vit": {"heads", "features"}}[name]
+        assert kinds == {"cnn": {"channels", "features"}, "resnet18": {"channels"},
+                         "vit": {"heads", "features", "residual"}}[name]
+
+
+def _sites(model) -> dict[str, str]:
+    return {s.path: s.kind for s in model.sites}
+
+
+def test_transformers_gate_every_write_into_the_residual_stream():
+    """Heads and hidden units alone leave the class token a path around every gate (issue 14)."""
+    vit = _sites(FilteredModel("vit", DatasetInfo("x", tuple(NAMES), 1, 16, (0.5,), (0.5,))))
+    for i in range(6):
+        assert vit[f"blocks.{i}.attn.proj"] == "heads" and vit[f"blocks.{i}.mlp.fc1"] == "features"
+        assert vit[f"blocks.{i}.ls1"] == "residual" and vit[f"blocks.{i}.mlp.fc2"] == "features"
+    assert vit["patch_embed.norm"] == "residual" and vit["norm"] == "features" and "head" not in vit
+    tv = _sites(wrap(perturbed(ARCHS["torchvision:VisionTransformer"]()), NAMES, input_size=(3, SIZE, SIZE),
+                     mean=(0.5,) * 3, std=(0.25,) * 3))
+    layer = "encoder.layers.encoder_layer_1"
+    assert tv[f"{layer}.dropout"] == "residual" and tv[f"{layer}.mlp.3"] == "features"
+    assert tv["encoder.ln"] == "features"
+    ls = wrap(perturbed(ARCHS["timm:vit LayerScale"]()), NAMES, input_size=(3, SIZE, SIZE), mean=(0.5,) * 3,
+              std=(0.25,) * 3)
+    with torch.no_grad():
+        for a in ls.alphas.values():
+            a.uniform_(0.2, 1.0)
+    baked = bake(ls, [1, 3])
+    before = dict(ls.backbone.named_parameters())["blocks.0.ls1.gamma"]
+    after = dict(baked.named_parameters())["blocks.0.ls1.gamma"]
+    assert not torch.equal(before, after)  # a LayerScale takes its residual gate itself ...
+    assert torch.equal(dict(ls.backbone.named_parameters())["blocks.0.attn.proj.bias"],
+                       dict(baked.named_parameters())["blocks.0.attn.proj.bias"])  # ... the projection's rows do not
+    x = torch.randn(2, 3, SIZE, SIZE)
+    torch.testing.assert_close(baked(x), ls(x, forget=[1, 3]), atol=1e-5, rtol=1e-4)
+
+
+def test_a_residual_site_must_sit_after_a_residual_writer():
+    net = perturbed(ARCHS["timm:vit_tiny_patch16_224"]())
+    with pytest.raises(ValueError, match=r"blocks\.0\.drop_path1.*cannot be gated as 'residual'"):
+        wrap(net, NAMES, input_size=(3, SIZE, SIZE), mean=(0.5,) * 3, std=(0.25,) * 3,
+             sites=[GateSite("blocks.0.drop_path1", "residual", 192)])
+    with pytest.raises(ValueError, match=r"its writer blocks\.0\.attn\.proj has 192 channels, the site says 96"):
+        wrap(wfexplain.ungated_copy(net), NAMES, input_size=(3, SIZE, SIZE), mean=(0.5,) * 3, std=(0.25,) * 3,
+             sites=[GateSite("blocks.0.ls1", "residual", 96)])
 
 
 class SeqFirst(nn.Module):

@@ -28,11 +28,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from .atomic import replace_dir, write_json
-from .backbones import build_network
+from .backbones import build_network, default_heads
 from .filtering import FilteredModel
 from .manifest import FORMAT_VERSION, MANIFEST_FILE, MEMORY_FILE, MODEL_FILE, WEIGHT_FILES, CheckpointError, Manifest
+from .sites import GateSite, discover_sites
 
 __all__ = ["MANIFEST_FILE", "MEMORY_FILE", "MODEL_FILE", "CheckpointError", "Manifest", "check_target", "file_sha256",
            "is_checkpoint", "load", "read_manifest", "read_tensors", "save_checkpoint", "update_manifest", "upgrade"]
@@ -233,6 +235,16 @@ def check_match(path: Path, expected: dict, got: dict, what: str, against: str =
         raise CheckpointError(f"{path} does not match {against}: " + " | ".join(problems))
 
 
+def _recorded_layers(manifest: Manifest):
+    """Discovery restricted to the layers the memory holds: a checkpoint that records no sites was made
+    when discovery found fewer kinds (the ViT before its residual gates) and is read as it was made."""
+    def sites(net: nn.Module) -> list[GateSite]:
+        heads = manifest.heads or default_heads(manifest.backbone, net, manifest.dataset.num_classes)
+        return [s for s in discover_sites(net, heads) if s.path in manifest.memory_shapes]
+
+    return sites
+
+
 def _build(d: Path, manifest: Manifest, blobs: dict[str, bytes], trust: bool = False) -> FilteredModel:
     """The network a directory describes, with its weights and memory, from its verified bytes.
 
@@ -254,7 +266,7 @@ def _build(d: Path, manifest: Manifest, blobs: dict[str, bytes], trust: bool = F
     check_match(d / MODEL_FILE, {k: v.shape for k, v in skeleton.state_dict().items()}, shapes, "weights",
                 f"the network {manifest.backbone} of its manifest")
     try:
-        model = FilteredModel(manifest.backbone, info, rebuild(None), sites=manifest.sites or "auto",
+        model = FilteredModel(manifest.backbone, info, rebuild(None), sites=manifest.sites or _recorded_layers(manifest),
                               heads=manifest.heads, arch_kwargs=manifest.arch_kwargs, trust=trust)
     except Exception as e:  # a recorded site or head that does not fit the network
         raise CheckpointError(f"{d / MANIFEST_FILE}: cannot rebuild {manifest.backbone}: {e}") from None

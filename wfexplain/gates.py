@@ -2,7 +2,8 @@
 
 The two sides are exact equivalents (Poppi et al., arXiv 2304.02049: a filter is a change of
 weights): scaling a normalisation's or a layer's output channels equals scaling its weight rows
-and bias; scaling an attention head's output equals scaling its column block of the output
+and bias (for a ``"residual"`` site, those of the layer writing the residual stream, or its
+LayerScale); scaling an attention head's output equals scaling its column block of the output
 projection. Hooks read the gate values of the call in progress from a context variable, so one
 network serves many threads, each with its own forget set. Every hook installed here is marked,
 so that a copy of a gated network can be stripped of them (:func:`strip_hooks`).
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .sites import GateSite
+from .sites import GateSite, residual_writer
 
 # Gate values of the call in progress in this thread/context: {site path: [B or 1, K]}.
 ACTIVE: contextvars.ContextVar[dict[str, torch.Tensor] | None] = contextvars.ContextVar("wfexplain_gates", default=None)
@@ -150,6 +151,11 @@ def bake_into(backbone: nn.Module, sites: list[GateSite], gates: dict[str, torch
             proj = m.out_proj if site.kind == "mha" else m
             proj.weight.mul_(g.repeat_interleave(site.head_dim).to(proj.weight)[None, :])
             continue
+        if site.kind == "residual":  # into the LayerScale, or the rows of the layer that writes the residual
+            m = modules[residual_writer(backbone, site.path) or site.path]
+            if m is modules[site.path]:
+                m.gamma.mul_(g.to(m.gamma))
+                continue
         g = g.to(m.weight)
         m.weight.mul_(g.view(-1, *[1] * (m.weight.ndim - 1)))  # weight rows (or the affine scale)
         if getattr(m, "bias", None) is not None:

@@ -9,8 +9,17 @@ torchvision or timm classifier (modules in registration order) and returns such 
   (BatchNorm, GroupNorm, timm ``LayerNorm2d``), and the hidden 1×1 convolution of a
   squeeze-excitation block; baked into the weight rows and bias;
 - ``"features"``: output features (last dim) of a hidden Linear (every Linear of a block but its
-  last one, so MLP ``fc1`` but not the residual write ``fc2``), and of a ``LayerNorm`` over the
-  channels of a channels-last convolution (ConvNeXt); baked into the weight rows and bias;
+  last one, so MLP ``fc1``), of the last Linear of a Transformer block's MLP (``fc2``: what the MLP
+  writes into the residual stream), of a ``LayerNorm`` over the channels of a channels-last
+  convolution (ConvNeXt), and of a Transformer's final ``LayerNorm`` (timm ``norm``/``fc_norm``,
+  torchvision ``encoder.ln``); baked into the weight rows and bias (or the affine);
+- ``"residual"``: the channels an attention block or a patch embedding writes into the residual
+  stream, gated on the pass-through layer right after the writer (timm ``blocks.i.ls1``, an
+  ``Identity`` or a ``LayerScale``; torchvision's ``dropout`` after ``self_attention``; timm
+  ``patch_embed.norm`` when it is an ``Identity``); baked into the ``LayerScale`` or the writer's
+  rows and bias (``attn.proj``, ``self_attention.out_proj``, ``patch_embed.proj``) — see
+  :func:`residual_writer`. Without these the class token carries what the heads computed straight
+  past every gate to the classifier;
 - ``"norm_act"``: timm's fused ``BatchNormAct2d``/``GroupNormAct``, gated between the
   normalisation and the activation (a pre-hook on its ``drop``); baked into its affine;
 - ``"heads"``: the attention heads of a timm ``Attention`` (a pre-hook on ``proj``); baked into
@@ -29,11 +38,12 @@ from dataclasses import dataclass
 
 from torch import nn
 
-KINDS = ("channels", "features", "norm_act", "heads", "mha")
+KINDS = ("channels", "features", "norm_act", "heads", "mha", "residual")
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _HEAD_NAMES = ("fc", "classifier", "heads", "head", "head_dist", "last_linear")
 _NormLayer = nn.modules.batchnorm._BatchNorm | nn.GroupNorm | nn.LayerNorm  # the layers _channels reads
+_FINAL_NORMS = ("norm", "fc_norm", "encoder.ln")  # a Transformer's last normalisation before the head
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,43 @@ def _is_norm_act(m: nn.Module) -> bool:
 
 def _is_timm_attention(m: nn.Module) -> bool:
     return all(hasattr(m, a) for a in ("qkv", "proj", "num_heads", "head_dim")) and isinstance(m.proj, nn.Linear)
+
+
+def _is_layer_scale(m: nn.Module) -> bool:
+    return type(m).__name__ == "LayerScale" and isinstance(getattr(m, "gamma", None), nn.Parameter)
+
+
+def _is_attention(m: nn.Module | None) -> bool:
+    return m is not None and (_is_timm_attention(m) or isinstance(m, nn.MultiheadAttention))
+
+
+def residual_writer(model: nn.Module, path: str) -> str | None:
+    """The path of the layer a ``"residual"`` gate at ``path`` is baked into (None: ``path`` is no such site).
+
+    That is the ``LayerScale`` at ``path`` itself, or the layer whose output passes unchanged through
+    ``path`` into the residual stream: ``attn.proj`` before a timm block's ``ls1``,
+    ``self_attention.out_proj`` before a (batch-first) torchvision block's ``dropout``, and
+    ``proj`` before the ``norm`` of a timm patch embedding that flattens to ``[B, L, C]``.
+    """
+    parent, _, name = path.rpartition(".")
+    try:
+        m, block = model.get_submodule(path), model.get_submodule(parent)
+    except AttributeError:
+        return None
+    if name == "ls1" and _is_timm_attention(getattr(block, "attn", None)):
+        return path if _is_layer_scale(m) else f"{parent}.attn.proj" if isinstance(m, nn.Identity) else None
+    mha = getattr(block, "self_attention", None)
+    if name == "dropout" and isinstance(mha, nn.MultiheadAttention) and mha.batch_first and isinstance(m, nn.Dropout):
+        return f"{parent}.self_attention.out_proj"
+    proj = getattr(block, "proj", None)
+    if name == "norm" and isinstance(m, nn.Identity) and isinstance(proj, nn.Conv2d) and getattr(block, "flatten", False):
+        return f"{parent}.proj"
+    return None
+
+
+def _writer_size(model: nn.Module, path: str) -> int:
+    w = model.get_submodule(residual_writer(model, path) or path)
+    return w.gamma.numel() if _is_layer_scale(w) else getattr(w, "out_features", getattr(w, "out_channels", 0))
 
 
 def _affine(m: nn.Module) -> bool:
@@ -162,6 +209,15 @@ def _walk(model: nn.Module, heads: Sequence[str]) -> tuple[list[GateSite], list[
             else:
                 sites.append(GateSite(f"{path}.proj", "heads", m.num_heads, m.head_dim))
             continue
+        if isinstance(m, nn.LayerNorm) and path in _FINAL_NORMS and _affine(m):
+            sites.append(GateSite(path, "features", _channels(m)))
+            prev_leaf = (path, m)
+            continue
+        if residual_writer(model, path) is not None:
+            sites.append(GateSite(path, "residual", _writer_size(model, path)))
+            prev_leaf = (path, m)
+            done.add(path)
+            continue
         if isinstance(m, (*_NORMS, nn.LayerNorm)):  # timm's fused norm+act layers are _NORMS too
             prev_path, prev = prev_leaf if prev_leaf is not None else ("", None)
             after_conv = isinstance(prev, _CONVS) and prev.out_channels == _channels(m)
@@ -184,7 +240,9 @@ def _walk(model: nn.Module, heads: Sequence[str]) -> tuple[list[GateSite], list[
             if isinstance(m, nn.Linear):
                 linears = [n for n, c in siblings if isinstance(c, nn.Linear)]
                 name = path.rpartition(".")[2]
-                if linears and name != linears[-1] and m.out_features > 1:
+                block = parent.rpartition(".")[0]
+                in_transformer = parent and any(_is_attention(c) for _, c in children[block])  # an MLP's residual write
+                if linears and (name != linears[-1] or in_transformer) and m.out_features > 1:
                     sites.append(GateSite(path, "features", m.out_features))
             elif _is_1x1(m) and m.bias is not None:
                 convs = [n for n, c in siblings if isinstance(c, _CONVS)]
@@ -217,12 +275,16 @@ def check_sites(model: nn.Module, sites: Sequence[GateSite], heads: Sequence[str
               "features": isinstance(m, nn.Linear | nn.LayerNorm),
               "norm_act": _is_norm_act(m),
               "heads": isinstance(m, nn.Linear),
-              "mha": isinstance(m, nn.MultiheadAttention)}[s.kind]
+              "mha": isinstance(m, nn.MultiheadAttention),
+              "residual": residual_writer(model, s.path) is not None}[s.kind]
         if not ok:
             raise ValueError(f"{where}: a {type(m).__name__} cannot be gated as {s.kind!r}")
+        if s.kind == "residual" and _writer_size(model, s.path) != s.size:
+            raise ValueError(f"{where}: its writer {residual_writer(model, s.path)} has {_writer_size(model, s.path)} "
+                             f"channels, the site says {s.size}")
         if s.kind in ("channels", "features", "norm_act") and not _affine(m):
             raise ValueError(f"{where}: {type(m).__name__} has no weight to bake the gate into")
-        if (size := _size(m, s)) != s.size:
+        if s.kind != "residual" and (size := _size(m, s)) != s.size:
             raise ValueError(f"{where}: the module has {size} components, the site says {s.size}")
         if s.kind in ("heads", "mha"):
             width = m.in_features if s.kind == "heads" else m.num_heads * m.head_dim

@@ -34,7 +34,8 @@ from ..checkpoint import (
 from ..data import subset_tensors
 from ..engine import Progress, StopFlag, UnlearnConfig, train_memory
 from ..filtering import FilteredModel, bake
-from ..pipeline import checkpoint_split, checkpoint_train_split, load_oracle, retrain
+from ..pipeline import load_oracle, retrain
+from ..splits import checkpoint_split, checkpoint_train_split
 from .catalogue import BENCHMARK_FILE, METHODS, METRICS
 from .reports import write_benchmark
 from .scoring import Probe, _outputs, score

@@ -19,7 +19,7 @@ from ..checkpoint import CheckpointError
 from ..data import DatasetError, list_datasets
 from ..engine import TrainConfig, UnlearnConfig
 from ..manifest import IMG_SIZE_RANGE
-from ..pipeline import VAL_FRACTION
+from ..splits import VAL_FRACTION
 from . import commands as C
 from .commands import _error, log
 from .options import COUNT, FRACTION, INDEX, UsageError, add_config_args, json_object, ranged

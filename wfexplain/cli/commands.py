@@ -19,7 +19,8 @@ from ..checkpoint import MANIFEST_FILE, check_target, load, read_manifest, updat
 from ..data import list_datasets
 from ..engine import TrainConfig, UnlearnConfig
 from ..evaluation import evaluate
-from ..pipeline import checkpoint_split, train_checkpoint, unlearn_checkpoint
+from ..pipeline import train_checkpoint, unlearn_checkpoint
+from ..splits import checkpoint_split
 from .options import UsageError, at_least, config_from
 
 
