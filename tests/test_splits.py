@@ -35,7 +35,7 @@ def test_validation_split_is_seeded_stratified_and_disjoint():
     assert torch.bincount(targets[val]).tolist() == [5, 5, 5, 5]
     assert torch.equal(val, validation_split(targets, 20, seed=3)[1])
     assert not torch.equal(val, validation_split(targets, 20, seed=4)[1])
-    with pytest.raises(ValueError, match="1..99 images"):
+    with pytest.raises(ValueError, match=r"1\.\.99 images"):
         validation_split(targets, 100)
 
 
