@@ -8,6 +8,7 @@ model call. Per-session choices live in ``st.session_state``.
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,17 +17,20 @@ import streamlit as st
 import torch
 
 import wfexplain
-from wfexplain import explain, export, figures
+from wfexplain import explain  # its names load Captum on first use only
+from wfexplain.answers import Answers
 from wfexplain.data import subset_tensors
 from wfexplain.distributed import resolve_device
 from wfexplain.evaluation.metrics import accuracy, forget_accuracy, per_class_accuracy, retain_accuracy
 from wfexplain.filtering import FilteredModel
+from wfexplain.inference import Predictor
 from wfexplain.manifest import MANIFEST_FILE
 from wfexplain.splits import checkpoint_split
 
 from .settings import (
     DEVICE,
     EVAL_LIMIT,
+    PRECOMPUTE,
     SHIPPED_DIR,
     data_choices,
     extra_checkpoint_roots,
@@ -205,18 +209,27 @@ def eval_data(view: View) -> EvalData:
 
 def predictions(view: View, forget: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """(predicted labels, softmax probabilities) on the evaluation subset under a forget set."""
-    eval_data(view)  # a readable test split, or the page says why
-    return _predictions(view.path, _stamp(view.path), view.data, tuple(forget))
+    labels, probs = live_answers(view).get(tuple(forget))
+    return labels.numpy(), probs.numpy()
 
 
-@st.cache_data(show_spinner=False, max_entries=512)
-def _predictions(path: str, stamp: float, data: str | None, forget: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    model = _load(path, stamp)
-    data = _eval_data(path, stamp, data)
-    with torch.inference_mode():
-        device = next(model.parameters()).device
-        probs = torch.cat([model(x.to(device), forget=list(forget) or None).softmax(1).cpu() for x in data.images.split(500)])
-    return probs.argmax(1).numpy(), probs.numpy()
+def live_answers(view: View) -> Answers:
+    """The shared :class:`~wfexplain.answers.Answers` of the session's checkpoint and evaluation subset.
+
+    Built once per checkpoint and data (the fast inference path, answers read back from disk); with
+    ``WFEXPLAIN_PRECOMPUTE`` a background thread then evaluates every single class and pair. If the
+    test data cannot be read, the page shows why and stops.
+    """
+    eval_data(view)
+    return _answers(view.path, _stamp(view.path), view.data)
+
+
+@st.cache_resource(show_spinner="Preparing the fast evaluation path…", max_entries=8)
+def _answers(path: str, stamp: float, data: str | None) -> Answers:
+    answers = Answers(Predictor(_load(path, stamp), _eval_data(path, stamp, data).images), path)
+    if PRECOMPUTE:
+        threading.Thread(target=answers.fill, name="wfexplain-precompute", daemon=True).start()
+    return answers
 
 
 def attribution(path: str, x: np.ndarray, target: int, method: str,
@@ -244,6 +257,8 @@ def memory_figure_files(path: str, layers: tuple[str, ...], order: str) -> dict[
 
 @st.cache_data(show_spinner="Drawing the heatmap…", max_entries=32)
 def _memory_figure_files(path: str, stamp: float, layers: tuple[str, ...], order: str) -> dict[str, bytes]:
+    from wfexplain import figures  # matplotlib: only when a heatmap is drawn
+
     model = _load(path, stamp)
     fig = figures.memory_figure(model.memory, list(model.class_names), layers=list(layers), order_mode=order)
     return {**{fmt: figures.figure_bytes(fig, fmt) for fmt in figures.FIGURE_FORMATS},
@@ -257,6 +272,8 @@ def memory_files(path: str) -> dict[str, bytes]:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _memory_files(path: str, stamp: float) -> dict[str, bytes]:
+    from wfexplain import export  # pandas, matplotlib: only on the Export page
+
     model = _load(path, stamp)
     names = list(model.class_names)
     return {"csv": export.memory_csv(model.memory, names), "npz": export.memory_npz(model.memory, names)}
@@ -269,6 +286,8 @@ def baked_file(path: str, forget: tuple[int, ...], hard_threshold: float | None)
 
 @st.cache_data(show_spinner="Baking the filter into the weights…", max_entries=4)  # up to ~45 MB each (resnet18)
 def _baked_file(path: str, stamp: float, forget: tuple[int, ...], hard_threshold: float | None) -> bytes:
+    from wfexplain import export
+
     return export.baked_safetensors(_load(path, stamp), list(forget), hard_threshold=hard_threshold)
 
 

@@ -9,6 +9,8 @@
 | ``WFEXPLAIN_EVAL_LIMIT`` | 2000 | test images behind the live views |
 | ``WFEXPLAIN_DEVICE`` | cpu | cpu, cuda or cuda:N for models, predictions, attributions and jobs |
 | ``WFEXPLAIN_MAX_JOBS`` | 1 | jobs running at once across all sessions |
+| ``WFEXPLAIN_PRECOMPUTE`` | 1 | 1: evaluate every single class and pair in the background when a checkpoint opens; 0: on demand |
+| ``WFEXPLAIN_CACHE_DIR`` | ``<checkpoint>/cache`` | where precomputed answers are kept (read by :mod:`wfexplain.answers`) |
 | ``WFEXPLAIN_MAX_EPOCHS`` / ``_TRAIN_IMAGES`` / ``_UNLEARN_STEPS`` | 50 / 60,000 / 5,000 | caps of one job |
 """
 
@@ -42,6 +44,7 @@ DEFAULT_CHECKPOINT = "fmnist-cnn"
 EVAL_LIMIT = env_int("WFEXPLAIN_EVAL_LIMIT", 2000)
 DEVICE = os.environ.get("WFEXPLAIN_DEVICE", "cpu")
 MAX_JOBS = env_int("WFEXPLAIN_MAX_JOBS", 1)
+PRECOMPUTE = env_int("WFEXPLAIN_PRECOMPUTE", 1, minimum=0) > 0
 
 
 def user_checkpoint_dir() -> Path:

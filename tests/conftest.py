@@ -1,6 +1,11 @@
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WFEXPLAIN_PRECOMPUTE", "0")  # dashboard tests turn it on where they test it
+if "WFEXPLAIN_CACHE_DIR" not in os.environ:  # precomputed answers never land in the repository's checkpoints
+    import tempfile
+
+    os.environ["WFEXPLAIN_CACHE_DIR"] = tempfile.mkdtemp(prefix="wfexplain-answers-")
 
 from pathlib import Path
 

@@ -350,3 +350,50 @@ def test_explain_answers_a_gif_with_a_message_and_keeps_its_methods_across_uploa
     assert not at.error
     assert at.multiselect(key="explain_methods").value == ["Saliency"]
     assert [m.value for m in at.markdown if m.value.startswith("####")] == ["#### Saliency"]
+
+
+def _shared_answers():
+    from dashboard import resources
+
+    path = str(CHECKPOINT)
+    return resources._answers(path, resources._stamp(path), None)
+
+
+def test_singles_and_pairs_are_precomputed_in_the_background_and_survive_a_restart(monkeypatch):
+    import time
+
+    from dashboard import resources
+    from wfexplain.answers import Answers
+
+    monkeypatch.setattr(resources, "PRECOMPUTE", True)
+    resources._answers.clear()
+    at = open_app()
+    assert_clean(at)
+    answers = _shared_answers()
+    deadline = time.monotonic() + 300
+    while answers.done < answers.total and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert answers.done == answers.total == 56 and answers.path.is_file()
+    at.run()
+    assert any("All 55 single classes and pairs are precomputed" in c.value for c in at.caption)
+    restarted = Answers(answers.predictor, str(CHECKPOINT))  # a new server process reads the file
+    assert restarted.done == 56 and restarted.has((2, 8))
+    labels, _ = restarted.get((2, 8))
+    assert torch.equal(labels, answers.get((2, 8))[0])
+
+
+def test_a_never_seen_set_on_a_slow_path_is_estimated_first_then_refined(monkeypatch):
+    at = open_app()
+    answers = _shared_answers()
+    calls = []
+    estimate = answers.estimate
+    monkeypatch.setattr(answers, "estimate", lambda *a, **k: calls.append(a[0]) or estimate(*a, **k))
+    monkeypatch.setattr(answers, "seconds_per_set", 5.0)  # as slow as a big model on a busy CPU
+    triple = ["Pullover", "Coat", "Shirt"]
+    assert not answers.has((2, 4, 6))
+    at.multiselect(key="forget_classes").set_value(triple).run()
+    assert_clean(at)
+    assert calls == [(2, 4, 6)] and answers.has((2, 4, 6))
+    (images,) = [m for m in at.metric if m.label == "Test images"]
+    assert images.value == f"{EVAL_LIMIT:,}"  # the page ends on all images, not the estimate
+    assert not any("Estimate" in i.value for i in at.info)

@@ -97,3 +97,19 @@ def test_a_training_split_that_no_longer_yields_the_recorded_images_is_refused(d
     with pytest.raises(CheckpointError, match="validation must be"):
         read_manifest(tmp_path / "ck")
     assert len(checkpoint_split(manifest, "test")) == 24
+
+
+def test_evaluate_scores_the_validation_split_and_records_it_apart(data, tmp_path, capsys):
+    from wfexplain.cli import main
+
+    _train(data, tmp_path / "ck")
+    unlearn_checkpoint(tmp_path / "ck", ROUND)
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "ck"), "--split", "validation", "--json", "--record"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["split"] == "validation" and report["num_images"] == 12
+    metrics = read_manifest(tmp_path / "ck").metrics
+    assert metrics["validation_evaluation"]["num_images"] == 12 and "evaluation" not in metrics
+    _train(data, tmp_path / "none", val_fraction=0.0)
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "none"), "--split", "validation"]) == 2
+    assert "records no validation split" in capsys.readouterr().err

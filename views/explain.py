@@ -100,11 +100,16 @@ st.caption(f"Attributions for target **{names[target]}**. Insertion AUC ↑ (hig
            "(lower is better) measure how faithful each map is (Petsiuk et al., RISE, 2018).")
 
 x_np = x.numpy()
-for method in methods:
-    with st.spinner(f"{method}…"):
-        layer = gradcam_layer if method == "Layer Grad-CAM" else None
-        a0, s0 = attribution(view.path, x_np, int(target), method, (), layer=layer)
-        a1, s1 = attribution(view.path, x_np, int(target), method, forget, layer=layer)
+bar = st.progress(0.0) if methods else None
+for k, method in enumerate(methods):
+    layer = gradcam_layer if method == "Layer Grad-CAM" else None
+    maps = []
+    for j, (f, which) in enumerate((((), "original"), (forget, "filtered"))):
+        if bar is not None:
+            bar.progress((2 * k + j) / (2 * len(methods)),
+                         text=f"{method} on the {which} model ({k + 1} of {len(methods)} methods)…")
+        maps.append(attribution(view.path, x_np, int(target), method, f, layer=layer))
+    (a0, s0), (a1, s1) = maps
     st.markdown(f"#### {method}")
     if layer is not None:
         h, w = layer_sides.get(layer, ("?", "?"))
@@ -122,3 +127,5 @@ for method in methods:
     for col, fmt in ((d1, "png"), (d2, "pdf")):
         col.download_button(f"{method} panel .{fmt}", figures.figure_bytes(fig, fmt),
                             f"{view.name}-{method.replace(' ', '_')}.{fmt}", MIME[fmt], key=f"dl_{method}_{fmt}")
+if bar is not None:
+    bar.empty()

@@ -3,7 +3,15 @@
 import streamlit as st
 
 from dashboard import current
-from dashboard.resources import baked_file, memory_figure_files, memory_files, single_class_report, view_set_row
+from dashboard.resources import (
+    baked_file,
+    live_answers,
+    memory_figure_files,
+    memory_files,
+    predictions,
+    single_class_report,
+    view_set_row,
+)
 from wfexplain import export, figures
 from wfexplain.explain import analysis
 
@@ -38,6 +46,14 @@ c1.download_button("memory.csv", tables["csv"], f"{stem}-memory.csv", "text/csv"
 c2.download_button("memory.npz", tables["npz"], f"{stem}-memory.npz", "application/octet-stream", key="memory_npz")
 
 st.subheader("Metric tables")
+answers = live_answers(view)
+missing = [c for c in range(model.num_classes) if not answers.has((c,))]
+if missing:  # not yet precomputed: each class's filter, with progress
+    bar = st.progress(0.0)
+    for i, c in enumerate(missing):
+        bar.progress(i / len(missing), text=f"Evaluating the filter of {names[c]} ({i + 1} of {len(missing)})…")
+        predictions(view, (c,))
+    bar.empty()
 report = single_class_report(view)
 table = export.in_percent(export.metrics_table(report, names, mean_row=True))
 if view.forget:  # the session's own forget set, as one more row

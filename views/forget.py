@@ -6,9 +6,11 @@ import numpy as np
 import streamlit as st
 
 from dashboard import current
-from dashboard.resources import eval_data, live_scores, predictions
+from dashboard.resources import eval_data, live_answers, live_scores, predictions
 from wfexplain import figures
 from wfexplain.evaluation import quality
+
+ESTIMATE_ABOVE_S = 0.3  # a set that took longer than this to evaluate is first shown as an estimate
 
 view = current()
 model, forget = view.model, view.forget
@@ -17,9 +19,20 @@ st.title("Forget")
 
 start = time.perf_counter()  # the update time below covers the whole page, drawn last
 data = eval_data(view)
-y = data.targets.numpy()
+answers = live_answers(view)
+rows = slice(None)  # the evaluation images shown: all, or a stratified part while an estimate is refined
 orig_pred, _ = predictions(view, ())
-filt_pred, filt_prob = predictions(view, forget)
+estimating = bool(forget) and not answers.has(forget) and not answers.seconds_per_set < ESTIMATE_ABOVE_S
+if estimating:  # a never-seen set on a slow path: a stratified estimate now, all images right after
+    part, est_pred, est_prob = answers.estimate(forget, data.targets)
+    rows, filt_pred, filt_prob = part.numpy(), est_pred.numpy(), est_prob.numpy()
+    orig_pred = orig_pred[rows]
+    st.info(f"**Estimate** on {len(rows):,} of {len(data.targets):,} test images (stratified by class); "
+            "refining to all of them…")
+else:
+    filt_pred, filt_prob = predictions(view, forget)
+y = data.targets.numpy()[rows]
+indices = data.indices.numpy()[rows]
 
 scores = live_scores(y, orig_pred, filt_pred, model.num_classes, forget)
 orig_acc, filt_acc = scores["original_per_class"], scores["per_class"]
@@ -39,6 +52,21 @@ c[1].metric("Retain accuracy (↑ higher is better)", "—" if np.isnan(ra) else
                  "on the same images.")
 c[2].metric("Test images", f"{len(y):,}", help="A seeded, class-stratified subset of the test split")
 update_time = c[3].empty()
+
+
+@st.fragment(run_every=2.0 if answers.done < answers.total else None)
+def precompute_status() -> None:
+    if answers.done < answers.total:
+        st.caption(f"Evaluating every single class and pair in the background: {answers.done} of {answers.total} "
+                   "done; those sets are then instant.")
+    else:
+        st.caption(f"All {answers.total - 1} single classes and pairs are precomputed (instant); larger sets are "
+                   "evaluated when first chosen.")
+    if answers.note:
+        st.caption(answers.note[0].upper() + answers.note[1:] + ".")
+
+
+precompute_status()
 
 if forget:
     verdict = quality.judge(fa, ra, ra0, len(forget))
@@ -88,8 +116,12 @@ for k in shown + others:
             mark = "✓ forgotten" if filt_pred[i] != y[i] else "✗ still recognised"
         else:
             mark = "✓" if filt_pred[i] == y[i] else "✗ wrong"
-        col.image(data.dataset.pil(int(data.indices[i])).resize((84, 84)),
+        col.image(data.dataset.pil(int(indices[i])).resize((84, 84)),
                   caption=f"{before} → {after} {mark} ({filt_prob[i].max():.0%})")
 
 update_time.metric("Update time", f"{(time.perf_counter() - start) * 1000:.0f} ms",
-                   help="Time to draw this whole page (predictions are cached per forget set)")
+                   help="Time to draw this whole page (every single class and pair is precomputed; other sets are "
+                        "evaluated on first use, then cached)")
+if estimating:
+    predictions(view, forget)  # all images, then the page is drawn again from them
+    st.rerun()

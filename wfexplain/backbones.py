@@ -24,12 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
-import timm
 import torch
 from torch import nn
-from torchvision.models import resnet18
 
 from .sites import find_heads
+
+# timm and torchvision (which pull torch._dynamo and sympy) are imported by the builders that need them,
+# so that importing wfexplain, or loading a "cnn" checkpoint, imports neither.
 
 __all__ = ["build_network", "check_spec", "create_backbone", "default_heads", "list_backbones"]
 
@@ -97,6 +98,8 @@ def build_network(spec: str, num_classes: int, in_chans: int, img_size: int, kwa
         return create_backbone(spec, num_classes, in_chans, img_size)
     source, _, name = spec.partition(":")
     if source == "timm":
+        import timm
+
         if not timm.is_model(name):
             raise ValueError(f"timm has no model {name!r} (timm {timm.__version__}); see timm.list_models()")
         return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
@@ -192,6 +195,8 @@ def _resnet_gradcam(model: nn.Module, img_size: int) -> str:
 def _resnet18(num_classes: int, in_chans: int, img_size: int) -> nn.Module:
     # A 3x3 stride-1 stem trains 4.6x slower on 2 CPU cores (160 vs 735 img/s at 28x28, measured);
     # the standard stem reaches the accuracy target on 28x28 Fashion-MNIST, so it stays.
+    from torchvision.models import resnet18
+
     model = resnet18(weights=None, num_classes=num_classes)
     model.conv1 = nn.Conv2d(in_chans, 64, 7, stride=2, padding=3, bias=False)
     return model
@@ -201,8 +206,11 @@ def _resnet18(num_classes: int, in_chans: int, img_size: int) -> nn.Module:
 
 
 @register_backbone("vit", "timm VisionTransformer, patch 4, width 96, depth 6, 3 heads, MLP 192; "
-                   "gates on every attention head and MLP hidden unit")
+                   "gates on every attention head and MLP unit, every write into the residual stream "
+                   "(attention, MLP, patch embedding) and the final norm")
 def _vit(num_classes: int, in_chans: int, img_size: int) -> nn.Module:
+    import timm
+
     patch = 4 if img_size % 4 == 0 else 2
     return timm.create_model(
         "vit_tiny_patch16_224", pretrained=False, num_classes=num_classes, in_chans=in_chans,

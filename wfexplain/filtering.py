@@ -198,13 +198,19 @@ def bake(model: FilteredModel, forget: Forget, hard_threshold: float | None = No
         A copy of the backbone (the user's own module class, same state-dict keys) with no hooks and
         no gates whose output equals ``model(x, forget=forget)`` (up to float tolerance for a soft bake).
     """
+    return bake_gates(model, set_gates(model, forget, hard_threshold))
+
+
+@torch.no_grad()
+def set_gates(model: FilteredModel, forget: Forget, hard_threshold: float | None = None) -> dict[str, torch.Tensor]:
+    """The gates ``{site path: [K]}`` (CPU, float32) of one forget set; with ``hard_threshold`` those below it are 0."""
     if isinstance(forget, torch.Tensor) and forget.dtype == torch.bool:
         raise ValueError("bake needs one forget set (class index or list), not a per-sample mask")
     gates = {}
     for path, g in model.combined_gates(forget).items():
         g = g.to("cpu", torch.float32)
         gates[path] = torch.where(g < hard_threshold, torch.zeros_like(g), g) if hard_threshold is not None else g
-    return bake_gates(model, gates)
+    return gates
 
 
 @torch.no_grad()

@@ -16,6 +16,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -70,7 +71,8 @@ def train_checkpoint(dataset: str, backbone: str, out: str | os.PathLike, cfg: T
     _check_counts(info.num_classes, cfg.batch_size, limit_train)
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    rest, val, validation = train, None, None
+    rest: Any = train
+    val, validation = None, None
     if val_fraction > 0:
         images = round(val_fraction * len(train))
         if images < info.num_classes or len(train) - images < cfg.batch_size:

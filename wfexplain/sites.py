@@ -35,7 +35,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
+import torch
 from torch import nn
 
 KINDS = ("channels", "features", "norm_act", "heads", "mha", "residual")
@@ -97,7 +99,8 @@ def residual_writer(model: nn.Module, path: str) -> str | None:
         m, block = model.get_submodule(path), model.get_submodule(parent)
     except AttributeError:
         return None
-    if name == "ls1" and _is_timm_attention(getattr(block, "attn", None)):
+    attn = getattr(block, "attn", None)
+    if name == "ls1" and isinstance(attn, nn.Module) and _is_timm_attention(attn):
         return path if _is_layer_scale(m) else f"{parent}.attn.proj" if isinstance(m, nn.Identity) else None
     mha = getattr(block, "self_attention", None)
     if name == "dropout" and isinstance(mha, nn.MultiheadAttention) and mha.batch_first and isinstance(m, nn.Dropout):
@@ -110,7 +113,9 @@ def residual_writer(model: nn.Module, path: str) -> str | None:
 
 def _writer_size(model: nn.Module, path: str) -> int:
     w = model.get_submodule(residual_writer(model, path) or path)
-    return w.gamma.numel() if _is_layer_scale(w) else getattr(w, "out_features", getattr(w, "out_channels", 0))
+    if _is_layer_scale(w):
+        return int(cast(torch.Tensor, w.gamma).numel())
+    return getattr(w, "out_features", getattr(w, "out_channels", 0))
 
 
 def _affine(m: nn.Module) -> bool:

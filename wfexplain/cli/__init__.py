@@ -74,11 +74,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime_args(p)
     p.set_defaults(func=C.cmd_unlearn)
 
-    p = sub.add_parser("evaluate", help="forget matrix and forget/retain accuracy of every class (and pair)")
+    p = sub.add_parser("evaluate", help="forget matrix and forget/retain accuracy of every class (pair, larger sets)")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--limit", type=COUNT, help="seeded class-stratified subset of N test images")
-    p.add_argument("--pairs", action="store_true", help="also evaluate every pair of classes")
-    p.add_argument("--seed", type=INDEX, default=0, help="seed of the --limit subset")
+    p.add_argument("--pairs", action="store_true", help="also evaluate every pair of classes (as --sets 1 2)")
+    p.add_argument("--sets", type=COUNT, nargs="+", metavar="SIZE",
+                   help="forget-set sizes, each below the number of classes (1 always; 2: every pair; 3 and up: "
+                        "--samples seeded sets each)")
+    p.add_argument("--samples", type=COUNT, default=20,
+                   help="sets drawn per size of 3 or more, all of them if there are no more (default 20)")
+    p.add_argument("--seed", type=INDEX, default=0, help="seed of the --limit subset and of the drawn sets")
+    p.add_argument("--split", choices=["test", "validation"], default="test",
+                   help="score the test split, or the validation images held out of training (where settings are "
+                        "chosen; --record stores it as metrics.validation_evaluation)")
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     p.add_argument("--record", action="store_true", help="store the summary in the checkpoint's manifest")
     p.add_argument("--hard-threshold", type=FRACTION,

@@ -20,7 +20,7 @@ from ..data import list_datasets
 from ..engine import TrainConfig, UnlearnConfig
 from ..evaluation import evaluate
 from ..pipeline import train_checkpoint, unlearn_checkpoint
-from ..splits import checkpoint_split
+from ..splits import checkpoint_split, checkpoint_validation_split
 from .options import UsageError, at_least, config_from
 
 
@@ -135,31 +135,43 @@ def cmd_evaluate(args) -> int:
     model = load(args.checkpoint, args.device)
     manifest = model.checkpoint_manifest()
     _check_limits(args, model.num_classes)
+    for size in args.sets or ():
+        if size >= model.num_classes:
+            raise UsageError("--sets", f"set sizes must be in 1..{model.num_classes - 1} (below the number of "
+                                       f"classes, {model.num_classes}), got {size}")
     name = model.info.name
-    test = checkpoint_split(manifest, "test", args.data_dir, args.download)
+    if args.split == "validation":
+        test = checkpoint_validation_split(manifest, args.data_dir)
+        if test is None:
+            raise UsageError("--split", f"{args.checkpoint} records no validation split (made with --val-fraction 0, "
+                                        "or before validation splits): unlearn it once to hold one out")
+    else:
+        test = checkpoint_split(manifest, "test", args.data_dir, args.download)
     bar, progress = _bar("evaluate")
     report = evaluate(model, test, limit=args.limit, pairs=args.pairs, seed=args.seed, progress=progress,
-                      hard_threshold=args.hard_threshold, workers=args.workers)
+                      hard_threshold=args.hard_threshold, workers=args.workers, sets=args.sets, samples=args.samples)
     bar.close()
-    report = {"checkpoint": str(args.checkpoint), "dataset": name, "backbone": model.backbone_name, **report}
+    report = {"checkpoint": str(args.checkpoint), "dataset": name, "backbone": model.backbone_name, "split": args.split,
+              **report}
     if not dist.is_main():
         return 0
     if args.record:
         kept = {k: v for k, v in report.items()
                 if k not in ("checkpoint", "dataset", "backbone", "forget_matrix", "original_per_class")}
         evaluation = {"limit": args.limit, **kept}
-        update_manifest(args.checkpoint, manifest.replace(metrics={**manifest.metrics, "evaluation": evaluation}))
+        key = "evaluation" if args.split == "test" else "validation_evaluation"
+        update_manifest(args.checkpoint, manifest.replace(metrics={**manifest.metrics, key: evaluation}))
     if args.json:
         print(dumps(report))
     else:
-        print(f"{report['checkpoint']}: {report['num_images']} test images, "
+        names = model.info.class_names
+        print(f"{report['checkpoint']}: {report['num_images']} {args.split} images, "
               f"original accuracy {report['original_accuracy']:.4f}")
-        for key in ("single", "pairs"):
-            if key in report:
-                r = report[key]
-                print(f"  {key:6s} forget mean {r['forget_accuracy_mean']:.4f} (lower is better), "
-                      f"max {r['forget_accuracy_max']:.4f}; retain mean {r['retain_accuracy_mean']:.4f} "
-                      f"vs original {r['original_retain_accuracy_mean']:.4f} (higher is better)")
+        for size, r in report["sets"].items():
+            count = f"{r['count']} sampled" if r["sampled"] else f"all {r['count']}"
+            print(f"  size {size}: {count:>10s} sets, forget mean {r['forget_accuracy_mean']:.4f} / max "
+                  f"{r['forget_accuracy_max']:.4f} (lower is better); retain mean {r['retain_accuracy_mean']:.4f} "
+                  f"(original {r['original_retain_accuracy_mean']:.4f}); worst {{{', '.join(names[c] for c in r['worst'])}}}")
     return 0
 
 

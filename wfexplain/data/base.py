@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Sized
+from collections.abc import Callable, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision import transforms
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = (
@@ -58,8 +57,39 @@ class MixedModesWarning(UserWarning):
     """An image folder mixes grayscale and colour files; the majority decides the channels."""
 
 
-def build_transform(info: DatasetInfo):
+class Preprocess:
+    """:func:`build_transform`'s callable: torchvision's ``Compose``, built (torchvision imported) on first call.
+
+    Every model carries one; building it eagerly would import torchvision (and torch._dynamo, sympy)
+    whenever a checkpoint loads, although most models never preprocess a PIL image.
+    """
+
+    def __init__(self, info: DatasetInfo):
+        self.info = info
+        self._compose: Callable[[Image.Image], torch.Tensor] | None = None
+
+    @property
+    def compose(self) -> Callable[[Image.Image], torch.Tensor]:
+        """The torchvision ``Compose`` itself."""
+        if self._compose is None:
+            self._compose = _compose(self.info)
+        return self._compose
+
+    def __call__(self, im: Image.Image) -> torch.Tensor:
+        return self.compose(im)
+
+    def __repr__(self) -> str:
+        return f"Preprocess({self.info.img_size}x{self.info.img_size}, in_chans={self.info.in_chans})"
+
+
+def build_transform(info: DatasetInfo) -> Preprocess:
     """PIL image (any mode, any size) -> normalised input tensor ``[C, H, W]``."""
+    return Preprocess(info)
+
+
+def _compose(info: DatasetInfo) -> Callable[[Image.Image], torch.Tensor]:
+    from torchvision import transforms
+
     mode = "L" if info.in_chans == 1 else "RGB"
     return transforms.Compose([
         transforms.Lambda(lambda im: _to_mode(im, mode)),

@@ -1,5 +1,5 @@
-"""Scoring an unlearned model: the metrics (pure functions) and the evaluation of every forget set."""
+"""Scoring an unlearned model: forget/retain accuracy (pure functions) and their evaluation over forget sets."""
 
-from .forgetting import dataset_targets, evaluate, predict
+from .forgetting import dataset_targets, evaluate, forget_sets, predict
 
-__all__ = ["dataset_targets", "evaluate", "predict"]
+__all__ = ["dataset_targets", "evaluate", "forget_sets", "predict"]

@@ -61,7 +61,14 @@ def points(delta: float) -> str:
 
 
 def set_sizes(manifest) -> tuple[int | None, tuple[int, ...]]:
-    """(largest forget-set size the memory was trained on, set sizes its recorded evaluation measured)."""
+    """(largest forget-set size the memory was trained on, set sizes its recorded evaluation measured, ascending).
+
+    Measured: 1 with ``single``, 2 with ``pairs``, and every size keyed under ``sets`` (``evaluate --sets``).
+    """
     trained = (manifest.unlearn_config or {}).get("max_set_size")
     evaluation = manifest.metrics.get("evaluation") or {}
-    return trained, tuple(size for size, key in ((1, "single"), (2, "pairs")) if key in evaluation)
+    measured = {size for size, key in ((1, "single"), (2, "pairs")) if key in evaluation}
+    keyed = evaluation.get("sets")
+    if isinstance(keyed, dict):
+        measured |= {int(k) for k in keyed if isinstance(k, str) and k.isdigit() and int(k) >= 1}
+    return trained, tuple(sorted(measured))

@@ -1,22 +1,51 @@
 """Figures: plotly builders for the dashboard (``dashboard``, ``comparison``), matplotlib builders for papers (``paper``).
 
-This package never imports streamlit.
+This package never imports streamlit. Importing it imports neither plotly nor matplotlib: each
+builder below loads its module (``dashboard``/``comparison``: plotly; ``paper``: matplotlib, scipy)
+on first use.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 from .common import FILTERED_COLOR, FORGOTTEN_COLOR, ORIGINAL_COLOR, to_numpy
-from .comparison import B_COLOR, REFERENCE_COLOR, ab_accuracy_bars, forget_predictions_heatmap, tradeoff_scatter
-from .dashboard import (
-    accuracy_bars,
-    component_profile_bar,
-    confusion_shift,
-    memory_heatmap,
-    prediction_flow,
-    similarity_heatmap,
-    sparsity_bars,
-)
-from .paper import FIGURE_FORMATS, attribution_figure, figure_bytes, memory_figure
+
+if TYPE_CHECKING:
+    from .comparison import B_COLOR, REFERENCE_COLOR, ab_accuracy_bars, forget_predictions_heatmap, tradeoff_scatter
+    from .dashboard import (
+        accuracy_bars,
+        component_profile_bar,
+        confusion_shift,
+        memory_heatmap,
+        prediction_flow,
+        similarity_heatmap,
+        sparsity_bars,
+    )
+    from .paper import FIGURE_FORMATS, attribution_figure, figure_bytes, memory_figure
+
+_LAZY = {
+    **dict.fromkeys(["B_COLOR", "REFERENCE_COLOR", "ab_accuracy_bars", "forget_predictions_heatmap", "tradeoff_scatter"],
+                    "comparison"),
+    **dict.fromkeys(["accuracy_bars", "component_profile_bar", "confusion_shift", "memory_heatmap", "prediction_flow",
+                     "similarity_heatmap", "sparsity_bars"], "dashboard"),
+    **dict.fromkeys(["FIGURE_FORMATS", "attribution_figure", "figure_bytes", "memory_figure"], "paper"),
+}
 
 __all__ = ["B_COLOR", "FIGURE_FORMATS", "FILTERED_COLOR", "FORGOTTEN_COLOR", "ORIGINAL_COLOR", "REFERENCE_COLOR",
            "ab_accuracy_bars", "accuracy_bars", "attribution_figure", "component_profile_bar", "confusion_shift",
            "figure_bytes", "forget_predictions_heatmap", "memory_figure", "memory_heatmap", "prediction_flow",
            "similarity_heatmap", "sparsity_bars", "to_numpy", "tradeoff_scatter"]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,178 @@
+"""How live is "live": the fast inference path against the forward floor, measured in one run (issue 16).
+
+    .venv/bin/python perf/live.py [--threads 2] [--limit 2000] [--repeats 5] [--json perf/live.json]
+    .venv/bin/python perf/live.py --table perf/live.json   # the README/docs table from a stored run
+
+Every number is a median of interleaved repeats on this machine, and the claims are ratios inside one
+run (the machines are noisy). Sections:
+
+1. ``peak``: torch.mm 2048x2048 fp32 GFLOP/s at ``--threads``; with each backbone's FLOPs per image
+   (``torch.utils.flop_counter``) it gives the *forward floor* of N images: FLOPs x N / peak.
+2. ``forward``: plain backbone / hook-gated / baked copy / :class:`wfexplain.inference.Predictor`, at
+   batch 1 and 256, for every shipped checkpoint (a set never seen: ``forget=[0, 1, 2]``).
+3. ``toggle``: a never-seen forget set on the dashboard's evaluation subset (``--limit`` images):
+   the old hook path (chunks of 500), the fast path, a plain forward of the same images, the floor;
+   and a precomputed single read back from :class:`wfexplain.answers.Answers`.
+4. ``page``: the whole Forget page (Streamlit AppTest) rerun for a never-seen triple, over one plain
+   forward of its evaluation images; cold (a fresh process: imports, load, first evaluations, page)
+   and warm (a second session in the same process) first renders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECKPOINTS = ("fmnist-cnn", "mnist-cnn", "fmnist-resnet18", "fmnist-vit")
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_gflops(repeats: int) -> float:
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    return 2 * 2048**3 / median_time(lambda: a @ b, repeats) / 1e9
+
+
+def flops_per_image(net: torch.nn.Module, x: torch.Tensor) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(x[:1])
+    return float(counter.get_total_flops())
+
+
+def forward_ratios(model, plain, baked, fast, xb: torch.Tensor, repeats: int) -> dict:
+    """Milliseconds and ratios over plain of one batch of new inputs: hooks, a baked copy, the fast path."""
+    t = {"plain": median_time(lambda: plain(xb), repeats),
+         "gated": median_time(lambda: model(xb, forget=[0, 1, 2]), repeats),
+         "baked": median_time(lambda: baked(xb), repeats),
+         "fast": median_time(lambda: fast.forward(xb, [0, 1, 2]), repeats)}
+    return {**{f"{k}_ms": v * 1e3 for k, v in t.items()},
+            **{f"{k}_over_plain": t[k] / t["plain"] for k in ("gated", "baked", "fast")}}
+
+
+def checkpoint_section(name: str, limit: int, repeats: int, peak: float) -> dict:
+    import wfexplain
+    from wfexplain.answers import Answers
+    from wfexplain.api import ungated_copy
+    from wfexplain.data import subset_tensors
+    from wfexplain.inference import Predictor
+    from wfexplain.splits import checkpoint_split
+
+    model = wfexplain.load(ROOT / "checkpoints" / name)
+    x, _, _ = subset_tensors(checkpoint_split(model.manifest, "test"), limit)
+    plain = ungated_copy(model.backbone).eval()
+    baked = wfexplain.bake(model, [0, 1, 2])
+    start = time.perf_counter()
+    fast = Predictor(model, x)
+    build = time.perf_counter() - start
+    flops = flops_per_image(plain, x)
+    out: dict = {"images": len(x), "flops_per_image": flops, "predictor": fast.describe(),
+                 "predictor_build_seconds": build}
+    with torch.inference_mode():
+        for batch in (1, 256):
+            out[f"batch{batch}"] = forward_ratios(model, plain, baked, fast, x[:batch], repeats)
+        sets = iter([[c, (c + 3) % model.num_classes, (c + 5) % model.num_classes] for c in range(100)])
+        hooks = median_time(lambda: torch.cat([model(b, forget=next(sets)) for b in x.split(500)]), repeats)
+        new = median_time(lambda: fast.logits(next(sets)), repeats)
+        plain_all = median_time(lambda: torch.cat([plain(b) for b in x.split(256)]), repeats)
+    answers = Answers(fast, None)
+    answers.get((3,))
+    floor = flops * len(x) / (peak * 1e9)
+    out["toggle"] = {"hooks_ms": hooks * 1e3, "fast_ms": new * 1e3, "plain_forward_ms": plain_all * 1e3,
+                     "floor_ms": floor * 1e3, "fast_over_plain": new / plain_all, "fast_over_floor": new / floor,
+                     "speedup_over_hooks": hooks / new,
+                     "precomputed_single_ms": median_time(lambda: answers.get((3,)), repeats) * 1e3}
+    return out
+
+
+PAGE = """
+import sys, time
+t0 = time.perf_counter()
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file(sys.argv[1], default_timeout=600)
+at.run()
+cold = time.perf_counter() - t0
+again = AppTest.from_file(sys.argv[1], default_timeout=600)
+t = time.perf_counter(); again.run(); warm = time.perf_counter() - t
+names = ["Pullover", "Coat", "Shirt", "Bag", "Sandal", "Sneaker", "Dress"]
+reruns = []
+for i in range(int(sys.argv[2])):
+    at.multiselect(key="forget_classes").set_value([names[i % 7], names[(i + 2) % 7], names[(i + 4) % 7]])
+    t = time.perf_counter(); at.run(); reruns.append(time.perf_counter() - t)
+assert not at.exception, at.exception
+print(cold, warm, sorted(reruns)[len(reruns) // 2])
+"""
+
+
+def page_section(repeats: int, limit: int, plain_ms: float) -> dict:
+    env = {**os.environ, "WFEXPLAIN_EVAL_LIMIT": str(limit), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", PAGE, str(ROOT / "app.py"), str(repeats)], cwd=ROOT, env=env,
+                            capture_output=True, text=True, check=True)
+    cold, warm, rerun = map(float, result.stdout.split()[-3:])
+    return {"cold_first_render_s": cold, "warm_first_render_s": warm, "never_seen_triple_rerun_ms": rerun * 1e3,
+            "rerun_over_plain_forward": rerun * 1e3 / plain_ms}
+
+
+def table(out: dict) -> str:
+    rows = ["| checkpoint | what runs | toggle: hooks → fast | fast ÷ plain forward | fast ÷ floor | "
+            "precomputed single | batch 256: gated / fast ÷ plain |", "|---|---|---|---|---|---|---|"]
+    for name, c in out["checkpoints"].items():
+        t, b = c["toggle"], c["batch256"]
+        rows.append(f"| `{name}` | {c['predictor'].split(';')[0]} | {t['hooks_ms']:.0f} → {t['fast_ms']:.0f} ms "
+                    f"({t['speedup_over_hooks']:.1f}×) | {t['fast_over_plain']:.2f}× | {t['fast_over_floor']:.2f}× | "
+                    f"{t['precomputed_single_ms']:.2f} ms | {b['gated_over_plain']:.2f}× / {b['fast_over_plain']:.2f}× |")
+    if "page" in out:
+        p = out["page"]
+        rows.append(f"\nForget page (`fmnist-cnn`, AppTest): never-seen triple {p['never_seen_triple_rerun_ms']:.0f} ms "
+                    f"= {p['rerun_over_plain_forward']:.2f}× one plain forward; first render cold "
+                    f"{p['cold_first_render_s']:.1f} s, warm {p['warm_first_render_s']:.1f} s.")
+    return "\n".join(rows) + f"\n\n{out['threads']} threads, matmul peak {out['peak_gflops']:.0f} GFLOP/s, " \
+                             f"{out['limit']:,} images."
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--limit", type=int, default=2000)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--checkpoints", nargs="*", default=list(CHECKPOINTS))
+    ap.add_argument("--no-page", action="store_true", help="skip the Streamlit page section")
+    ap.add_argument("--json", help="write every number here")
+    ap.add_argument("--table", help="print the Markdown table of a stored --json run and exit")
+    args = ap.parse_args()
+    if args.table:
+        print(table(json.loads(Path(args.table).read_text())))
+        return
+    torch.set_num_threads(args.threads)
+    out: dict = {"threads": args.threads, "limit": args.limit, "repeats": args.repeats,
+                 "peak_gflops": peak_gflops(args.repeats), "checkpoints": {}}
+    for name in args.checkpoints:
+        out["checkpoints"][name] = checkpoint_section(name, args.limit, args.repeats, out["peak_gflops"])
+        print(name, json.dumps(out["checkpoints"][name]["toggle"]), flush=True)
+    if not args.no_page and "fmnist-cnn" in out["checkpoints"]:
+        out["page"] = page_section(args.repeats, args.limit, out["checkpoints"]["fmnist-cnn"]["toggle"]["plain_forward_ms"])
+    print(table(out))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
