@@ -7,6 +7,7 @@ model call. Per-session choices live in ``st.session_state``.
 
 from __future__ import annotations
 
+import atexit
 import re
 import threading
 from dataclasses import dataclass
@@ -228,8 +229,18 @@ def live_answers(view: View) -> Answers:
 def _answers(path: str, stamp: float, data: str | None) -> Answers:
     answers = Answers(Predictor(_load(path, stamp), _eval_data(path, stamp, data).images), path)
     if PRECOMPUTE:
-        threading.Thread(target=answers.fill, name="wfexplain-precompute", daemon=True).start()
+        stop = threading.Event()
+        thread = threading.Thread(target=answers.fill, kwargs={"should_stop": stop.is_set}, name="wfexplain-precompute",
+                                  daemon=True)
+        thread.start()
+        atexit.register(_finish, stop, thread)
     return answers
+
+
+def _finish(stop: threading.Event, thread: threading.Thread) -> None:
+    """At exit, let the precompute thread stop between two sets (torch aborts if killed mid-forward)."""
+    stop.set()
+    thread.join(timeout=30)
 
 
 def attribution(path: str, x: np.ndarray, target: int, method: str,

@@ -1,13 +1,11 @@
-"""Speed of weight filtering: medians and ratios measured in one run on one machine.
+"""Speed of attributions and training: medians and ratios measured in one run on one machine.
 
-    .venv/bin/python perf/speed.py [--repeats 7] [--limit 2000] [--json out.json]
+    .venv/bin/python perf/speed.py [--repeats 7] [--json out.json]
 
-1. forward: plain backbone vs gated ``model(x, forget=[0])`` vs baked ``bake(model, [0])``, batch 1
-   and 256, every backbone (random weights, 1x28x28 inputs, 10 classes); overhead = gated / plain.
-2. live forget: a changed forget set -> per-class accuracies on the dashboard's evaluation subset
-   (``--limit`` stratified test images), every shipped checkpoint.
-3. attribution: one 28x28 image, every Captum method of the Explain page, every shipped checkpoint.
-4. training throughput: images/s of ``train_classifier`` (plain training) vs ``train_memory``
+Forward passes and the live views are measured by ``perf/live.py``.
+
+1. attribution: one 28x28 image, every Captum method of the Explain page, every shipped checkpoint.
+2. training throughput: images/s of ``train_classifier`` (plain training) vs ``train_memory``
    (the WF round, backbone frozen), every backbone, on 2,560 Fashion-MNIST training images.
 Prints a Markdown table per section and (with ``--json``) writes every number.
 """
@@ -22,15 +20,14 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 
 import wfexplain
 from wfexplain import explain
 from wfexplain.backbones import create_backbone, list_backbones
 from wfexplain.data import load_dataset, stratified_subset
 from wfexplain.engine import TrainConfig, UnlearnConfig, train_classifier, train_memory
-from wfexplain.evaluation.metrics import per_class_accuracy
-from wfexplain.filtering import FilteredModel, bake
+from wfexplain.filtering import FilteredModel
 
 
 def median_time(fn, repeats: int) -> float:
@@ -41,51 +38,6 @@ def median_time(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
-
-
-def forward(repeats: int, info) -> list[dict]:
-    rows = []
-    for name in list_backbones():
-        torch.manual_seed(0)
-        model = FilteredModel(name, info)
-        with torch.no_grad():
-            for a in model.alphas.values():
-                a.uniform_(0, 1)
-        plain = create_backbone(name, info.num_classes, info.in_chans, info.img_size)
-        plain.load_state_dict(model.backbone.state_dict())
-        plain.eval()
-        baked = bake(model, [0])
-        for batch in (1, 256):
-            x = torch.randn(batch, 1, 28, 28)
-            with torch.inference_mode():
-                t_plain = median_time(partial(plain, x), repeats)
-                t_gated = median_time(partial(model, x, forget=[0]), repeats)
-                t_baked = median_time(partial(baked, x), repeats)
-            rows.append({"backbone": name, "batch": batch, "plain_ms": 1e3 * t_plain, "gated_ms": 1e3 * t_gated,
-                         "baked_ms": 1e3 * t_baked, "gated_overhead": t_gated / t_plain, "baked_ratio": t_baked / t_plain})
-    return rows
-
-
-def live(repeats: int, limit: int) -> list[dict]:
-    rows = []
-    for d in sorted(Path("checkpoints").glob("*/manifest.json")):
-        model = wfexplain.load(d.parent)
-        test = load_dataset(model.info.name, "test", img_size=model.info.img_size)
-        idx = stratified_subset(test.targets, limit, 0)
-        x, _ = next(iter(DataLoader(Subset(test, idx.tolist()), batch_size=len(idx))))
-        y = test.targets[idx]
-        n = model.num_classes
-        sets = iter([[c % n, (c + 1) % n][: 1 + c % 2] for c in range(repeats + 1)])  # never the same set twice in a row
-        t = median_time(partial(_toggle, model, x, y, sets), repeats)
-        rows.append({"checkpoint": d.parent.name, "images": len(y), "toggle_s": t})
-    return rows
-
-
-def _toggle(model, x, y, sets) -> None:
-    with torch.inference_mode():
-        forget = next(sets)
-        preds = torch.cat([model(b, forget=forget).argmax(1) for b in x.split(500)])
-    per_class_accuracy(preds, y, model.num_classes)
 
 
 def attribution(repeats: int) -> list[dict]:
@@ -126,13 +78,11 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--limit", type=int, default=2000)
     ap.add_argument("--json", help="write every number here")
     args = ap.parse_args()
     info = wfexplain.load("checkpoints/fmnist-cnn").info
     out = {"threads": torch.get_num_threads(), "torch": torch.__version__}
-    for name, fn in (("forward", lambda: forward(args.repeats, info)), ("live_forget", lambda: live(args.repeats, args.limit)),
-                     ("attribution", lambda: attribution(args.repeats)), ("training", lambda: throughput(info))):
+    for name, fn in (("attribution", lambda: attribution(args.repeats)), ("training", lambda: throughput(info))):
         out[name] = fn()
         print(f"\n## {name}\n\n{table(out[name])}", flush=True)
     if args.json:

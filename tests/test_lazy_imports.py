@@ -109,6 +109,7 @@ def test_forget_page_runs_without_captum_matplotlib_sklearn():
     code = f"""
 import os
 os.environ.setdefault("WFEXPLAIN_EVAL_LIMIT", "500")
+os.environ["WFEXPLAIN_PRECOMPUTE"] = "1"  # the background thread must also stop cleanly at exit (rc 0)
 from streamlit.testing.v1 import AppTest
 at = AppTest.from_file({str(ROOT / "app.py")!r}, default_timeout={TIMEOUT})
 at.run()

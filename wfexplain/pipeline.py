@@ -2,7 +2,8 @@
 its unlearning round (Poppi et al., arXiv 2304.02049: every class's filter in one round), and its
 Retrain oracle (the same recipe from scratch without the forget classes).
 
-The data a checkpoint was made with comes from :mod:`wfexplain.splits`. Each training function loads data, calls a loop from
+The data a checkpoint was made with (its validation split included) comes from
+:mod:`wfexplain.splits`. Each training function loads data, calls a loop from
 :mod:`wfexplain.engine`, evaluates, and writes the checkpoint atomically; a cancelled run writes
 nothing. Progress and cancellation go through the same callbacks as the loops (tqdm in the CLI,
 st.progress in the app). Under torchrun every rank runs the same function; only rank 0 writes
