@@ -13,6 +13,7 @@ from wfexplain.benchmark.reports import benchmark_table
 from wfexplain.benchmark.runner import BenchmarkConfig, run_benchmark
 from wfexplain.checkpoint import CheckpointError
 from wfexplain.pipeline import oracle_path, retrain
+from wfexplain.splits import checkpoint_train_split
 
 from .conftest import make_bar_folder
 
@@ -54,7 +55,8 @@ def test_retrain_oracle_never_sees_the_class_and_is_stored(ckpt):
     oracle = load(r["path"])
     base = load(path).manifest
     assert oracle.manifest.retrain_of == {"model_sha256": base.files["model.safetensors"], "forget": [1], "seed": 0}
-    assert oracle.manifest.train_images == 48  # 2 of 3 classes x 24
+    seen = checkpoint_train_split(base, str(data))  # the backbone's own training images (validation held out)
+    assert oracle.manifest.train_images == int((seen.targets != 1).sum()) == 65 - int((seen.targets == 1).sum())
     assert oracle.manifest.train_config["epochs"] == base.train_config["epochs"]  # same recipe
 
 

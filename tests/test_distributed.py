@@ -66,6 +66,7 @@ def test_evaluate_two_processes_equal_one(setup, capsys):
     assert run.returncode == 0, run.stderr[-3000:]
     double = json.loads(run.stdout)  # exactly one JSON object: only rank 0 prints
     single.pop("seconds"), double.pop("seconds")
+    assert single.pop("inference").startswith("folded") and double.pop("inference") == "hooks, streamed"  # same numbers
     assert double == single
 
 
@@ -79,6 +80,7 @@ def test_evaluate_three_processes_with_uneven_shards(setup, capsys):
     assert run.returncode == 0, run.stderr[-3000:]
     double = json.loads(run.stdout)
     single.pop("seconds"), double.pop("seconds")
+    assert single.pop("inference").startswith("folded") and double.pop("inference") == "hooks, streamed"  # same numbers
     assert double == single
 
 
