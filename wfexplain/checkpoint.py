@@ -41,13 +41,19 @@ __all__ = ["MANIFEST_FILE", "MEMORY_FILE", "MODEL_FILE", "CheckpointError", "Man
 
 
 def package_versions() -> dict[str, str]:
-    import timm
-    import torchvision
+    """The versions that wrote a checkpoint (read from package metadata: nothing is imported)."""
+    from importlib.metadata import PackageNotFoundError, version
 
     from . import __version__
 
-    return {"wfexplain": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "timm": timm.__version__, "python": platform.python_version()}
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return {"wfexplain": __version__, "torch": torch.__version__, "torchvision": installed("torchvision"),
+            "timm": installed("timm"), "python": platform.python_version()}
 
 
 def file_sha256(path: str | os.PathLike) -> str:
