@@ -29,3 +29,14 @@ def test_reasons_quote_numbers_in_points():
     assert judge(0.0, 0.87, 0.92, 2).reasons == ("retain accuracy drops 5.0 pp (more than 4 pp for 2 classes)",)
     assert points(-0.041) == "-4.1 pp" and points(0.5) == "+50.0 pp"
     assert [retain_tolerance(k) for k in (1, 2, 3, 5)] == [0.015, 0.04, 0.06, 0.06]
+
+
+def test_measured_size_reads_sets_then_the_older_keys():
+    from types import SimpleNamespace
+
+    from wfexplain.evaluation.quality import measured_size
+
+    three = {"forget_accuracy_mean": 0.05, "count": 20, "sampled": True}
+    new = SimpleNamespace(metrics={"evaluation": {"single": {"forget_accuracy_mean": 0.01}, "sets": {"3": three}}})
+    assert measured_size(new, 3) is three and measured_size(new, 1) == {"forget_accuracy_mean": 0.01}
+    assert measured_size(new, 5) is None and measured_size(SimpleNamespace(metrics={}), 1) is None

@@ -78,7 +78,17 @@ if forget:
     if verdict.reasons:
         why = "; ".join(verdict.reasons)
         st.caption(why[0].upper() + why[1:] + ".")
-    trained, measured = quality.set_sizes(model.checkpoint_manifest())
+    manifest = model.checkpoint_manifest()
+    trained, measured = quality.set_sizes(manifest)
+    if (m := quality.measured_size(manifest, len(forget))) is not None:
+        count = m.get("count")
+        st.caption(f"Recorded for sets of {len(forget)} class(es) on the test split"
+                   + (f" ({count} {'sampled ' if m.get('sampled') else ''}sets)" if count else "")
+                   + f": forget accuracy {m['forget_accuracy_mean']:.1%} mean, {m['forget_accuracy_max']:.1%} worst; "
+                     f"retain {m['retain_accuracy_mean']:.1%} (original {m['original_retain_accuracy_mean']:.1%}).")
+    elif measured:
+        st.caption(f"No recorded evaluation for sets of {len(forget)} classes (measured: sizes "
+                   f"{', '.join(map(str, measured))}; `wfexplain evaluate --sets {len(forget)} --record` adds it).")
     if trained is not None and len(forget) > trained:
         st.warning(f"This set has {len(forget)} classes; the filters were trained on sets of 1–{trained} classes"
                    + (f" and measured on sets of {', '.join(map(str, measured))}" if measured else "")

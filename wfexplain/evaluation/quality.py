@@ -72,3 +72,17 @@ def set_sizes(manifest) -> tuple[int | None, tuple[int, ...]]:
     if isinstance(keyed, dict):
         measured |= {int(k) for k in keyed if isinstance(k, str) and k.isdigit() and int(k) >= 1}
     return trained, tuple(sorted(measured))
+
+
+def measured_size(manifest, size: int) -> dict | None:
+    """The recorded evaluation of forget sets of ``size`` classes (``evaluate --record``), or None.
+
+    The entry of ``sets`` (``count``, ``sampled``, the summary means) if present, else ``single`` or
+    ``pairs`` for sizes 1 and 2 (older manifests).
+    """
+    evaluation = manifest.metrics.get("evaluation") or {}
+    keyed = evaluation.get("sets")
+    if isinstance(keyed, dict) and isinstance(keyed.get(str(size)), dict):
+        return keyed[str(size)]
+    legacy = {1: "single", 2: "pairs"}.get(size)
+    return evaluation.get(legacy) if legacy and isinstance(evaluation.get(legacy), dict) else None
