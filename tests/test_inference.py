@@ -94,3 +94,15 @@ def test_rows_and_reduced_precision_guard():
     assert loose.dtype == torch.bfloat16 and relative_error(loose.logits([2]), p.logits([2])) < 0.1
     with pytest.raises(ValueError, match="precision must be"):
         Predictor(model, x, precision="float8")
+
+
+def test_a_gate_inside_the_prefix_turns_the_prefix_cache_off():
+    from wfexplain.filtering import FilteredModel
+    from wfexplain.sites import GateSite
+
+    from .conftest import tiny_info
+
+    model = FilteredModel("cnn", tiny_info(), sites=[GateSite("features.0", "channels", 32),
+                                                     GateSite("features.5", "channels", 64)])
+    p = _check(_random_memory(model), torch.randn(5, 1, 16, 16), "folded")
+    assert any("features.0" in n and "inside the prefix" in n for n in p.notes)

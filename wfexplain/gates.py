@@ -24,7 +24,7 @@ ACTIVE: contextvars.ContextVar[dict[str, torch.Tensor] | None] = contextvars.Con
 _MARK = "_wfexplain_gate"
 
 
-def _expand(gate: torch.Tensor, site: GateSite, ndim: int) -> torch.Tensor:
+def expand(gate: torch.Tensor, site: GateSite, ndim: int) -> torch.Tensor:
     """Reshape ``gate [B, K]`` so it broadcasts over an activation of ``ndim`` dims along the site's dim."""
     if site.kind in ("heads", "mha"):
         gate = gate.repeat_interleave(site.head_dim, dim=1)
@@ -41,7 +41,7 @@ def _mark(fn):
 def _output_hook(site: GateSite):
     def hook(module, inputs, output):
         gates = ACTIVE.get()
-        return None if gates is None else output * _expand(gates[site.path], site, output.ndim)
+        return None if gates is None else output * expand(gates[site.path], site, output.ndim)
 
     return _mark(hook)
 
@@ -52,7 +52,7 @@ def _input_hook(site: GateSite):
         if gates is None:
             return None
         x = inputs[0]
-        return (x * _expand(gates[site.path], site, x.ndim), *inputs[1:])
+        return (x * expand(gates[site.path], site, x.ndim), *inputs[1:])
 
     return _mark(hook)
 

@@ -50,7 +50,6 @@ class Split:
     rest: Callable[[Any, torch.Tensor], torch.Tensor]  # (working copy, gated activation) -> logits
     modules: tuple[str, ...]  # module paths the prefix runs
     boundary: str  # the site (if gated) whose gate multiplies the cached activation
-    dim: int  # the activation dimension that gate scales
 
 
 def _split(net: nn.Module) -> Split | None:
@@ -60,19 +59,19 @@ def _split(net: nn.Module) -> Split | None:
     if isinstance(net, SmallCNN):
         def cnn_rest(m: Any, h: torch.Tensor) -> torch.Tensor:
             return m.head(m.dropout(torch.relu(m.fc(m.features[4:](h).flatten(1)))))
-        return Split(lambda m, x: m.features[:4](x), cnn_rest, tuple(f"features.{i}" for i in range(4)), "features.1", 1)
+        return Split(lambda m, x: m.features[:4](x), cnn_rest, tuple(f"features.{i}" for i in range(4)), "features.1")
     if name == "ResNet" and type(net).__module__.startswith("torchvision."):
         def resnet_rest(m: Any, h: torch.Tensor) -> torch.Tensor:
             return m.fc(torch.flatten(m.avgpool(m.layer4(m.layer3(m.layer2(m.layer1(h))))), 1))
         return Split(lambda m, x: m.maxpool(m.relu(m.bn1(m.conv1(x)))), resnet_rest, ("conv1", "bn1", "relu", "maxpool"),
-                     "bn1", 1)
+                     "bn1")
     embed = getattr(net, "patch_embed", None)
     if name == "VisionTransformer" and type(net).__module__.startswith("timm.") and getattr(embed, "flatten", False):
         def vit_rest(m: Any, h: torch.Tensor) -> torch.Tensor:
             x = m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed.norm(h))))
             return m.forward_head(m.norm(m.blocks(x)))
         return Split(lambda m, x: m.patch_embed.proj(x).flatten(2).transpose(1, 2), vit_rest, ("patch_embed.proj",),
-                     "patch_embed.norm", -1)
+                     "patch_embed.norm")
     return None
 
 
@@ -166,7 +165,8 @@ class Predictor:
             inside = [s.path for s in model.sites
                       if any(s.path == p or s.path.startswith(p + ".") for p in split.modules)]
             if any(p != split.boundary for p in inside):
-                self.notes.append(f"prefix cache skipped: gate site(s) {', '.join(inside)} inside the prefix")
+                note = f"prefix cache skipped: gate site(s) {', '.join(inside)} inside the prefix"
+                self.notes += [note] if note not in self.notes else []
                 return False
             self._plain = copy.deepcopy(plain)  # the unfolded, ungated network the prefix runs
         folded = _fold_batchnorms(plain, self.x) if fold else {}
@@ -249,7 +249,7 @@ class Predictor:
             acts = acts[rows.to(acts.device)]
         g = None
         if self._boundary is not None:
-            g = G._expand(gates[self._boundary.path].to(self.device)[None], self._boundary, acts.ndim)
+            g = G.expand(gates[self._boundary.path].to(self.device)[None], self._boundary, acts.ndim)
         return torch.cat([split.rest(work, c if g is None else c * g).float() for c in acts.split(self.chunk)])
 
     def logits(self, forget: Forget = None, hard_threshold: float | None = None,
