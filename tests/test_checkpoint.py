@@ -222,13 +222,24 @@ def test_update_manifest_keeps_everything_else(ckpt):
     wfexplain.load(path)
 
 
-def test_a_checkpoint_recording_no_sites_is_read_with_the_layers_its_memory_holds():
-    """The shipped ViT predates the residual gates: it loads with its 12 gated layers, not today's discovery."""
-    from pathlib import Path
+def test_a_checkpoint_recording_no_sites_is_read_with_the_layers_its_memory_holds(tmp_path):
+    """Checkpoints made before the residual gates record no sites: they load with the layers their memory holds."""
+    from wfexplain.data import DatasetInfo
+    from wfexplain.filtering import FilteredModel
+    from wfexplain.sites import discover_sites, find_heads
 
-    path = Path(__file__).parent.parent / "checkpoints" / "fmnist-vit"
-    manifest = read_manifest(path)
-    assert manifest.sites is None
-    model = wfexplain.load(path)
-    assert {s.path for s in model.sites} == set(manifest.memory_shapes)
-    assert {s.kind for s in model.sites} == {"heads", "features"}
+    info = DatasetInfo("x", tuple("abcde"), 1, 16, (0.5,), (0.5,))
+    full = FilteredModel("vit", info)
+    old_kinds = [s for s in discover_sites(full.backbone, find_heads(full.backbone, 5))
+                 if s.kind == "heads" or s.path.endswith(".mlp.fc1")]
+    old = FilteredModel("vit", info, sites=old_kinds)
+    save_checkpoint(old, tmp_path / "ck", {"seed": 0})
+    raw = json.loads((tmp_path / "ck" / "manifest.json").read_text())
+    raw["sites"] = None  # as the shipped checkpoints of the first version wrote them
+    (tmp_path / "ck" / "manifest.json").write_text(json.dumps(raw))
+    model = wfexplain.load(tmp_path / "ck")
+    assert [s.path for s in model.sites] == [s.path for s in old_kinds] and len(model.sites) == 12
+    assert len(full.sites) == 26  # what discovery finds today
+    x = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, forget=[1]), old(x, forget=[1]))
