@@ -153,7 +153,8 @@ def render_sidebar(page_path: str = "") -> View:
         if kept != st.session_state.get("forget_classes"):  # only when needed: a write overrides the browser's
             st.session_state["forget_classes"] = kept  # value, and a click made during this run would be lost
         chosen = st.multiselect("Forget classes", names, key="forget_classes",
-                                help="Any subset: the product of their filters is applied live")
+                                help="Any subset is applied live (the product of their filters); the Forget page "
+                                     "says how well sets of that size were trained and measured")
         forget = tuple(sorted(names.index(c) for c in chosen))
         view = View(str(catalogue[wanted]), wanted, model, forget, _pick_data())
         _model_card(view)

@@ -38,8 +38,9 @@ scores = live_scores(y, orig_pred, filt_pred, model.num_classes, forget)
 orig_acc, filt_acc = scores["original_per_class"], scores["per_class"]
 
 if not forget:
-    st.info("Choose classes to forget in the sidebar (**Forget classes**); any subset works, the product of their "
-            "filters is applied live. Until then this page shows the original model.")
+    st.info("Choose classes to forget in the sidebar (**Forget classes**): any subset is applied live, as the product "
+            "of their filters, and this page says how well sets of that size were trained and measured. Until then "
+            "it shows the original model.")
 
 c = st.columns([3, 3, 2, 2])  # room for the metric labels with their direction
 fa, fa0, ra, ra0 = scores["forget"], scores["original_forget"], scores["retain"], scores["original_retain"]  # nan: none
