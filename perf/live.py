@@ -14,8 +14,9 @@ run (the machines are noisy). Sections:
    the old hook path (chunks of 500), the fast path, a plain forward of the same images, the floor;
    and a precomputed single read back from :class:`wfexplain.answers.Answers`.
 4. ``page``: the whole Forget page (Streamlit AppTest) rerun for a never-seen triple, over one plain
-   forward of its evaluation images; cold (a fresh process: imports, load, first evaluations, page)
-   and warm (a second session in the same process) first renders.
+   forward of its evaluation images (AppTest's wall time, and the page script's own "Update time"),
+   a precomputed single; cold (a fresh process: imports, load, first evaluations, page) and warm (a
+   second session in the same process) first renders; the first visits of Export and Explain.
 """
 
 from __future__ import annotations
@@ -130,9 +131,12 @@ for i in range(int(sys.argv[2])):
     t = time.perf_counter(); at.run(); reruns.append(time.perf_counter() - t); pages.append(page_ms())
     at.multiselect(key="forget_classes").set_value([names[i % 7]])  # precomputed
     t = time.perf_counter(); at.run(); singles.append(time.perf_counter() - t)
+first = {}
+for page in ("views/export.py", "views/explain.py"):  # first visits, singles precomputed
+    t = time.perf_counter(); at.switch_page(page).run(); first[page] = time.perf_counter() - t
 assert not at.exception, at.exception
 median = lambda v: sorted(v)[len(v) // 2]
-print(cold, warm, median(reruns), median(pages), median(singles))
+print(cold, warm, median(reruns), median(pages), median(singles), first["views/export.py"], first["views/explain.py"])
 """
 
 
@@ -140,15 +144,16 @@ def page_section(repeats: int, limit: int, plain_ms: float, threads: int) -> dic
     env = {**os.environ, "WFEXPLAIN_EVAL_LIMIT": str(limit), "HF_HUB_OFFLINE": "1"}
     result = subprocess.run([sys.executable, "-c", PAGE, str(ROOT / "app.py"), str(repeats), str(threads)], cwd=ROOT, env=env,
                             capture_output=True, text=True, check=True)
-    cold, warm, rerun, page, single = map(float, result.stdout.split()[-5:])
+    cold, warm, rerun, page, single, export, explain = map(float, result.stdout.split()[-7:])
     return {"cold_first_render_s": cold, "warm_first_render_s": warm, "never_seen_triple_rerun_ms": rerun * 1e3,
             "rerun_over_plain_forward": rerun * 1e3 / plain_ms, "never_seen_triple_page_ms": page * 1e3,
-            "page_over_plain_forward": page * 1e3 / plain_ms, "precomputed_single_rerun_ms": single * 1e3}
+            "page_over_plain_forward": page * 1e3 / plain_ms, "precomputed_single_rerun_ms": single * 1e3,
+            "export_first_visit_s": export, "explain_first_visit_s": explain}
 
 
 def table(out: dict) -> str:
     rows = ["| checkpoint | what runs | toggle: hooks → fast | fast ÷ plain forward | fast ÷ floor | "
-            "precomputed single | batch 256: gated / fast ÷ plain |", "|---|---|---|---|---|---|---|"]
+            "precomputed single (lookup) | batch 256: gated / fast ÷ plain |", "|---|---|---|---|---|---|---|"]
     for name, c in out["checkpoints"].items():
         t, b = c["toggle"], c["batch256"]
         rows.append(f"| `{name}` | {c['predictor'].split(';')[0]} | {t['hooks_ms']:.0f} → {t['fast_ms']:.0f} ms "
@@ -161,7 +166,9 @@ def table(out: dict) -> str:
                     f"{p.get('never_seen_triple_page_ms', float('nan')):.0f} ms = "
                     f"{p.get('page_over_plain_forward', float('nan')):.2f}×); a precomputed single "
                     f"{p.get('precomputed_single_rerun_ms', float('nan')):.0f} ms per rerun; first render cold "
-                    f"{p['cold_first_render_s']:.1f} s, warm {p['warm_first_render_s']:.1f} s.")
+                    f"{p['cold_first_render_s']:.1f} s, warm {p['warm_first_render_s']:.1f} s; first visit of Export "
+                    f"{p.get('export_first_visit_s', float('nan')):.1f} s, Explain "
+                    f"{p.get('explain_first_visit_s', float('nan')):.1f} s.")
     return "\n".join(rows) + f"\n\n{out['threads']} threads, matmul peak {out['peak_gflops']:.0f} GFLOP/s, " \
                              f"{out['limit']:,} images."
 
