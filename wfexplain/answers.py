@@ -88,12 +88,11 @@ class Answers:
         except Exception as e:  # a damaged cache file is recomputed, never trusted
             self.note = f"ignored an unreadable answers file ({type(e).__name__})"
             return
-        for name, labels in tensors.items():
-            if name.startswith("labels/"):
-                probs = tensors.get("probs/" + name[len("labels/"):])
-                if probs is not None and labels.shape == (n,) and probs.shape == (n, k) and name[7:] in self._named:
-                    self._store[name[len("labels/"):]] = (labels.long(), probs.float())
-        self.done = sum(set_key(s) in self._store for s in singles_and_pairs(k))
+        for key in self._named:
+            labels, probs = tensors.get(f"labels/{key}"), tensors.get(f"probs/{key}")
+            if labels is not None and probs is not None and labels.shape == (n,) and probs.shape == (n, k):
+                self._store[key] = (labels.long(), probs.float())
+        self.done = len(self._store)
 
     def _write(self) -> None:
         if self.path is None:
