@@ -18,6 +18,8 @@ mkdir -p runs/logs
 run k2-lf3 --max-set-size 2 --lambda-f 3 &
 run k3-lf3 --max-set-size 3 --lambda-f 3 &
 wait
-run k5-lf3 --max-set-size 5 --lambda-f 3 &
 run k3-lf1 --max-set-size 3 --lambda-f 1 &
+run k2-lf3-lr2 --max-set-size 2 --lambda-f 3 --lambda-r 2 &
+wait
+run k5-lf3 --max-set-size 5 --lambda-f 3 &
 wait
