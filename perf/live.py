@@ -24,26 +24,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+from timing import median_time  # perf/timing.py (scripts run as perf/NAME.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTS = ("fmnist-cnn", "mnist-cnn", "fmnist-resnet18", "fmnist-vit")
 
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def peak_gflops(repeats: int) -> float:

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from functools import partial
 from pathlib import Path
 
 import torch
+from timing import median_time  # perf/timing.py (scripts run as perf/NAME.py)
 from torch.utils.data import Subset
 
 import wfexplain
@@ -28,16 +27,6 @@ from wfexplain.backbones import create_backbone, list_backbones
 from wfexplain.data import load_dataset, stratified_subset
 from wfexplain.engine import TrainConfig, UnlearnConfig, train_classifier, train_memory
 from wfexplain.filtering import FilteredModel
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def attribution(repeats: int) -> list[dict]:

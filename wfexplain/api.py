@@ -28,6 +28,7 @@ from .engine import Progress, StopFlag, UnlearnConfig, train_memory
 from .evaluation import evaluate as _evaluate
 from .filtering import FilteredModel, Sites, bake_gates
 from .gates import strip_hooks
+from .inference import relative_error
 from .manifest import Manifest
 from .sites import skipped
 
@@ -112,7 +113,7 @@ def probe(model: FilteredModel, tolerance: float = 1e-4) -> dict:
         worst = 0.0
         for b in range(2):
             baked = bake_gates(model, {k: v[b if len(v) == 2 else 0] for k, v in gates.items()}).to(device)(x[b:b + 1])
-            worst = max(worst, float((gated[b:b + 1] - baked).abs().max()) / (float(gated[b].abs().max()) + 1e-12))
+            worst = max(worst, relative_error(baked, gated[b:b + 1]))
         return worst
 
     worst = error(rand)
