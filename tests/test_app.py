@@ -397,3 +397,11 @@ def test_a_never_seen_set_on_a_slow_path_is_estimated_first_then_refined(monkeyp
     (images,) = [m for m in at.metric if m.label == "Test images"]
     assert images.value == f"{EVAL_LIMIT:,}"  # the page ends on all images, not the estimate
     assert not any("Estimate" in i.value for i in at.info)
+
+
+def test_without_precompute_the_page_does_not_claim_background_work():
+    at = open_app()
+    assert_clean(at)
+    captions = [c.value for c in at.caption]
+    assert any("evaluated when first chosen" in c for c in captions)
+    assert not any("in the background" in c for c in captions)

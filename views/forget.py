@@ -6,7 +6,7 @@ import numpy as np
 import streamlit as st
 
 from dashboard import current
-from dashboard.resources import eval_data, live_answers, live_scores, predictions
+from dashboard.resources import PRECOMPUTE, eval_data, live_answers, live_scores, predictions
 from wfexplain import figures
 from wfexplain.evaluation import quality
 
@@ -55,11 +55,14 @@ c[2].metric("Test images", f"{len(y):,}", help="A seeded, class-stratified subse
 update_time = c[3].empty()
 
 
-@st.fragment(run_every=2.0 if answers.done < answers.total else None)
+@st.fragment(run_every=2.0 if PRECOMPUTE and answers.done < answers.total else None)
 def precompute_status() -> None:
-    if answers.done < answers.total:
+    if answers.done < answers.total and PRECOMPUTE:
         st.caption(f"Evaluating every single class and pair in the background: {answers.done} of {answers.total} "
                    "done; those sets are then instant.")
+    elif answers.done < answers.total:
+        st.caption("Each forget set is evaluated when first chosen, then kept (this server does not precompute "
+                   "them: WFEXPLAIN_PRECOMPUTE=0).")
     else:
         st.caption(f"All {answers.total - 1} single classes and pairs are precomputed (instant); larger sets are "
                    "evaluated when first chosen.")
