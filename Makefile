@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup data browser test lint typecheck run checkpoints
+.PHONY: setup data browser latex test lint typecheck run checkpoints
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -n "$(PYTHON)" || { echo "no python3 found: install Python 3.11 (Debian: apt-get install python3.11 python3.11-venv)"; exit 1; }
@@ -21,6 +21,9 @@ data:
 browser:
 	@scripts/ensure_browser.sh
 
+latex:
+	@scripts/ensure_latex.sh
+
 setup: data $(STAMP)
 
 lint: $(STAMP)
@@ -29,7 +32,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: setup browser lint typecheck
+test: setup browser latex lint typecheck
 	HF_HUB_OFFLINE=1 $(BIN)/pytest
 
 run: setup

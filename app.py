@@ -8,7 +8,7 @@ the first run of this file.) The default page, Forget, is served at ``/``.
 
 import streamlit as st
 
-from dashboard import render_sidebar
+from dashboard import page_notice, render_sidebar
 
 st.set_page_config(page_title="wfexplain", page_icon=":material/filter_alt:", layout="wide")
 
@@ -23,4 +23,5 @@ PAGES = [
 
 page = st.navigation(PAGES)
 render_sidebar(page.url_path)
+page_notice(PAGES, page)
 page.run()

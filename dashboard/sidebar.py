@@ -9,7 +9,7 @@ dropped with a notice.
 from __future__ import annotations
 
 import re
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import streamlit as st
 
@@ -126,11 +126,27 @@ def _choose_model(catalogue: dict) -> tuple[str, object]:
     return requested, model
 
 
+def unknown_page(requested: str | None, known: list[str]) -> str | None:
+    """The page name a URL asked for when no page has it (Streamlit then runs the default page silently)."""
+    return requested if requested and requested.strip("/") not in known else None
+
+
+def page_notice(pages: list, shown) -> None:
+    """A visible notice when the URL named a page that does not exist (``/nosuchpage``)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    requested = ctx.pages_manager.intended_page_name if ctx is not None else None
+    if (name := unknown_page(requested, [p.url_path for p in pages])) is not None:
+        st.info(f"There is no page “{escape_markdown(name)}”; showing {shown.title}. Pages: "
+                + ", ".join(p.title for p in pages) + ".")
+
+
 def share_link(view: View, page_path: str = "") -> str:
     """A link that reopens this session's view, built from its state (not from the address bar, which can lag)."""
     query = "ckpt=" + quote(view.name, safe="/") + ("&forget=" + forget_sets.to_text(view.forget) if view.forget else "")
     page = st.context.url or f"/{page_path}"  # the page's own URL in the browser (None when run headless)
-    return f"{page}?{query}"
+    return f"{page}{'' if urlsplit(page).path else '/'}?{query}"  # the root page's URL comes without its "/"
 
 
 def render_sidebar(page_path: str = "") -> View:
@@ -149,9 +165,13 @@ def render_sidebar(page_path: str = "") -> View:
             st.session_state["forget_classes"] = [names[c] for c in forget_url]
             if notice:
                 st.info(notice)
-        kept = [c for c in st.session_state.get("forget_classes", []) if c in names]
-        if kept != st.session_state.get("forget_classes"):  # only when needed: a write overrides the browser's
-            st.session_state["forget_classes"] = kept  # value, and a click made during this run would be lost
+        previous = st.session_state.get("forget_classes", [])
+        kept = [c for c in previous if c in names]
+        if kept != previous:  # only when needed: a write overrides the browser's value, and a click made during
+            st.session_state["forget_classes"] = kept  # this run would be lost
+            gone = ", ".join(escape_markdown(c) for c in previous if c not in names)
+            st.info(f"{gone}: not {'a class' if len(previous) - len(kept) == 1 else 'classes'} of `{wanted}`, "
+                    "so no longer in the forget set.")
         chosen = st.multiselect("Forget classes", names, key="forget_classes",
                                 help="Any subset is applied live (the product of their filters); the Forget page "
                                      "says how well sets of that size were trained and measured")

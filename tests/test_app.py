@@ -237,10 +237,18 @@ def test_explain_gallery_then_export_downloads(monkeypatch):
 
     at.switch_page("views/export.py").run()
     assert_clean(at)
-    magic = {"heatmap_png": b"\x89PNG\r\n\x1a\n", "heatmap_pdf": b"%PDF", "memory_npz": b"PK\x03\x04",
-             "attr_png": b"\x89PNG", "attr_pdf": b"%PDF"}  # the attribution panel comes from Explain
+    magic = {"heatmap_png": b"\x89PNG\r\n\x1a\n", "heatmap_pdf": b"%PDF", "memory_npz": b"PK\x03\x04"}
     for key, head in magic.items():
         assert download(at, key).startswith(head), key
+    # Every method drawn on Explain, in three formats, under names that say what each panel shows
+    panels = [b.key for b in at.get("download_button") if b.key.startswith("attr_")]
+    stems = ["fmnist-cnn-attribution-Integrated_Gradients-target1-forget1",
+             "fmnist-cnn-attribution-Layer_Grad_CAM-target1-forget1"]
+    assert sorted(panels) == sorted(f"attr_{s}_{f}" for s in stems for f in ("png", "svg", "pdf"))
+    for stem in stems:
+        assert download(at, f"attr_{stem}_png").startswith(b"\x89PNG")
+        assert download(at, f"attr_{stem}_pdf").startswith(b"%PDF")
+        assert b"<svg" in download(at, f"attr_{stem}_svg")[:1000]
     assert b"<svg" in download(at, "heatmap_svg")[:1000]
     assert download(at, "memory_csv").decode().startswith("layer,component,class_index,class_name,alpha\n")
     csv = download(at, "metrics_csv").decode().splitlines()
@@ -405,3 +413,19 @@ def test_without_precompute_the_page_does_not_claim_background_work():
     captions = [c.value for c in at.caption]
     assert any("evaluated when first chosen" in c for c in captions)
     assert not any("in the background" in c for c in captions)
+
+
+def test_switching_to_a_checkpoint_without_the_forgotten_classes_says_so():
+    from dashboard.sidebar import unknown_page
+
+    at = open_app(forget="1,3")  # Trouser, Dress
+    at.selectbox(key="checkpoint_pick").set_value("mnist-cnn").run()
+    assert_clean(at)
+    assert at.session_state["_view"].name == "mnist-cnn" and at.multiselect(key="forget_classes").value == []
+    assert any("Trouser, Dress: not classes of `mnist-cnn`" in i.value for i in at.sidebar.info)
+    assert [c.value for c in at.code] == ["/?ckpt=mnist-cnn"]
+    at.run()  # said once, on the run that dropped them
+    assert not at.sidebar.info
+    # /nosuchpage: Streamlit runs the default page; the router names what was asked for
+    assert unknown_page("nosuchpage", ["forget", "memory"]) == "nosuchpage"
+    assert unknown_page("memory", ["forget", "memory"]) is None and unknown_page("", ["forget"]) is None

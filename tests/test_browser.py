@@ -7,6 +7,7 @@ artifacts/browser_timings.json.
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -180,6 +181,112 @@ def _check_sessions_are_isolated(browser, url: str) -> None:
     b.context.close()
 
 
+def _pick_checkpoint(page, name: str) -> None:
+    """Choose ``name`` in the sidebar's checkpoint picker (without waiting for the rerun it starts)."""
+    page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]', has_text="Checkpoint").click()
+    page.get_by_role("option", name=name, exact=True).click()
+
+
+def _picked(page) -> str:
+    """The checkpoint the sidebar's picker shows (its combobox input's value)."""
+    return page.locator('[data-testid="stSidebar"] input[aria-label="Checkpoint"]').input_value()
+
+
+def _share_link(page) -> str:
+    """The link of the sidebar's "Share this view" box (built from the session's state)."""
+    box = page.locator('[data-testid="stSidebar"] [data-testid="stExpander"]', has_text="Share this view")
+    if not box.locator('[data-testid="stCode"]').is_visible():
+        box.locator("summary").click()
+    return box.locator('[data-testid="stCode"]').inner_text().strip()
+
+
+def _alerts(page) -> list[str]:
+    return page.locator('[data-testid="stElementContainer"]:not([data-stale="true"]) [data-testid="stAlert"]'
+                        ).all_inner_texts()
+
+
+def _open_forget(browser, link: str):
+    """A new user (browser context) opening ``link`` on the Forget page, once its first run has finished."""
+    page = browser.new_context(viewport={"width": 1400, "height": 1600}).new_page()
+    page.set_default_timeout(RUN_TIMEOUT_MS)
+    page.goto(link)
+    page.get_by_role("heading", name="Forget", level=1).wait_for()
+    _wait_idle(page)
+    return page
+
+
+def _check_picker_switches_and_the_copied_link(browser, url: str) -> None:
+    """Three quick checkpoint switches all stick (the second used to snap back); the share link, the
+    model card and, in the end, the address bar follow; the copied link reopens the same view in a new session."""
+    page = _open_forget(browser, url + "/?ckpt=fmnist-cnn&forget=1")
+    _pick_checkpoint(page, "mnist-cnn")
+    _pick_checkpoint(page, "fmnist-cnn")  # at once, before the first switch's run has finished
+    _pick_checkpoint(page, "mnist-cnn")
+    _wait_idle(page)
+    _poll(lambda: True if _picked(page) == "mnist-cnn" else None,
+          lambda: f"the picker snapped back to {_picked(page)!r}; {_describe(page)}")
+    card = page.locator('[data-testid="stSidebar"] [data-testid="stCaptionContainer"]', has_text="gated components")
+    _poll(lambda: True if "cnn on mnist ·" in card.inner_text() else None,
+          lambda: f"the model card does not show mnist: {card.inner_text()!r}")
+    # Trouser is no class of mnist-cnn: dropped from the forget set, with a notice (on the run that dropped it)
+    _wait_forgotten(page)
+    _add_tag(page, "3")
+    _wait_forgotten(page, "3")
+    _wait_idle(page)
+    link = _share_link(page)
+    assert link == f"{url}/?ckpt=mnist-cnn&forget=3", link
+    _wait_url(page, "ckpt=mnist-cnn&forget=3")
+
+    other = _open_forget(browser, link)  # a colleague opens the link: a new browser context, a new session
+    _wait_forgotten(other, "3")
+    assert _picked(other) == "mnist-cnn"
+    assert _share_link(other) == link
+    page.context.close()
+    other.context.close()
+
+
+def _check_notices_and_warnings(browser, url: str) -> None:
+    """What a hand-edited or stale link gets: a notice for a bad forget list and for an unknown page; a set
+    larger than the trained sizes gets a warning and a verdict badge."""
+    page = _open_forget(browser, url + "/?ckpt=fmnist-cnn&forget=42,abc,-1,3")
+    _wait_forgotten(page, "Dress")
+    notice = " ".join(_alerts(page))
+    assert "Ignored in the link's forget list" in notice and "“42”" in notice and "“abc”" in notice, notice
+    _wait_url(page, "forget=3")
+
+    page.goto(url + "/nosuchpage?ckpt=fmnist-cnn&forget=3")
+    page.get_by_role("heading", name="Forget", level=1).wait_for()
+    _wait_idle(page)
+    _poll(lambda: True if any("There is no page “nosuchpage”; showing Forget" in a for a in _alerts(page)) else None,
+          lambda: f"no notice for /nosuchpage: {_alerts(page)}")
+
+    page.goto(url + "/?ckpt=fmnist-cnn&forget=5,7,9")  # Sandal, Sneaker, Ankle boot
+    page.get_by_role("heading", name="Forget", level=1).wait_for()
+    _wait_idle(page)
+    _wait_forgotten(page, "Sandal", "Sneaker", "Ankle boot")
+    warning = " ".join(_alerts(page))
+    assert "This set has 3 classes; the filters were trained on sets of 1–2 classes" in warning, warning
+    badge = page.locator('[data-testid="stMain"] .stMarkdownBadge').first.inner_text()
+    assert badge == "Not forgotten", badge  # 36.5% forget accuracy (issue 15), well above the 20% threshold
+    page.context.close()
+
+
+def _assert_vector(data: bytes, fmt: str, images_at_most: int, what: str) -> None:
+    """Paper figures: text as text in SVG, TrueType (never Type 3) fonts in PDF, few embedded images."""
+    if fmt == "svg":
+        assert data.lstrip().startswith((b"<?xml", b"<svg")) and b"<text" in data, what
+        assert data.count(b"<image") <= images_at_most, (what, data.count(b"<image"))
+    else:
+        assert data.startswith(b"%PDF") and b"/Type3" not in data and b"/FontFile2" in data, what
+        assert len(re.findall(rb"/Subtype\s*/Image", data)) <= images_at_most, what
+
+
+def _download(page, button: str) -> tuple[str, bytes]:
+    with page.expect_download() as info:
+        page.get_by_role("button", name=button, exact=True).click()
+    return info.value.suggested_filename, Path(info.value.path()).read_bytes()
+
+
 def test_dashboard_in_chromium(tmp_path):
     if not CHROMIUM.exists():
         pytest.skip("/usr/bin/chromium is missing: install the Debian package chromium (make browser)")
@@ -249,6 +356,16 @@ def test_dashboard_in_chromium(tmp_path):
                         page.get_by_role("heading", name="Integrated Gradients").wait_for()
                         _wait_idle(page)
                         _assert_no_exception(page, "explain (upload)")
+                        overlay = page.locator('[data-testid="stCaptionContainer"]',
+                                               has_text="Maps are drawn over the model's input").first
+                        overlay.wait_for()
+                        _wait_drawn(page)
+                        page.screenshot(path=shots / "explain-upload.png")
+                        name, svg = _download(page, "Integrated Gradients panel .svg")
+                        assert name == "fmnist-cnn-attribution-Integrated_Gradients-target9-forget0.svg", name
+                        _assert_vector(svg, "svg", 5 + 2, name)  # photo, input, 2 overlays, difference + 2 colour bars
+                        name, pdf = _download(page, "Layer Grad-CAM panel .pdf")
+                        _assert_vector(pdf, "pdf", 5 + 2, name)
                         uploader.set_input_files(bad)
                         page.locator('[data-testid="stAlert"]', has_text="Cannot use this file").wait_for()
                         _wait_idle(page)
@@ -259,7 +376,12 @@ def test_dashboard_in_chromium(tmp_path):
                         data = Path(info.value.path()).read_bytes()
                         assert data.startswith(b"\x89PNG\r\n\x1a\n"), data[:16]
                         assert info.value.suggested_filename == "fmnist-cnn-memory.png"
+                        for fmt in ("svg", "pdf"):  # the paper figure is vector: one image at most (colour bar)
+                            name, data = _download(page, f"Heatmap .{fmt}")
+                            _assert_vector(data, fmt, 1, name)
                 _check_sessions_are_isolated(browser, url)
+                _check_picker_switches_and_the_copied_link(browser, url)
+                _check_notices_and_warnings(browser, url)
             finally:
                 browser.close()
     finally:

@@ -4,28 +4,38 @@ The page tests use a temporary copy of the small shipped ``mnist-cnn`` checkpoin
 ``?ckpt=<dir>``) with a synthetic ``benchmark.json``; ``run_benchmark`` is replaced by a fake.
 """
 
+import base64
 import json
 import math
 import os
 import shutil
+from itertools import combinations
 from pathlib import Path
 
 os.environ.setdefault("WFEXPLAIN_EVAL_LIMIT", "500")  # read by dashboard.settings at import
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 
+import wfexplain
 import wfexplain.benchmark.runner
+from dashboard.settings import EVAL_LIMIT
 from wfexplain import figures
-from wfexplain.benchmark import comparison
+from wfexplain.benchmark import comparison, layout
 from wfexplain.benchmark.catalogue import METRICS
+from wfexplain.data import subset_tensors
+from wfexplain.figures.comparison import LINE_PX, PLOT_PX, SCALES, label_box, place_labels
+from wfexplain.splits import checkpoint_split
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
 SOURCE = ROOT / "checkpoints" / "mnist-cnn"
 TIMEOUT = 180
 NAMES = [str(i) for i in range(10)]
+SHIPPED = sorted((ROOT / "checkpoints").glob("*/benchmark.json"))
 ALL = ("original", "retrain", "wf", "finetune", "neggrad_plus", "random_labels", "salun", "ssd")
 
 
@@ -199,18 +209,121 @@ def test_figures_build():
     fig = figures.tradeoff_scatter(["a", "b", "c"], [0.9, 0.5, 0.1], [0.9, 0.95, 0.2], [10.0, math.nan, 1.0],
                                    front=[0, 1], original_retain=0.99)
     names = [t.name for t in fig.data]
-    assert names == ["method (size, colour = time)", "method, no time", "Pareto front (ringed)"]
+    assert names == ["a · 10 s · Pareto", "b · no time · Pareto", "c · 1 s", "Pareto front (ringed)"]
+    assert fig.data[1].marker.symbol.endswith("-open")  # no time: an open symbol
     assert fig.layout.shapes[0].y0 == 0.99  # the original model's retain accuracy
     (line,) = [t for t in fig.data if t.name == "Pareto front (ringed)"]
     assert list(line.x) == [0.5, 0.9]
-    fig = figures.ab_accuracy_bars([0.9, 0.0, 0.8], [0.9, 0.1, 0.7], ["a", "b", "c"], [1], "WF", "Retrain")
+    fig = figures.ab_accuracy_bars([0.9, 0.0, 0.8], [0.9, 0.1, 0.7], ["a", "b", "c"], [1], "WF", "Retrain",
+                                   "the benchmark's 1,000 test images")
     assert list(fig.data[0].x) == ["a", "b (forgotten)", "c"] and len(fig.data) == 2
+    assert "the benchmark's 1,000 test images" in fig.layout.title.text.replace("<br>", " ")
     fig = figures.forget_predictions_heatmap({"wf": [0.0, 0.5, 0.5], "retrain": [0.0, 1.0, 0.0]}, ["a", "b", "c"], 0,
                                              distances={"wf": 0.5})
     assert list(fig.data[0].y) == ["retrain", "wf (TV 0.50)"]
     assert fig.data[0].x[0] == "a (true class)"
     with pytest.raises(ValueError):
         figures.ab_accuracy_bars([0.9], [0.9, 0.1], ["a"], [0])
+
+
+# ---------------------------------------------------------------- the table fits the page
+
+
+def test_metric_groups_split_every_metric_into_narrow_tables():
+    groups = layout.metric_groups(list(METRICS))
+    assert [t for t, _ in groups] == ["Forgetting", "Utility and cost", "Privacy and residual knowledge"]
+    flat = [m for _, ms in groups for m in ms]
+    assert sorted(flat) == sorted(METRICS) and len(flat) == len(set(flat))  # every metric, once
+    assert all(len(ms) <= layout.MAX_COLUMNS for _, ms in groups)
+    assert layout.metric_groups([*METRICS, "a", "b", "c", "d"])[-2:] == [("Other", ["a", "b", "c"]),
+                                                                             ("Other", ["d"])]
+    assert layout.metric_groups(["seconds", "zrf"]) == [("Forgetting", ["zrf"]), ("Utility and cost", ["seconds"])]
+    frame = pd.DataFrame({"ab": ["1", "12345"]}, index=pd.Index(["x", "yyy"], name="method"))
+    assert layout.text_width(frame) == len("method") + len("12345")
+
+
+@pytest.mark.parametrize("source", ["hand-made", *SHIPPED], ids=str)
+def test_every_family_table_is_narrow_enough(source):
+    """Each family table stays under MAX_TABLE_CHARS characters a row: no horizontal scrolling on a wide page."""
+    bench = make_bench() if source == "hand-made" else comparison.read_benchmark(source)
+    for c in [None, *comparison.benchmarked_classes(bench)]:
+        table = comparison.comparison_table(bench, c)
+        shown = comparison.formatted_table(table)
+        for _, metrics in layout.metric_groups(list(comparison.means(table).columns)):
+            part = shown[[comparison.column_header(m) for m in metrics]]
+            assert layout.text_width(part) <= layout.MAX_TABLE_CHARS, part.to_string()
+
+
+def test_long_times_are_shown_without_exponents():
+    table = pd.DataFrame({"seconds": [4086.6, 1030.8]}, index=["retrain", "wf"])
+    assert comparison.formatted_table(table)["Time (s) ↓"].tolist() == ["4087", "1031 [-3056] ★"]
+
+
+def test_ab_default_source_and_live_set_note():
+    bench, live = layout.BENCHMARK, layout.LIVE
+    assert layout.ab_default_source((), 3, True) == bench  # no live set: the benchmark's class
+    assert layout.ab_default_source((3,), 3, True) == bench
+    assert layout.ab_default_source((3, 5), 3, True) == live  # several classes: only live covers them
+    assert layout.ab_default_source((5,), 3, True) == live
+    assert layout.ab_default_source((3,), 3, False) == live
+    assert layout.ab_default_source((), None, True) == live
+    note = lambda f: layout.live_set_note(f, [3, 5], NAMES)  # noqa: E731
+    assert note(()).startswith("No forget set")
+    assert "(3: 3, 5: 5) has 2 classes" in note((5, 3)) and "only for single benchmarked" in note((3, 5))
+    assert "was not benchmarked" in note((4,))
+    assert note((5,)).startswith("Class 5: 5 is benchmarked")
+
+
+# ---------------------------------------------------------------- trade-off labels
+
+METHOD_NAMES = ["Retrain (oracle)", "WF (weight filtering)", "Fine-tune", "NegGrad+", "Random labels", "SalUn", "SSD"]
+CROWD = ([1.0, 0.99667, 1.0, 0.99967, 1.0, 1.0, 0.934],  # fmnist-resnet18's benchmark: five points within 0.4 pp
+         [0.9229, 0.91996, 0.92304, 0.92648, 0.92552, 0.9253, 0.88856], [4086.6, 1030.8, 63.0, 48.2, 49.0, 74.7, 101.3])
+SPREAD = ([1.0, 0.9, 0.5, 0.2, 0.7, 0.1, 0.35], [0.95, 0.7, 0.9, 0.6, 0.8, 0.95, 0.75], [100, 20, 10, 16, 15, 30, 5])
+SAME = ([0.99] * 7, [0.93] * 7, [10.0] * 6 + [math.nan])  # every point on top of the others
+
+
+def label_boxes(fig, scale: float = 1.0) -> list[tuple[float, float, float, float]]:
+    """(centre x, centre y, w, h) in pixels of every text on the plot area, PLOT_PX wide times ``scale``."""
+    (x0, x1), (y0, y1) = fig.layout.xaxis.range, fig.layout.yaxis.range
+    w_px, h_px = PLOT_PX[0] * scale, PLOT_PX[1]
+    boxes = []
+    for a in fig.layout.annotations:
+        w, h = label_box(a.text)
+        if (a.name or "").startswith("label: "):
+            boxes.append(((a.x - x0) / (x1 - x0) * w_px + a.xshift, (a.y - y0) / (y1 - y0) * h_px + a.yshift, w, h))
+        else:  # the dotted line's label, at the left edge, under the line
+            line = fig.layout.shapes[0].y0
+            boxes.append((w / 2, (line - y0) / (y1 - y0) * h_px - LINE_PX / 2, w, h))
+    return boxes
+
+
+@pytest.mark.parametrize("points", [CROWD, SPREAD, SAME], ids=["crowd", "spread", "same"])
+def test_tradeoff_labels_never_overlap_and_every_method_is_in_the_legend(points):
+    fig = figures.tradeoff_scatter(METHOD_NAMES, *points, front=[3, 4], original_retain=0.916)
+    legend = [t.name for t in fig.data if t.name != "Pareto front (ringed)"]
+    assert [n.split(" · ")[0] for n in legend] == METHOD_NAMES  # every method, once, named with its time
+    assert all(t.showlegend is not False for t in fig.data)
+    labelled = [a.text for a in fig.layout.annotations if (a.name or "").startswith("label: ")]
+    assert len(labelled) == len(set(labelled))
+    for scale in SCALES:  # a wider chart only moves points apart
+        for (x1, y1, w1, h1), (x2, y2, w2, h2) in combinations(label_boxes(fig, scale), 2):
+            assert abs(x1 - x2) >= (w1 + w2) / 2 or abs(y1 - y2) >= (h1 + h2) / 2, (x1, y1, x2, y2)
+    if points is SPREAD:
+        assert labelled == METHOD_NAMES  # room for all: every point labelled
+    elif points is CROWD:
+        assert "SSD" in labelled and len(labelled) < len(METHOD_NAMES)  # the cluster: named by the legend only
+    else:
+        assert labelled == []  # no label could tell which of the stacked points it names
+
+
+def test_place_labels_by_hand():
+    assert place_labels([(100, 100), (400, 200)], [8, 8], ["a", "b"]) == [(0.0, 8 + 3 + LINE_PX / 2)] * 2  # above
+    assert place_labels([(100, 100), (100, 100)], [8, 8], ["a", "b"]) == [None, None]  # equidistant: ambiguous
+    assert place_labels([(100, 322)], [8], ["a"]) == [(0.0, -(8 + 3 + LINE_PX / 2))]  # no room above: below
+    assert place_labels([(math.nan, 1.0)], [8], ["a"]) == [None]
+    blocked = [(0.0, 100 + 8 + 3 + LINE_PX / 2, 60.0, LINE_PX, 30.0)]  # a box above the point
+    assert place_labels([(30, 100)], [8], ["a"], blocked=blocked) == [(0.0, -(8 + 3 + LINE_PX / 2))]
 
 
 # ---------------------------------------------------------------- the page
@@ -242,10 +355,16 @@ def open_compare(ckpt: Path, **query) -> AppTest:
     return at
 
 
+def family_tables(at: AppTest) -> list[pd.DataFrame]:
+    """The methods x metrics tables, one per family (the gap tables have no reference rows, the cost table one
+    column, headed by the time)."""
+    return [d.value for d in at.dataframe
+            if "Retrain (oracle)" in d.value.index and not str(d.value.columns[0]).startswith("time to forget")]
+
+
 def methods_table(at: AppTest) -> pd.DataFrame:
-    """The methods x metrics table (the gap table below it has no reference rows, the cost table one column)."""
-    (table,) = [d.value for d in at.dataframe if "Retrain (oracle)" in d.value.index and len(d.value.columns) > 1]
-    return table
+    """The family tables side by side: the whole methods x metrics table."""
+    return pd.concat(family_tables(at), axis=1)
 
 
 @needs_checkpoint
@@ -268,12 +387,16 @@ def test_page_shows_the_benchmark(checkpoint):
     for metric in METRICS.values():
         assert metric.label in text and metric.formula in text
     assert len(at.get("plotly_chart")) == 3  # trade-off, A/B bars, predictions
+    (source,) = [r for r in at.radio if r.label.startswith("Images")]
+    assert source.value == layout.BENCHMARK  # the sidebar's set is the benchmarked class shown
 
     pick.select("mean").run()  # "all classes (mean)"
     assert not at.exception, [e.value for e in at.exception]
     assert list(methods_table(at).index) == [comparison.method_label(m) for m in ALL]
     assert any("Pick a single forget class" in i.value for i in at.info)
-    assert len(at.get("plotly_chart")) == 1
+    assert len(at.get("plotly_chart")) == 2  # trade-off and the A/B bars, live: no benchmark class to show
+    (source,) = [r for r in at.radio if r.label.startswith("Images")]
+    assert len(source.options) == 1 and source.value == layout.LIVE
 
 
 @needs_checkpoint
@@ -307,3 +430,63 @@ def test_page_without_benchmark_then_run_one(checkpoint, monkeypatch):
 
     at.button(key="compare_drop_result").click().run()  # back to the (missing) file
     assert any(f"wfexplain benchmark --checkpoint {public_id(checkpoint)}" in i.value for i in at.info)
+
+
+def chart_spec(at: AppTest, title: str) -> dict:
+    (spec,) = [json.loads(c.proto.spec) for c in at.get("plotly_chart") if title in c.proto.spec]
+    return spec
+
+
+def bar_values(trace: dict) -> list[float]:
+    y = trace["y"]
+    if isinstance(y, dict):  # plotly's typed array
+        return np.frombuffer(base64.b64decode(y["bdata"]), dtype=np.dtype(y["dtype"])).astype(float).tolist()
+    return [math.nan if v is None else float(v) for v in y]
+
+
+@needs_checkpoint
+def test_page_tables_fit_the_page(checkpoint):
+    (checkpoint / "benchmark.json").write_text(json.dumps(make_bench()))
+    at = open_compare(checkpoint, forget="3")
+    tables = family_tables(at)
+    assert [len(t.columns) for t in tables] == [3, 3, 3]  # three narrow tables, not one of nine columns
+    assert sorted(c for t in tables for c in t.columns) == sorted(comparison.column_header(m) for m in METRICS)
+    assert all(layout.text_width(t) <= layout.MAX_TABLE_CHARS for t in tables)
+    titles = [m.value for m in at.markdown if m.value.startswith("**")]
+    assert titles[:3] == ["**Forgetting**", "**Utility and cost**", "**Privacy and residual knowledge**"]
+
+
+@needs_checkpoint
+def test_ab_view_of_a_two_class_live_forget_set(checkpoint):
+    """A sidebar set of two classes: WF live vs Original on the evaluation subset, matching the model's own
+    per-class accuracies; the benchmark's class stays available on its own images, never mixed."""
+    bench = make_bench()
+    (checkpoint / "benchmark.json").write_text(json.dumps(bench))
+    at = open_compare(checkpoint, forget="3,5")
+    (source,) = [r for r in at.radio if r.label.startswith("Images")]
+    assert source.value == layout.LIVE
+    assert any("(3: 3, 5: 5) has 2 classes" in c.value for c in at.caption)
+    spec = chart_spec(at, "Per-class test accuracy")
+    a, b = spec["data"]
+    assert a["name"] == "A: WF, live (the sidebar's forget set)" and b["name"] == "B: Original (no unlearning), live"
+    assert f"the dashboard's {EVAL_LIMIT:,} evaluation images" in spec["layout"]["title"]["text"].replace("<br>", " ")
+    assert a["x"][3] == "3 (forgotten)" and a["x"][5] == "5 (forgotten)"
+
+    model = wfexplain.load(checkpoint)
+    x, y, _ = subset_tensors(checkpoint_split(model.manifest, "test", None), EVAL_LIMIT)
+    with torch.inference_mode():
+        after, before = model(x, forget=[3, 5]).argmax(1), model(x).argmax(1)
+    for bar, pred in ((a, after), (b, before)):
+        assert bar_values(bar) == pytest.approx([(pred[y == k] == k).float().mean().item() for k in range(10)])
+    assert max(bar_values(a)[3], bar_values(a)[5]) < 0.5 < min(bar_values(b)[3], bar_values(b)[5])
+
+    source.set_value(layout.BENCHMARK).run()  # the page's benchmarked class 3 (the set's first), like with like
+    assert not at.exception, [e.value for e in at.exception]
+    spec = chart_spec(at, "Per-class test accuracy")
+    a, b = spec["data"]
+    assert (a["name"], b["name"]) == ("A: WF (weight filtering)", "B: Retrain (oracle)")
+    assert bar_values(a) == pytest.approx(bench["per_class"]["3"]["wf"]["per_class_accuracy"])
+    assert bar_values(b) == pytest.approx(bench["per_class"]["3"]["retrain"]["per_class_accuracy"])
+    assert "the benchmark's 1,000 test images" in spec["layout"]["title"]["text"].replace("<br>", " ")
+    (pick,) = [s for s in at.selectbox if s.label == "Method B"]
+    assert "WF, live (the sidebar's forget set)" not in pick.options  # no live bar beside benchmark bars

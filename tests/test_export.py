@@ -96,10 +96,31 @@ def test_memory_figure_layout(make_model):
         F.memory_figure(model.memory, model.class_names, layers=["nope"])
 
 
+def test_dashboard_figures_wrap_their_titles_and_memory_colours_match_the_paper():
+    """Plotly cuts long titles off: every dashboard title is wrapped into short lines with room above;
+    the thresholded heatmap's colour bar is two flat blocks, and the value heatmap uses the paper's colour map."""
+    alpha = torch.rand(5, 6)
+    figs = [F.memory_heatmap(alpha, NAMES), F.accuracy_bars([0.9] * 5, [0.5] * 5, NAMES, [0]),
+            F.confusion_shift(np.eye(5), np.eye(5), NAMES), F.prediction_flow([0, 1], [1, 1], NAMES, [0]),
+            F.similarity_heatmap(np.eye(5), NAMES), F.sparsity_bars({"a": [0.1] * 5}, NAMES, 0.5),
+            F.component_profile_bar([0.2] * 5, NAMES, title="features.10[3]: alpha in each class's filter")]
+    for fig in figs:
+        lines = fig.layout.title.text.split("<br>")
+        assert max(map(len, lines)) <= 100 and fig.layout.margin.t >= 30 + 20 * len(lines), fig.layout.title.text
+    assert len(figs[-1].layout.title.text.split("<br>")) > 1  # the long one is wrapped, not cut
+    binary = F.memory_heatmap(alpha, NAMES, threshold=0.5).data[0]
+    stops = [(float(v), c) for v, c in binary.colorscale]
+    assert stops[0][1] == stops[1][1] and stops[2][1] == stops[3][1] and stops[1][0] == stops[2][0] == 0.5
+    assert list(binary.colorbar.ticktext) == ["on (kept)", "off"]
+    assert F.memory_heatmap(alpha, NAMES).data[0].colorscale[0][1].lower() in ("#440154", "rgb(68,1,84)")
+    assert F.memory_figure({"a": alpha}, NAMES).axes[0].collections[0].cmap.name == "viridis"
+
+
 def test_attribution_figure_shared_symmetric_scale():
     rng = np.random.default_rng(0)
     maps = {"original": rng.normal(size=(8, 8)), "filtered": 3 * rng.normal(size=(1, 8, 8))}
-    fig = F.attribution_figure(torch.rand(1, 8, 8), maps, title="t", difference=rng.normal(size=(8, 8)))
+    fig = F.attribution_figure(torch.rand(1, 8, 8), maps, title="t", difference=rng.normal(size=(8, 8)),
+                               overlay=False)
     images = [ax.get_images()[0] for ax in fig.axes if ax.get_images()]
     assert len(images) == 4  # input, two maps, difference
     lim = max(np.abs(m).max() for m in maps.values())
@@ -109,6 +130,30 @@ def test_attribution_figure_shared_symmetric_scale():
     assert len(fig.axes) == 4 + 2  # panels + colorbar of the maps + colorbar of the difference
     no_diff = F.attribution_figure(np.random.rand(8, 8, 3), {"a": np.ones((8, 8))})
     assert len([ax for ax in no_diff.axes if ax.get_images()]) == 2
+
+
+def test_attribution_overlay_shows_the_input_where_the_map_is_zero():
+    """Overlaid maps: the model input in grey where the attribution is 0, the map's colour where it peaks;
+    the photo as given comes first; one embedded image per panel."""
+    import re
+
+    image = np.linspace(0, 1, 64).reshape(8, 8)
+    attr = np.zeros((8, 8))
+    attr[2, 3], attr[5, 5] = 2.0, -2.0
+    photo = np.random.default_rng(0).random((40, 30, 3))
+    fig = F.attribution_figure(image, {"filtered": attr}, original=photo, title="IG · target Bag · forgetting Bag")
+    panels = [ax for ax in fig.axes if ax.get_images()]
+    assert [ax.get_title() for ax in panels] == ["as given", "model input", "filtered"]
+    assert panels[0].get_images()[0].get_array().shape == (40, 30, 3)  # the photo, not resized to the input
+    drawn = np.asarray(panels[2].get_images()[0].get_array())
+    assert drawn.shape == (8, 8, 3)
+    untouched = attr == 0
+    np.testing.assert_allclose(drawn[untouched], np.repeat(image[untouched][:, None], 3, axis=1))
+    assert drawn[2, 3, 0] > drawn[2, 3, 2] and drawn[5, 5, 2] > drawn[5, 5, 0]  # red for +, blue for -
+    pdf = F.figure_bytes(fig, "pdf")
+    assert len(re.findall(rb"/Subtype\s*/Image", pdf)) <= 3 + 1  # one per panel (+ the colour bar's gradient)
+    with pytest.raises(ValueError, match="cannot overlay"):
+        F.attribution_figure(image, {"x": np.ones((4, 4))})
 
 
 def test_figure_bytes_formats():
@@ -179,13 +224,14 @@ def test_table_latex_booktabs_and_escaping():
               "forget_matrix": [[0.1, 0.8, 0.6], [0.9, float("nan"), 0.7], [0.8, 0.9, 0.2]]}
     df = E.metrics_table(report, ["T-shirt/top", "a_b", "50% & more"], mean_row=True)
     tex = E.table_latex(df, "Results 100%", "tab:res").decode()
-    for cmd in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}{lrrrr}", r"\label{tab:res}"):
+    for cmd in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}{@{}lrrrr@{}}", r"\label{tab:res}",
+                r" & \multicolumn{4}{c}{Accuracy} \\", r"\cmidrule(l){2-5}"):
         assert cmd in tex
     assert r"\caption{Results 100\%}" in tex
     assert "T-shirt/top &" in tex and r"a\_b &" in tex and r"50\% \& more &" in tex
     assert r"$\downarrow$" in tex  # forget accuracy: lower is better
     assert "a\\_b & 0.800 & -- &" in tex  # NaN forget accuracy
-    assert tex.count(r"\\") == 1 + 3 + 1  # header, 3 classes, mean
+    assert tex.count(r"\\") == 2 + 3 + 1  # two header rows, 3 classes, mean
     generic = E.table_latex(pd.DataFrame({"my_col": [1, 2], "name": ["#1", "~x"]}), "c", "l").decode()
     assert r"my\_col & name" in generic and r"\#1" in generic and r"\textasciitilde{}x" in generic
 
@@ -254,7 +300,9 @@ def test_tables_in_percent_rounded_with_a_forget_set_row_and_a_descriptive_capti
     assert df.iloc[-1]["class"] == "forget set: x + y" and df.iloc[-1]["forget_accuracy_pct"] == 1.2
     caption = E.metrics_caption(make_model("cnn"), 30)
     tex = E.table_latex(df, caption, "tab:x", float_format="{:.1f}").decode()
-    assert r"Forget acc.\ (\%)\ $\downarrow$" in tex and "& 1.2 &" in tex
+    assert r"\multicolumn{4}{c}{Accuracy (\%)}" in tex and r"Forget $\downarrow$" in tex and "& 1.2 &" in tex
+    assert r"\begin{tabular}{@{}lrrrr@{}}" in tex  # "forget set: x + y" fits on one line
+    assert tex.count(r"\midrule") == 3  # under the header, above the mean row, above the forget-set row
     assert "in percent, on 30 seeded, class-stratified test images" in caption and "lower is better" in caption
 
 

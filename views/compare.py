@@ -8,10 +8,10 @@ import streamlit as st
 from dashboard import current
 from dashboard.job_panel import job_panel, running, start_job
 from dashboard.jobs import Job
-from dashboard.resources import public_text
+from dashboard.resources import eval_data, live_scores, predictions, public_text
 from dashboard.settings import job_caps
 from wfexplain import figures
-from wfexplain.benchmark import comparison
+from wfexplain.benchmark import comparison, layout
 from wfexplain.benchmark.catalogue import METRICS
 
 JOB, RESULT, COLLECTED = "compare_job", "compare_result", "compare_collected"
@@ -77,16 +77,22 @@ def _show(bench: dict, from_session: bool) -> None:
     style = pd.DataFrame("", index=shown.index, columns=shown.columns)
     for row, col in marked:
         style.loc[row, col] = "background-color: rgba(44, 160, 44, 0.18); font-weight: bold"
-    st.dataframe(shown.style.apply(lambda _: style, axis=None))
+    groups = layout.metric_groups(list(comparison.means(table).columns))
+    for title, metrics in groups:  # a few columns per table: each fits the page, no horizontal scrolling
+        cols = [comparison.column_header(k) for k in metrics]
+        st.markdown(f"**{title}**")
+        st.dataframe(shown[cols].style.apply(lambda _, cols=cols: style[cols], axis=None), width="stretch")
     st.caption(f"{comparison.BEST_MARK} best per column among the unlearning methods: the closest to Retrain (the "
                "time: the lowest); every tied method is marked \"(tie)\"; "
                "Original (no unlearning) and Retrain (the oracle) are references and take no part. "
                "– = not measured (e.g. no time for the original model).")
     with st.expander("Gap to Retrain (method − Retrain; the closer to 0, the closer to the oracle)"):
         gap = comparison.gap_to_retrain(table).drop(index=[r for r in comparison.REFERENCES if r in table.index])
-        scale = [100.0 if comparison.is_percent(k) else 1.0 for k in gap.columns]
-        gap = (gap * scale).rename(index=comparison.method_label, columns=comparison.column_header)
-        st.dataframe(gap.style.format("{:+.3g}", na_rep="–"))
+        gap = (gap * [100.0 if comparison.is_percent(k) else 1.0 for k in gap.columns]).rename(index=comparison.method_label)
+        for title, metrics in groups:
+            st.markdown(f"**{title}**")
+            st.dataframe(gap[metrics].rename(columns=comparison.column_header).style.format("{:+.3g}", na_rep="–"),
+                         width="stretch")
 
     # ------------------------------------------------------------ cost
     cost = bench.get("cost") or {}
@@ -118,34 +124,19 @@ def _show(bench: dict, from_session: bool) -> None:
         st.plotly_chart(figures.tradeoff_scatter(
             [comparison.method_label(m) for m in pts.index], pts["forget_quality"], pts["retain_accuracy"],
             pts["seconds"], [i for i, p in enumerate(pts["pareto"]) if p], original), key="compare_tradeoff")
-        st.caption("Ringed points are Pareto-optimal: no other method has higher forget quality, higher retain "
-                   "accuracy and lower time at once (methods without a time are never on it). The dotted line is the "
-                   "original model's retain accuracy.")
+        st.caption("Each method is a legend entry with its time (click one to hide it); a point is labelled where the "
+                   "label has room, hover for the rest. Ringed points are Pareto-optimal: no other method has higher "
+                   "forget quality, higher retain accuracy and lower time at once (methods without a time, drawn "
+                   "open, are never on it). The dotted line is the original model's retain accuracy.")
     else:
         st.caption("No forget/retain accuracies to plot.")
 
     # ------------------------------------------------------------ per-class views
+    entries = bench["per_class"][str(c)] if c is not None else {}
+    _ab(entries, names, c, classes, bench.get("num_test_images"))
     if c is None:
-        st.info("Pick a single forget class above for the per-class accuracy and prediction charts.")
+        st.info("Pick a single forget class above for the chart of where its predictions go.")
         return
-    entries = bench["per_class"][str(c)]
-    st.subheader("A/B: per-class accuracy")
-    with_acc = [m for m in comparison.order_methods(list(entries)) if entries[m].get("per_class_accuracy")]
-    if len(with_acc) < 1:
-        st.caption("No per-class accuracies in this benchmark.")
-    else:
-        left, right = st.columns(2)
-        a = left.selectbox("Method A", with_acc, format_func=comparison.method_label, key="compare_a",
-                           index=with_acc.index("wf") if "wf" in with_acc else 0)
-        b = right.selectbox("Method B", with_acc, format_func=comparison.method_label, key="compare_b",
-                            index=with_acc.index("retrain") if "retrain" in with_acc else min(1, len(with_acc) - 1))
-        try:
-            st.plotly_chart(figures.ab_accuracy_bars(entries[a]["per_class_accuracy"], entries[b]["per_class_accuracy"],
-                                                     names, [c], comparison.method_label(a), comparison.method_label(b)),
-                            key="compare_ab")
-        except ValueError as e:
-            st.error(f"Cannot draw the per-class accuracies: {e}")
-
     st.subheader(f"Where class {name(c)}'s predictions go")
     preds = {comparison.method_label(m): entries[m]["forget_predictions"]
              for m in comparison.order_methods(list(entries)) if entries[m].get("forget_predictions")}
@@ -161,6 +152,52 @@ def _show(bench: dict, from_session: bool) -> None:
                    "that row forgets like the oracle, one that piles them on a single class is easy to detect.")
     else:
         st.caption("No prediction distributions in this benchmark.")
+
+
+def _ab(entries: dict, names: list[str], c: int | None, classes: list[int], num_test) -> None:
+    """Per-class accuracy of two methods, both on the benchmark's test images or both on the live evaluation subset."""
+    st.subheader("A/B: per-class accuracy")
+    with_acc = [m for m in comparison.order_methods(list(entries)) if entries[m].get("per_class_accuracy")]
+    sources = ([layout.BENCHMARK] if with_acc else []) + [layout.LIVE]
+    live_names = list(view.model.class_names)
+    forget = ", ".join(f"{k}: {live_names[k]}" for k in view.forget) or "none"
+    n_test = "?" if math.isnan(comparison.as_float(num_test)) else f"{comparison.as_float(num_test):,.0f}"
+    label = {layout.BENCHMARK: f"Benchmark: its {n_test} test images, forget class "
+                                   f"{c}: {names[c] if c is not None and 0 <= c < len(names) else c} (Retrain, the "
+                                   "baselines)",
+             layout.LIVE: f"Live: the dashboard's evaluation subset, the sidebar's forget set ({forget})"}
+    src = st.radio("Images (A and B are always measured on the same ones)", sources, format_func=label.get,
+                   index=sources.index(layout.ab_default_source(view.forget, c, bool(with_acc))),
+                   key=f"compare_ab_source_{len(sources)}", help="The benchmark scored every method on its own test "
+                   "images; the live view evaluates the loaded checkpoint on the dashboard's smaller evaluation subset. "
+                   "Bars from the two would differ by the images, not only by the method, so one chart never mixes them.")
+    if src == layout.BENCHMARK:
+        choices = {m: (comparison.method_label(m), entries[m]["per_class_accuracy"]) for m in with_acc}
+        defaults, forgotten, shown_names = ("wf", "retrain"), [c], names
+        images = f"the benchmark's {n_test} test images"
+    else:
+        y = eval_data(view).targets.numpy()
+        s = live_scores(y, predictions(view, ())[0], predictions(view, view.forget)[0], view.model.num_classes,
+                        view.forget)
+        choices = {"wf_live": ("WF, live (the sidebar's forget set)", s["per_class"]),
+                   "original_live": ("Original (no unlearning), live", s["original_per_class"])}
+        defaults, forgotten, shown_names = ("wf_live", "original_live"), list(view.forget), live_names
+        images = f"the dashboard's {len(y):,} evaluation images"
+        st.caption(layout.live_set_note(view.forget, classes, live_names)
+                   + (f" This benchmark has no per-class accuracies for class {c}." if c is not None and not with_acc
+                      else ""))
+    keys = list(choices)
+    left, right = st.columns(2)
+    a = left.selectbox("Method A", keys, format_func=lambda m: choices[m][0], key=f"compare_a_{src}",
+                       index=keys.index(defaults[0]) if defaults[0] in keys else 0)
+    b = right.selectbox("Method B", keys, format_func=lambda m: choices[m][0], key=f"compare_b_{src}",
+                        index=keys.index(defaults[1]) if defaults[1] in keys else min(1, len(keys) - 1))
+    try:
+        st.plotly_chart(figures.ab_accuracy_bars(choices[a][1], choices[b][1], shown_names, forgotten, choices[a][0],
+                                                 choices[b][0], images), key="compare_ab")
+    except ValueError as e:
+        st.error(f"Cannot draw the per-class accuracies: {e}")
+    st.caption(f"Both bars: {images}.")
 
 
 def _glossary(bench: dict | None) -> None:

@@ -6,10 +6,18 @@ import streamlit as st
 
 from dashboard import current
 from dashboard.resources import attribution, eval_data
-from wfexplain import explain, figures
+from wfexplain import explain, export, figures
 from wfexplain.explain.uploads import FORMATS, LIMIT_TEXT, MAX_BYTES, UploadError, out_of_domain, read_image
 
-MIME = {"png": "image/png", "pdf": "application/pdf"}
+MIME = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}
+PHOTO_SIDE = 256  # the photo as given is drawn (and exported) at most this many pixels on a side
+# Choices below the image survive a run that stops before drawing them (an upload being replaced): a
+# widget not drawn in a run loses its state, so each is re-stated at the top.
+KEPT = ("explain_methods", "explain_target", "explain_target_cls")
+for key in KEPT:
+    if key in st.session_state:
+        st.session_state[key] = st.session_state[key]
+st.session_state.setdefault("explain_methods", ["Integrated Gradients", "Layer Grad-CAM"])
 view = current()
 model, forget = view.model, view.forget
 names = list(model.class_names)
@@ -70,8 +78,8 @@ t2.dataframe(pd.DataFrame([(names[c], f"{p:.1%}") for c, p in after], columns=["
 
 # ---------------------------------------------------------------- attributions
 m1, m2 = st.columns([2, 1])
-methods = m1.multiselect("Captum methods", explain.METHODS, default=["Integrated Gradients", "Layer Grad-CAM"],
-                         key="explain_methods")
+methods = m1.multiselect("Captum methods", explain.METHODS, key="explain_methods",
+                         help="Kept while you switch images or replace an upload")
 target_mode = m2.radio("Target", ["Predicted (original)", "Chosen class"], key="explain_target")
 target = before[0][0]
 if target_mode == "Chosen class":
@@ -100,6 +108,9 @@ st.caption(f"Attributions for target **{names[target]}**. Insertion AUC ↑ (hig
            "(lower is better) measure how faithful each map is (Petsiuk et al., RISE, 2018).")
 
 x_np = x.numpy()
+photo = image.copy()
+photo.thumbnail((PHOTO_SIDE, PHOTO_SIDE))
+figures_shown: dict[str, object] = {}
 bar = st.progress(0.0) if methods else None
 for k, method in enumerate(methods):
     layer = gradcam_layer if method == "Layer Grad-CAM" else None
@@ -115,17 +126,22 @@ for k, method in enumerate(methods):
         h, w = layer_sides.get(layer, ("?", "?"))
         st.caption(f"Grad-CAM on `{layer}` ({h}×{w} of {side}×{side} input)")
     label = f"{method} · target {names[target]} · forgetting {', '.join(view.forget_names) or 'nothing'}"
-    fig = figures.attribution_figure(seen, {"original": a0, "filtered": a1}, title=label,
+    fig = figures.attribution_figure(seen, {"original": a0, "filtered": a1}, title=label, original=np.asarray(photo),
                                      difference=a1 - a0, difference_title="filtered − original")
-    st.session_state["attribution_figure"] = fig
+    figures_shown[method] = fig
     st.image(figures.figure_bytes(fig, "png", dpi=110))
+    st.caption("Maps are drawn over the model's input (grey): the stronger the attribution, the more opaque its "
+               "colour; the photo as given is on the left.")
     st.dataframe(pd.DataFrame({
         "insertion AUC ↑": [s0["insertion_auc"], s1["insertion_auc"]],
         "deletion AUC ↓": [s0["deletion_auc"], s1["deletion_auc"]],
     }, index=["original", "filtered"]).style.format("{:.3f}"))
-    d1, d2 = st.columns(2)
-    for col, fmt in ((d1, "png"), (d2, "pdf")):
+    for col, fmt in zip(st.columns(len(MIME)), MIME, strict=True):
         col.download_button(f"{method} panel .{fmt}", figures.figure_bytes(fig, fmt),
-                            f"{view.name}-{method.replace(' ', '_')}.{fmt}", MIME[fmt], key=f"dl_{method}_{fmt}")
+                            export.attribution_name(view.name, method, int(target), forget, fmt), MIME[fmt],
+                            key=f"dl_{method}_{fmt}", on_click="ignore")
 if bar is not None:
     bar.empty()
+# For the Export page: every method drawn here, with what it shows (names, not the figures' titles, key the files).
+st.session_state["attribution_figures"] = {
+    export.attribution_name(view.name, m, int(target), forget, "").removesuffix("."): f for m, f in figures_shown.items()}

@@ -55,27 +55,25 @@ if missing:  # not yet precomputed: each class's filter, with progress
         predictions(view, (c,))
     bar.empty()
 report = single_class_report(view)
-table = export.in_percent(export.metrics_table(report, names, mean_row=True))
-if view.forget:  # the session's own forget set, as one more row
-    table = export.with_forget_set_row(table, view_set_row(view))
+# the table, caption and LaTeX of `wfexplain export`, plus the session's own forget set as one more row
+table, caption, tex = export.metrics_export(view.model, report, f"tab:{stem}", view_set_row(view) if view.forget else None)
 st.dataframe(table.set_index("class"), height="content")  # every class and the mean row, no scrolling
-caption = export.metrics_caption(view.model, report["num_images"])
-st.caption(caption + (" The last row is the sidebar's forget set." if view.forget else ""))
+st.caption(caption)
 t1, t2 = st.columns(2)
 t1.download_button("metrics.csv", export.table_csv(table), f"{stem}-metrics.csv", "text/csv", key="metrics_csv")
-t2.download_button("metrics.tex", export.table_latex(table, caption, f"tab:{stem}", float_format="{:.1f}"),
-                   f"{stem}-metrics.tex", "application/x-tex", key="metrics_tex")
+t2.download_button("metrics.tex", tex, f"{stem}-metrics.tex", "application/x-tex", key="metrics_tex")
 
-st.subheader("Attribution panel")
-panel = st.session_state.get("attribution_figure")
-if panel is None:
-    st.caption("Compute attributions on the **Explain** page; the last panel appears here.")
-else:
-    p1, p2 = st.columns(2)
-    for col, fmt in ((p1, "png"), (p2, "pdf")):
-        col.download_button(f"Attribution panel .{fmt}", figures.figure_bytes(panel, fmt), f"{stem}-attribution.{fmt}",
-                            {"png": "image/png", "pdf": "application/pdf"}[fmt],
-                            key=f"attr_{fmt}")
+st.subheader("Attribution panels")
+panels = st.session_state.get("attribution_figures") or {}
+if not panels:
+    st.caption("Compute attributions on the **Explain** page; every method drawn there appears here.")
+for name, panel in panels.items():  # file stem -> figure: checkpoint, method, target and forget set in the name
+    cols = st.columns([3, 1, 1, 1])
+    cols[0].markdown(f"`{name}`")
+    for col, fmt in zip(cols[1:], ("png", "svg", "pdf"), strict=True):
+        col.download_button(f".{fmt}", figures.figure_bytes(panel, fmt), f"{name}.{fmt}",
+                            {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}[fmt],
+                            key=f"attr_{name}_{fmt}", on_click="ignore")
 
 st.subheader("Baked model")
 if not view.forget:

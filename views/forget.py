@@ -130,7 +130,7 @@ for k in shown + others:
             mark = "✓ forgotten" if filt_pred[i] != y[i] else "✗ still recognised"
         else:
             mark = "✓" if filt_pred[i] == y[i] else "✗ wrong"
-        col.image(data.dataset.pil(int(indices[i])).resize((84, 84)),
+        col.image(data.dataset.pil(int(indices[i])).resize((84, 84)), width=84,  # one size for every thumbnail
                   caption=f"{before} → {after} {mark} ({filt_prob[i].max():.0%})")
 
 update_time.metric("Update time", f"{(time.perf_counter() - start) * 1000:.0f} ms",

@@ -17,15 +17,18 @@ st.title("Memory matrices")
 st.caption("Row c of a layer's matrix is the filter that forgets class c: alpha = 1 keeps a component, "
            "alpha = 0 switches it off. Forgetting a set multiplies its rows.")
 
-a, b, c = st.columns([2, 1, 1])
+a, b, c, d = st.columns([2, 1, 1, 1])
 layer = a.selectbox("Layer", layers, index=len(layers) - 1, format_func=lambda p: f"{p} ({memory[p].shape[1]} components)")
 mode = b.selectbox("Component order", analysis.ORDER_MODES,
                    help="original; grouped by the class each component is most specific to; or clustered")
 threshold = c.slider("Threshold", 0.0, 1.0, 0.5, 0.05, help="alpha below this counts as switched off")
+binary = d.toggle("On/off at the threshold", help="Off: alpha's values on the colour scale of the exported "
+                  "figures (viridis). On: two colours, switched off (alpha below the threshold) in red.")
 
 alpha = memory[layer]
 order = analysis.order_components(alpha, mode)
-st.plotly_chart(figures.memory_heatmap(alpha, names, order=None if mode == "original" else order, threshold=threshold))
+st.plotly_chart(figures.memory_heatmap(alpha, names, order=None if mode == "original" else order,
+                                       threshold=threshold if binary else None))
 
 left, right = st.columns(2)
 with left:
@@ -60,4 +63,5 @@ with p2:
     best = analysis.top_activating(model, data.images[:512], pick_layer, int(pick), k=8)
     cols = st.columns(4)
     for j, i in enumerate(best):
-        cols[j % 4].image(data.dataset.pil(int(data.indices[i])).resize((84, 84)), caption=names[int(data.targets[i])])
+        cols[j % 4].image(data.dataset.pil(int(data.indices[i])).resize((84, 84)), caption=names[int(data.targets[i])],
+                          width=84)

@@ -27,19 +27,9 @@ from .figures.common import to_numpy
 from .figures.paper import FIGURE_FORMATS, figure_bytes, memory_figure
 from .filtering import FilteredModel, bake
 from .forget import classes as forget_list
+from .latex import table_latex
 
 BAKED_FORMAT = "wfexplain-baked"
-
-# Column -> LaTeX header for the columns metrics_table produces.
-_LATEX_HEADERS = {
-    "class": "Class",
-    "original_accuracy": r"Original acc.\ $\uparrow$",
-    "forget_accuracy": r"Forget acc.\ $\downarrow$",
-    "retain_accuracy": r"Retain acc.\ $\uparrow$",
-    "original_retain_accuracy": r"Orig.\ retain acc.",
-}
-_LATEX_HEADERS |= {f"{k}_pct": v.replace("acc.", r"acc.\ (\%)", 1) for k, v in list(_LATEX_HEADERS.items()) if k != "class"}
-
 
 def _memory_arrays(memory) -> dict[str, np.ndarray]:
     if isinstance(memory, FilteredModel):
@@ -110,13 +100,9 @@ def metrics_table(report: Mapping, class_names: Sequence[str], mean_row: bool = 
     if len(names) != n or len(orig) != n or any(len(r) != n for r in fm):
         raise ValueError(f"the report has {n} classes (forget matrix {n} x {[len(r) for r in fm]}, "
                          f"{len(orig)} original accuracies) but {len(names)} class names were given")
-    rows = [{
-        "class": names[c],
-        "original_accuracy": orig[c],
-        "forget_accuracy": fm[c][c],
-        "retain_accuracy": _nanmean([fm[c][k] for k in range(n) if k != c]),
-        "original_retain_accuracy": _nanmean([orig[k] for k in range(n) if k != c]),
-    } for c in range(n)]
+    rows = [{"class": names[c], "original_accuracy": orig[c], "forget_accuracy": fm[c][c],
+             "retain_accuracy": _nanmean([fm[c][k] for k in range(n) if k != c]),
+             "original_retain_accuracy": _nanmean([orig[k] for k in range(n) if k != c])} for c in range(n)]
     df = pd.DataFrame(rows, index=pd.RangeIndex(n, name="class_index"))
     if mean_row:
         means = {col: _nanmean(df[col].tolist()) for col in df.columns if col != "class"}
@@ -144,68 +130,30 @@ def with_forget_set_row(table: pd.DataFrame, row: Mapping) -> pd.DataFrame:
 
 
 def metrics_caption(model: FilteredModel, num_images: int | None) -> str:
-    """The caption of a metric table: what each number is, its direction, its unit and the images behind it."""
+    """The caption of a metric table: what each column is, its direction, its unit and the images behind it."""
     return (f"Single-class forgetting with weight filtering (Poppi et al., arXiv 2304.02049) on "
-            f"{model.backbone_name} / {model.info.name}: for each class, forget accuracy on its own test images "
-            "under its filter (lower is better) and retain accuracy on the other classes' images under the same "
-            "filter (higher is better), in percent"
+            f"{model.backbone_name} / {model.info.name}, accuracies in percent"
             + (f", on {num_images:,} seeded, class-stratified test images" if num_images else "")
-            + "; the original network's accuracies for reference.")
+            + ". For each class: Forget, its own test images under its filter (lower is better); Retain, the other "
+            "classes' images under the same filter (higher is better); Original and Orig. retain, the same images "
+            "under the original network, for reference.")
+
+
+def metrics_export(model: FilteredModel, report: Mapping, label: str,
+                   set_row: Mapping | None = None) -> tuple[pd.DataFrame, str, bytes]:
+    """``(table, caption, LaTeX)`` of ``wfexplain export`` and the dashboard's Export page: the table in percent
+    with a mean row, plus ``set_row`` (one filter forgetting a set, :func:`with_forget_set_row`) if given."""
+    table = in_percent(metrics_table(report, list(model.class_names), mean_row=True))
+    caption = metrics_caption(model, report.get("num_images"))
+    if set_row is not None:
+        table = with_forget_set_row(table, set_row)
+        caption += " The last row is one filter forgetting the whole set (Forget: the set's images; Retain: all others)."
+    return table, caption, table_latex(table, caption, label, float_format="{:.1f}")
 
 
 def table_csv(df: pd.DataFrame) -> bytes:
     """The table as UTF-8 CSV, without the index (``class`` is a column)."""
     return df.to_csv(index=False).encode("utf-8")
-
-
-_LATEX_SPECIAL = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-}
-
-
-def latex_escape(text: str) -> str:
-    """Escape LaTeX's special characters (``\\ & % $ # _ { } ~ ^``) in plain text."""
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
-
-
-def table_latex(df: pd.DataFrame, caption: str, label: str, float_format: str = "{:.3f}") -> bytes:
-    """A booktabs ``table`` environment (needs ``\\usepackage{booktabs}``).
-
-    A small writer of its own (pandas' ``to_latex`` needs jinja2, not a dependency here):
-    headers of :func:`metrics_table` columns get readable names with their direction
-    (up = higher is better), other headers and all text cells are escaped; floats use
-    ``float_format`` and NaN prints as ``--``. Numeric columns are right-aligned. A
-    ``"mean"`` row is preceded by ``\\midrule``. ``caption`` is escaped, ``label`` is not.
-    """
-    cols = list(df.columns)
-    numeric = [pd.api.types.is_numeric_dtype(df[c]) for c in cols]
-
-    def cell(value, is_num: bool) -> str:
-        if is_num:
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                return "--"
-            if isinstance(value, float | np.floating):
-                return float_format.format(float(value))
-            return str(value)
-        return latex_escape(value)
-
-    lines = [
-        r"\begin{table}[t]",
-        r"\centering",
-        rf"\caption{{{latex_escape(caption)}}}",
-        rf"\label{{{label}}}",
-        r"\begin{tabular}{" + "".join("r" if num else "l" for num in numeric) + "}",
-        r"\toprule",
-        " & ".join(_LATEX_HEADERS.get(str(c), latex_escape(c)) for c in cols) + r" \\",
-        r"\midrule",
-    ]
-    for _, row in df.iterrows():
-        if str(row.get("class", "")) == "mean":
-            lines.append(r"\midrule")
-        lines.append(" & ".join(cell(row[c], num) for c, num in zip(cols, numeric, strict=True)) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
-    return "\n".join(lines).encode("utf-8")
 
 
 # ---------------------------------------------------------------- baked model
@@ -226,20 +174,12 @@ def baked_safetensors(model: FilteredModel, forget, hard_threshold: float | None
     baked = bake(model, classes, hard_threshold=hard_threshold)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in baked.state_dict().items()}
     info = model.info
-    metadata = {
-        "format": BAKED_FORMAT,
-        "backbone": model.backbone_name,
-        "forget": json.dumps(classes),
-        "forget_names": json.dumps([info.class_names[c] for c in classes]),
-        "class_names": json.dumps(list(info.class_names)),
-        "num_classes": str(info.num_classes),
-        "in_chans": str(info.in_chans),
-        "img_size": str(info.img_size),
-        "mean": json.dumps(list(info.mean)),
-        "std": json.dumps(list(info.std)),
-        "hard_threshold": "none" if hard_threshold is None else repr(float(hard_threshold)),
-        "wfexplain_version": __version__,
-    }
+    metadata = {"format": BAKED_FORMAT, "backbone": model.backbone_name, "forget": json.dumps(classes),
+                "forget_names": json.dumps([info.class_names[c] for c in classes]),
+                "class_names": json.dumps(list(info.class_names)), "num_classes": str(info.num_classes),
+                "in_chans": str(info.in_chans), "img_size": str(info.img_size), "mean": json.dumps(list(info.mean)),
+                "std": json.dumps(list(info.std)), "wfexplain_version": __version__,
+                "hard_threshold": "none" if hard_threshold is None else repr(float(hard_threshold))}
     return safetensors_save(state, metadata=metadata)
 
 
@@ -255,6 +195,13 @@ def baked_name(forget, hard_threshold: float | None) -> str:
     """The file name of a baked model: its forget set, and the threshold of a hard bake."""
     hard = f"_hard{hard_threshold:g}" if hard_threshold is not None else ""
     return "baked_forget_" + "-".join(str(c) for c in forget_list(forget)) + hard + ".safetensors"
+
+
+def attribution_name(checkpoint: str, method: str, target: int, forget, fmt: str) -> str:
+    """The file name of an attribution panel: checkpoint, method, target and forget set (distinct per choice)."""
+    slug = "".join(ch if ch.isalnum() else "_" for ch in method).strip("_")
+    chosen = "-".join(str(c) for c in forget_list(forget)) or "none"
+    return f"{checkpoint.replace('/', '_')}-attribution-{slug}-target{target}-forget{chosen}.{fmt}"
 
 
 def check_outputs(out_dir: str | os.PathLike, formats: Sequence[str], forget, hard_threshold: float | None,
@@ -310,11 +257,9 @@ def export_all(model: FilteredModel, out_dir: str | os.PathLike, forget=(), laye
     written.append(_write_bytes(out / "memory.csv", memory_csv(model.memory, names)))
     written.append(_write_bytes(out / "memory.npz", memory_npz(model.memory, names)))
     if report is not None:
-        df = in_percent(metrics_table(report, names, mean_row=True))
+        df, _, tex = metrics_export(model, report, f"tab:wf-{model.info.name}")
         written.append(_write_bytes(out / "metrics.csv", table_csv(df)))
-        caption = metrics_caption(model, report.get("num_images"))
-        written.append(_write_bytes(out / "metrics.tex", table_latex(df, caption, f"tab:wf-{model.info.name}",
-                                                                    float_format="{:.1f}")))
+        written.append(_write_bytes(out / "metrics.tex", tex))
     if classes:
         written.append(_write_bytes(out / baked_name(classes, hard_threshold), baked_safetensors(model, classes, hard_threshold)))
     return written

@@ -34,16 +34,9 @@ FILENAME = BENCHMARK_FILE
 REFERENCES = ("original", "retrain")  # shown, but never "best": no unlearning, and the oracle
 REQUIRED_KEYS = ("class_names", "forget_classes", "methods", "per_class")
 STATS = ("mean", "std")
-METHOD_LABELS = {
-    "original": "Original (no unlearning)",
-    "retrain": "Retrain (oracle)",
-    "wf": "WF (weight filtering)",
-    "finetune": "Fine-tune",
-    "neggrad_plus": "NegGrad+",
-    "random_labels": "Random labels",
-    "salun": "SalUn",
-    "ssd": "SSD",
-}
+METHOD_LABELS = {"original": "Original (no unlearning)", "retrain": "Retrain (oracle)", "wf": "WF (weight filtering)",
+                 "finetune": "Fine-tune", "neggrad_plus": "NegGrad+", "random_labels": "Random labels", "salun": "SalUn",
+                 "ssd": "SSD"}
 
 
 def method_label(method: str) -> str:
@@ -74,8 +67,7 @@ def read_benchmark(path: str | os.PathLike) -> dict:
     """
     file = benchmark_path(path)
     if not file.is_file():
-        checkpoint = file.parent
-        raise FileNotFoundError(f"{file} does not exist: create it with `wfexplain benchmark --checkpoint {checkpoint}`")
+        raise FileNotFoundError(f"{file} does not exist: create it with `wfexplain benchmark --checkpoint {file.parent}`")
     try:
         bench = json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -113,10 +105,9 @@ def check_benchmark(bench, source: str = "the benchmark") -> dict:
 def as_float(v) -> float:
     """``float(v)``, or NaN for None and anything not a number (JSON null, strings)."""
     try:
-        x = float(v)
+        return float(v)
     except (TypeError, ValueError):
         return math.nan
-    return x
 
 
 def _stat(entry, stat: str) -> float:
@@ -178,9 +169,7 @@ def gap_to_retrain(table: pd.DataFrame) -> pd.DataFrame:
     All NaN when the table has no ``"retrain"`` row; NaN where either side is missing.
     """
     m = means(table)
-    if "retrain" not in m.index:
-        return m * math.nan
-    return m - m.loc["retrain"]
+    return m - m.loc["retrain"] if "retrain" in m.index else m * math.nan
 
 
 TIE = 1e-9  # values this close count as equal
@@ -260,6 +249,8 @@ def prediction_distances(predictions: Mapping[str, Sequence[float]], reference: 
 def _fmt(metric: str, value: float, signed: bool = False) -> str:
     if is_percent(metric):
         return f"{value * 100:+.1f}" if signed else f"{value * 100:.1f}"
+    if metric == "seconds" and abs(value) >= 100:  # "4087", not "4.09e+03"
+        return f"{value:+.0f}" if signed else f"{value:.0f}"
     return f"{value:+.3g}" if signed else f"{value:.3g}"
 
 
@@ -302,6 +293,4 @@ def formatted_table(table: pd.DataFrame) -> pd.DataFrame:
                 text += f" {BEST_MARK}" + (" (tie)" if len(best[metric]) > 1 else "")
             cells[column_header(metric)] = text
         rows[method_label(method)] = cells
-    out = pd.DataFrame.from_dict(rows, orient="index")
-    out.index.name = "method"
-    return out
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("method")

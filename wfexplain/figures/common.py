@@ -10,6 +10,9 @@ import torch
 FORGOTTEN_COLOR = "#d62728"
 ORIGINAL_COLOR = "#7f7f7f"
 FILTERED_COLOR = "#1f77b4"
+KEPT_COLOR = "#f0f0f0"
+# Memory matrices use one colour map everywhere: the dashboard's heatmap (plotly) and the paper figures (matplotlib)
+MEMORY_COLORSCALE, MEMORY_CMAP = "Viridis", "viridis"
 
 
 def to_numpy(x) -> np.ndarray:
@@ -17,6 +20,22 @@ def to_numpy(x) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
     return np.asarray(x)
+
+
+def wrapped_title(text: str, width: int = 55) -> dict:
+    """A plotly title broken into lines of at most ``width`` characters, with the top margin it needs.
+
+    Plotly never wraps a title: a long one is cut off at the figure's edge (in a half-width column
+    most of it). Pass the result to ``fig.update_layout(**wrapped_title(...))``.
+    """
+    lines: list[str] = []
+    for word in str(text).split():
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return {"title": dict(text="<br>".join(lines), x=0, xanchor="left", font=dict(size=14)),
+            "margin": dict(t=30 + 20 * len(lines))}
 
 
 

@@ -11,7 +11,16 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..forget import classes as forget_list
-from .common import FILTERED_COLOR, FORGOTTEN_COLOR, ORIGINAL_COLOR, _check_names, to_numpy
+from .common import (
+    FILTERED_COLOR,
+    FORGOTTEN_COLOR,
+    KEPT_COLOR,
+    MEMORY_COLORSCALE,
+    ORIGINAL_COLOR,
+    _check_names,
+    to_numpy,
+    wrapped_title,
+)
 
 
 def memory_heatmap(alpha, class_names: Sequence[str], order=None, threshold: float | None = None,
@@ -34,16 +43,17 @@ def memory_heatmap(alpha, class_names: Sequence[str], order=None, threshold: flo
     common = dict(x=x, y=names, customdata=a, xgap=0, ygap=1,
                   hovertemplate="class %{y}<br>component %{x}<br>alpha %{customdata:.3f}<extra></extra>")
     if threshold is None:
-        trace = go.Heatmap(z=a, zmin=0.0, zmax=1.0, colorscale="Viridis",
+        trace = go.Heatmap(z=a, zmin=0.0, zmax=1.0, colorscale=MEMORY_COLORSCALE,
                            colorbar=dict(title=dict(text="alpha<br>(0 = off)")), **common)
     else:
-        off = (a < threshold).astype(float)
-        trace = go.Heatmap(z=off, zmin=0.0, zmax=1.0, colorscale=[[0, "#f0f0f0"], [1, FORGOTTEN_COLOR]],
-                           colorbar=dict(title=dict(text=f"alpha < {threshold:g}"), tickvals=[0, 1],
-                                         ticktext=["on", "off"]), **common)
+        off = (a < threshold).astype(float)  # two colours, and a colour bar of two blocks (no gradient)
+        two = [[0, KEPT_COLOR], [0.5, KEPT_COLOR], [0.5, FORGOTTEN_COLOR], [1, FORGOTTEN_COLOR]]
+        trace = go.Heatmap(z=off, zmin=0.0, zmax=1.0, colorscale=two,
+                           colorbar=dict(title=dict(text=f"alpha < {threshold:g}"), tickvals=[0.25, 0.75],
+                                         ticktext=["on (kept)", "off"]), **common)
     fig = go.Figure(trace)
     xtitle = "component index" + ("" if order is None else " (reordered)")
-    fig.update_layout(title=title, xaxis=dict(title=xtitle, type="category"),
+    fig.update_layout(**wrapped_title(title, 100), xaxis=dict(title=xtitle, type="category"),
                       yaxis=dict(title="filter of class (row = class forgotten)", autorange="reversed", type="category"))
     return fig
 
@@ -72,7 +82,7 @@ def accuracy_bars(original, filtered, class_names: Sequence[str], forget) -> go.
             fig.add_vrect(x0=i - 0.5, x1=i + 0.5, fillcolor=FORGOTTEN_COLOR, opacity=0.08, line_width=0, layer="below")
     fig.update_layout(
         barmode="group",
-        title="Per-class accuracy: forgotten classes (red) lower is better, retained classes higher is better",
+        **wrapped_title("Per-class accuracy: forgotten classes (red) lower is better, retained classes higher is better", 100),
         xaxis=dict(title="test class", type="category"),
         yaxis=dict(title="accuracy", range=[0, 1.05], tickformat=".0%"),
         legend=dict(title="model"),
@@ -94,7 +104,7 @@ def confusion_shift(cm_original, cm_filtered, class_names: Sequence[str]) -> go.
         colorbar=dict(title=dict(text="filtered − original")),
         hovertemplate="true %{y}<br>predicted %{x}<br>change %{z:+.3g}<extra></extra>",
     ))
-    fig.update_layout(title="Confusion shift after filtering (filtered − original)",
+    fig.update_layout(**wrapped_title("Confusion shift after filtering (filtered − original)"),
                       xaxis=dict(title="predicted class", type="category"),
                       yaxis=dict(title="true class", autorange="reversed", type="category"))
     return fig
@@ -132,7 +142,7 @@ def prediction_flow(true_labels, preds, class_names: Sequence[str], forget) -> g
     title = "Predictions for images of forgotten classes (flow back to the true class: lower is better)"
     if not sources:
         title += " — no images of the forgotten classes"
-    fig.update_layout(title=title)
+    fig.update_layout(**wrapped_title(title))
     return fig
 
 
@@ -149,7 +159,7 @@ def similarity_heatmap(sim, class_names: Sequence[str], order=None) -> go.Figure
         colorbar=dict(title=dict(text="cosine")),
         hovertemplate="%{y} vs %{x}<br>similarity %{z:.3f}<extra></extra>",
     ))
-    fig.update_layout(title="Class similarity of the filters (cosine of 1 − alpha; 1 = same components switched off)",
+    fig.update_layout(**wrapped_title("Class similarity of the filters (cosine of 1 − alpha; 1 = same components switched off)"),
                       xaxis=dict(title="class", type="category"),
                       yaxis=dict(title="class", autorange="reversed", type="category"))
     return fig
@@ -167,7 +177,7 @@ def sparsity_bars(sparsity: Mapping[str, Sequence[float]], class_names: Sequence
         fig.add_trace(go.Bar(name=layer, x=names, y=vals,
                              hovertemplate=f"{layer}<br>%{{x}}: %{{y:.1%}} off<extra></extra>"))
     cond = "alpha < threshold" if threshold is None else f"alpha < {threshold:g}"
-    fig.update_layout(barmode="group", title=f"Sparsity of each class's filter (fraction of components with {cond})",
+    fig.update_layout(barmode="group", **wrapped_title(f"Sparsity of each class's filter (fraction of components with {cond})"),
                       xaxis=dict(title="forgotten class (filter)", type="category"),
                       yaxis=dict(title="fraction of components switched off", range=[0, 1], tickformat=".0%"),
                       legend=dict(title="layer"))
@@ -180,7 +190,7 @@ def component_profile_bar(values, class_names: Sequence[str], title: str = "Comp
     names = _check_names(class_names, len(vals), "the profile")
     fig = go.Figure(go.Bar(x=names, y=vals, marker_color=[FORGOTTEN_COLOR if v < 0.5 else FILTERED_COLOR for v in vals],
                            hovertemplate="%{x}<br>alpha %{y:.3f}<extra></extra>"))
-    fig.update_layout(title=f"{title} (alpha: 0 = off for that class's filter, 1 = kept)",
+    fig.update_layout(**wrapped_title(f"{title} (alpha: 0 = off for that class's filter, 1 = kept)"),
                       xaxis=dict(title="filter of class", type="category"),
                       yaxis=dict(title="alpha", range=[0, 1.05]))
     return fig

@@ -12,10 +12,12 @@ from typing import Any
 
 import matplotlib
 import numpy as np
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from ..explain import analysis
-from .common import _check_names, to_numpy
+from .common import MEMORY_CMAP, _check_names, to_numpy
 
 FIGURE_FORMATS = ("png", "svg", "pdf")
 MAX_VECTOR_CELLS = 3_000  # heatmap cells drawn as vector rectangles; larger panels are one embedded image each
@@ -24,7 +26,7 @@ _PAPER_RC: dict[str, Any] = {"pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttyp
 
 
 def memory_figure(memory, class_names: Sequence[str], layers: Sequence[str] | None = None,
-                  order_mode: str = "original", cmap: str = "viridis", width: float = 7.0) -> Figure:
+                  order_mode: str = "original", cmap: str = MEMORY_CMAP, width: float = 7.0) -> Figure:
     """Memory matrices for a paper: one row of axes per layer, one shared colour scale.
 
     Each panel shows ``alpha`` ``[N, K_l]`` with classes (names) on y and components on x,
@@ -84,47 +86,80 @@ def _display_image(image) -> tuple[np.ndarray, str | None]:
     return img, ("gray" if img.ndim == 2 else None)
 
 
+def _overlay(base: np.ndarray, attribution: np.ndarray, norm, cmap, alpha: float) -> np.ndarray:
+    """``attribution`` coloured by ``cmap`` over ``base`` shown in grey, opaque where it is strongest.
+
+    One RGB array (one embedded image per panel in PDF/SVG). A pixel's opacity is ``alpha`` times
+    its magnitude relative to the scale, so where the map is 0 the input shows through unchanged.
+    """
+    gray = base if base.ndim == 2 else base[..., :3].mean(-1)
+    if gray.shape != attribution.shape:
+        raise ValueError(f"cannot overlay a {attribution.shape} map on a {gray.shape} image")
+    colours = matplotlib.colormaps[cmap](norm(attribution))[..., :3]
+    weight = alpha * np.clip(np.abs(attribution) / max(abs(norm.vmin), abs(norm.vmax)), 0.0, 1.0)[..., None]
+    return (1.0 - weight) * np.repeat(gray[..., None], 3, axis=-1) + weight * colours
+
+
 def attribution_figure(image, maps: Mapping[str, np.ndarray], title: str | None = None,
-                       difference=None, difference_title: str = "difference", cmap: str = "RdBu_r") -> Figure:
-    """The input image, then each attribution map on one shared symmetric colour scale.
+                       difference=None, difference_title: str = "difference", cmap: str = "RdBu_r",
+                       original=None, original_title: str = "as given", overlay: bool = True,
+                       overlay_alpha: float = 0.75) -> Figure:
+    """The model's input, then each attribution map on one shared symmetric colour scale.
 
     Args:
-        image: ``[C, H, W]``, ``[H, W, C]`` or ``[H, W]`` (min-max scaled for display).
+        image: the model's input ``[C, H, W]``, ``[H, W, C]`` or ``[H, W]`` (min-max scaled for display).
         maps: title -> map ``[H, W]`` (a channel axis is summed); all share
             ``[-m, m]`` with ``m = max |map|`` and one colorbar (red positive, blue negative).
-        title: figure title.
+            With ``overlay`` each map is drawn over the input in grey (:func:`_overlay`).
+        title: figure title (e.g. method, target and forget set).
         difference: optional extra map (e.g. filtered minus original attribution) drawn last
-            with its own symmetric scale and colorbar.
+            with its own symmetric scale and colorbar (also overlaid).
+        original: optional image as the user gave it (e.g. a colour photo before resizing),
+            drawn first under ``original_title``.
     """
     panels = {name: _panel(m) for name, m in maps.items()}
     diff = None if difference is None else _panel(difference)
-    n = 1 + len(panels) + (diff is not None)
+    first = 1 + (original is not None)
+    n = first + len(panels) + (diff is not None)
     fig = Figure(figsize=(1.9 * n + 0.8, 2.4), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False)[0]
     img, gray = _display_image(image)
-    axes[0].imshow(img, cmap=gray, vmin=0, vmax=1, interpolation="nearest")
-    axes[0].set_title("model input", fontsize=8)
+    if original is not None:
+        photo, photo_cmap = _display_image(original)
+        axes[0].imshow(photo, cmap=photo_cmap, vmin=0, vmax=1)
+        axes[0].set_title(original_title, fontsize=8)
+    axes[first - 1].imshow(img, cmap=gray, vmin=0, vmax=1, interpolation="nearest")
+    axes[first - 1].set_title("model input", fontsize=8)
+
+    def draw(ax, p, lim: float):
+        norm = Normalize(-lim, lim)
+        if overlay:
+            ax.imshow(_overlay(img, p, norm, cmap, overlay_alpha), interpolation="nearest")
+        else:
+            ax.imshow(p, cmap=cmap, norm=norm, interpolation="nearest")
+        return ScalarMappable(norm=norm, cmap=cmap)
+
     lim = max((float(np.abs(p).max()) for p in panels.values()), default=0.0) or 1.0
-    im = None
-    for ax, (name, p) in zip(axes[1:], panels.items(), strict=False):
-        im = ax.imshow(p, cmap=cmap, vmin=-lim, vmax=lim, interpolation="nearest")
+    scale = None
+    for ax, (name, p) in zip(axes[first:], panels.items(), strict=False):
+        scale = draw(ax, p, lim)
         ax.set_title(str(name), fontsize=8)
-    if im is not None:
-        cb = fig.colorbar(im, ax=list(axes[1 : 1 + len(panels)]), shrink=0.8)
+    if scale is not None:
+        cb = fig.colorbar(scale, ax=list(axes[first : first + len(panels)]), shrink=0.8)
         cb.set_label("attribution (+ supports the class)", fontsize=7)
         cb.ax.tick_params(labelsize=6)
     if diff is not None:
-        dl = float(np.abs(diff).max()) or 1.0
-        dim = axes[-1].imshow(diff, cmap=cmap, vmin=-dl, vmax=dl, interpolation="nearest")
+        dscale = draw(axes[-1], diff, float(np.abs(diff).max()) or 1.0)
         axes[-1].set_title(difference_title, fontsize=8)
-        cb = fig.colorbar(dim, ax=axes[-1], shrink=0.8)
+        cb = fig.colorbar(dscale, ax=axes[-1], shrink=0.8)
         cb.set_label(difference_title, fontsize=7)
         cb.ax.tick_params(labelsize=6)
     for i, ax in enumerate(axes):
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_xlabel("x (pixels)", fontsize=7)
-        ax.set_ylabel("y (pixels)" if i == 0 else "", fontsize=7)
+        if i >= first - 1:
+            ax.set_xlabel("x (pixels)", fontsize=7)
+        ax.set_ylabel("y (pixels)" if i == first - 1 else "", fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
     return fig
