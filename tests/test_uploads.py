@@ -145,3 +145,15 @@ def test_out_of_domain_signals():
     assert "unsure (top class at 36%" in unsure or "unsure (top class at 37%" in unsure
     saturated = torch.full((1, 3, 32, 32), 4.0)  # a flat, bright image far from the training statistics
     assert any("mean +4.00 and std 0.00" in r for r in out_of_domain(saturated, 0.9))
+
+
+def test_preprocessing_text_names_mode_resize_and_both_statistics():
+    from wfexplain.data import DatasetInfo
+    from wfexplain.explain.uploads import preprocessing_text
+
+    info = DatasetInfo("fashion-mnist", tuple("abcdefghij"), 1, 28, (0.286,), (0.353,))
+    assert preprocessing_text(info, (640, 480)) == (
+        "model input: grayscale, resized from 640x480 to 28x28 (aspect not kept), normalised (x − mean)/std with "
+        "mean/std 0.286/0.353 per channel")
+    rgb = DatasetInfo("cifar10", tuple("abcdefghij"), 3, 32, (0.49, 0.48, 0.45), (0.25, 0.24, 0.26))
+    assert "RGB, kept at 32x32" in preprocessing_text(rgb, (32, 32)) and "0.45/0.26" in preprocessing_text(rgb, (32, 32))

@@ -7,7 +7,7 @@ import streamlit as st
 from dashboard import current
 from dashboard.resources import attribution, eval_data
 from wfexplain import explain, export, figures
-from wfexplain.explain.uploads import FORMATS, LIMIT_TEXT, MAX_BYTES, UploadError, out_of_domain, read_image
+from wfexplain.explain.uploads import FORMATS, LIMIT_TEXT, MAX_BYTES, UploadError, out_of_domain, preprocessing_text, read_image
 
 MIME = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}
 PHOTO_SIDE = 256  # the photo as given is drawn (and exported) at most this many pixels on a side
@@ -58,9 +58,7 @@ with st.expander("Preprocessing: what the model sees", expanded=source == "Uploa
     w0, h0 = image.info.get("original_size", image.size)
     p1.image(image, caption=f"as given: {image.mode}, {w0}x{h0}"
              + (f" (downscaled to {image.width}x{image.height})" if (w0, h0) != image.size else ""), width=200)
-    p2.image(seen, width=200, clamp=True,
-             caption=f"model input: {'grayscale' if model.info.in_chans == 1 else 'RGB'}, "
-                     f"{model.info.img_size}x{model.info.img_size}, normalised with mean {model.info.mean}")
+    p2.image(seen, width=200, clamp=True, caption=preprocessing_text(model.info, image.size))
 
 # ---------------------------------------------------------------- predictions
 before = explain.top_k(model, x, None, k=3)[0]
@@ -105,7 +103,11 @@ if "Layer Grad-CAM" in methods:
             help="Backbone module whose activations Grad-CAM weights by their gradients, in execution order with "
                  "its output resolution: deeper layers are more class-specific, earlier ones finer-grained.")
 st.caption(f"Attributions for target **{names[target]}**. Insertion AUC ↑ (higher is better) and deletion AUC ↓ "
-           "(lower is better) measure how faithful each map is (Petsiuk et al., RISE, 2018).")
+           "(lower is better) measure how faithful each map is (Petsiuk et al., RISE, 2018): the target's "
+           "probability as the map's most important pixels are added to a black image, or removed from this one."
+           + (f" {names[target]} is forgotten: the filtered model gives it almost no probability whatever pixels it "
+              "sees, so both of its AUCs are near 0 — the map is then not a faithful explanation of anything."
+              if target in forget else ""))
 
 x_np = x.numpy()
 photo = image.copy()

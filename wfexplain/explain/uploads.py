@@ -89,3 +89,14 @@ def out_of_domain(x, top_probability: float, min_confidence: float = 0.5) -> lis
         reasons.append(f"its normalised pixels have mean {mean:+.2f} and std {std:.2f}, where training images have "
                        "about 0 and 1")
     return reasons
+
+
+def preprocessing_text(info, size: tuple[int, int]) -> str:
+    """What the model's preprocessing did to an image of ``size`` (w, h): mode, resize and normalisation."""
+    w, h = size
+    side = info.img_size
+    resize = "kept at" if (w, h) == (side, side) else f"resized from {w}x{h} to"
+    mode = "grayscale" if info.in_chans == 1 else "RGB"
+    stats = ", ".join(f"{m:.3g}/{s:.3g}" for m, s in zip(info.mean, info.std, strict=True))
+    return f"model input: {mode}, {resize} {side}x{side} (aspect not kept), normalised (x − mean)/std with " \
+           f"mean/std {stats} per channel"
