@@ -23,3 +23,8 @@ run k2-lf3-lr2 --max-set-size 2 --lambda-f 3 --lambda-r 2 &
 wait
 run k5-lf3 --max-set-size 5 --lambda-f 3 &
 wait
+# Round 3 (after the 2026-12-02 second session's results; k5-lf3 above was stopped at 2% for machine time):
+# twice or three times the steps and a stronger retain weight, one run at a time beside the ResNet-18 base training.
+run k2-lf3-lr1.5-s1872 --max-set-size 2 --lambda-f 3 --lambda-r 1.5 --steps 1872
+run k3-lf3-lr1.5-s1872 --max-set-size 3 --lambda-f 3 --lambda-r 1.5 --steps 1872
+run k3-lf3-lr2-s2808 --max-set-size 3 --lambda-f 3 --lambda-r 2 --steps 2808
