@@ -111,7 +111,8 @@ def _show(bench: dict, from_session: bool) -> None:
         if one:
             order = comparison.order_methods(list(one))
             st.dataframe(pd.DataFrame({"time to forget one class (s) ↓": [comparison.as_float(one[m]) for m in order]},
-                                      index=pd.Index([comparison.method_label(m) for m in order], name="method")))
+                                      index=pd.Index([comparison.method_label(m) for m in order], name="method")
+                                      ).style.format("{:,.1f}", na_rep="–"))
             st.caption("WF's one-class time includes its whole unlearning round (all classes) plus baking the filter.")
 
     # ------------------------------------------------------------ trade-off
