@@ -88,6 +88,7 @@ def test_benchmark_schema_files_and_oracle_reuse(ckpt):
     path, data = ckpt
     calls = []
     bench = run(path, forget_classes=[1], data_dir=str(data), progress=lambda *a: calls.append(a), **FAST)
+    assert bench["weights"] == load(path).manifest.files  # which weights these results describe
     assert set(bench["methods"]) == {"original", *METHODS}
     for m in METHODS:
         assert set(bench["methods"][m]) == set(METRICS)

@@ -490,3 +490,25 @@ def test_ab_view_of_a_two_class_live_forget_set(checkpoint):
     assert "the benchmark's 1,000 test images" in spec["layout"]["title"]["text"].replace("<br>", " ")
     (pick,) = [s for s in at.selectbox if s.label == "Method B"]
     assert "WF, live (the sidebar's forget set)" not in pick.options  # no live bar beside benchmark bars
+
+
+def test_a_benchmark_of_other_weights_is_flagged(checkpoint):
+    """A benchmark.json records the SHA-256 of the weights it scored; the page warns when the checkpoint's differ."""
+    files = wfexplain.load(checkpoint).manifest.files
+    assert comparison.weights_mismatch({"weights": dict(files)}, files) == []
+    assert comparison.weights_mismatch({}, files) == []  # older benchmarks: nothing to compare
+    other = {**files, "model.safetensors": "0" * 64}
+    assert comparison.weights_mismatch({"weights": other}, files) == ["model.safetensors"]
+    (checkpoint / "benchmark.json").write_text(json.dumps({**make_bench(), "weights": other}))
+    at = open_compare(checkpoint, forget="5")
+    assert not at.exception
+    assert any("made for other weights (model.safetensors differ" in w.value for w in at.warning)
+    (checkpoint / "benchmark.json").write_text(json.dumps({**make_bench(), "weights": dict(files)}))
+    assert not [w for w in open_compare(checkpoint, forget="5").warning if "other weights" in w.value]
+
+
+def test_shipped_benchmarks_describe_the_shipped_weights():
+    for bench_file in sorted((ROOT / "checkpoints").glob("*/benchmark.json")):
+        bench = json.loads(bench_file.read_text())
+        files = wfexplain.load(bench_file.parent).manifest.files
+        assert bench["weights"] == files, bench_file

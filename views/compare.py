@@ -55,6 +55,9 @@ def _show(bench: dict, from_session: bool) -> None:
     st.caption(f"{bench.get('dataset', '?')} · {bench.get('backbone', '?')} · {bench.get('seeds', '?')} seed(s) · "
                f"{bench.get('num_test_images', '?')} test images · forget classes, one at a time: "
                + (", ".join(map(name, classes)) or "none"))
+    if stale := comparison.weights_mismatch(bench, view.model.checkpoint_manifest().files):
+        st.warning(f"This benchmark was made for other weights ({', '.join(stale)} differ from the loaded "
+                   "checkpoint's): its results do not describe this model. Re-run `wfexplain benchmark`.")
     if names != list(view.model.class_names):
         st.warning(f"The benchmark's classes ({', '.join(names)}) differ from the loaded checkpoint's; "
                    "labels follow the benchmark.")

@@ -76,6 +76,13 @@ def read_benchmark(path: str | os.PathLike) -> dict:
     return bench
 
 
+def weights_mismatch(bench: Mapping, files: Mapping[str, str]) -> list[str]:
+    """The weight files whose SHA-256 in ``bench["weights"]`` differs from ``files`` (a checkpoint's manifest);
+    empty when they match or the benchmark predates the record."""
+    recorded = bench.get("weights") or {}
+    return [name for name, digest in recorded.items() if name in files and files[name] != digest]
+
+
 def check_benchmark(bench, source: str = "the benchmark") -> dict:
     """Raise :class:`ValueError` naming ``source`` and the key when ``bench`` lacks the schema's essentials."""
     if not isinstance(bench, dict):

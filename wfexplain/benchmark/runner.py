@@ -182,7 +182,8 @@ def run_benchmark(checkpoint: str | os.PathLike, config: BenchmarkConfig = Bench
     retrain_one = _nanmean(times["retrain"])
     wf_all = _nanmean(wf_seconds) if wf_seconds else float("nan")
     bench = {
-        "checkpoint": str(checkpoint), "dataset": info.name, "backbone": manifest.backbone,
+        "checkpoint": str(checkpoint), "weights": dict(manifest.files),  # file -> SHA-256: what was benchmarked
+        "dataset": info.name, "backbone": manifest.backbone,
         "class_names": list(info.class_names), "forget_classes": classes, "seeds": seeds,
         "num_test_images": len(data.y_test), "num_train_images_scored": len(data.y_train),
         "created": datetime.now(UTC).isoformat(timespec="seconds"), "command": command,
