@@ -22,7 +22,7 @@ layer = a.selectbox("Layer", layers, index=len(layers) - 1, format_func=lambda p
 mode = b.selectbox("Component order", analysis.ORDER_MODES,
                    help="original; grouped by the class each component is most specific to; or clustered")
 threshold = c.slider("Threshold", 0.0, 1.0, 0.5, 0.05, help="alpha below this counts as switched off")
-binary = d.toggle("On/off at the threshold", help="Off: alpha's values on the colour scale of the exported "
+binary = d.toggle("On/off", help="Off: alpha's values on the colour scale of the exported "
                   "figures (viridis). On: two colours, switched off (alpha below the threshold) in red.")
 
 alpha = memory[layer]
