@@ -144,6 +144,6 @@ for k, method in enumerate(methods):
                             key=f"dl_{method}_{fmt}", on_click="ignore")
 if bar is not None:
     bar.empty()
-# For the Export page: every method drawn here, with what it shows (names, not the figures' titles, key the files).
+# For the Export page: every method drawn here, keyed by its file stem (checkpoint, method, target, forget set).
 st.session_state["attribution_figures"] = {
     export.attribution_name(view.name, m, int(target), forget, "").removesuffix("."): f for m, f in figures_shown.items()}
