@@ -11,7 +11,8 @@ $W unlearn --checkpoint checkpoints/mnist-cnn --steps 2000  # 4,000 images: more
 $W train --dataset fashion-mnist --backbone resnet18 --out checkpoints/fmnist-resnet18 --epochs 14 --flip --half --force
 $W unlearn --checkpoint checkpoints/fmnist-resnet18
 $W train --dataset fashion-mnist --backbone vit --out checkpoints/fmnist-vit --epochs 24 --flip --force
-# chosen on the validation split among 7 configurations (scripts/vit_sweep.sh, scripts/choose_on_validation.py)
+# chosen on the validation split among 8 configurations (scripts/vit_sweep.sh, scripts/choose_on_validation.py);
+# train records every gate site of today's discovery (26 layers, the residual writes included)
 $W unlearn --checkpoint checkpoints/fmnist-vit --max-set-size 2 --lambda-f 4 --lambda-r 2 --steps 2808
 for c in fmnist-cnn mnist-cnn fmnist-resnet18 fmnist-vit; do
   $W evaluate --checkpoint checkpoints/$c --pairs --sets 1 2 3 5 --record

@@ -29,3 +29,6 @@ run k2-lf3-lr1.5-s1872 --max-set-size 2 --lambda-f 3 --lambda-r 1.5 --steps 1872
 run k3-lf3-lr1.5-s1872 --max-set-size 3 --lambda-f 3 --lambda-r 1.5 --steps 1872
 # k3-lf3-lr2-s2808 was started and stopped at 8%: k3 had just cost singles 5.4% mean / 42.5% max at λr 1.5
 run k2-lf4-lr2-s2808 --max-set-size 2 --lambda-f 4 --lambda-r 2 --steps 2808
+# Every run above gated heads and fc1 only: runs/base-vit recorded those sites before the residual kinds existed.
+# The same settings with every site of today's discovery (scripts/regate_vit.py writes runs/base-vit-residual):
+BASE=runs/base-vit-residual run residual-k2-lf4-lr2-s2808 --max-set-size 2 --lambda-f 4 --lambda-r 2 --steps 2808
