@@ -9,7 +9,6 @@ from dashboard.resources import attribution, eval_data
 from wfexplain import explain, export, figures
 from wfexplain.explain.uploads import FORMATS, LIMIT_TEXT, MAX_BYTES, UploadError, out_of_domain, preprocessing_text, read_image
 
-MIME = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}
 PHOTO_SIDE = 256  # the photo as given is drawn (and exported) at most this many pixels on a side
 # Choices below the image survive a run that stops before drawing them (an upload being replaced): a
 # widget not drawn in a run loses its state, so each is re-stated at the top.
@@ -138,9 +137,9 @@ for k, method in enumerate(methods):
         "insertion AUC ↑": [s0["insertion_auc"], s1["insertion_auc"]],
         "deletion AUC ↓": [s0["deletion_auc"], s1["deletion_auc"]],
     }, index=["original", "filtered"]).style.format("{:.3f}"))
-    for col, fmt in zip(st.columns(len(MIME)), MIME, strict=True):
+    for col, fmt in zip(st.columns(len(figures.FIGURE_FORMATS)), figures.FIGURE_FORMATS, strict=True):
         col.download_button(f"{method} panel .{fmt}", figures.figure_bytes(fig, fmt),
-                            export.attribution_name(view.name, method, int(target), forget, fmt), MIME[fmt],
+                            export.attribution_name(view.name, method, int(target), forget, fmt), figures.FIGURE_MIME[fmt],
                             key=f"dl_{method}_{fmt}", on_click="ignore")
 if bar is not None:
     bar.empty()

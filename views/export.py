@@ -33,7 +33,7 @@ if layers:
     cols = st.columns(3)
     for col, fmt in zip(cols, figures.FIGURE_FORMATS, strict=True):
         col.download_button(f"Heatmap .{fmt}", files[fmt], f"{stem}-memory.{fmt}",
-                            mime={"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}[fmt],
+                            mime=figures.FIGURE_MIME[fmt],
                             key=f"heatmap_{fmt}")
     st.image(files["preview"])
 else:
@@ -72,7 +72,7 @@ for name, panel in panels.items():  # file stem -> figure: checkpoint, method, t
     cols[0].markdown(f"`{name}`")
     for col, fmt in zip(cols[1:], ("png", "svg", "pdf"), strict=True):
         col.download_button(f".{fmt}", figures.figure_bytes(panel, fmt), f"{name}.{fmt}",
-                            {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}[fmt],
+                            figures.FIGURE_MIME[fmt],
                             key=f"attr_{name}_{fmt}", on_click="ignore")
 
 st.subheader("Baked model")

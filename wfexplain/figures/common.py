@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,12 +29,7 @@ def wrapped_title(text: str, width: int = 55) -> dict:
     Plotly never wraps a title: a long one is cut off at the figure's edge (in a half-width column
     most of it). Pass the result to ``fig.update_layout(**wrapped_title(...))``.
     """
-    lines: list[str] = []
-    for word in str(text).split():
-        if lines and len(lines[-1]) + 1 + len(word) <= width:
-            lines[-1] += " " + word
-        else:
-            lines.append(word)
+    lines = textwrap.wrap(str(text), width, break_long_words=False, break_on_hyphens=False)
     return {"title": dict(text="<br>".join(lines), x=0, xanchor="left", font=dict(size=14)),
             "margin": dict(t=30 + 20 * len(lines))}
 

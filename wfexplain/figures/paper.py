@@ -20,6 +20,7 @@ from ..explain import analysis
 from .common import MEMORY_CMAP, _check_names, to_numpy
 
 FIGURE_FORMATS = ("png", "svg", "pdf")
+FIGURE_MIME = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}  # for downloads
 MAX_VECTOR_CELLS = 3_000  # heatmap cells drawn as vector rectangles; larger panels are one embedded image each
 # Venues' PDF checks reject Type 3 fonts: embed TrueType (Type 42); SVG keeps text as editable text.
 _PAPER_RC: dict[str, Any] = {"pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none"}
