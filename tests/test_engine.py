@@ -87,3 +87,29 @@ def test_hard_threshold_evaluation_uses_baked_models(trained):
     assert same["hard_threshold"] == 0.0
     hard = evaluate(model, data, hard_threshold=1.01)  # zeroes every gated component of the filter
     assert hard["single"]["retain_accuracy_mean"] < soft["single"]["retain_accuracy_mean"]
+
+
+def test_random_erasing_covers_a_rectangle_of_the_chosen_share_of_images():
+    from wfexplain.engine import _erase
+
+    x = torch.ones(2000, 1, 28, 28)
+    out = _erase(x, 0.5, torch.Generator().manual_seed(0))
+    erased = (out == 0).float()
+    share = erased.mean((1, 2, 3))
+    assert 0.45 < (share > 0).float().mean() < 0.55
+    hit = share > 0
+    assert share[hit].min() >= 0.01 and share.max() <= 0.35  # 2-33% of the area, up to rounding
+    rows, cols = erased[hit, 0].amax(2), erased[hit, 0].amax(1)  # each erased region is one rectangle
+    assert torch.equal(erased[hit, 0].sum((1, 2)), rows.sum(1) * cols.sum(1))
+    assert torch.equal(_erase(x, 0.0, torch.Generator().manual_seed(0)), x)
+
+
+def test_bf16_training_learns_and_returns_a_float32_model_in_the_usual_layout():
+    torch.manual_seed(0)
+    net = create_backbone("cnn", 5, 1, 16)
+    result = train_classifier(net, synthetic(500, 0), TrainConfig(epochs=3, batch_size=50, shift=0.0, bf16=True,
+                                                                  erase=0.3))
+    assert result["cancelled"] is False
+    assert all(p.dtype == torch.float32 and p.is_contiguous() for p in net.parameters())
+    assert not net.training
+    assert evaluate(FilteredModel("cnn", tiny_info(), net), synthetic(200, 1))["original_accuracy"] > 0.9
