@@ -86,3 +86,30 @@ def test_export_command(e2e_checkpoint, tmp_path, capsys):
     assert (out / "memory_heatmaps.pdf").read_bytes().startswith(b"%PDF")
     assert b"<svg" in (out / "memory_heatmaps.svg").read_bytes()
     assert b"\\toprule" in (out / "metrics.tex").read_bytes()
+
+
+def test_remove_command_writes_a_loadable_model_without_the_classes(e2e_checkpoint, tmp_path, capsys):
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from wfexplain.backbones import create_backbone
+
+    out = tmp_path / "removed.safetensors"
+    argv = ["remove", "--checkpoint", str(e2e_checkpoint), "--forget", "0", "6", "--out", str(out), "--steps", "30",
+            "--limit", "500", "--json"]
+    capsys.readouterr()
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["forget"] == [0, 6] and report["removed_weights"] > 0 and report["test_images"] == 500
+    assert report["removed"]["forget_accuracy"] <= 0.02 and report["removed"]["retain_accuracy"] > 0.6
+    with safe_open(str(out), "pt") as f:
+        meta = f.metadata()
+    assert meta["mode"] == "removed" and json.loads(meta["forget"]) == [0, 6]
+    assert json.loads(meta["removal"])["steps"] == 30 and int(meta["removed_weights"]) == report["removed_weights"]
+    net = create_backbone("cnn", 10, 1, 28)
+    net.load_state_dict(load_file(str(out)))
+    assert sum(int((p == 0).sum()) for p in net.parameters()) >= report["removed_weights"]
+    before = out.read_bytes()
+    assert main(argv) == 2 and "--force" in capsys.readouterr().err
+    assert out.read_bytes() == before
+    assert main([*argv, "--force", "--steps", "5"]) == 0 and out.read_bytes() != before

@@ -54,6 +54,12 @@ BAD = [
     (["retrain", "--checkpoint", "CK", "--forget", "1", "--seed", "-4"], "--seed"),
     (["export", "--checkpoint", "CK", "--out", "OUT", "--forget", "7"], "--forget"),
     (["export", "--checkpoint", "CK", "--out", "OUT", "--hard-threshold", "-0.1"], "--hard-threshold"),
+    (["remove", "--checkpoint", "CK", "--out", "OUT.safetensors", "--forget", "7"], "--forget"),
+    (["remove", "--checkpoint", "CK", "--out", "OUT.safetensors", "--forget", "0", "1", "2", "3", "4"], "--forget"),
+    (["remove", "--checkpoint", "CK", "--out", "OUT", "--forget", "1"], "--out"),
+    (["remove", "--checkpoint", "CK", "--out", "OUT.safetensors", "--forget", "1", "--threshold", "0"], "--threshold"),
+    (["remove", "--checkpoint", "CK", "--out", "OUT.safetensors", "--forget", "1", "--steps", "-1"], "--steps"),
+    (["remove", "--checkpoint", "CK", "--out", "OUT.safetensors", "--forget", "1", "--limit", "3"], "--limit"),
 ]
 
 
@@ -61,7 +67,7 @@ BAD = [
 def test_bad_option_exits_2_naming_it_and_writes_nothing(ckpt, tmp_path, capsys, argv, option):
     out = tmp_path / "new"
     before = snapshot(tmp_path)
-    argv = [str(ckpt) if a == "CK" else str(out) if a == "OUT" else a for a in argv]
+    argv = [str(ckpt) if a == "CK" else str(out) + a[3:] if a.startswith("OUT") else a for a in argv]
     with pytest.raises(SystemExit) as e:  # argparse's own exit for per-option checks
         rc = main(argv)
         raise SystemExit(rc)
@@ -69,7 +75,7 @@ def test_bad_option_exits_2_naming_it_and_writes_nothing(ckpt, tmp_path, capsys,
     err = capsys.readouterr().err
     assert f"argument {option}" in err, err
     assert "Traceback" not in err
-    assert snapshot(tmp_path) == before and not out.exists()
+    assert snapshot(tmp_path) == before and not out.exists() and not out.with_suffix(".safetensors").exists()
 
 
 def test_unlearn_refuses_to_replace_trained_memory_or_an_existing_out(ckpt, tmp_path, capsys):

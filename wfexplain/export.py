@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from safetensors.torch import save as safetensors_save
+from torch import nn
 
 from . import __version__
 from .atomic import atomic_write
@@ -171,24 +172,30 @@ def baked_safetensors(model: FilteredModel, forget, hard_threshold: float | None
     classes = forget_list(forget)
     if not classes:
         raise ValueError("baked_safetensors needs at least one class to forget")
-    baked = bake(model, classes, hard_threshold=hard_threshold)
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in baked.state_dict().items()}
+    return network_safetensors(model, bake(model, classes, hard_threshold=hard_threshold), classes, {
+        "hard_threshold": "none" if hard_threshold is None else repr(float(hard_threshold))})
+
+
+def network_safetensors(model: FilteredModel, net: nn.Module, classes: list[int], extra: Mapping[str, str]) -> bytes:
+    """``net`` (a plain copy of ``model``'s backbone without ``classes``) as safetensors bytes, with the metadata
+    of :func:`baked_safetensors` plus ``extra`` (a removed model: ``mode``, ``removal``, ``removed_weights``)."""
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
     info = model.info
     metadata = {"format": BAKED_FORMAT, "backbone": model.backbone_name, "forget": json.dumps(classes),
                 "forget_names": json.dumps([info.class_names[c] for c in classes]),
                 "class_names": json.dumps(list(info.class_names)), "num_classes": str(info.num_classes),
                 "in_chans": str(info.in_chans), "img_size": str(info.img_size), "mean": json.dumps(list(info.mean)),
-                "std": json.dumps(list(info.std)), "wfexplain_version": __version__,
-                "hard_threshold": "none" if hard_threshold is None else repr(float(hard_threshold))}
+                "std": json.dumps(list(info.std)), "wfexplain_version": __version__, **extra}
     return safetensors_save(state, metadata=metadata)
 
 
-# ---------------------------------------------------------------- directory export
-
-
-def _write_bytes(path: Path, data: bytes) -> Path:
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` atomically: ``path`` holds the old bytes or the new ones, never a mix."""
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
-    return path
+    return Path(path)
+
+
+# ---------------------------------------------------------------- directory export
 
 
 def baked_name(forget, hard_threshold: float | None) -> str:
@@ -253,13 +260,13 @@ def export_all(model: FilteredModel, out_dir: str | os.PathLike, forget=(), laye
     written: list[Path] = []
     fig = memory_figure(model.memory, names, layers=layers, order_mode=order_mode)
     for fmt in formats:
-        written.append(_write_bytes(out / f"memory_heatmaps.{fmt}", figure_bytes(fig, fmt)))
-    written.append(_write_bytes(out / "memory.csv", memory_csv(model.memory, names)))
-    written.append(_write_bytes(out / "memory.npz", memory_npz(model.memory, names)))
+        written.append(write_bytes(out / f"memory_heatmaps.{fmt}", figure_bytes(fig, fmt)))
+    written.append(write_bytes(out / "memory.csv", memory_csv(model.memory, names)))
+    written.append(write_bytes(out / "memory.npz", memory_npz(model.memory, names)))
     if report is not None:
         df, _, tex = metrics_export(model, report, f"tab:wf-{model.info.name}")
-        written.append(_write_bytes(out / "metrics.csv", table_csv(df)))
-        written.append(_write_bytes(out / "metrics.tex", tex))
+        written.append(write_bytes(out / "metrics.csv", table_csv(df)))
+        written.append(write_bytes(out / "metrics.tex", tex))
     if classes:
-        written.append(_write_bytes(out / baked_name(classes, hard_threshold), baked_safetensors(model, classes, hard_threshold)))
+        written.append(write_bytes(out / baked_name(classes, hard_threshold), baked_safetensors(model, classes, hard_threshold)))
     return written

@@ -1,4 +1,4 @@
-"""The ``wfexplain`` command: train, import, unlearn, evaluate, retrain, benchmark, export, upgrade, list.
+"""The ``wfexplain`` command: train, import, unlearn, evaluate, retrain, benchmark, export, remove, upgrade, list.
 
 Logs and progress bars go to stderr; ``--json`` results go to stdout as strict JSON (null, never
 NaN). Every option is validated before any work (exit 2, the option named, nothing written);
@@ -19,6 +19,7 @@ from ..checkpoint import CheckpointError
 from ..data import DatasetError, list_datasets
 from ..engine import TrainConfig, UnlearnConfig
 from ..manifest import IMG_SIZE_RANGE
+from ..removal import RemovalConfig
 from ..splits import VAL_FRACTION
 from . import commands as C
 from .commands import _error, log
@@ -140,6 +141,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace files that already exist in --out")
     _add_data_args(p)
     p.set_defaults(func=C.cmd_export)
+
+    p = sub.add_parser("remove", help="remove a forget set from the weights (hard bake, prune, repair on retain data "
+                                      "only) and write the model; measures forget/retain accuracy on test")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--forget", type=INDEX, nargs="+", required=True, help="classes to remove")
+    p.add_argument("--out", required=True, help="the .safetensors file to write (loads like export's baked model)")
+    add_config_args(p, RemovalConfig)
+    p.add_argument("--limit", type=COUNT, default=2000, help="test images behind the printed accuracies")
+    p.add_argument("--json", action="store_true", help="print the measurements as JSON to stdout")
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    _add_data_args(p)
+    _add_runtime_args(p)
+    p.set_defaults(func=C.cmd_remove)
 
     p = sub.add_parser("import", help="make a checkpoint of a classifier trained elsewhere (timm, torchvision, your own)")
     p.add_argument("--arch", required=True, help="timm:NAME, torchvision:NAME or package.module:factory (imported: "

@@ -5,11 +5,13 @@ Logs and progress bars go to stderr (rank 0 only under torchrun); ``--json`` res
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from .. import distributed as dist
@@ -19,8 +21,9 @@ from ..checkpoint import MANIFEST_FILE, check_target, load, read_manifest, updat
 from ..data import list_datasets
 from ..engine import TrainConfig, UnlearnConfig
 from ..evaluation import evaluate
+from ..evaluation.metrics import in_set
 from ..pipeline import train_checkpoint, unlearn_checkpoint
-from ..splits import checkpoint_split, checkpoint_validation_split
+from ..splits import checkpoint_split, checkpoint_train_split, checkpoint_validation_split
 from .options import UsageError, at_least, config_from
 
 
@@ -240,6 +243,60 @@ def cmd_export(args) -> int:
                        order_mode=args.order, hard_threshold=args.hard_threshold, overwrite=args.force)
     for p in paths:
         print(p)
+    return 0
+
+
+def cmd_remove(args) -> int:
+    from ..data import subset_tensors
+    from ..export import network_safetensors, write_bytes
+    from ..filtering import bake
+    from ..forget import classes as forget_list
+    from ..removal import RemovalConfig, remove
+
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise UsageError("--out", f"must name a .safetensors file, got {out.name!r}")
+    if out.exists() and not args.force:
+        raise FileExistsError(f"{out} already exists")
+    model = load(args.checkpoint, args.device)
+    _check_limits(args, model.num_classes)
+    try:
+        classes = forget_list(args.forget, model.num_classes, allow_empty=False)
+    except ValueError as e:
+        raise UsageError("--forget", str(e)) from None
+    if len(classes) == model.num_classes:
+        raise UsageError("--forget", f"would remove all {model.num_classes} classes: keep at least one")
+    manifest = model.checkpoint_manifest()
+    cfg = config_from(args, RemovalConfig)
+    train = checkpoint_train_split(manifest, args.data_dir)
+    log(f"removing {[model.info.class_names[c] for c in classes]} from {args.checkpoint}: hard bake at "
+        f"{cfg.threshold:g}, prune, {cfg.steps} repair steps on retain images")
+    bar, progress = _bar("repair")
+    with _Interrupt() as stop:
+        result = remove(model, classes, train, cfg, progress, stop)
+    bar.close()
+    if result["cancelled"]:
+        log("cancelled: nothing written")
+        return 130
+    net = result["model"]
+    write_bytes(out, network_safetensors(model, net, classes, {
+        "mode": "removed", "removal": dumps(dataclasses.asdict(cfg)), "removed_weights": str(result["removed_weights"]),
+        "hard_threshold": repr(float(cfg.threshold))}))
+    x, y, _ = subset_tensors(checkpoint_split(manifest, "test", args.data_dir, args.download), args.limit)
+    report = {"forget": classes, "removed_weights": result["removed_weights"], "repair_seconds": result["seconds"],
+              "test_images": len(y), "path": str(out)}
+    device = next(net.parameters()).device
+    for name, m in (("soft_bake", bake(model, classes).to(device)), ("removed", net)):
+        with torch.no_grad():
+            pred = torch.cat([m(b.to(device)).argmax(1).cpu() for b in x.split(500)])
+        forget = in_set(y, classes)
+        report[name] = {"forget_accuracy": (pred[forget] == y[forget]).float().mean().item(),
+                        "retain_accuracy": (pred[~forget] == y[~forget]).float().mean().item()}
+    log(f"removed {result['removed_weights']} weights, repaired in {result['seconds']:.0f} s; test "
+        f"({len(y)} images): soft bake {dumps(report['soft_bake'])}, removed {dumps(report['removed'])}")
+    log(f"saved {out}")
+    if args.json:
+        print(dumps(report))
     return 0
 
 
