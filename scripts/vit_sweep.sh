@@ -5,16 +5,9 @@
 # which holds out a seeded, stratified 10% of the training split) into its own directory, then scores
 # singles, pairs, triples and 5-sets on 2,000 validation images. Two runs at a time, one thread each.
 set -euo pipefail
-W=${W:-.venv/bin/wfexplain}
 BASE=${BASE:-runs/base-vit}
-run() {  # name, unlearn options...
-  local name=$1; shift
-  OMP_NUM_THREADS=1 nice -n 10 $W unlearn --checkpoint "$BASE" --out "runs/vit-$name" --force "$@" \
-    > "runs/logs/vit-$name.log" 2>&1
-  OMP_NUM_THREADS=1 nice -n 10 $W evaluate --checkpoint "runs/vit-$name" --split validation --limit 2000 \
-    --sets 1 2 3 5 --json > "runs/logs/vit-$name-val.json" 2>> "runs/logs/vit-$name.log"
-}
-mkdir -p runs/logs
+PREFIX=vit
+source "$(dirname "$0")/sweep_lib.sh"
 run k2-lf3 --max-set-size 2 --lambda-f 3 &
 run k3-lf3 --max-set-size 3 --lambda-f 3 &
 wait

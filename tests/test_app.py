@@ -5,6 +5,7 @@ through ``st.cache_resource``, so only the first test pays for loading them.
 """
 
 import io
+import json
 import os
 import re
 from pathlib import Path
@@ -429,3 +430,25 @@ def test_switching_to_a_checkpoint_without_the_forgotten_classes_says_so():
     # /nosuchpage: Streamlit runs the default page; the router names what was asked for
     assert unknown_page("nosuchpage", ["forget", "memory"]) == "nosuchpage"
     assert unknown_page("memory", ["forget", "memory"]) is None and unknown_page("", ["forget"]) is None
+
+
+def test_export_removes_a_forget_set_in_a_job_and_offers_the_model(monkeypatch):
+    storage = MemoryMediaFileStorage("/mock/media")
+    monkeypatch.setattr(app_test_module, "MemoryMediaFileStorage", lambda endpoint: storage)
+    at = open_app("views/export.py", forget="1")
+    assert_clean(at)
+    assert not [b for b in at.get("download_button") if b.key == "removed"]
+    next(n for n in at.number_input if n.label == "Repair steps").set_value(20).run()
+    at.button(key="remove_run").click().run()
+    assert_clean(at)
+    at.session_state["remove_job"].join(120)
+    at.run()
+    assert_clean(at)
+    assert any("weights removed, repaired in" in s.value for s in at.success), [s.value for s in at.success]
+    (button,) = [b for b in at.get("download_button") if b.key == "removed"]
+    assert button.proto.label == "Removed model without Trouser (.safetensors)"
+    data = storage.get_file(button.proto.url.rsplit("/", 1)[-1]).content
+    wfexplain.create_backbone("cnn", 10, 1, 28).load_state_dict(safetensors_load(data))  # a plain state dict
+    header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])  # the safetensors header
+    meta = header["__metadata__"]
+    assert meta["mode"] == "removed" and meta["forget"] == "[1]" and json.loads(meta["removal"])["steps"] == 20

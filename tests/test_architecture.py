@@ -16,7 +16,7 @@ MAX_LINES = 350
 RANKS = {
     0: {"data", "forget", "atomic", "sites", "gates", "hooks", "distributed", "objectives", "latex"},
     1: {"backbones", "filtering", "engine", "manifest", "checkpoint", "splits"},
-    2: {"evaluation", "pipeline", "api", "importing", "baselines", "inference", "answers"},
+    2: {"evaluation", "pipeline", "api", "importing", "baselines", "inference", "answers", "removal"},
     3: {"benchmark", "explain", "figures", "export"},
     4: {"cli", "__main__", "__init__"},
 }

@@ -3,6 +3,8 @@
 import streamlit as st
 
 from dashboard import current
+from dashboard.job_panel import job_panel, running, start_job
+from dashboard.jobs import Job
 from dashboard.resources import (
     baked_file,
     live_answers,
@@ -12,6 +14,7 @@ from dashboard.resources import (
     single_class_report,
     view_set_row,
 )
+from dashboard.settings import job_caps
 from wfexplain import export, figures
 from wfexplain.explain import analysis
 
@@ -87,3 +90,51 @@ else:
                        key="baked")  # soft and hard bakes get distinct names
     st.caption("A plain state dict (no gates) of the checkpoint's own architecture: load it into a fresh copy "
                "(built-in backbones: `wfexplain.create_backbone(...)`).")
+
+st.subheader("Removed model (prune and repair)")
+REMOVE_JOB = "remove_job"
+st.write("A bake *suppresses* the forgotten classes: fine-tuning on a few of their images brings them back within "
+         "a few steps. Removal zeroes every component whose gate is below the threshold and every weight only those "
+         "components feed, then fine-tunes the rest of the network on the training images of the retained classes "
+         "only, the removed weights held at zero. It is one short training per forget set (a minute or more on a "
+         "CPU), not a live toggle; `wfexplain remove --checkpoint DIR --forget 0 6 --out FILE` does the same. "
+         "How much it resists relearning, measured: docs/method.md, *Removal*.")
+if not view.forget:
+    st.caption("Choose a forget set in the sidebar to remove it from the weights.")
+else:
+    busy, caps = running(REMOVE_JOB), job_caps()
+    c1, c2 = st.columns(2)
+    steps = c1.number_input("Repair steps", 0, caps.unlearn_steps, min(1000, caps.unlearn_steps), 100, disabled=busy,
+                            help="Adam steps of 64 retained-class training images (0: prune only)")
+    threshold = c2.slider("Removal threshold", 0.05, 1.0, 0.5, 0.05, disabled=busy)
+    if st.button("Remove and repair", disabled=busy, key="remove_run"):
+        forget, filtered, gone = list(view.forget), model, ", ".join(view.forget_names)
+
+        def run(progress, stop) -> dict:
+            from wfexplain.removal import RemovalConfig, remove
+            from wfexplain.splits import checkpoint_train_split
+
+            cfg = RemovalConfig(threshold=threshold, steps=int(steps))
+            train = checkpoint_train_split(filtered.checkpoint_manifest())
+            out = remove(filtered, forget, train, cfg, progress, stop)  # the shared model is only read
+            if out["cancelled"]:
+                return {"cancelled": True}
+            return {"data": export.removed_safetensors(filtered, forget, out, cfg), "cancelled": False,
+                    "name": f"{stem}-{export.removed_name(forget)}", "removed_weights": out["removed_weights"],
+                    "gone": gone}
+
+        try:
+            caps.check(unlearn_steps=int(steps) or None)
+        except ValueError as e:
+            st.error(f"Cannot start: {e}")
+        else:
+            if start_job(REMOVE_JOB, Job(run, f"removal of {gone}")):
+                st.rerun()
+job_panel(REMOVE_JOB, lambda job, s: f"{job.label}: {s.result['removed_weights']:,} weights removed, repaired in "
+                                     f"{s.finished - s.started:.0f} s.", failure="The removal failed",
+          cancelled="Cancelled: no model kept.")
+removal = st.session_state.get(REMOVE_JOB)
+if removal is not None and (done := removal.state()).done and done.result and "data" in done.result:
+    st.download_button(f"Removed model without {done.result['gone']} (.safetensors)", done.result["data"],
+                       done.result["name"],
+                       "application/octet-stream", key="removed", on_click="ignore")

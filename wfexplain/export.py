@@ -9,6 +9,7 @@ baked models are safetensors. This module never imports streamlit.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -189,6 +190,13 @@ def network_safetensors(model: FilteredModel, net: nn.Module, classes: list[int]
     return safetensors_save(state, metadata=metadata)
 
 
+def removed_safetensors(model: FilteredModel, classes: list[int], result: Mapping, cfg) -> bytes:
+    """A :func:`wfexplain.removal.remove` result (``cfg`` its :class:`~wfexplain.removal.RemovalConfig`) as bytes."""
+    return network_safetensors(model, result["model"], classes, {
+        "mode": "removed", "removal": json.dumps(dataclasses.asdict(cfg)), "removed_weights": str(result["removed_weights"]),
+        "hard_threshold": repr(float(cfg.threshold))})
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` atomically: ``path`` holds the old bytes or the new ones, never a mix."""
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
@@ -202,6 +210,11 @@ def baked_name(forget, hard_threshold: float | None) -> str:
     """The file name of a baked model: its forget set, and the threshold of a hard bake."""
     hard = f"_hard{hard_threshold:g}" if hard_threshold is not None else ""
     return "baked_forget_" + "-".join(str(c) for c in forget_list(forget)) + hard + ".safetensors"
+
+
+def removed_name(forget) -> str:
+    """The file name of a removed model (:func:`removed_safetensors`)."""
+    return "removed_forget_" + "-".join(str(c) for c in forget_list(forget)) + ".safetensors"
 
 
 def attribution_name(checkpoint: str, method: str, target: int, forget, fmt: str) -> str:

@@ -5,7 +5,6 @@ Logs and progress bars go to stderr (rank 0 only under torchrun); ``--json`` res
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import sys
@@ -248,7 +247,7 @@ def cmd_export(args) -> int:
 
 def cmd_remove(args) -> int:
     from ..data import subset_tensors
-    from ..export import network_safetensors, write_bytes
+    from ..export import removed_safetensors, write_bytes
     from ..filtering import bake
     from ..forget import classes as forget_list
     from ..removal import RemovalConfig, remove
@@ -279,9 +278,7 @@ def cmd_remove(args) -> int:
         log("cancelled: nothing written")
         return 130
     net = result["model"]
-    write_bytes(out, network_safetensors(model, net, classes, {
-        "mode": "removed", "removal": dumps(dataclasses.asdict(cfg)), "removed_weights": str(result["removed_weights"]),
-        "hard_threshold": repr(float(cfg.threshold))}))
+    write_bytes(out, removed_safetensors(model, classes, result, cfg))
     x, y, _ = subset_tensors(checkpoint_split(manifest, "test", args.data_dir, args.download), args.limit)
     report = {"forget": classes, "removed_weights": result["removed_weights"], "repair_seconds": result["seconds"],
               "test_images": len(y), "path": str(out)}
