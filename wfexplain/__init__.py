@@ -2,8 +2,8 @@
 
 Implements Poppi et al., "Multi-Class Unlearning for Image Classification via Weight
 Filtering" (arXiv 2304.02049). Public API: :func:`load`, :func:`save`, :func:`wrap`,
-:func:`unlearn`, :func:`evaluate`, :func:`bake`, :class:`FilteredModel`, :class:`Manifest`,
-:class:`UnlearnConfig`, :class:`GateSite`, :func:`create_backbone`, :func:`list_backbones`.
+:func:`unlearn`, :func:`evaluate`, :func:`bake`, :func:`remove`, :class:`FilteredModel`, :class:`Manifest`,
+:class:`UnlearnConfig`, :class:`RemovalConfig`, :class:`GateSite`, :func:`create_backbone`, :func:`list_backbones`.
 """
 
 __version__ = "0.1.0"
@@ -14,7 +14,9 @@ from .checkpoint import CheckpointError, load
 from .engine import UnlearnConfig
 from .filtering import FilteredModel, bake
 from .manifest import Manifest
+from .removal import RemovalConfig, remove
 from .sites import GateSite
 
-__all__ = ["CheckpointError", "FilteredModel", "GateSite", "Manifest", "UnlearnConfig", "__version__", "bake",
-           "create_backbone", "evaluate", "list_backbones", "load", "probe", "save", "ungated_copy", "unlearn", "wrap"]
+__all__ = ["CheckpointError", "FilteredModel", "GateSite", "Manifest", "RemovalConfig", "UnlearnConfig", "__version__",
+           "bake", "create_backbone", "evaluate", "list_backbones", "load", "probe", "remove", "save", "ungated_copy",
+           "unlearn", "wrap"]

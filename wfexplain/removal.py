@@ -35,6 +35,7 @@ from .evaluation.metrics import in_set
 from .filtering import FilteredModel, bake
 from .forget import Forget
 from .forget import classes as forget_list
+from .splits import checkpoint_train_split
 
 
 @dataclass(frozen=True)
@@ -117,11 +118,12 @@ def retain_subset(train: Dataset, forget: Forget) -> Subset:
     return Subset(train, torch.nonzero(keep).flatten().tolist())
 
 
-def remove(model: FilteredModel, forget: Forget, train: Dataset, cfg: RemovalConfig = RemovalConfig(),
+def remove(model: FilteredModel, forget: Forget, train: Dataset | None = None, cfg: RemovalConfig = RemovalConfig(),
            progress: Progress | None = None, should_stop: StopFlag | None = None) -> dict:
     """Hard-bake, prune and repair one forget set (see the module docstring); ``model`` is left untouched.
 
-    ``train`` is the training split (with ``targets``); the repair only sees its retained classes.
+    ``train`` is a training split (with ``targets``; default: the images the checkpoint's backbone was
+    trained on, its validation split left out); the repair only sees its retained classes.
 
     Returns:
         ``{"model", "masks", "removed_weights", "steps", "seconds", "final_loss", "cancelled"}``; ``model`` is a
@@ -131,6 +133,8 @@ def remove(model: FilteredModel, forget: Forget, train: Dataset, cfg: RemovalCon
     classes = forget_list(forget, model.num_classes, allow_empty=False)
     if len(classes) >= model.num_classes:
         raise ValueError(f"remove needs at least one class to keep; got all {model.num_classes}")
+    if train is None:
+        train = checkpoint_train_split(model.checkpoint_manifest())
     retain = retain_subset(train, classes)
     probe = torch.stack([retain[i][0] for i in range(min(16, len(retain)))])
     net, masks = removal_masks(model, classes, cfg.threshold, probe.to(next(model.parameters()).device))
