@@ -76,5 +76,7 @@ def test_bad_requests_are_refused(unlearned):
         remove(unlearned, [0, 1, 2, 3, 4], train)
     with pytest.raises(ValueError, match=r"valid classes are 0\.\.4"):
         remove(unlearned, [7], train)
+    with pytest.raises(ValueError, match="not loaded from a checkpoint"):  # no training split to default to
+        remove(unlearned, [1])
     with pytest.raises(ValueError, match="threshold must be"):
         RemovalConfig(threshold=0)
