@@ -4,7 +4,7 @@
 #   wfexplain train --dataset fashion-mnist --backbone resnet18 --out runs/base-r18-a --epochs 30 --flip --half --bf16
 #   wfexplain train ... --out runs/base-r18-b (the same) --erase 0.5
 # This script takes the one with the higher validation accuracy (metrics.validation_accuracy in its
-# manifest, never the test accuracy), unlearns it with max_set_size k = 2, 3 and 5 (two at a time) and
+# manifest, never the test accuracy), unlearns it with max_set_size k = 2, 3 and 5 (side by side) and
 # scores each on 2,000 validation images; scripts/choose_on_validation.py runs/logs/r18-*-val.json
 # then picks k.
 set -euo pipefail
@@ -19,5 +19,5 @@ PREFIX=r18
 source "$(dirname "$0")/sweep_lib.sh"
 run k2 --max-set-size 2 &
 run k3 --max-set-size 3 &
+run k5 --max-set-size 5 &
 wait
-run k5 --max-set-size 5
