@@ -75,8 +75,13 @@ def session(device: torch.device, backend: str | None = None) -> Iterator[None]:
     dist.init_process_group(backend=backend)
     try:
         yield
-    finally:
-        dist.destroy_process_group()
+    except BaseException:
+        dist.destroy_process_group()  # no barrier: the other ranks may never reach it
+        raise
+    # Leave together: a rank that tears down its gloo pairs while a peer still uses them can make
+    # that peer abort at exit ("terminate called without an active exception", seen in CI).
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def barrier() -> None:
