@@ -131,9 +131,10 @@ else:
         else:
             if start_job(REMOVE_JOB, Job(run, f"removal of {gone}")):
                 st.rerun()
-job_panel(REMOVE_JOB, lambda job, s: f"{job.label}: {s.result['removed_weights']:,} weights removed, repaired in "
-                                     f"{s.finished - s.started:.0f} s.", failure="The removal failed",
-          cancelled="Cancelled: no model kept.")
+if REMOVE_JOB in st.session_state:  # no panel (and no fragment) until a removal was started
+    job_panel(REMOVE_JOB, lambda job, s: f"{job.label}: {s.result['removed_weights']:,} weights removed, repaired in "
+                                         f"{s.finished - s.started:.0f} s.", failure="The removal failed",
+              cancelled="Cancelled: no model kept.")
 removal = st.session_state.get(REMOVE_JOB)
 if removal is not None and (done := removal.state()).done and done.result and "data" in done.result:
     st.download_button(f"Removed model without {done.result['gone']} (.safetensors)", done.result["data"],
