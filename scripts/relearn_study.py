@@ -32,7 +32,7 @@ from torch.utils.data import Subset
 
 import wfexplain
 from wfexplain.data import subset_tensors
-from wfexplain.evaluation.metrics import in_set, relearn_steps, retain_accuracy
+from wfexplain.evaluation.metrics import forget_accuracy, in_set, relearn_steps, retain_accuracy
 from wfexplain.filtering import bake
 from wfexplain.pipeline import oracle_path
 from wfexplain.removal import RemovalConfig, removal_masks, remove
@@ -91,7 +91,7 @@ def main() -> None:
         for name, net in nets.items():
             with torch.no_grad():
                 pred = torch.cat([net(b).argmax(1) for b in x.split(500)])
-            row[name] = {"retain": retain_accuracy(pred, y, forget), "forget": (pred[ft] == y[ft]).float().mean().item(),
+            row[name] = {"retain": retain_accuracy(pred, y, forget), "forget": forget_accuracy(pred, y, forget),
                          **{f"relearn_lr{lr:g}": relearn_steps(net, xt[few], yt[few], x[ft], y[ft], lr=lr)
                             for lr in (1e-3, 1e-4)}}
         rows.append(row)

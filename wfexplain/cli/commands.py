@@ -20,7 +20,7 @@ from ..checkpoint import MANIFEST_FILE, check_target, load, read_manifest, updat
 from ..data import list_datasets
 from ..engine import TrainConfig, UnlearnConfig
 from ..evaluation import evaluate
-from ..evaluation.metrics import in_set
+from ..evaluation.metrics import forget_accuracy, retain_accuracy
 from ..pipeline import train_checkpoint, unlearn_checkpoint
 from ..splits import checkpoint_split, checkpoint_train_split, checkpoint_validation_split
 from .options import UsageError, at_least, config_from
@@ -286,9 +286,8 @@ def cmd_remove(args) -> int:
     for name, m in (("soft_bake", bake(model, classes).to(device)), ("removed", net)):
         with torch.no_grad():
             pred = torch.cat([m(b.to(device)).argmax(1).cpu() for b in x.split(500)])
-        forget = in_set(y, classes)
-        report[name] = {"forget_accuracy": (pred[forget] == y[forget]).float().mean().item(),
-                        "retain_accuracy": (pred[~forget] == y[~forget]).float().mean().item()}
+        report[name] = {"forget_accuracy": forget_accuracy(pred, y, classes),
+                        "retain_accuracy": retain_accuracy(pred, y, classes)}
     log(f"removed {result['removed_weights']} weights, repaired in {result['seconds']:.0f} s; test "
         f"({len(y)} images): soft bake {dumps(report['soft_bake'])}, removed {dumps(report['removed'])}")
     log(f"saved {out}")
