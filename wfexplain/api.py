@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from .backbones import build_network, check_spec
+from .backbones import BuildRefused, build_network, check_spec, weight_shapes
 from .checkpoint import save_checkpoint
 from .data import DatasetInfo
 from .engine import Progress, StopFlag, UnlearnConfig, train_memory
@@ -159,11 +159,12 @@ def evaluate(model: FilteredModel, test_dataset: Dataset, limit: int | None = No
 
 
 def save(model: FilteredModel, directory: str | os.PathLike, arch: str | None = None, arch_kwargs: dict | None = None,
-         overwrite: bool = False, data_dir: str | os.PathLike | None = None, **fields) -> Manifest:
+         overwrite: bool = False, data_dir: str | os.PathLike | None = None, trust: bool = False, **fields) -> Manifest:
     """Write a checkpoint that :func:`wfexplain.load` rebuilds: ``arch`` says how (default: the model's own).
 
-    The architecture is built once here and compared with the model (names and shapes of every
-    tensor), so a checkpoint that cannot be loaded back is never written.
+    The architecture is built once here, bounded by and compared with the model (names and shapes of
+    every tensor), so a checkpoint that cannot be loaded back is never written. ``trust`` allows a
+    ``package.module:factory`` spec to be imported (else ``$WFEXPLAIN_TRUSTED_MODULES``).
     """
     spec = arch or model.backbone_name
     kwargs = dict(arch_kwargs if arch_kwargs is not None else model.arch_kwargs)
@@ -173,12 +174,12 @@ def save(model: FilteredModel, directory: str | os.PathLike, arch: str | None = 
         raise ValueError(f"say how to rebuild this {type(model.backbone).__name__}: wfexplain.save(model, dir, "
                          "arch='timm:NAME' | 'torchvision:NAME' | 'package.module:factory')") from None
     info = model.info
-    ref = build_network(spec, info.num_classes, info.in_chans, info.img_size, kwargs, trust=True).state_dict()
-    got = model.backbone.state_dict()
-    diff = sorted(set(ref) ^ set(got)) + [k for k in ref if k in got and ref[k].shape != got[k].shape]
-    if diff:
-        raise ValueError(f"{spec} does not rebuild this network (tensors differ at {', '.join(diff[:4])}): "
-                         "pass the arch_kwargs it was created with, or a package.module:factory that builds it")
+    try:
+        build_network(spec, info.num_classes, info.in_chans, info.img_size, kwargs, trust=trust,
+                      expect=weight_shapes(model.backbone))
+    except BuildRefused as e:
+        raise ValueError(f"{spec} does not rebuild this network ({e}): pass the arch_kwargs it was created with, "
+                         "or a package.module:factory that builds it") from None
     model.backbone_name, model.arch_kwargs = spec, kwargs
     data = str(Path(data_dir).resolve()) if data_dir is not None else fields.pop("data_dir", None)
     return save_checkpoint(model, directory, {**fields, "data_dir": data}, overwrite=overwrite)

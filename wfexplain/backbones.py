@@ -8,7 +8,15 @@ its network by an *architecture spec* (:func:`build_network`):
 - ``timm:NAME`` -> ``timm.create_model(NAME, pretrained=False, num_classes=, in_chans=, **kwargs)``;
 - ``torchvision:NAME`` -> ``torchvision.models.get_model(NAME, weights=None, num_classes=, **kwargs)``;
 - ``package.module:factory`` -> ``factory(**kwargs)``, imported only from modules the user trusts
-  (``$WFEXPLAIN_TRUSTED_MODULES`` or ``trust=True``): importing code named in a file is code execution.
+  (``$WFEXPLAIN_TRUSTED_MODULES`` or ``trust=True`` passed by the user): importing code named in a
+  file is code execution, so a spec read from a file is never trusted on the file's behalf
+  (:meth:`wfexplain.manifest.Manifest.build_network` is the one way to build from a manifest).
+
+``kwargs`` never set what the spec's own arguments set (``num_classes``, ``in_chans``, ``weights``,
+``pretrained``, ``checkpoint_path``...: :data:`RESERVED_KWARGS`). With ``expect`` (the tensor names
+and shapes the weights hold), :func:`build_network` first builds on the ``meta`` device under a
+budget (:func:`bounded`: no more tensors or elements than the weights hold, a time limit), compares
+names and shapes, and only then allocates: a spec cannot make us build a network its file does not hold.
 
 Gate sites are not part of the registry: every network, built-in or not, gets them from
 :func:`wfexplain.sites.discover_sites`; the registry only names each built-in's classifier head.
@@ -16,11 +24,14 @@ Gate sites are not part of the registry: every network, built-in or not, gets th
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 import os
 import re
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import cast
 
@@ -32,7 +43,17 @@ from .sites import find_heads
 # timm and torchvision (which pull torch._dynamo and sympy) are imported by the builders that need them,
 # so that importing wfexplain, or loading a "cnn" checkpoint, imports neither.
 
-__all__ = ["build_network", "check_spec", "create_backbone", "default_heads", "list_backbones"]
+__all__ = ["RESERVED_KWARGS", "BuildRefused", "bounded", "build_network", "check_spec", "create_backbone",
+           "default_heads", "list_backbones", "weight_shapes"]
+
+# Arguments the spec's builder sets itself, or that would load files or download (timm's checkpoint_path
+# and pretrained_cfg_overlay=dict(file=...) read a file with torch.load): never taken from arch_kwargs.
+RESERVED_KWARGS = {
+    "timm": frozenset({"num_classes", "in_chans", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay",
+                       "checkpoint_path", "cache_dir", "features_only", "scriptable", "exportable"}),
+    "torchvision": frozenset({"num_classes", "weights", "progress", "weights_backbone"}),
+}
+BUILD_SECONDS = 60.0  # the most a network's construction may take before it is refused
 
 
 @dataclass(frozen=True)
@@ -87,11 +108,107 @@ def _trusted(module: str, trust: bool) -> bool:
     return trust or any(m and (module == m or module.startswith(m + ".")) for m in allowed)
 
 
+class BuildRefused(ValueError):
+    """A network's construction ran past its budget (tensors, elements or seconds), or built other tensors than expected."""
+
+
+_budget = threading.local()  # the budget of the construction running in this thread (None: unbounded)
+_hooks: list = []
+
+
+def _charge(tensor: torch.Tensor | None = None) -> None:
+    b = getattr(_budget, "active", None)
+    if b is None:
+        return
+    if tensor is not None:
+        b["tensors"] += 1
+        b["elements"] += tensor.numel()
+    if b["tensors"] > b["max_tensors"] or b["elements"] > b["max_elements"]:
+        raise BuildRefused(f"it creates more than {b['max_tensors']:,} tensors or {b['max_elements']:,} elements, "
+                           f"more than the weights hold ({b['what']})")
+    if time.monotonic() > b["deadline"]:
+        raise BuildRefused(f"building it took over {b['seconds']:g} s ({b['what']})")
+
+
+@contextlib.contextmanager
+def bounded(expect: Mapping[str, tuple[int, ...]], seconds: float = BUILD_SECONDS) -> Iterator[None]:
+    """Abort any ``nn.Module`` construction in this thread (raising :class:`BuildRefused`) once it registers
+    twice the tensors or elements ``expect`` holds (plus a margin for buffers outside the state dict), or
+    runs past ``seconds``. Counted through torch's global registration hooks, before anything else is built."""
+    if not _hooks:
+        from torch.nn.modules import module as M
+
+        _hooks.extend([M.register_module_parameter_registration_hook(lambda m, n, p: _charge(p)),
+                       M.register_module_buffer_registration_hook(lambda m, n, b: _charge(b)),
+                       M.register_module_module_registration_hook(lambda m, n, s: _charge())])
+    elements = sum(math.prod(s) for s in expect.values())
+    outer = getattr(_budget, "active", None)
+    _budget.active = {"tensors": 0, "elements": 0, "max_tensors": 2 * len(expect) + 64,
+                      "max_elements": 2 * elements + (1 << 20), "deadline": time.monotonic() + seconds,
+                      "seconds": seconds, "what": f"{len(expect):,} tensors, {elements:,} elements"}
+    try:
+        yield
+    finally:
+        _budget.active = outer
+
+
+def weight_shapes(net: nn.Module) -> dict[str, tuple[int, ...]]:
+    """``name -> shape`` of a network's state dict: what a rebuilt copy must hold (``expect``)."""
+    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
+
+
+def shape_mismatch(built: Mapping[str, tuple[int, ...]], held: Mapping[str, tuple[int, ...]]) -> str | None:
+    """What differs between the tensors a network ``built`` and those its weights ``held`` (None: nothing)."""
+    missing, extra = sorted(set(built) - set(held)), sorted(set(held) - set(built))
+    shapes = [f"{k}: expected {tuple(built[k])}, found {tuple(held[k])}" for k in built if k in held
+              and tuple(held[k]) != tuple(built[k])]
+    problems = [f"{label} {', '.join(items[:5])}" + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
+                for label, items in (("missing weights", missing), ("unexpected weights", extra),
+                                     ("shape mismatch", shapes)) if items]
+    return " | ".join(problems) or None
+
+
 def build_network(spec: str, num_classes: int, in_chans: int, img_size: int, kwargs: dict | None = None,
-                  trust: bool = False) -> nn.Module:
-    """A randomly initialised network for an architecture spec (see the module docstring); never downloads."""
+                  trust: bool = False, expect: Mapping[str, tuple[int, ...]] | None = None,
+                  seconds: float = BUILD_SECONDS) -> nn.Module:
+    """A randomly initialised network for an architecture spec (see the module docstring); never downloads.
+
+    With ``expect`` (``name -> shape`` of the weights it must hold), the network is first built on the
+    ``meta`` device within :func:`bounded` and compared (:class:`BuildRefused` naming the difference),
+    then built for real within the same budget. A constructor that cannot run on ``meta`` (torchvision's
+    RegNets copy out of a tensor) is built once on the CPU within the budget instead.
+    """
+    if expect is None:
+        return _build(spec, num_classes, in_chans, img_size, kwargs, trust)
+    expect = {k: tuple(v) for k, v in expect.items()}
+    try:
+        with bounded(expect, seconds), torch.device("meta"):
+            skeleton = _build(spec, num_classes, in_chans, img_size, kwargs, trust)
+    except (NotImplementedError, RuntimeError) as e:
+        if "meta" not in str(e):
+            raise
+        skeleton = None  # built below, on the CPU, within the same budget
+    if skeleton is not None:
+        _check_shapes(spec, expect, skeleton)
+    with bounded(expect, seconds):
+        net = _build(spec, num_classes, in_chans, img_size, kwargs, trust)
+    _check_shapes(spec, expect, net)
+    return net
+
+
+def _check_shapes(spec: str, expect: Mapping[str, tuple[int, ...]], net: nn.Module) -> None:
+    why = shape_mismatch(weight_shapes(net), expect)
+    if why:
+        raise BuildRefused(why)
+
+
+def _build(spec: str, num_classes: int, in_chans: int, img_size: int, kwargs: dict | None, trust: bool) -> nn.Module:
     kwargs = dict(kwargs or {})
     check_spec(spec)
+    reserved = sorted(set(kwargs) & RESERVED_KWARGS.get(spec.partition(":")[0], frozenset()))
+    if reserved:
+        raise ValueError(f"arch_kwargs may not set {', '.join(reserved)}: {spec} sets "
+                         f"{'it' if len(reserved) == 1 else 'them'} from the checkpoint (or never, for files and downloads)")
     if spec in _REGISTRY:
         if kwargs:
             raise ValueError(f"the built-in backbone {spec!r} takes no arguments, got {sorted(kwargs)}")
@@ -102,7 +219,8 @@ def build_network(spec: str, num_classes: int, in_chans: int, img_size: int, kwa
 
         if not timm.is_model(name):
             raise ValueError(f"timm has no model {name!r} (timm {timm.__version__}); see timm.list_models()")
-        return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
+        return _called(spec, kwargs, lambda: timm.create_model(name, pretrained=False, num_classes=num_classes,
+                                                               in_chans=in_chans, **kwargs))
     if source == "torchvision":
         import torchvision
 
@@ -111,7 +229,8 @@ def build_network(spec: str, num_classes: int, in_chans: int, img_size: int, kwa
         if in_chans != 3:
             raise ValueError(f"torchvision:{name} takes 3 input channels, not {in_chans}: build your network in a "
                              "function and use package.module:factory")
-        return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
+        return _called(spec, kwargs, lambda: torchvision.models.get_model(name, weights=None, num_classes=num_classes,
+                                                                          **kwargs))
     if not _trusted(source, trust):
         raise ValueError(f"{spec}: importing {source!r} would run its code; allow it with "
                          f"WFEXPLAIN_TRUSTED_MODULES={source.split('.')[0]} (or trust=True)")
@@ -119,10 +238,20 @@ def build_network(spec: str, num_classes: int, in_chans: int, img_size: int, kwa
         factory = getattr(importlib.import_module(source), name)
     except (ImportError, AttributeError) as e:
         raise ValueError(f"{spec}: cannot import it ({e})") from None
-    net = factory(**kwargs)
+    net = _called(spec, kwargs, lambda: factory(**kwargs))
     if not isinstance(net, nn.Module):
         raise ValueError(f"{spec} returned a {type(net).__name__}, not a torch.nn.Module")
     return net
+
+
+def _called(spec: str, kwargs: dict, build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()``, with an argument it does not take (TypeError) or a value it refuses reported as a ValueError."""
+    try:
+        return build()
+    except BuildRefused:
+        raise
+    except (TypeError, ValueError, AssertionError) as e:
+        raise ValueError(f"{spec} cannot be built with arch_kwargs {kwargs}: {type(e).__name__}: {e}") from None
 
 
 def default_heads(spec: str, model: nn.Module, num_classes: int | None = None) -> list[str]:

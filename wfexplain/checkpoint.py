@@ -15,7 +15,6 @@ names and shapes. Every error names the file and what does not match.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -31,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .atomic import replace_dir, write_json
-from .backbones import build_network, default_heads
+from .backbones import BuildRefused, default_heads
 from .filtering import FilteredModel
 from .manifest import FORMAT_VERSION, MANIFEST_FILE, MEMORY_FILE, MODEL_FILE, WEIGHT_FILES, CheckpointError, Manifest
 from .sites import GateSite, discover_sites
@@ -254,26 +253,21 @@ def _recorded_layers(manifest: Manifest):
 def _build(d: Path, manifest: Manifest, blobs: dict[str, bytes], trust: bool = False) -> FilteredModel:
     """The network a directory describes, with its weights and memory, from its verified bytes.
 
-    The architecture is first built on the ``meta`` device (no memory) and compared with the
-    safetensors header, so a manifest cannot make us allocate a network the file does not hold.
+    The architecture is built by :meth:`Manifest.build_network`, bounded by the safetensors header (on the
+    ``meta`` device first), so a manifest cannot make us allocate a network the file does not hold.
     """
     shapes = check_headers(d, manifest, blobs)
     info = manifest.dataset
-
-    def rebuild(device: str | None):
-        with torch.device(device) if device else contextlib.nullcontext():
-            return build_network(manifest.backbone, info.num_classes, info.in_chans, info.img_size,
-                                 manifest.arch_kwargs, trust=trust)
-
     try:
-        skeleton = rebuild("meta")
+        net = manifest.build_network(shapes, trust=trust)
+    except BuildRefused as e:
+        raise CheckpointError(f"{d / MODEL_FILE} does not match the network {manifest.backbone} of its manifest: "
+                              f"{e}") from None
     except Exception as e:  # any failure of a foreign architecture to build is the checkpoint's problem
         raise CheckpointError(f"{d / MANIFEST_FILE}: cannot rebuild {manifest.backbone}: {e}") from None
-    check_match(d / MODEL_FILE, {k: v.shape for k, v in skeleton.state_dict().items()}, shapes, "weights",
-                f"the network {manifest.backbone} of its manifest")
     try:
-        model = FilteredModel(manifest.backbone, info, rebuild(None), sites=manifest.sites or _recorded_layers(manifest),
-                              heads=manifest.heads, arch_kwargs=manifest.arch_kwargs, trust=trust)
+        model = FilteredModel(manifest.backbone, info, net, sites=manifest.sites or _recorded_layers(manifest),
+                              heads=manifest.heads, arch_kwargs=manifest.arch_kwargs)
     except Exception as e:  # a recorded site or head that does not fit the network
         raise CheckpointError(f"{d / MANIFEST_FILE}: cannot rebuild {manifest.backbone}: {e}") from None
     check_match(d / MANIFEST_FILE, {k: v.shape for k, v in model.memory.items()}, manifest.memory_shapes,

@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from .api import save, wrap
-from .backbones import build_network
-from .checkpoint import check_match, check_target, read_tensors
+from .backbones import BuildRefused, build_network
+from .checkpoint import check_target, read_tensors
 from .data import DatasetError, fingerprint, load_dataset, with_preprocessing
 from .engine import TrainConfig
 from .evaluation import predict
@@ -61,11 +61,12 @@ def import_checkpoint(arch: str, weights: str | os.PathLike, dataset: str, out: 
                       img_size: int | None = None, in_chans: int | None = None, mean: Sequence[float] | None = None,
                       std: Sequence[float] | None = None, head: Sequence[str] | None = None,
                       retrain_config: TrainConfig = TrainConfig(), overwrite: bool = False, device: str = "cpu",
-                      workers: int = 0) -> dict:
+                      workers: int = 0, trust: bool = False) -> dict:
     """Write a checkpoint of a network trained elsewhere; returns ``{"path", "accuracy", "sites", "manifest"}``.
 
     Args:
-        arch: ``timm:NAME``, ``torchvision:NAME`` or ``package.module:factory`` (the caller trusts it).
+        arch: ``timm:NAME``, ``torchvision:NAME`` or ``package.module:factory`` (imported only with ``trust``
+            or ``$WFEXPLAIN_TRUSTED_MODULES``, like every later command that loads the checkpoint).
         weights: its trained weights.
         dataset: one of :func:`wfexplain.data.list_datasets` (class names and images come from it).
         data_dir: where the dataset lives (recorded, absolute).
@@ -81,10 +82,13 @@ def import_checkpoint(arch: str, weights: str | os.PathLike, dataset: str, out: 
     same = c == base.in_chans  # the dataset's statistics fit; other channels default to 0.5 / 0.5
     mean = tuple(mean or (base.mean if same else (0.5,) * c))
     std = tuple(std or (base.std if same else (0.5,) * c))
-    net = build_network(arch, base.num_classes, c, size, arch_kwargs, trust=True)
     state = read_weights(weights)
+    try:  # bounded by the weights: arch_kwargs cannot make us allocate more than the file holds
+        net = build_network(arch, base.num_classes, c, size, arch_kwargs, trust=trust,
+                            expect={k: tuple(v.shape) for k, v in state.items()})
+    except BuildRefused as e:
+        raise CheckpointError(f"{weights} does not match the network {arch}: {e}") from None
     expected = net.state_dict()
-    check_match(Path(weights), {k: v.shape for k, v in expected.items()}, state, "weights", f"the network {arch}")
     net.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
     model = wrap(net, base.class_names, input_size=(c, size, size), mean=mean, std=std, head=head, arch=arch,
                  arch_kwargs=arch_kwargs, dataset=dataset).to(device)

@@ -12,12 +12,19 @@ top level) is read and upgraded in memory when it records digests; version 2 is 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import re
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NoReturn, overload
 
-from .backbones import check_spec
+from torch import nn
+
+from .backbones import BuildRefused, build_network, check_spec
 from .data import DatasetInfo
 from .engine import TrainConfig, UnlearnConfig
 from .sites import KINDS
@@ -75,6 +82,36 @@ class Manifest:
                    "sites"}
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in derived}
 
+    def build_network(self, expect: Mapping[str, tuple[int, ...]], trust: bool = False) -> nn.Module:
+        """The one way to build the (randomly initialised) network a manifest describes.
+
+        ``expect``: the names and shapes its weights hold (the safetensors header): construction is
+        bounded by them (:func:`wfexplain.backbones.build_network`), so a manifest cannot make us
+        allocate, or spend minutes on, a network its weight file does not hold. ``trust`` is the
+        *user's* permission to import a ``package.module:factory`` (else ``$WFEXPLAIN_TRUSTED_MODULES``);
+        a manifest never grants it. A refusal is remembered for this spec and these weights, so asking
+        again costs nothing.
+
+        Raises:
+            BuildRefused: past the budget, or other tensors than ``expect``; ValueError: the spec cannot be built.
+        """
+        info = self.dataset
+        key = hashlib.sha256(json.dumps([self.backbone, self.arch_kwargs, info.num_classes, info.in_chans, info.img_size,
+                                         sorted((k, list(v)) for k, v in expect.items())]).encode()).hexdigest()
+        with _REFUSED_LOCK:
+            known = _REFUSED.get(key)
+        if known is not None:
+            raise BuildRefused(f"{known} (refused before)")
+        try:
+            return build_network(self.backbone, info.num_classes, info.in_chans, info.img_size, self.arch_kwargs,
+                                 trust=trust, expect=expect)
+        except BuildRefused as e:
+            with _REFUSED_LOCK:
+                _REFUSED[key] = str(e)
+                while len(_REFUSED) > 256:
+                    _REFUSED.popitem(last=False)
+            raise
+
     def to_json(self) -> dict:
         d = self.dataset
         return {
@@ -99,6 +136,8 @@ class Manifest:
         return _Reader(str(path)).read(obj, require_digests)
 
 
+_REFUSED: OrderedDict[str, str] = OrderedDict()  # spec + weights digest -> why its construction was refused
+_REFUSED_LOCK = threading.Lock()
 _KNOWN = {f.name for f in dataclasses.fields(Manifest)} | {"format", "format_version"}
 
 

@@ -25,8 +25,8 @@ from torch.utils.data import Subset
 
 from . import distributed as dist
 from . import forget as forget_sets
-from .backbones import build_network, create_backbone, get_spec
-from .checkpoint import MODEL_FILE, CheckpointError, check_target, is_checkpoint, load, read_manifest, save_checkpoint
+from .backbones import create_backbone, get_spec, weight_shapes
+from .checkpoint import MODEL_FILE, CheckpointError, check_target, is_checkpoint, load, save_checkpoint
 from .data import fingerprint, load_dataset
 from .engine import Progress, StopFlag, TrainConfig, UnlearnConfig, train_classifier, train_memory
 from .evaluation import evaluate, predict
@@ -211,19 +211,21 @@ def oracle_path(checkpoint: str | os.PathLike, forget: Sequence[int], seed: int 
 
 def retrain(checkpoint: str | os.PathLike, forget: Sequence[int], seed: int = 0, data_dir: str | None = None,
             progress: Progress | None = None, should_stop: StopFlag | None = None, save: bool = True,
-            device: str | torch.device = "cpu", workers: int = 0, overwrite: bool = False) -> dict:
+            device: str | torch.device = "cpu", workers: int = 0, overwrite: bool = False, trust: bool = False) -> dict:
     """Train the Retrain oracle: the checkpoint's backbone and recipe, from scratch, without the ``forget`` classes.
 
     The recipe (``train_config`` in the manifest) is reused with ``seed``; the head keeps all N
     outputs. With ``save`` the oracle is written (atomically, rank 0) to :func:`oracle_path`
     as a checkpoint directory loadable with :func:`wfexplain.load`; its manifest's ``retrain_of``
     records the digest of the checkpoint's backbone file, so an oracle is only reused for the
-    checkpoint it was trained for. An existing oracle is replaced only with ``overwrite``.
+    checkpoint it was trained for. An existing oracle is replaced only with ``overwrite``. ``trust``: the
+    user allows a ``package.module:factory`` architecture to be imported (never implied by the checkpoint).
 
     Returns:
         ``{"model", "seconds", "path", "cancelled"}`` (``model`` a plain backbone, eval mode).
     """
-    manifest = read_manifest(checkpoint)
+    base = load(checkpoint, trust=trust)  # verified; its architecture is built only as the user allows
+    manifest = base.checkpoint_manifest()
     info = manifest.dataset
     forget = forget_sets.classes(forget, info.num_classes, allow_empty=False)
     if manifest.train_config is None:
@@ -236,8 +238,7 @@ def retrain(checkpoint: str | os.PathLike, forget: Sequence[int], seed: int = 0,
     keep = ~in_set(train.targets, forget)
     retain = Subset(train, torch.nonzero(keep).flatten().tolist())
     torch.manual_seed(seed)
-    net = build_network(manifest.backbone, info.num_classes, info.in_chans, info.img_size, manifest.arch_kwargs,
-                        trust=True).to(device)  # the checkpoint loaded: its architecture is trusted
+    net = manifest.build_network(weight_shapes(base.backbone), trust=trust).to(device)
     result = train_classifier(net, retain, cfg, progress, should_stop, workers)
     if result["cancelled"]:
         return {"model": None, "seconds": result["seconds"], "path": None, "cancelled": True}

@@ -22,15 +22,9 @@ from torch import nn
 from torch.utils.data import Subset
 
 from .. import forget as forget_sets
-from ..backbones import build_network
+from ..backbones import BuildRefused, weight_shapes
 from ..baselines import default_config, run_baseline
-from ..checkpoint import (
-    Manifest,
-    check_match,
-    load,
-    package_versions,
-    read_tensors,
-)
+from ..checkpoint import CheckpointError, Manifest, load, package_versions, read_tensors
 from ..data import subset_tensors
 from ..engine import Progress, StopFlag, UnlearnConfig, train_memory
 from ..filtering import FilteredModel, bake
@@ -142,8 +136,7 @@ def run_benchmark(checkpoint: str | os.PathLike, config: BenchmarkConfig = Bench
     sources: dict[str, set[str]] = {"retrain": set(), "wf": set()}
     for seed in range(seeds):
         torch.manual_seed(10_000 + seed)
-        random_net = build_network(manifest.backbone, n, info.in_chans, info.img_size, manifest.arch_kwargs,
-                                   trust=True).eval()
+        random_net = manifest.build_network(weight_shapes(base.backbone)).eval()
         wf_model = None
         if "wf" in chosen:
             wf_model, secs, source = _wf_round(checkpoint, base, train, seed, wf_round, should_stop, store, configs["wf"])
@@ -318,12 +311,12 @@ def _check_replaces_less(directory: Path, classes: list[int], seeds: int) -> Non
 
 def _load_state(manifest: Manifest, path: str | os.PathLike) -> nn.Module:
     """A backbone from a user's safetensors state dict, validated like a checkpoint."""
-    info = manifest.dataset
-    net = build_network(manifest.backbone, info.num_classes, info.in_chans, info.img_size, manifest.arch_kwargs,
-                        trust=True)
     p = Path(path)
     state = read_tensors(p)
+    try:
+        net = manifest.build_network({k: tuple(v.shape) for k, v in state.items()})
+    except BuildRefused as e:
+        raise CheckpointError(f"{p} does not match backbone {manifest.backbone}: {e}") from None
     expected = net.state_dict()
-    check_match(p, {k: v.shape for k, v in expected.items()}, state, "weights", f"backbone {manifest.backbone}")
     net.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
     return net.eval()
