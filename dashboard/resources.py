@@ -130,6 +130,7 @@ def checkpoint_catalogue() -> dict[str, Path]:
 # Absolute (or ~) paths left in a message after the known ones are replaced by their ids.
 _PATH = re.compile(r"(?<![\w.:/~-])~?/[^\s'\"`<>|,;:()\[\]{}]+")
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>!|~$:&])")  # what acts inside a line (# + - . only open one)
+_BLOCK_OPENER = re.compile(r"[#+=-]|\d+\.")  # what acts at a line's start: heading, list item, setext underline
 
 
 def public_text(text: str, known: dict[str, str] | None = None) -> str:
@@ -166,9 +167,19 @@ def public_manifest(manifest) -> dict:
 
 
 def escape_markdown(text: str, limit: int = 40) -> str:
-    """``text`` cut to ``limit`` characters, on one line and escaped: safe inside a line of Streamlit markdown."""
+    """``text`` cut to ``limit`` characters, on one line and escaped: safe anywhere in a line of Streamlit markdown.
+
+    Data (class names, checkpoint and file names, messages quoting them) pass through it before any markdown
+    (st.markdown, captions, image captions, alerts, radio labels, metric values): every character that links,
+    formats or embeds inside a line (``[ ] ( ) < > ! * _ ` $ : & | ~ { } \\``) is backslash-escaped, and so is
+    one that would open a block at the line's start (``#``, ``+``, ``-``, ``=``, ``1.``); line breaks become
+    spaces and leading spaces (an indented code block) are dropped. The text reads exactly as given.
+    """
     cut = text if len(text) <= limit else text[:limit] + "…"
-    return _MARKDOWN.sub(r"\\\1", cut.replace("\n", " "))
+    out = _MARKDOWN.sub(r"\\\1", " ".join(cut.splitlines()).lstrip())
+    if m := _BLOCK_OPENER.match(out):
+        out = out[: m.end() - 1] + "\\" + out[m.end() - 1 :]
+    return out
 
 
 @st.cache_resource(show_spinner="Loading checkpoint…", max_entries=8)
@@ -217,8 +228,10 @@ def predictions(view: View, forget: tuple[int, ...]) -> tuple[np.ndarray, np.nda
 def live_answers(view: View) -> Answers:
     """The shared :class:`~wfexplain.answers.Answers` of the session's checkpoint and evaluation subset.
 
-    Built once per checkpoint and data (the fast inference path, answers read back from disk); with
-    ``WFEXPLAIN_PRECOMPUTE`` a background thread then evaluates every single class and pair. If the
+    Built once per checkpoint and data (the fast inference path, answers read back from disk when their
+    file is signed and valid); with ``WFEXPLAIN_PRECOMPUTE`` a background thread then evaluates every
+    single class and pair (:meth:`~wfexplain.answers.Answers.background`: a failure, e.g. a full disk or
+    an error mid-way, is recorded in ``answers.error``/``answers.note`` for the page, never lost). If the
     test data cannot be read, the page shows why and stops.
     """
     eval_data(view)
@@ -230,8 +243,8 @@ def _answers(path: str, stamp: float, data: str | None) -> Answers:
     answers = Answers(Predictor(_load(path, stamp), _eval_data(path, stamp, data).images), path)
     if PRECOMPUTE:
         stop = threading.Event()
-        thread = threading.Thread(target=answers.fill, kwargs={"should_stop": stop.is_set}, name="wfexplain-precompute",
-                                  daemon=True)
+        thread = threading.Thread(target=answers.background, kwargs={"should_stop": stop.is_set},
+                                  name="wfexplain-precompute", daemon=True)
         thread.start()
         atexit.register(_finish, stop, thread)
     return answers

@@ -9,6 +9,7 @@ dropped with a notice.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import streamlit as st
@@ -18,6 +19,7 @@ from wfexplain import forget as forget_sets
 from .resources import View, checkpoint_catalogue, escape_markdown, get_model, public_text
 from .settings import DEFAULT_CHECKPOINT, data_choices
 
+VIEWS = Path(__file__).resolve().parents[1] / "views"
 PICK = "checkpoint_pick"  # the picker's session-state key
 RECORDED = "as recorded in the checkpoint"
 _ID_SHAPED = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
@@ -88,8 +90,8 @@ def _model_card(view: View) -> None:
     m = view.model
     man = m.manifest
     acc = man.metrics.get("original_accuracy") if man else None
-    st.caption(
-        f"**{m.backbone_name}** on **{m.info.name}** · {m.num_classes} classes · "
+    st.caption(  # backbone and dataset names are manifest data: escaped
+        f"**{escape_markdown(m.backbone_name, 60)}** on **{escape_markdown(m.info.name, 60)}** · {m.num_classes} classes · "
         f"{sum(s.size for s in m.sites):,} gated components in {len(m.sites)} layers"
         + (f" · test accuracy {acc:.1%}" if acc is not None else "")
     )
@@ -126,6 +128,31 @@ def _choose_model(catalogue: dict) -> tuple[str, object]:
     return requested, model
 
 
+def app_pages() -> list:
+    """The dashboard's pages for ``st.navigation``, in menu order; Forget is served at ``/`` and at ``/forget``.
+
+    Streamlit serves the default page at the root only: its ``url_path`` is ``""`` and a URL resolves by
+    comparing its path with each page's ``url_path`` (``PagesManager._resolve_page_script``), so ``/forget``
+    matched no page and opened the "Page not found" dialog. A default page's own ``url_path`` cannot be reused
+    either (a page's identity is the hash of it, and two equal ones are refused). Hence two entries for
+    ``views/forget.py``: the default, shown in the menu (its internal ``url_path`` "home" is never a URL),
+    and a hidden one at ``forget`` that the link ``/forget`` opens.
+    """
+
+    def page(file: str, title: str, icon: str, url_path: str, **kw):
+        return st.Page(VIEWS / file, title=title, icon=f":material/{icon}:", url_path=url_path, **kw)
+
+    return [
+        page("models.py", "Models", "model_training", "models"),
+        page("forget.py", "Forget", "visibility_off", "home", default=True),
+        page("memory.py", "Memory matrices", "grid_on", "memory"),
+        page("explain.py", "Explain", "image_search", "explain"),
+        page("compare.py", "Compare", "compare_arrows", "compare"),
+        page("export.py", "Export", "download", "export"),
+        page("forget.py", "Forget", "visibility_off", "forget", visibility="hidden"),
+    ]
+
+
 def unknown_page(requested: str | None, known: list[str]) -> str | None:
     """The page name a URL asked for when no page has it (Streamlit then runs the default page silently)."""
     return requested if requested and requested.strip("/") not in known else None
@@ -139,7 +166,7 @@ def page_notice(pages: list, shown) -> None:
     requested = ctx.pages_manager.intended_page_name if ctx is not None else None
     if (name := unknown_page(requested, [p.url_path for p in pages])) is not None:
         st.info(f"There is no page “{escape_markdown(name)}”; showing {shown.title}. Pages: "
-                + ", ".join(p.title for p in pages) + ".")
+                + ", ".join(p.title for p in pages if p.visibility != "hidden") + ".")
 
 
 def share_link(view: View, page_path: str = "") -> str:

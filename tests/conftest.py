@@ -6,6 +6,10 @@ if "WFEXPLAIN_CACHE_DIR" not in os.environ:  # precomputed answers never land in
     import tempfile
 
     os.environ["WFEXPLAIN_CACHE_DIR"] = tempfile.mkdtemp(prefix="wfexplain-answers-")
+if "WFEXPLAIN_KEY_FILE" not in os.environ:  # the answers' signing key never lands in the user's ~/.config
+    import tempfile
+
+    os.environ["WFEXPLAIN_KEY_FILE"] = os.path.join(tempfile.mkdtemp(prefix="wfexplain-key-"), "cache.key")
 
 from pathlib import Path
 

@@ -391,6 +391,54 @@ def test_singles_and_pairs_are_precomputed_in_the_background_and_survive_a_resta
     assert torch.equal(labels, answers.get((2, 8))[0])
 
 
+def test_a_precompute_that_cannot_write_or_fails_says_so_instead_of_stalling(monkeypatch, tmp_path):
+    """A full disk (safetensors' own error, not an OSError) keeps the answers in memory with a note; any
+    other failure stops the thread with a warning instead of "15 of 56 done" forever."""
+    import time
+
+    from safetensors import SafetensorError
+
+    import wfexplain.answers as answers_module
+    from dashboard import resources
+    from wfexplain.answers import Answers
+
+    def full(*args, **kw):
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
+
+    monkeypatch.setattr(resources, "PRECOMPUTE", True)
+    monkeypatch.setenv("WFEXPLAIN_CACHE_DIR", str(tmp_path))  # no earlier file: everything is computed and written
+    monkeypatch.setattr(answers_module, "save_file", full)
+    resources._answers.clear()
+    try:
+        at = open_app()
+        answers = _shared_answers()
+        deadline = time.monotonic() + 300
+        while answers.done < answers.total and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert answers.done == answers.total and not answers.path.exists() and not answers.error
+        at.run()
+        assert_clean(at)
+        assert any("All 55 single classes and pairs are precomputed" in c.value for c in at.caption)
+        assert any("memory only" in c.value for c in at.caption)
+
+        def broken(self, **kw):
+            raise RuntimeError("the evaluation failed")
+
+        monkeypatch.setattr(Answers, "fill", broken)
+        resources._answers.clear()
+        at.run()
+        answers = _shared_answers()
+        deadline = time.monotonic() + 30
+        while not answers.error and time.monotonic() < deadline:
+            time.sleep(0.05)
+        at.run()
+        assert_clean(at)
+        assert any("stopped after 0 of 56" in w.value and "the evaluation failed" in w.value for w in at.warning)
+        assert not any("in the background" in c.value for c in at.caption)
+    finally:
+        resources._answers.clear()  # later tests get answers of their own
+
+
 def test_a_never_seen_set_on_a_slow_path_is_estimated_first_then_refined(monkeypatch):
     at = open_app()
     answers = _shared_answers()

@@ -82,7 +82,7 @@ def test_kill_during_directory_swaps_leaves_old_or_new(tmp_path):
     assert len(seen) > 1, "the trials should catch several versions"
     with replace_dir(target, overwrite=True) as tmp:  # the next write removes what the killed ones left
         (tmp / "a").write_text("x")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".d.lock", "d"]  # the writers' lock file stays
 
 
 def test_kill_during_checkpoint_writes_leaves_a_loadable_checkpoint(tmp_path):
@@ -120,7 +120,7 @@ def test_replace_dir_leaves_target_untouched_on_error(tmp_path):
         (tmp / "f").write_text("new")
         raise RuntimeError("boom")
     assert (target / "f").read_text() == "old"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".d.lock", "d"]  # the writers' lock file stays
     with pytest.raises(FileExistsError), replace_dir(target):
         pass
 

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from wfexplain import cli, load
@@ -199,3 +200,92 @@ def test_without_the_store_nothing_is_kept(ckpt, tmp_path):
                   **{**FAST, "train_limit": 30})
     after = sorted(p for p in (path / "benchmark-runs").rglob("*")) if (path / "benchmark-runs").exists() else []
     assert after == before
+
+
+def _shifted_copy(src, dst):
+    """The same folder with every bar moved to the next class's rows: other images, same classes and counts."""
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    shutil.copytree(src, dst)
+    for png in dst.rglob("*.png"):
+        with Image.open(png) as im:
+            arr = np.asarray(im)
+        Image.fromarray(np.roll(arr, 5, axis=0), "L").save(png)
+
+
+def test_another_data_directory_is_another_store_and_never_reads_the_first_ones_results(ckpt, tmp_path):
+    """Same checkpoint, other images: the second run scores its own images (before: the first run's numbers
+    came back as a "stored result")."""
+    path, data = ckpt
+    other = tmp_path / "other-data"
+    _shifted_copy(data, other)
+    args = {**FAST, "methods": ["retrain"], "out": None}
+    first = run(path, [1], data_dir=str(data), **args)
+    second = run(path, [1], data_dir=str(other), **args)
+    fresh = run(path, [1], data_dir=str(other), resume=False, **args)
+    retain = lambda b: b["methods"]["original"]["retain_accuracy_test"]["mean"]  # noqa: E731
+    assert retain(second) == retain(fresh) != retain(first)
+    stores = {json.loads((s / "store.json").read_text())["test_images_sha256"]: s
+              for s in (path / "benchmark-runs").iterdir()}
+    assert len(stores) >= 2  # one per data directory (the weights and limits are the same)
+    keys = [json.loads((s / "store.json").read_text()) for s in stores.values()]
+    assert all(k["weights_sha256"] == load(path).manifest.files and k["train_limit"] == FAST["train_limit"] for k in keys)
+    assert len({k["unlearning_split_sha256"] for k in keys}) == len(keys)  # the training images differ too
+
+
+def test_a_tampered_stored_result_is_ignored(ckpt):
+    from safetensors.torch import load_file
+
+    from wfexplain.benchmark.runner import _configs
+    from wfexplain.benchmark.scoring import Probe
+    from wfexplain.benchmark.store import RunStore
+    from wfexplain.data import subset_tensors
+    from wfexplain.splits import checkpoint_split
+
+    path, data = ckpt
+    manifest = load(path).checkpoint_manifest()
+    train = checkpoint_train_split(manifest, str(data))
+    probe = Probe(*subset_tensors(checkpoint_split(manifest, "test", str(data)), None)[:2],
+                  *subset_tensors(train, 60)[:2])
+    store = RunStore(path, manifest, None, 60, probe, train)
+    config = _configs(manifest, ["finetune"], {})["finetune"]
+    metrics = {k: 0.5 for k in METRICS} | {"relearn_steps": 3.0, "seconds": float("nan")}
+    result = {"metrics": metrics, "per_class_accuracy": [1.0, float("nan"), 0.0], "forget_predictions": [0.0, 1.0, 0.0]}
+    store.put(0, 2, "finetune", config, result)
+    back = store.get(0, 2, "finetune", config)
+    assert back["metrics"]["retain_accuracy_test"] == 0.5 and math.isnan(back["metrics"]["seconds"])
+    assert math.isnan(back["per_class_accuracy"][1])
+    assert store.get(0, 2, "finetune", {**config, "steps": 1}) is None  # another configuration
+    assert store.get(1, 2, "finetune", config) is None
+    file = store._result_path(0, 2, "finetune", config)
+    good = file.read_text()
+    for bad in (good.replace('"retain_accuracy_test": 0.5', '"retain_accuracy_test": 7.0'),
+                good.replace('"retain_accuracy_test": 0.5', '"retain_accuracy_test": Infinity'),
+                good.replace('"retain_accuracy_test": 0.5', '"retain_accuracy_test": NaN'),
+                good.replace('"retain_accuracy_test": 0.5', '"retain_accuracy_test": "0.5"'),
+                good.replace('"relearn_steps": 3.0', '"relearn_steps": true'),
+                good.replace('"forget_predictions": [', '"forget_predictions": [null, '),
+                good.replace(f'"store_key": "{store.key}"', f'"store_key": "{"0" * 64}"'),
+                good.replace('"seed": 0', '"seed": 1'),
+                "[]", "{}"):
+        assert bad != good or bad in ("[]", "{}")
+        file.write_text(bad)
+        assert store.get(0, 2, "finetune", config) is None, bad
+    file.write_text(good)
+    assert store.get(0, 2, "finetune", config) is not None
+    memory = {k: v.detach() for k, v in load(path).memory.items()}
+    store.put_round(0, {"round": "run"}, memory, 1.5)
+    assert store.get_round(0, {"round": "run"}, memory)[1] == 1.5
+    assert store.get_round(0, {"round": "other"}, memory) is None
+    round_file = store._round_path(0, {"round": "run"})
+    with safe_open(str(round_file), "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(round_file))
+    name = next(iter(tensors))
+    save_file({**tensors, name: torch.full_like(tensors[name], float("nan"))}, str(round_file), metadata=meta)
+    assert store.get_round(0, {"round": "run"}, memory) is None  # non-finite memory
+    save_file({k: v for k, v in tensors.items() if k != name}, str(round_file), metadata=meta)
+    assert store.get_round(0, {"round": "run"}, memory) is None  # a matrix missing

@@ -6,7 +6,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import wfexplain
-from wfexplain.checkpoint import CheckpointError, read_manifest, save_checkpoint, update_manifest, upgrade
+from wfexplain.checkpoint import CheckpointError, read_manifest, save_checkpoint, update_manifest
+from wfexplain.upgrade import upgrade
 
 
 @pytest.fixture
@@ -216,8 +217,7 @@ def test_overwrite_drops_derived_files_and_carry_keeps_them(ckpt, make_model):
 def test_update_manifest_keeps_everything_else(ckpt):
     _, path = ckpt
     (path / "benchmark.json").write_text("{}")
-    m = read_manifest(path)
-    update_manifest(path, m.replace(metrics={**m.metrics, "note": 1.5}))
+    update_manifest(path, lambda m: m.replace(metrics={**m.metrics, "note": 1.5}))
     assert read_manifest(path).metrics["note"] == 1.5 and (path / "benchmark.json").read_text() == "{}"
     wfexplain.load(path)
 

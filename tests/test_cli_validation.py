@@ -84,7 +84,7 @@ def test_unlearn_refuses_to_replace_trained_memory_or_an_existing_out(ckpt, tmp_
     from wfexplain.checkpoint import update_manifest
     from wfexplain.manifest import Manifest
 
-    update_manifest(ckpt, Manifest.from_json(m))
+    update_manifest(ckpt, lambda _: Manifest.from_json(m))
     other = tmp_path / "other"
     save_checkpoint_copy = snapshot(tmp_path)
     assert main(["unlearn", "--checkpoint", str(ckpt)]) == 2

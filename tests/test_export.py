@@ -52,8 +52,8 @@ def test_plotly_builders_traces_and_labels():
     fig = F.prediction_flow([0, 0, 0, 2, 2, 3], [1, 3, 0, 2, 2, 3], NAMES, forget=[0, 2])
     (sankey,) = fig.data
     assert isinstance(sankey, go.Sankey)
-    assert list(sankey.node.label) == ["true: T-shirt/top", "true: 50% & more", "predicted: T-shirt/top",
-                                       "predicted: a_b", "predicted: 50% & more", "predicted: d"]
+    assert list(sankey.node.label) == ["true: T-shirt/top", "true: 50% &amp; more", "predicted: T-shirt/top",
+                                       "predicted: a_b", "predicted: 50% &amp; more", "predicted: d"]  # plotly_text
     assert sum(sankey.link.value) == 5  # the images of classes 0 and 2
 
     sim = np.eye(5)

@@ -9,6 +9,7 @@ import wfexplain
 import wfexplain.checkpoint as checkpoint
 from wfexplain.checkpoint import CheckpointError, save_checkpoint
 from wfexplain.manifest import FORMAT_VERSION, Manifest
+from wfexplain.upgrade import upgrade
 
 
 @pytest.fixture
@@ -114,7 +115,7 @@ def test_version_1_oracle_is_read_and_upgraded(tmp_path, make_model):
     (oracle / "manifest.json").write_text(json.dumps(m))
     read = checkpoint.read_manifest(oracle)
     assert read.retrain_of == {"model_sha256": "", "forget": [1], "seed": 0}  # belongs to no checkpoint yet
-    checkpoint.upgrade(oracle)
+    upgrade(oracle)
     assert checkpoint.read_manifest(oracle).retrain_of["model_sha256"] == checkpoint.file_sha256(base / "model.safetensors")
 
 

@@ -87,8 +87,7 @@ def test_a_checkpoint_without_a_split_gets_one_at_unlearning_time_marked_seen(da
 
 def test_a_training_split_that_no_longer_yields_the_recorded_images_is_refused(data, tmp_path):
     _train(data, tmp_path / "ck")
-    manifest = read_manifest(tmp_path / "ck")
-    update_manifest(tmp_path / "ck", manifest.replace(validation={**manifest.validation, "sha256": "0" * 16}))
+    manifest = update_manifest(tmp_path / "ck", lambda m: m.replace(validation={**m.validation, "sha256": "0" * 16}))
     with pytest.raises(CheckpointError, match="no longer yields the checkpoint's validation images"):
         checkpoint_validation_split(read_manifest(tmp_path / "ck"))
     raw = json.loads((tmp_path / "ck" / "manifest.json").read_text())

@@ -10,8 +10,9 @@ import torch
 import wfexplain
 from wfexplain import backbones, pipeline
 from wfexplain.backbones import BuildRefused, build_network
-from wfexplain.checkpoint import CheckpointError, save_checkpoint, upgrade
+from wfexplain.checkpoint import CheckpointError, save_checkpoint
 from wfexplain.importing import import_checkpoint
+from wfexplain.upgrade import upgrade
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,7 +91,7 @@ def test_a_huge_depth_is_refused_at_once_and_remembered(vit_ckpt, monkeypatch):
     calls = []
     real = backbones._build
     monkeypatch.setattr(backbones, "_build", lambda *a, **k: calls.append(a) or real(*a, **k))
-    with pytest.raises(CheckpointError, match="more than .* tensors"):
+    with pytest.raises(CheckpointError, match=r"more than .* tensors"):
         wfexplain.load(vit_ckpt)
     assert len(calls) == 1  # stopped on the meta device: never built for real
     with pytest.raises(CheckpointError, match="refused before"):

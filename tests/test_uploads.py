@@ -157,3 +157,135 @@ def test_preprocessing_text_names_mode_resize_and_both_statistics():
         "mean/std 0.286/0.353 per channel")
     rgb = DatasetInfo("cifar10", tuple("abcdefghij"), 3, 32, (0.49, 0.48, 0.45), (0.25, 0.24, 0.26))
     assert "RGB, kept at 32x32" in preprocessing_text(rgb, (32, 32)) and "0.45/0.26" in preprocessing_text(rgb, (32, 32))
+
+
+# ---------------------------------------------------------------- hostile but accepted-by-the-uploader files
+
+
+def png_with_chunk(kind: bytes, payload: bytes, after_pixels: bool = False, size: tuple[int, int] = (16, 16)) -> bytes:
+    """A valid RGB PNG with one extra ancillary chunk, before the pixel data or after it."""
+    data = encode(Image.new("RGB", size, "red"), "PNG")
+    at = data.index(b"IEND") - 4 if after_pixels else 33  # 33: signature (8) + IHDR chunk (25)
+    return data[:at] + chunk(kind, payload) + data[at:]
+
+
+def zlib_bomb(megabytes: int = 20) -> bytes:
+    """``megabytes`` of zeros deflated to about 20 kB."""
+    z = zlib.compressobj(9)
+    block = b"\x00" * 2**20
+    return b"".join(z.compress(block) for _ in range(megabytes)) + z.flush()
+
+
+BOMBS = {
+    "zTXt": (b"zTXt", b"Comment\x00\x00" + zlib_bomb(), False),
+    "iCCP": (b"iCCP", b"icc\x00\x00" + zlib_bomb(), False),
+    "iTXt": (b"iTXt", b"Comment\x00\x01\x00\x00\x00" + zlib_bomb(), False),
+    "zTXt after the pixels": (b"zTXt", b"Comment\x00\x00" + zlib_bomb(), True),
+}
+
+
+@pytest.mark.parametrize("case", list(BOMBS))
+def test_png_metadata_decompression_bomb_is_refused(case):
+    """Pillow stops inflating a text/ICC chunk at MAX_TEXT_CHUNK and raises a bare ValueError: ours names it."""
+    kind, payload, after = BOMBS[case]
+    data = png_with_chunk(kind, payload, after)
+    assert len(data) < 100_000
+    start = time.perf_counter()
+    with pytest.raises(UploadError, match=r"bomb\.png has PNG metadata .* decompresses past Pillow's limit \(1 MB a chunk"
+                                          r", 64 MB in all\): a decompression bomb"):
+        read_image(data, "bomb.png")
+    assert time.perf_counter() - start < 2.0  # the limit stops the inflation early: 20 MB is never produced
+    assert not ImageFile.LOAD_TRUNCATED_IMAGES  # refused without the process-wide switch that accepts truncated files
+
+
+def test_small_png_metadata_is_harmless():
+    im = read_image(png_with_chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(b"hello")), "meta.png")
+    assert im.size == (16, 16) and im.info["Comment"] == "hello"
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 1), (7, 40), (40, 7), (10000, 1), (1, 10000), (4000, 8), (161, 8),
+                                  (8, 161)])
+def test_tiny_or_extremely_elongated_images_are_refused_with_their_size(size):
+    """A 1x1 dot or a 10000x1 line crashed Explain (a 0-pixel-high thumbnail); now refused on the header."""
+    w, h = size
+    data = encode(Image.new("RGB", size, "white"), "PNG")
+    with pytest.raises(UploadError, match=rf"line\.png is {w}x{h} pixels[,;].*at least 8 pixels on each side and a "
+                                          r"long side at most 20 times the short one"):
+        read_image(data, "line.png")
+
+
+def test_refused_shape_is_read_from_the_header(monkeypatch):
+    def no_decode(self):
+        raise AssertionError("decoded a refused image")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decode)
+    with pytest.raises(UploadError, match=r"line\.png is 10000x1 pixels; images need at least 8"):
+        read_image(blank_rgba_png(10000, 1), "line.png")
+    with pytest.raises(UploadError, match=r"strip\.png is 10000x8 pixels, 1250:1; images need"):
+        read_image(blank_rgba_png(10000, 8), "strip.png")
+
+
+def run_explain_path(data: bytes, name: str = "x.png") -> None:
+    """What the Explain page does with an upload, minus the model: read, preprocess, draw "as given" and the input."""
+    from wfexplain import figures
+    from wfexplain.explain.uploads import display_copy
+
+    im = read_image(data, name)
+    for chans in (1, 3):
+        x = build_transform(tiny_info(in_chans=chans))(im)
+        assert x.shape == (chans, 16, 16) and x.isfinite().all()
+    photo = display_copy(im, 256)
+    assert photo.mode in ("L", "RGB", "RGBA") and max(photo.size) <= 256 and min(photo.size) >= 1
+    seen = x.permute(1, 2, 0).numpy() * 0.5 + 0.5
+    fig = figures.attribution_figure(seen, {"original": np.zeros((16, 16)), "filtered": np.ones((16, 16))},
+                                     title="target $^$ <a href='x'>y</a>", original=np.asarray(photo),
+                                     difference=np.ones((16, 16)))
+    assert figures.figure_bytes(fig, "png", dpi=20).startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("size", [(8, 8), (8, 160), (160, 8), (4000, 200), (200, 4000)])
+def test_smallest_and_most_elongated_allowed_images_work_end_to_end(size):
+    run_explain_path(encode(Image.new("RGB", size, "gray"), "PNG"))
+
+
+@pytest.mark.parametrize(("mode", "fmt"), [("RGB", "PNG"), ("RGBA", "PNG"), ("P", "PNG"), ("L", "PNG"), ("LA", "PNG"),
+                                           ("1", "PNG"), ("1", "BMP"), ("P", "BMP"), ("CMYK", "JPEG"), ("L", "JPEG"),
+                                           ("RGBA", "WEBP")])
+def test_every_accepted_mode_works_end_to_end(mode, fmt):
+    """An LA upload crashed the "as given" panel (two bands); palette and CMYK ones were drawn as raw bands."""
+    run_explain_path(encode(RGB.convert(mode), fmt), f"x.{fmt.lower()}")
+
+
+def test_display_copy_converts_like_a_viewer():
+    from wfexplain.explain.uploads import display_copy
+
+    assert display_copy(RGB.convert("LA"), 256).mode == "RGBA"
+    assert display_copy(RGB.convert("CMYK"), 256).mode == "RGB"
+    assert display_copy(RGB.convert("1"), 256).mode == "L"
+    pal = RGB.convert("P")
+    assert display_copy(pal, 256).mode == "RGB"
+    assert np.array_equal(np.asarray(display_copy(pal, 256)), np.asarray(pal.convert("RGB")))  # colours, not indices
+    pal.info["transparency"] = 0
+    assert display_copy(pal, 256).mode == "RGBA"
+    big = Image.new("RGB", (1024, 52))
+    assert display_copy(big, 256).size == (256, 13)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "BMP"])
+def test_corrupted_files_either_work_or_get_a_message(fmt):
+    """Seeded byte flips and cuts of a valid file: never an exception other than UploadError."""
+    rng = np.random.default_rng(0)
+    good = encode(RGB, fmt)
+    for trial in range(40):
+        data = bytearray(good)
+        if trial % 2:
+            for i in rng.integers(0, len(data), size=int(rng.integers(1, 8))):
+                data[i] = int(rng.integers(0, 256))
+        else:
+            data = data[: int(rng.integers(1, len(data)))]
+        try:
+            im = read_image(bytes(data), f"bad.{fmt.lower()}")
+        except UploadError:
+            continue
+        x = build_transform(tiny_info(in_chans=3))(im)
+        assert x.shape == (3, 16, 16)

@@ -8,7 +8,7 @@ import streamlit as st
 from dashboard import current
 from dashboard.job_panel import job_panel, running, start_job
 from dashboard.jobs import Job
-from dashboard.resources import eval_data, live_scores, predictions, public_text
+from dashboard.resources import escape_markdown, eval_data, live_scores, predictions, public_text
 from dashboard.settings import job_caps
 from wfexplain import figures
 from wfexplain.benchmark import comparison, layout
@@ -16,6 +16,12 @@ from wfexplain.benchmark.catalogue import METRICS
 
 JOB, RESULT, COLLECTED = "compare_job", "compare_result", "compare_collected"
 MEAN = "mean"  # the forget-class choice "all classes (mean)"
+
+
+def md(value, limit: int = 100) -> str:
+    """Data (a class name, a benchmark.json field) escaped for a line of markdown: nothing in it links or formats."""
+    return escape_markdown(str(value), limit)
+
 
 view = current()
 st.title("Compare")
@@ -50,16 +56,17 @@ def _show(bench: dict, from_session: bool) -> None:
             del st.session_state[RESULT]
             st.rerun()
     else:
-        st.caption(f"From `{view.name}/benchmark.json`" + (f", created {bench['created']}" if bench.get(
-            "created") else "") + (f" by `{public_text(bench['command'])}`" if bench.get("command") else "") + ".")
-    st.caption(f"{bench.get('dataset', '?')} · {bench.get('backbone', '?')} · {bench.get('seeds', '?')} seed(s) · "
-               f"{bench.get('num_test_images', '?')} test images · forget classes, one at a time: "
-               + (", ".join(map(name, classes)) or "none"))
+        st.caption(f"From `{view.name}/benchmark.json`" + (f", created {md(bench['created'])}" if bench.get(
+            "created") else "") + (f" by `{public_text(str(bench['command'])).replace('`', chr(39))}`"
+                                   if bench.get("command") else "") + ".")
+    st.caption(f"{md(bench.get('dataset', '?'))} · {md(bench.get('backbone', '?'))} · {md(bench.get('seeds', '?'))} "
+               f"seed(s) · {md(bench.get('num_test_images', '?'))} test images · forget classes, one at a time: "
+               + (md(", ".join(map(name, classes)), 2000) or "none"))
     if stale := comparison.weights_mismatch(bench, view.model.checkpoint_manifest().files):
-        st.warning(f"This benchmark was made for other weights ({', '.join(stale)} differ from the loaded "
+        st.warning(f"This benchmark was made for other weights ({md(', '.join(stale), 400)} differ from the loaded "
                    "checkpoint's): its results do not describe this model. Re-run `wfexplain benchmark`.")
     if names != list(view.model.class_names):
-        st.warning(f"The benchmark's classes ({', '.join(names)}) differ from the loaded checkpoint's; "
+        st.warning(f"The benchmark's classes ({md(', '.join(names), 2000)}) differ from the loaded checkpoint's; "
                    "labels follow the benchmark.")
 
     # ------------------------------------------------------------ which forget class
@@ -104,9 +111,9 @@ def _show(bench: dict, from_session: bool) -> None:
         k = st.columns(3)
         k[0].metric(f"WF, all {len(names)} classes (↓)", _seconds(cost.get("wf_all_classes_seconds")),
                     help="One unlearning round learns every class's filter; forgetting any class or set afterwards "
-                         "needs no training. " + str(cost.get("wf_seconds_source", "")))
+                         "needs no training. " + md(cost.get("wf_seconds_source", ""), 1000))
         k[1].metric("Retrain, one class (↓)", _seconds(cost.get("retrain_one_class_seconds")),
-                    help="Training from scratch without one class. " + str(cost.get("retrain_seconds_source", "")))
+                    help="Training from scratch without one class. " + md(cost.get("retrain_seconds_source", ""), 1000))
         ratio = comparison.as_float(cost.get("ratio"))
         k[2].metric("Ratio: WF all / Retrain one (↓)", "—" if math.isnan(ratio) else f"{ratio:.2f}×",
                     help="Below 1: WF forgets all classes for less than a single Retrain costs.")
@@ -141,7 +148,7 @@ def _show(bench: dict, from_session: bool) -> None:
     if c is None:
         st.info("Pick a single forget class above for the chart of where its predictions go.")
         return
-    st.subheader(f"Where class {name(c)}'s predictions go")
+    st.subheader(f"Where class {md(name(c))}'s predictions go")
     preds = {comparison.method_label(m): entries[m]["forget_predictions"]
              for m in comparison.order_methods(list(entries)) if entries[m].get("forget_predictions")}
     if preds:
@@ -151,7 +158,7 @@ def _show(bench: dict, from_session: bool) -> None:
                                                                comparison.prediction_distances(preds, ref)),
                             key="compare_predictions")
         except ValueError as e:
-            st.error(f"Cannot draw the predictions: {e}")
+            st.error(f"Cannot draw the predictions: {md(e, 600)}")
         st.caption("Retrain sends the forgotten class's images to the classes they resemble; a method that matches "
                    "that row forgets like the oracle, one that piles them on a single class is easy to detect.")
     else:
@@ -164,10 +171,10 @@ def _ab(entries: dict, names: list[str], c: int | None, classes: list[int], num_
     with_acc = [m for m in comparison.order_methods(list(entries)) if entries[m].get("per_class_accuracy")]
     sources = ([layout.BENCHMARK] if with_acc else []) + [layout.LIVE]
     live_names = list(view.model.class_names)
-    forget = ", ".join(f"{k}: {live_names[k]}" for k in view.forget) or "none"
+    forget = md(", ".join(f"{k}: {live_names[k]}" for k in view.forget), 1000) or "none"  # radio labels are markdown
     n_test = "?" if math.isnan(comparison.as_float(num_test)) else f"{comparison.as_float(num_test):,.0f}"
     label = {layout.BENCHMARK: f"Benchmark: its {n_test} test images, forget class "
-                                   f"{c}: {names[c] if c is not None and 0 <= c < len(names) else c} (Retrain, the "
+                                   f"{c}: {md(names[c]) if c is not None and 0 <= c < len(names) else c} (Retrain, the "
                                    "baselines)",
              layout.LIVE: f"Live: the dashboard's evaluation subset, the sidebar's forget set ({forget})"}
     src = st.radio("Images (A and B are always measured on the same ones)", sources, format_func=label.get,
@@ -187,7 +194,7 @@ def _ab(entries: dict, names: list[str], c: int | None, classes: list[int], num_
                    "original_live": ("Original (no unlearning), live", s["original_per_class"])}
         defaults, forgotten, shown_names = ("wf_live", "original_live"), list(view.forget), live_names
         images = f"the dashboard's {len(y):,} evaluation images"
-        st.caption(layout.live_set_note(view.forget, classes, live_names)
+        st.caption(md(layout.live_set_note(view.forget, classes, live_names), 2000)
                    + (f" This benchmark has no per-class accuracies for class {c}." if c is not None and not with_acc
                       else ""))
     keys = list(choices)
@@ -200,7 +207,7 @@ def _ab(entries: dict, names: list[str], c: int | None, classes: list[int], num_
         st.plotly_chart(figures.ab_accuracy_bars(choices[a][1], choices[b][1], shown_names, forgotten, choices[a][0],
                                                  choices[b][0], images), key="compare_ab")
     except ValueError as e:
-        st.error(f"Cannot draw the per-class accuracies: {e}")
+        st.error(f"Cannot draw the per-class accuracies: {md(e, 600)}")
     st.caption(f"Both bars: {images}.")
 
 
@@ -229,13 +236,13 @@ else:
                 f"Create it with `wfexplain benchmark --checkpoint {view.name}`, or run a quick one-class benchmark "
                 "below.")
     except ValueError as e:
-        st.error(f"Cannot read the benchmark: {public_text(str(e))}")
+        st.error(f"Cannot read the benchmark: {md(public_text(str(e)), 600)}")
 if bench is not None:
     try:
         _show(bench, from_session)
     except (KeyError, TypeError, ValueError, IndexError) as e:
         where = "the benchmark run" if from_session else f"`{view.name}/benchmark.json`"
-        st.error(f"{where} does not match the expected schema: {type(e).__name__}: {e}")
+        st.error(f"{where} does not match the expected schema: {type(e).__name__}: {md(e, 600)}")
 _glossary(bench)
 
 # ---------------------------------------------------------------- run one
@@ -270,7 +277,7 @@ if st.button("Run benchmark", type="primary", disabled=busy, key="compare_run"):
     except ValueError as e:
         st.error(f"Cannot start: {e}")
     else:
-        if start_job(JOB, Job(run, f"benchmark of class {names[cls]}")):
+        if start_job(JOB, Job(run, f"benchmark of class {md(names[cls])}")):  # the label is shown as markdown
             st.rerun()
 
 

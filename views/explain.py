@@ -5,9 +5,19 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import current
-from dashboard.resources import attribution, eval_data
+from dashboard.resources import attribution, escape_markdown, eval_data
 from wfexplain import explain, export, figures
-from wfexplain.explain.uploads import FORMATS, LIMIT_TEXT, MAX_BYTES, UploadError, out_of_domain, preprocessing_text, read_image
+from wfexplain.explain.uploads import (
+    FORMATS,
+    LIMIT_TEXT,
+    MAX_BYTES,
+    SHAPE_TEXT,
+    UploadError,
+    display_copy,
+    out_of_domain,
+    preprocessing_text,
+    read_image,
+)
 
 PHOTO_SIDE = 256  # the photo as given is drawn (and exported) at most this many pixels on a side
 # Choices below the image survive a run that stops before drawing them (an upload being replaced): a
@@ -20,6 +30,8 @@ st.session_state.setdefault("explain_methods", ["Integrated Gradients", "Layer G
 view = current()
 model, forget = view.model, view.forget
 names = list(model.class_names)
+shown_names = [escape_markdown(n, 100) for n in names]  # class names are data: escaped wherever markdown shows them
+forget_text = escape_markdown(", ".join(view.forget_names), 400) or "nothing"
 st.title("Explain")
 if not forget:
     st.info("No forget set chosen in the sidebar: the filtered model equals the original. Pick classes to compare.")
@@ -31,12 +43,13 @@ if source == "Upload":
     # gif is accepted here so that an animated one gets our message, not the uploader's bare "!" chip
     up = st.file_uploader("Upload an image", type=["png", "jpg", "jpeg", "webp", "bmp", "gif"], key="explain_upload",
                           max_upload_size=MAX_BYTES // 2**20,
-                          help=f"{', '.join(FORMATS)}; any mode, up to {MAX_BYTES // 2**20} MB and {LIMIT_TEXT}")
+                          help=f"{', '.join(FORMATS)}; any mode, up to {MAX_BYTES // 2**20} MB and {LIMIT_TEXT}, "
+                               f"{SHAPE_TEXT}")
     if up is not None:
         try:
             image = read_image(up.getvalue(), up.name)
-        except UploadError as e:
-            st.error(f"Cannot use this file: {e}")
+        except UploadError as e:  # its message names the file: user data, escaped
+            st.error(f"Cannot use this file: {escape_markdown(str(e), 600)}")
 else:
     data = eval_data(view)
     cls = st.selectbox("Class", range(len(names)), format_func=lambda i: names[i],
@@ -69,7 +82,7 @@ t1, t2 = st.columns(2)
 t1.markdown("**Original model, top 3**")
 t1.dataframe(pd.DataFrame([(names[c], f"{p:.1%}") for c, p in before], columns=["class", "probability"]),
              hide_index=True)
-t2.markdown(f"**Filtered (forgetting {', '.join(view.forget_names) or 'nothing'}), top 3**")
+t2.markdown(f"**Filtered (forgetting {forget_text}), top 3**")
 t2.dataframe(pd.DataFrame([(names[c], f"{p:.1%}") for c, p in after], columns=["class", "probability"]),
              hide_index=True)
 
@@ -101,16 +114,15 @@ if "Layer Grad-CAM" in methods:
             key=f"explain_gradcam_layer:{view.name}",
             help="Backbone module whose activations Grad-CAM weights by their gradients, in execution order with "
                  "its output resolution: deeper layers are more class-specific, earlier ones finer-grained.")
-st.caption(f"Attributions for target **{names[target]}**. Insertion AUC ↑ (higher is better) and deletion AUC ↓ "
+st.caption(f"Attributions for target **{shown_names[target]}**. Insertion AUC ↑ (higher is better) and deletion AUC ↓ "
            "(lower is better) measure how faithful each map is (Petsiuk et al., RISE, 2018): the target's "
            "probability as the map's most important pixels are added to a black image, or removed from this one."
-           + (f" {names[target]} is forgotten: the filtered model gives it almost no probability whatever pixels it "
+           + (f" {shown_names[target]} is forgotten: the filtered model gives it almost no probability whatever pixels it "
               "sees, so both of its AUCs are near 0 — the map is then not a faithful explanation of anything."
               if target in forget else ""))
 
 x_np = x.numpy()
-photo = image.copy()
-photo.thumbnail((PHOTO_SIDE, PHOTO_SIDE))
+photo = display_copy(image, PHOTO_SIDE)  # L, RGB or RGBA: a palette, CMYK or LA upload drawn as a viewer shows it
 figures_shown: dict[str, object] = {}
 bar = st.progress(0.0) if methods else None
 for k, method in enumerate(methods):

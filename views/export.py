@@ -7,6 +7,7 @@ from dashboard.job_panel import job_panel, running, start_job
 from dashboard.jobs import Job
 from dashboard.resources import (
     baked_file,
+    escape_markdown,
     live_answers,
     memory_figure_files,
     memory_files,
@@ -54,14 +55,15 @@ missing = [c for c in range(model.num_classes) if not answers.has((c,))]
 if missing:  # not yet precomputed: each class's filter, with progress
     bar = st.progress(0.0)
     for i, c in enumerate(missing):
-        bar.progress(i / len(missing), text=f"Evaluating the filter of {names[c]} ({i + 1} of {len(missing)})…")
+        bar.progress(i / len(missing),
+                     text=f"Evaluating the filter of {escape_markdown(names[c], 100)} ({i + 1} of {len(missing)})…")
         predictions(view, (c,))
     bar.empty()
 report = single_class_report(view)
 # the table, caption and LaTeX of `wfexplain export`, plus the session's own forget set as one more row
 table, caption, tex = export.metrics_export(view.model, report, f"tab:{stem}", view_set_row(view) if view.forget else None)
 st.dataframe(table.set_index("class"), height="content")  # every class and the mean row, no scrolling
-st.caption(caption)
+st.caption(escape_markdown(caption, 2000))  # it names the backbone and dataset: manifest data
 t1, t2 = st.columns(2)
 t1.download_button("metrics.csv", export.table_csv(table), f"{stem}-metrics.csv", "text/csv", key="metrics_csv")
 t2.download_button("metrics.tex", tex, f"{stem}-metrics.tex", "application/x-tex", key="metrics_tex")

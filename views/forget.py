@@ -6,7 +6,15 @@ import numpy as np
 import streamlit as st
 
 from dashboard import current
-from dashboard.resources import PRECOMPUTE, eval_data, live_answers, live_scores, predictions
+from dashboard.resources import (
+    PRECOMPUTE,
+    escape_markdown,
+    eval_data,
+    live_answers,
+    live_scores,
+    predictions,
+    public_text,
+)
 from wfexplain import figures
 from wfexplain.evaluation import quality
 
@@ -55,9 +63,13 @@ c[2].metric("Test images", f"{len(y):,}", help="A seeded, class-stratified subse
 update_time = c[3].empty()
 
 
-@st.fragment(run_every=2.0 if PRECOMPUTE and answers.done < answers.total else None)
+@st.fragment(run_every=2.0 if PRECOMPUTE and answers.done < answers.total and not answers.error else None)
 def precompute_status() -> None:
-    if answers.done < answers.total and PRECOMPUTE:
+    note = escape_markdown(public_text(answers.note), 600)  # no server path (a key file's) on the page
+    note = note[:1].upper() + note[1:] + "." if note else ""
+    if answers.error:  # the background run stopped (its note says where and why): never "15 of 56 done" forever
+        st.warning(note)
+    elif answers.done < answers.total and PRECOMPUTE:
         st.caption(f"Evaluating every single class and pair in the background: {answers.done} of {answers.total} "
                    "done; those sets are then instant.")
     elif answers.done < answers.total:
@@ -66,8 +78,12 @@ def precompute_status() -> None:
     else:
         st.caption(f"All {answers.total - 1} single classes and pairs are precomputed (instant); larger sets are "
                    "evaluated when first chosen.")
-    if answers.note:
-        st.caption(answers.note[0].upper() + answers.note[1:] + ".")
+    if answers.rejected:
+        st.warning(f"Ignored {answers.rejected} precomputed answers file{'s' * (answers.rejected > 1)} that failed "
+                   "its integrity check (tampered, damaged or signed elsewhere): those answers are recomputed, "
+                   "never shown.")
+    if note and not answers.error:
+        st.caption(note)
 
 
 precompute_status()
@@ -122,10 +138,10 @@ shown = list(forget) or list(range(min(3, model.num_classes)))
 others = [k for k in range(model.num_classes) if k not in shown][:2]
 for k in shown + others:
     idx = np.flatnonzero(y == k)[:per_class]
-    st.markdown(f"**{names[k]}**" + (" — forgotten" if k in forget else " — retained"))
+    st.markdown(f"**{escape_markdown(names[k], 100)}**" + (" — forgotten" if k in forget else " — retained"))
     cols = st.columns(per_class)
     for col, i in zip(cols, idx, strict=False):
-        before, after = names[orig_pred[i]], names[filt_pred[i]]
+        before, after = (escape_markdown(names[j], 100) for j in (orig_pred[i], filt_pred[i]))  # captions are markdown
         if k in forget:  # success means the class is no longer recognised
             mark = "✓ forgotten" if filt_pred[i] != y[i] else "✗ still recognised"
         else:

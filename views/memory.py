@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import current
-from dashboard.resources import eval_data
+from dashboard.resources import escape_markdown, eval_data
 from wfexplain import figures
 from wfexplain.explain import analysis
 
@@ -63,5 +63,5 @@ with p2:
     best = analysis.top_activating(model, data.images[:512], pick_layer, int(pick), k=8)
     cols = st.columns(4)
     for j, i in enumerate(best):
-        cols[j % 4].image(data.dataset.pil(int(data.indices[i])).resize((84, 84)), caption=names[int(data.targets[i])],
-                          width=84)
+        cols[j % 4].image(data.dataset.pil(int(data.indices[i])).resize((84, 84)),  # a caption is markdown: escaped
+                          caption=escape_markdown(names[int(data.targets[i])], 100), width=84)

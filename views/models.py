@@ -10,7 +10,7 @@ import streamlit as st
 from dashboard import current
 from dashboard.job_panel import job_panel, running, start_job
 from dashboard.jobs import Job
-from dashboard.resources import public_manifest
+from dashboard.resources import escape_markdown, public_manifest
 from dashboard.settings import DEVICE, SHIPPED_DIR, job_caps, user_checkpoint_dir
 from wfexplain.backbones import list_backbones
 from wfexplain.data import list_datasets
@@ -33,14 +33,15 @@ backbone_params = sum(p.numel() for p in model.backbone.parameters())
 metrics = man.metrics
 timings = man.timings
 c = st.columns(4)
-c[0].metric("Backbone", model.backbone_name)
-c[1].metric("Dataset", model.info.name, f"{model.num_classes} classes", delta_color="off", delta_arrow="off")
+c[0].metric("Backbone", escape_markdown(model.backbone_name, 60))  # metric values are markdown; names are manifest data
+c[1].metric("Dataset", escape_markdown(model.info.name, 60), f"{model.num_classes} classes", delta_color="off",
+            delta_arrow="off")
 acc = metrics.get("original_accuracy")
 c[2].metric("Test accuracy (↑)", f"{acc:.2%}" if acc is not None else "—")
 c[3].metric("Memory size", f"{total['memory_entries']:,} alphas",
             f"{total['percent_of_backbone']:.2f}% of {backbone_params:,} weights",
             delta_color="off", delta_arrow="off")
-st.caption(man.backbone_description)
+st.caption(escape_markdown(man.backbone_description, 1000))
 
 left, right = st.columns(2)
 with left:
@@ -80,6 +81,21 @@ def _target(name: str) -> Path | None:
     return out
 
 
+def name_input(col, key: str, default: str) -> str:
+    """The "Checkpoint name" box, keyed: a name the user typed is kept whatever else the form changes.
+
+    Only an untouched name (still the default it was last drawn with) follows ``default``, which is derived
+    from the form's other choices (dataset and backbone) or the loaded checkpoint. Without a key the box's identity
+    included its default, so changing the dataset in the same submission made a new box and dropped the typed name.
+    """
+    shown = f"{key}_default"  # the default the box was last drawn with
+    current = st.session_state.get(key)
+    if (current is None or current == st.session_state.get(shown)) and current != default:
+        st.session_state[key] = default  # before the box is drawn: allowed, and it shows the new default
+    st.session_state[shown] = default
+    return col.text_input("Checkpoint name", key=key)
+
+
 busy = running("job")
 kind = st.radio("What to run", ["Train a base model", "Unlearning round on the loaded checkpoint"], horizontal=True,
                 disabled=busy)
@@ -91,7 +107,7 @@ with st.form("train_form"):
         epochs = c2.number_input("Epochs", 1, CAPS.epochs, min(2, CAPS.epochs))
         limit = a.number_input(f"Training images (0 = all, up to {CAPS.train_images:,})", 0, CAPS.train_images,
                                min(5000, CAPS.train_images), step=1000)
-        name = b.text_input("Checkpoint name", f"{dataset}-{backbone}")
+        name = name_input(b, "train_name", f"{dataset}-{backbone}")
     else:
         a, b, c2 = st.columns(3)
         steps = a.number_input("Steps", min(10, CAPS.unlearn_steps), CAPS.unlearn_steps,
@@ -100,7 +116,7 @@ with st.form("train_form"):
         max_set = c2.number_input("Max forget-set size k", 1, model.num_classes - 1, UnlearnConfig.max_set_size)
         limit = a.number_input(f"Training images (0 = all, up to {CAPS.train_images:,})", 0, CAPS.train_images, 0,
                                step=1000)
-        name = b.text_input("Checkpoint name", f"{Path(view.name).name}-unlearned")
+        name = name_input(b, "unlearn_name", f"{Path(view.name).name}-unlearned")
     submitted = st.form_submit_button("Start", type="primary", disabled=busy)
 
 

@@ -3,13 +3,32 @@ evaluation subset, kept on disk and read back instantly by later sessions and re
 
 :class:`Answers` holds the predicted labels and softmax probabilities of a :class:`~wfexplain.inference.Predictor`'s
 inputs under forget sets. :meth:`Answers.fill` computes every single class and every pair (the
-dashboard runs it in a background thread when a checkpoint is opened) and writes them to one
+dashboard runs :meth:`Answers.background` in a thread when a checkpoint is opened) and writes them to one
 safetensors file, ``answers-<key>.safetensors``, in the cache directory (``<checkpoint>/cache`` unless
-``$WFEXPLAIN_CACHE_DIR`` names another). The key is made of the SHA-256 digests of the checkpoint's
-two weight files and of the inputs' bytes, so a file is only ever read for exactly the model and
-images it was computed from; a file that does not match (or cannot be read) is ignored and
-recomputed. The file is replaced atomically (temporary file, fsync, rename); an unwritable cache
-directory only means the answers live in memory.
+``$WFEXPLAIN_CACHE_DIR`` names another).
+
+Keyed: the key is made of the SHA-256 digests of the checkpoint's weight files and of the inputs'
+bytes, so a file is only ever read for exactly the model and images it was computed from.
+
+Signed: a cache directory may be writable by others (a shared checkpoint folder), and a file with
+the right name is not proof of anything. Each file therefore carries, in its safetensors metadata
+(``format``, ``key``, ``key_id``, ``hmac_sha256``), an HMAC-SHA256 of its content under the
+per-install secret key (:mod:`wfexplain.integrity`: ``$WFEXPLAIN_KEY_FILE``, else
+``$XDG_CONFIG_HOME/wfexplain/cache.key``, else ``~/.config/wfexplain/cache.key``, mode 0600), computed
+by :func:`~wfexplain.integrity.tensors_mac` over :data:`FORMAT`, the key, then every tensor's name,
+dtype, shape and bytes in sorted order. Where no key file can be made or trusted, a random key of
+this process signs: its files are then only read back by this same process.
+
+Validated: a file whose HMAC verifies is still checked entry by entry (:func:`check_answers`):
+labels of shape ``(n,)``, integer, in ``0..k-1``; probabilities of shape ``(n, k)``, finite,
+non-negative, rows summing to 1 within :data:`ROW_SUM_TOLERANCE` (float16 storage), and each label
+the largest probability of its row. A file failing any check (unreadable, unsigned, wrong HMAC,
+bad content) is never shown: it is ignored, counted in :attr:`Answers.rejected`, said in
+:attr:`Answers.note`, and recomputed (the next write replaces it).
+
+Written: the file is replaced atomically (temporary file, fsync, rename); temporaries a dead process
+left are removed by the next write. An unwritable cache directory or a full disk only means the
+answers live in memory (with a note).
 
 :meth:`Answers.estimate` scores a never-seen set on a seeded, class-stratified part of the inputs
 first (a clearly labelled estimate), for a view that refines it with :meth:`Answers.get` afterwards.
@@ -19,22 +38,31 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import itertools
 import os
+import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
+from .atomic import PathEscape, within
 from .data import stratified_subset
 from .inference import Predictor
+from .integrity import KEY_ENV, clean_stale_temporaries, install_key, key_id, tensors_mac
+
+__all__ = ["CACHE_ENV", "KEY_ENV", "Answers", "cache_dir", "check_answers", "set_key", "singles_and_pairs"]
 
 Progress = Callable[[int, int, dict], None]
 CACHE_ENV = "WFEXPLAIN_CACHE_DIR"
+FORMAT = "wfexplain-answers/1"  # in every file's metadata and in its HMAC
+ROW_SUM_TOLERANCE = 1e-2  # |sum of a row of probabilities - 1| allowed (float16 storage errs by ~1e-3)
 EXTRA_SETS = 256  # larger sets kept in memory per checkpoint and data (least recently used dropped)
 MAX_PAIR_CLASSES = 20  # above this many classes only the singles are precomputed (pairs grow as N²/2)
 
@@ -52,12 +80,73 @@ def singles_and_pairs(num_classes: int) -> list[tuple[int, ...]]:
 
 
 def cache_dir(checkpoint: str | os.PathLike) -> Path:
+    """``$WFEXPLAIN_CACHE_DIR`` (the server's choice), else ``<checkpoint>/cache``, which must resolve inside the
+    checkpoint (:class:`~wfexplain.atomic.PathEscape` otherwise: a planted symlink never makes us write elsewhere)."""
     root = os.environ.get(CACHE_ENV)
-    return Path(root) if root else Path(checkpoint) / "cache"
+    if root:
+        return Path(root)
+    within(checkpoint, Path(checkpoint) / "cache")
+    return Path(checkpoint) / "cache"
+
+
+
+def check_answers(tensors: Mapping[str, torch.Tensor], names: Iterable[str], n: int, k: int) -> str:
+    """Why the entries of an answers file are not valid answers for ``n`` inputs and ``k`` classes ("" if they are).
+
+    Every tensor must be ``labels/<set>`` or ``probs/<set>`` of a set in ``names``, in pairs; labels:
+    shape ``(n,)``, an integer dtype, values in ``0..k-1``; probabilities: shape ``(n, k)``, a
+    floating dtype, finite, non-negative, each row summing to 1 within :data:`ROW_SUM_TOLERANCE`,
+    and each label's probability the largest of its row (ties allowed).
+    """
+    names = set(names)
+    sets: set[str] = set()
+    for entry in tensors:
+        kind, _, name = entry.partition("/")
+        if kind not in ("labels", "probs") or name not in names:
+            return f"an unexpected entry {entry[:40]!r}"
+        sets.add(name)
+    for name in sorted(sets):
+        labels, probs = tensors.get(f"labels/{name}"), tensors.get(f"probs/{name}")
+        what = f"set {name or 'none'}"
+        if labels is None or probs is None:
+            return f"{what}: labels or probabilities missing"
+        if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+            return f"{what}: labels of dtype {labels.dtype}"
+        if tuple(labels.shape) != (n,):
+            return f"{what}: labels of shape {tuple(labels.shape)}, not ({n},)"
+        if not probs.dtype.is_floating_point:
+            return f"{what}: probabilities of dtype {probs.dtype}"
+        if tuple(probs.shape) != (n, k):
+            return f"{what}: probabilities of shape {tuple(probs.shape)}, not ({n}, {k})"
+        if n == 0:
+            continue
+        lab, p = labels.long(), probs.float()
+        if int(lab.min()) < 0 or int(lab.max()) >= k:
+            return f"{what}: a label out of 0..{k - 1} ({int(lab.min())}..{int(lab.max())})"
+        if not bool(torch.isfinite(p).all()):
+            return f"{what}: non-finite probabilities"
+        if bool((p < 0).any()):
+            return f"{what}: negative probabilities"
+        if float((p.sum(1) - 1).abs().max()) > ROW_SUM_TOLERANCE:
+            return f"{what}: probabilities that do not sum to 1"
+        if bool((p.gather(1, lab[:, None])[:, 0] < p.max(1).values).any()):
+            return f"{what}: labels that are not the most probable class"
+    return ""
+
 
 
 class Answers:
-    """Predictions under forget sets of one model on fixed inputs, memoised in memory and on disk (thread-safe)."""
+    """Predictions under forget sets of one model on fixed inputs, memoised in memory and on disk (thread-safe).
+
+    Attributes:
+        key: digest of the checkpoint's weight files and of the inputs (names the file).
+        path: the answers file (None: memory only, e.g. a model without a checkpoint).
+        done, total: sets known so far, of the singles and pairs :meth:`fill` computes.
+        rejected: answers files ignored because they failed a check (unsigned, tampered, bad content).
+        error: why the last :meth:`background` run stopped early ("" if it did not).
+        note: what a page should say about the cache ("" if nothing): rejected files, writes that
+            failed, a background run that stopped.
+    """
 
     def __init__(self, predictor: Predictor, checkpoint: str | os.PathLike | None = None):
         self.predictor = predictor
@@ -68,51 +157,106 @@ class Answers:
             h.update(f"{name}={files[name]};".encode())
         h.update(predictor.x.detach().cpu().contiguous().numpy().tobytes())
         self.key = h.hexdigest()[:24]
-        self.path = cache_dir(checkpoint) / f"answers-{self.key}.safetensors" if checkpoint and files else None
+        escaped = ""
+        try:
+            folder = cache_dir(checkpoint) if checkpoint and files else None
+            self.path = folder / f"answers-{self.key}.safetensors" if folder else None
+            if self.path is not None:
+                within(folder, self.path)
+        except PathEscape:
+            self.path, escaped = None, "answers kept in memory only: the cache directory leads outside the checkpoint"
         self._lock = threading.Lock()
         self._store: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # singles and pairs (written to disk)
         self._extra: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()  # other sets, most recent last
         self._named = {set_key(s) for s in singles_and_pairs(model.num_classes)}
         self.seconds_per_set = float("nan")  # of the last computed set
         self.done, self.total = 0, len(singles_and_pairs(model.num_classes))
-        self.note = ""
+        self.rejected = 0
+        self.error = ""
+        self._notes = dict.fromkeys(("key", "read", "write", "fill"), "")  # fixed slots: read while others write
+        self._secret = b""
+        self._say("write", escaped)
+        if self.path is not None:
+            self._secret, problem = install_key()
+            self._say("key", problem)
         self._read()
 
+    @property
+    def note(self) -> str:
+        """Everything worth saying about the cache, "" if nothing (lower case, no final period)."""
+        return "; ".join(text for text in self._notes.values() if text)
+
+    def _say(self, slot: str, text: str) -> None:
+        self._notes[slot] = text
+
     # ------------------------------------------------------------ disk
+    def _reject(self, why: str) -> None:
+        self.rejected += 1
+        self._say("read", f"ignored {why}; its answers are recomputed")
+
     def _read(self) -> None:
+        """Load the answers file if it is signed with our key and holds valid answers; else ignore and count it."""
         if self.path is None or not self.path.is_file():
             return
         n, k = self.predictor.x.shape[0], self.predictor.model.num_classes
         try:
-            tensors = load_file(str(self.path))
+            with safe_open(str(self.path), "pt") as f:
+                meta = f.metadata() or {}
+                tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
         except Exception as e:  # a damaged cache file is recomputed, never trusted
-            self.note = f"ignored an unreadable answers file ({type(e).__name__})"
-            return
-        for key in self._named:
-            labels, probs = tensors.get(f"labels/{key}"), tensors.get(f"probs/{key}")
-            if labels is not None and probs is not None and labels.shape == (n,) and probs.shape == (n, k):
-                self._store[key] = (labels.long(), probs.float())
+            return self._reject(f"an unreadable answers file ({type(e).__name__})")
+        mac = meta.get("hmac_sha256")
+        if meta.get("format") != FORMAT or not isinstance(mac, str):
+            return self._reject("an unsigned answers file (written by an older version, or forged)")
+        if meta.get("key_id") != key_id(self._secret):
+            return self._reject("an answers file signed with another key (another install, or a process "
+                                "without a key file)")
+        try:
+            expected = tensors_mac(self._secret, (FORMAT, self.key), tensors)
+        except Exception as e:  # tensors whose bytes cannot be read back
+            return self._reject(f"an unreadable answers file ({type(e).__name__})")
+        if not hmac.compare_digest(mac, expected):
+            return self._reject("a tampered answers file (its HMAC does not match its content)")
+        why = check_answers(tensors, self._named, n, k)
+        if why:
+            return self._reject(f"an answers file with invalid content ({why})")
+        for name in self._named:
+            if f"labels/{name}" in tensors:
+                self._store[name] = (tensors[f"labels/{name}"].long(), tensors[f"probs/{name}"].float())
         self.done = len(self._store)
 
-    def _write(self) -> None:
-        if self.path is None:
-            return
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        """The singles and pairs known so far, as stored on disk (int16 labels, float16 probabilities)."""
         with self._lock:
             tensors = {}
             for name, (labels, probs) in self._store.items():
                 tensors[f"labels/{name}"] = labels.to(torch.int16).contiguous()
                 tensors[f"probs/{name}"] = probs.half().contiguous()
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        return tensors
+
+    def _write(self, tensors: dict[str, torch.Tensor] | None = None) -> None:
+        """Sign and atomically replace the answers file; a failure (unwritable directory, full disk) keeps
+        the answers in memory with a note. ``tensors``: what to write (default: every single and pair known)."""
+        if self.path is None:
+            return
+        tensors = self._tensors() if tensors is None else tensors
+        meta = {"format": FORMAT, "key": self.key, "key_id": key_id(self._secret),
+                "hmac_sha256": tensors_mac(self._secret, (FORMAT, self.key), tensors)}
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            save_file(tensors, str(tmp))
+            clean_stale_temporaries(self.path.parent, ".answers-*.tmp")
+            save_file(tensors, str(tmp), metadata=meta)
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
-        except OSError as e:
-            self.note = f"answers kept in memory only: the cache directory is not writable ({e.strerror or e})"
+        except (OSError, SafetensorError) as e:  # safetensors' own error (a full disk) is not an OSError
+            why = (e.strerror if isinstance(e, OSError) else None) or str(e) or type(e).__name__
+            self._say("write", f"answers kept in memory only: they cannot be written to the cache directory ({why})")
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
+        else:
+            self._say("write", "")
 
     # ------------------------------------------------------------ answers
     def get(self, forget) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,6 +298,7 @@ class Answers:
              write_every: int = 16) -> dict:
         """Compute every single class and every pair not yet known, then write the file.
 
+        A failed write never stops it (the answers stay in memory, see :attr:`note`).
         Returns ``{"computed", "total", "cancelled", "path"}``.
         """
         sets = singles_and_pairs(self.predictor.model.num_classes)
@@ -173,3 +318,19 @@ class Answers:
         if computed or (self.path is not None and not self.path.is_file()):
             self._write()
         return {"computed": computed, "total": len(sets), "cancelled": False, "path": self.path}
+
+    def background(self, should_stop: Callable[[], bool] | None = None) -> dict | None:
+        """:meth:`fill` for a background thread: it never raises. Whatever stops it early is recorded in
+        :attr:`error` and :attr:`note` (a page then says so instead of showing progress that never moves);
+        the sets computed so far stay usable and the others are computed when asked for."""
+        self.error = ""
+        self._say("fill", "")
+        try:
+            return self.fill(should_stop=should_stop)
+        except BaseException as e:  # a thread's last word: recorded, never lost
+            self.error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            self._say("fill", f"background evaluation stopped after {self.done} of {self.total} sets ({self.error}); "
+                              "the others are evaluated when first chosen")
+            if not isinstance(e, Exception):
+                raise
+            return None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,16 +22,18 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from .backbones import BuildRefused, build_network, check_spec, weight_shapes
-from .checkpoint import save_checkpoint
+from .atomic import replace_dir
+from .backbones import BuildRefused, build_network, check_spec, list_backbones, weight_shapes
+from .checkpoint import load, save_checkpoint
 from .data import DatasetInfo
 from .engine import Progress, StopFlag, UnlearnConfig, train_memory
 from .evaluation import evaluate as _evaluate
 from .filtering import FilteredModel, Sites, bake_gates
 from .gates import strip_hooks
+from .heads import trace_heads
 from .inference import relative_error
-from .manifest import Manifest
-from .sites import skipped
+from .manifest import CheckpointError, Manifest
+from .sites import direct_sites, skipped
 
 
 def wrap(module: nn.Module, class_names: Sequence[str], *, input_size: tuple[int, int, int],
@@ -43,14 +46,17 @@ def wrap(module: nn.Module, class_names: Sequence[str], *, input_size: tuple[int
         class_names: one name per output.
         input_size: ``(C, H, W)`` the network expects (square: H == W).
         mean, std: per-channel normalisation of its inputs.
-        head: classifier head path(s), never gated (default: found automatically).
+        head: classifier head path(s), never gated (default: every layer whose output reaches the logits with no
+            layer with weights in between, traced in one forward pass: :mod:`wfexplain.heads`). Given, a gate site
+            that reaches the logits directly is refused.
         sites: ``"auto"``, a list of :class:`~wfexplain.sites.GateSite`, or ``callable(module) -> sites``.
         arch: how to rebuild it (``timm:NAME``, ``torchvision:NAME``, ``package.module:factory``), needed to save.
         arch_kwargs: keyword arguments of ``arch``.
         dataset: a name for the data (recorded in checkpoints).
 
     Raises:
-        ValueError: no head or no site found, a site that cannot be gated, or a probe failure (the site named).
+        ValueError: no head or no site found, a site that cannot be gated or that feeds the logits directly, or a
+            probe failure (the site named); the module is then left without gates.
     """
     c, h, w = input_size
     if h != w:
@@ -59,9 +65,26 @@ def wrap(module: nn.Module, class_names: Sequence[str], *, input_size: tuple[int
         raise ValueError(f"mean and std need one value per input channel ({c}), got {len(mean)} and {len(std)}")
     info = DatasetInfo(dataset, tuple(class_names), c, h, tuple(float(m) for m in mean), tuple(float(s) for s in std))
     name = check_spec(arch) if arch else f"<{type(module).__name__}>"
-    heads = [head] if isinstance(head, str) else head
+    trace = trace_heads(module, (c, h, w)) if name not in list_backbones() else None
+    heads = [head] if isinstance(head, str) else list(head) if head is not None else None
+    if heads is None and trace is not None:
+        heads = list(trace.heads) if trace.width == len(class_names) else []
+        if not heads:
+            raise ValueError(f"no classifier head with {len(class_names)} outputs found in {type(module).__name__}: its "
+                             f"output is {trace.width or 'not [B, K]'} wide for {len(class_names)} class names")
     model = FilteredModel(name, info, module, sites=sites, heads=heads, arch_kwargs=arch_kwargs)
-    probe(model)
+    try:
+        direct = direct_sites(module, model.sites, model.heads, trace) if trace is not None else []
+        if direct:
+            assert trace is not None
+            every = [*model.heads, *(p for p in trace.heads if p not in model.heads)]
+            raise ValueError("gate site(s) whose output reaches the logits with no layer with weights between (a "
+                             "class's filter would mask its own logit): " + ", ".join(f"{s.path} ({s.kind})" for s in direct)
+                             + f"; they are classifier heads too: pass head={every!r}")
+        probe(model)
+    except ValueError:
+        strip_hooks(module)  # the module is left as it came, ready to wrap again
+        raise
     left = skipped(module, model.heads) if sites in (None, "auto") else []
     if left:
         warnings.warn("left ungated: " + "; ".join(f"{p} ({why})" for p, why in left[:8])
@@ -163,7 +186,9 @@ def save(model: FilteredModel, directory: str | os.PathLike, arch: str | None = 
     """Write a checkpoint that :func:`wfexplain.load` rebuilds: ``arch`` says how (default: the model's own).
 
     The architecture is built once here, bounded by and compared with the model (names and shapes of
-    every tensor), so a checkpoint that cannot be loaded back is never written. ``trust`` allows a
+    every tensor); the checkpoint is then written aside, loaded back as a new process would and its logits
+    compared (:func:`check_loads`), and only then swapped in for ``directory``: a checkpoint that cannot be
+    loaded back is never saved (``CheckpointError``, ``directory`` untouched). ``trust`` allows a
     ``package.module:factory`` spec to be imported (else ``$WFEXPLAIN_TRUSTED_MODULES``).
     """
     spec = arch or model.backbone_name
@@ -180,6 +205,50 @@ def save(model: FilteredModel, directory: str | os.PathLike, arch: str | None = 
     except BuildRefused as e:
         raise ValueError(f"{spec} does not rebuild this network ({e}): pass the arch_kwargs it was created with, "
                          "or a package.module:factory that builds it") from None
+    old = model.backbone_name, model.arch_kwargs
     model.backbone_name, model.arch_kwargs = spec, kwargs
     data = str(Path(data_dir).resolve()) if data_dir is not None else fields.pop("data_dir", None)
-    return save_checkpoint(model, directory, {**fields, "data_dir": data}, overwrite=overwrite)
+    try:
+        with replace_dir(directory, overwrite=overwrite) as tmp:  # swapped in only once it loads back
+            staged = tmp / "checkpoint"
+            manifest = save_checkpoint(model, staged, {**fields, "data_dir": data})
+            check_loads(model, staged, trust)
+            moved = {p.name for p in staged.iterdir()}
+            for name in moved:
+                os.replace(staged / name, tmp / name)
+            staged.rmdir()
+            for p in tmp.iterdir():  # the staged directory's own lock file
+                if p.name not in moved:
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+    except BaseException:
+        model.backbone_name, model.arch_kwargs = old
+        raise
+    return manifest
+
+
+@torch.no_grad()
+def check_loads(model: FilteredModel, directory: str | os.PathLike, trust: bool = False, tolerance: float = 1e-4) -> None:
+    """Load ``directory`` as a new process would (:func:`wfexplain.load`: manifest, digests, the network rebuilt
+    from its spec) and compare its logits with ``model``'s, unfiltered and forgetting class 0.
+
+    Raises:
+        CheckpointError: it does not load, or computes other logits (saying which and why).
+    """
+    try:
+        loaded = load(directory, trust=trust)
+    except Exception as e:  # anything a fresh process would hit
+        raise CheckpointError(f"the checkpoint written for {model.backbone_name} cannot be loaded back, so it was not "
+                              f"saved: {type(e).__name__}: {e}") from None
+    param = next(model.backbone.parameters())
+    info = model.info
+    x = torch.randn(2, info.in_chans, info.img_size, info.img_size, generator=torch.Generator().manual_seed(0))
+    x = x.to(param.device, param.dtype)
+    loaded.to(param.device, param.dtype)
+    tolerance = tolerance if param.dtype in (torch.float32, torch.float64) else max(tolerance, 1e-2)
+    for forget in (None, 0):
+        err = relative_error(loaded(x, forget=forget), model(x, forget=forget))
+        if not err <= tolerance:
+            what = "unfiltered" if forget is None else "forgetting class 0"
+            raise CheckpointError(f"the checkpoint written for {model.backbone_name} loads back with other logits "
+                                  f"({what}: relative error {err:.1e}), so it was not saved: the network "
+                                  f"{model.backbone_name} builds does not compute what this one does")

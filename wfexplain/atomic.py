@@ -10,22 +10,31 @@ restored by the next write if a crash hits between the two renames. Temporaries 
 writer's pid, and stale ones (their process gone) are removed by the next write, before it decides
 anything.
 
+Concurrent writers: every write of a directory holds its inter-process lock (:func:`dir_lock`, a
+``.<name>.lock`` file beside it, ``flock`` through the ``filelock`` package) from its first check to
+the swap, so two writers are serialised, and a writer told not to overwrite re-checks under the
+lock and refuses if another one got there first. A writer that read the directory earlier checks,
+under the lock, that it has not changed since (:func:`wfexplain.checkpoint.save_checkpoint`'s ``expect``).
+
 JSON is strict everywhere (RFC 8259): NaN and infinities are written as ``null``.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import glob
 import json
 import math
 import os
+import re
 import secrets
 import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+from filelock import FileLock
 
 _TAG = ".wfx-"  # temporaries: .<name>.wfx-<pid>-<token> (new) and .<name>.wfx-<pid>-<token>.old
 
@@ -47,20 +56,102 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Write ``path`` through ``write(tmp_path)``: the old or the new file, never a partial one."""
+class PathEscape(ValueError):
+    """A file a checkpoint or cache uses resolves (through a symlink or ``..``) outside its allowed root."""
+
+
+def within(root: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """``path`` resolved (symlinks followed), if it stays inside ``root`` (resolved); else :class:`PathEscape`.
+
+    Every file a checkpoint directory holds (weights, manifest, cache, ``retrain/``, benchmark files) is
+    opened through this, so a symlink planted in an allowed directory cannot reach, or write, anything outside it.
+    """
+    base = Path(root).resolve()
+    real = Path(path).resolve()
+    if not real.is_relative_to(base):
+        raise PathEscape(f"{path} leads outside {root} (to {real}); refusing to use it")
+    return real
+
+
+class NoSpace(OSError):
+    """A write failed for lack of space (disk full, quota, file size limit): nothing was written."""
+
+
+_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+@contextmanager
+def writing(target: str | os.PathLike) -> Iterator[None]:
+    """Report a failed write of ``target`` as an ``OSError`` naming it: :class:`NoSpace` when space ran out.
+
+    safetensors raises its own ``SafetensorError`` (not an ``OSError``) with ``(os error N)`` in its text.
+    """
+    try:
+        yield
+    except NoSpace:
+        raise
+    except Exception as e:
+        code = e.errno if isinstance(e, OSError) else None
+        if type(e).__name__ == "SafetensorError":
+            found = re.search(r"os error (\d+)", str(e))
+            code = int(found.group(1)) if found else None
+        elif not isinstance(e, OSError):
+            raise
+        if code in _SPACE:
+            raise NoSpace(code, f"no space left to write {target} ({os.strerror(code)}; {_free(Path(target))} free): "
+                                "nothing was written, what was there is unchanged") from None
+        if not isinstance(e, OSError):
+            raise OSError(code or errno.EIO, f"cannot write {target}: {e}") from None
+        raise
+
+
+def _free(path: Path) -> str:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return f"{shutil.disk_usage(path).free / 2**20:,.0f} MiB"
+    except OSError:
+        return "unknown"
+
+
+def check_space(target: str | os.PathLike, nbytes: int) -> None:
+    """:class:`NoSpace` unless the file system of ``target`` has ``nbytes`` free: checked before long work."""
+    path = Path(target)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    free = shutil.disk_usage(path).free
+    if free < nbytes:
+        raise NoSpace(errno.ENOSPC, f"not enough space to write {target}: it needs about {nbytes / 2**20:,.1f} MiB, "
+                                    f"{free / 2**20:,.1f} MiB are free")
+
+
+def atomic_write(path: str | os.PathLike, write, overwrite: bool = True) -> None:
+    """Write ``path`` through ``write(tmp_path)``: the old or the new file, never a partial one.
+
+    The temporary (``.<name>.wfx-<pid>-<token>``) is removed on failure, and one a killed writer left is
+    removed by the next write of ``path``. Without ``overwrite`` the file is linked into place only if
+    ``path`` is still absent at that instant (``FileExistsError`` otherwise: a concurrent writer won).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    clean_stale(path)
+    tmp = path.parent / f".{path.name}{_TAG}{os.getpid()}-{secrets.token_hex(4)}"
     try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        _fsync_file(Path(tmp))
-        os.replace(tmp, path)
+        with writing(path):
+            write(str(tmp))
+            os.chmod(tmp, 0o644)
+            _fsync_file(tmp)
+            if overwrite:
+                os.replace(tmp, path)
+            else:
+                os.link(tmp, path)  # atomic, and fails if path exists
+    except FileExistsError:
+        tmp.unlink(missing_ok=True)
+        raise FileExistsError(f"{path} already exists (written meanwhile by another process)") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
 
 
@@ -148,20 +239,36 @@ def _carry(src: Path, dst: Path, names: Sequence[str]) -> None:
             link(p, dst / name)
 
 
+def dir_lock(target: str | os.PathLike) -> FileLock:
+    """The inter-process lock of a directory's writers (re-entrant within a thread; blocks other threads
+    and processes). The lock file lives beside the directory, so it survives the directory's swaps."""
+    target = Path(target)
+    parent = target.parent.resolve()
+    parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(parent / f".{target.name}.lock", is_singleton=True)
+
+
 @contextmanager
-def replace_dir(target: str | os.PathLike, *, overwrite: bool = False, carry: Sequence[str] = ()) -> Iterator[Path]:
+def replace_dir(target: str | os.PathLike, *, overwrite: bool = False,
+                carry: Sequence[str] | Callable[[Path], Sequence[str]] = ()) -> Iterator[Path]:
     """Build a directory in a temporary sibling, then swap it in for ``target`` at once.
 
     Args:
         target: the directory to create or replace.
         overwrite: allow replacing an existing, non-empty ``target`` (else ``FileExistsError`` before
             anything is written).
-        carry: entries of the existing ``target`` to keep (hard-linked into the new directory first).
+        carry: entries of the existing ``target`` to keep (hard-linked into the new directory first), or a
+            function of ``target`` naming them (called under the lock).
 
     Yields:
         The temporary directory to fill. If the block raises (or the process dies), ``target`` is untouched.
+        The block runs under :func:`dir_lock`: no other writer of ``target`` runs meanwhile.
     """
-    target = Path(target)
+    with dir_lock(target), writing(target):
+        yield from _replace_dir(Path(target), overwrite, carry)
+
+
+def _replace_dir(target: Path, overwrite: bool, carry: Sequence[str] | Callable[[Path], Sequence[str]]) -> Iterator[Path]:
     if target.parent.is_dir():
         clean_stale(target)  # first: a checkpoint a crash left aside is back before anything is decided
     exists = target.exists()
@@ -174,7 +281,7 @@ def replace_dir(target: str | os.PathLike, *, overwrite: bool = False, carry: Se
     tmp.mkdir()
     try:
         if exists:
-            _carry(target, tmp, carry)
+            _carry(target, tmp, carry(target) if callable(carry) else carry)
         yield tmp
         for p in sorted(tmp.rglob("*"), reverse=True):
             _fsync_dir(p) if p.is_dir() else _fsync_file(p)

@@ -20,7 +20,7 @@ import json
 import os
 import platform
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -29,14 +29,14 @@ from safetensors.torch import load as safetensors_load
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .atomic import replace_dir, write_json
+from .atomic import PathEscape, dir_lock, replace_dir, within, write_json
 from .backbones import BuildRefused, default_heads
 from .filtering import FilteredModel
-from .manifest import FORMAT_VERSION, MANIFEST_FILE, MEMORY_FILE, MODEL_FILE, WEIGHT_FILES, CheckpointError, Manifest
+from .manifest import MANIFEST_FILE, MEMORY_FILE, MODEL_FILE, WEIGHT_FILES, CheckpointError, Manifest
 from .sites import GateSite, discover_sites
 
 __all__ = ["MANIFEST_FILE", "MEMORY_FILE", "MODEL_FILE", "CheckpointError", "Manifest", "check_target", "file_sha256",
-           "is_checkpoint", "load", "read_manifest", "read_tensors", "save_checkpoint", "update_manifest", "upgrade"]
+           "is_checkpoint", "load", "read_manifest", "read_tensors", "save_checkpoint", "update_manifest"]
 
 
 def package_versions() -> dict[str, str]:
@@ -91,7 +91,7 @@ def check_target(directory: str | os.PathLike, overwrite: bool) -> None:
 
 def save_checkpoint(model: FilteredModel, directory: str | os.PathLike, fields: dict | None = None, *,
                     half: bool = False, overwrite: bool = False, carry: Sequence[str] = (),
-                    expect: dict[str, str] | None = None) -> Manifest:
+                    expect: Mapping[str, str] | None = None) -> Manifest:
     """Write (or replace, whole) a checkpoint directory and return its manifest.
 
     Args:
@@ -102,20 +102,20 @@ def save_checkpoint(model: FilteredModel, directory: str | os.PathLike, fields: 
         overwrite: replace an existing directory (else ``FileExistsError``, nothing written).
         carry: entries of the existing directory to keep, e.g. ``model.safetensors`` when only
             the memory changed (the backbone file is then not rewritten) or ``retrain``.
-        expect: file name -> SHA-256 a carried file must still have (else ``CheckpointError``, nothing written).
+        expect: the weight files' digests (``Manifest.files``) the directory held when the caller loaded it:
+            checked under the directory's lock, with the carried files' contents, so a checkpoint another
+            writer changed meanwhile is refused (``CheckpointError``, nothing written), never overwritten.
 
     Raises:
-        FileExistsError: ``directory`` exists and ``overwrite`` is False.
+        FileExistsError: ``directory`` exists and ``overwrite`` is False (checked again under the lock).
     """
     def to_disk(t: torch.Tensor) -> torch.Tensor:
         t = t.detach().cpu().contiguous()
         return t.half() if half and t.is_floating_point() else t
 
     with replace_dir(directory, overwrite=overwrite, carry=carry) as tmp:
-        for name, digest in (expect or {}).items():  # a carried file must still be the one the caller loaded
-            if (tmp / name).is_file() and file_sha256(tmp / name) != digest:
-                raise CheckpointError(f"{Path(directory) / name} changed since it was loaded (another process rewrote "
-                                      "the checkpoint); nothing was written")
+        if expect is not None:
+            _check_unchanged(Path(directory), tmp, expect)
         if MODEL_FILE not in carry:
             save_file({k: to_disk(v) for k, v in model.backbone.state_dict().items()}, str(tmp / MODEL_FILE))
         save_file({k: v.detach().cpu().float().contiguous() for k, v in model.memory.items()}, str(tmp / MEMORY_FILE))
@@ -131,14 +131,36 @@ def save_checkpoint(model: FilteredModel, directory: str | os.PathLike, fields: 
     return manifest
 
 
-def update_manifest(directory: str | os.PathLike, manifest: Manifest) -> None:
-    """Replace only the manifest (weight files and everything else kept; the directory swapped whole)."""
+def _check_unchanged(d: Path, tmp: Path, expect: Mapping[str, str]) -> None:
+    """The directory (under its lock) still records, and ``tmp``'s carried files still hold, ``expect``."""
+    try:
+        found = read_manifest(d).files
+    except CheckpointError:
+        found = None
+    if found != dict(expect) or any(file_sha256(tmp / n) != expect[n] for n in expect if (tmp / n).is_file()):
+        raise CheckpointError(f"{d} changed since it was loaded (another process rewrote the checkpoint); nothing "
+                              "was written: load it again and redo the work")
+
+
+def update_manifest(directory: str | os.PathLike, change: Callable[[Manifest], Manifest],
+                    expect: Mapping[str, str] | None = None) -> Manifest:
+    """Replace only the manifest by ``change(current manifest)``, under the directory's lock (a read-modify-write:
+    concurrent updates each see the other's result, none is lost). Weight files and everything else are kept;
+    the directory is swapped whole. ``expect``: the weight digests the change was computed for (else refused).
+    """
     d = Path(directory)
-    if manifest.files != read_manifest(d).files:
-        raise CheckpointError(f"{d / MANIFEST_FILE}: the new manifest records other weight files than the directory holds")
-    keep = [p.name for p in d.iterdir() if p.name != MANIFEST_FILE and not p.name.startswith(".")]  # not temporaries
-    with replace_dir(d, overwrite=True, carry=keep) as tmp:
-        write_json(tmp / MANIFEST_FILE, Manifest.from_json(manifest.to_json(), str(d / MANIFEST_FILE)).to_json())
+    with dir_lock(d):
+        current = read_manifest(d)
+        if expect is not None and current.files != dict(expect):
+            raise CheckpointError(f"{d} changed since it was loaded (its weight files differ); the manifest was not updated")
+        read_verified(d, current)  # the files on disk are the ones it records
+        manifest = change(current)
+        if manifest.files != current.files:
+            raise CheckpointError(f"{d / MANIFEST_FILE}: the new manifest records other weight files than the directory holds")
+        keep = [p.name for p in d.iterdir() if p.name != MANIFEST_FILE and not p.name.startswith(".")]  # not temporaries
+        with replace_dir(d, overwrite=True, carry=keep) as tmp:
+            write_json(tmp / MANIFEST_FILE, Manifest.from_json(manifest.to_json(), str(d / MANIFEST_FILE)).to_json())
+    return manifest
 
 
 def _read_json(path: Path):
@@ -148,12 +170,22 @@ def _read_json(path: Path):
         raise CheckpointError(f"{path} is not valid JSON: {e}") from None
 
 
+def inside(directory: str | os.PathLike, name: str) -> Path:
+    """``directory / name``, refused (``CheckpointError``) if it resolves outside ``directory`` (a planted symlink)."""
+    path = Path(directory) / name
+    try:
+        within(directory, path)
+    except PathEscape as e:
+        raise CheckpointError(str(e)) from None
+    return path
+
+
 def read_manifest(directory: str | os.PathLike, require_digests: bool = True) -> Manifest:
     """The validated manifest of a checkpoint directory."""
     d = Path(directory)
     if not d.is_dir():
         raise CheckpointError(f"checkpoint directory {d} does not exist")
-    path = d / MANIFEST_FILE
+    path = inside(d, MANIFEST_FILE)
     if not path.is_file():
         raise CheckpointError(f"{path} is missing: not a wfexplain checkpoint (needs {MODEL_FILE}, "
                               f"{MEMORY_FILE}, {MANIFEST_FILE})")
@@ -177,7 +209,7 @@ def read_verified(directory: Path, manifest: Manifest) -> dict[str, bytes]:
     """
     blobs = {}
     for name in WEIGHT_FILES:
-        path = directory / name
+        path = inside(directory, name)
         if not path.is_file():
             raise CheckpointError(f"{path} is missing")
         data = path.read_bytes()
@@ -295,39 +327,3 @@ def load(directory: str | os.PathLike, device: str | torch.device = "cpu", trust
     d = Path(directory)
     manifest = read_manifest(d)
     return _build(d, manifest, read_verified(d, manifest), trust).to(device).eval()
-
-
-def upgrade(directory: str | os.PathLike) -> list[str]:
-    """Rewrite an older manifest in the current format, recording the digests of the files present.
-
-    This is an explicit act of trust in the files on disk: they must load (names and shapes),
-    and digests the old manifest did record must still match. A Retrain oracle under
-    ``<checkpoint>/retrain/`` is tied to that checkpoint's backbone file. Returns what changed.
-    """
-    d = Path(directory)
-    raw = _read_json(d / MANIFEST_FILE) if d.is_dir() and is_checkpoint(d) else None
-    manifest = read_manifest(d, require_digests=False)
-    changes = []
-    if isinstance(raw, dict) and raw.get("format_version") != FORMAT_VERSION:
-        changes.append(f"format_version {raw.get('format_version')} -> {FORMAT_VERSION}")
-    files = {name: file_sha256(d / name) for name in WEIGHT_FILES if (d / name).is_file()}
-    for name, digest in manifest.files.items():
-        if files.get(name) != digest:
-            raise CheckpointError(f"{d / name} does not match the digest its manifest recorded; not upgrading")
-    if len(files) < len(WEIGHT_FILES):
-        raise CheckpointError(f"{d}: missing {', '.join(n for n in WEIGHT_FILES if n not in files)}")
-    if set(manifest.files) != set(WEIGHT_FILES):
-        changes.append("recorded the SHA-256 of " + ", ".join(n for n in WEIGHT_FILES if n not in manifest.files))
-    manifest = manifest.replace(files=files)
-    if manifest.retrain_of is not None and not manifest.retrain_of["model_sha256"]:
-        base = d.parent.parent
-        if d.parent.name != "retrain" or not is_checkpoint(base):
-            raise CheckpointError(f"{d} is a Retrain oracle outside <checkpoint>/retrain/: its checkpoint is unknown")
-        manifest = manifest.replace(retrain_of={**manifest.retrain_of, "model_sha256": file_sha256(base / MODEL_FILE)})
-        changes.append(f"tied the Retrain oracle to {base.name}'s backbone file")
-    _build(d, manifest, {name: (d / name).read_bytes() for name in WEIGHT_FILES})  # the files load: names, shapes
-    if changes:
-        keep = [p.name for p in d.iterdir() if p.name != MANIFEST_FILE and not p.name.startswith(".")]  # not temporaries
-        with replace_dir(d, overwrite=True, carry=keep) as tmp:
-            write_json(tmp / MANIFEST_FILE, manifest.to_json())
-    return changes

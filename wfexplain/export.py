@@ -23,7 +23,7 @@ from safetensors.torch import save as safetensors_save
 from torch import nn
 
 from . import __version__
-from .atomic import atomic_write
+from .atomic import atomic_write, check_space, replace_dir
 from .explain import analysis
 from .figures.common import to_numpy
 from .figures.paper import FIGURE_FORMATS, figure_bytes, memory_figure
@@ -39,11 +39,46 @@ def _memory_arrays(memory) -> dict[str, np.ndarray]:
     return {layer: to_numpy(a).astype(np.float32) for layer, a in memory.items()}
 
 
+# ---------------------------------------------------------------- CSV
+
+# OWASP "CSV Injection" (https://owasp.org/www-community/attacks/CSV_Injection): a spreadsheet runs a cell that
+# starts with one of these as a formula (tab and carriage return included, as OWASP lists them).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value):
+    """One CSV cell made inert for spreadsheets, by the OWASP CSV-injection rule.
+
+    A string that starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a leading single
+    quote (``=2+5`` -> ``'=2+5``), which spreadsheets show but never evaluate. Anything else is returned
+    unchanged; numbers in particular (``-0.5`` stays a number), since only text can carry a formula.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def csv_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` ready for ``to_csv``: :func:`csv_cell` applied to every header and every text cell.
+
+    Every CSV this project writes goes through it (class names, layer names and labels are data: image folder
+    names, manifests). Numeric columns are not touched, so their values and dtypes are kept.
+    """
+    out = df.rename(columns=csv_cell)
+    for i in range(out.shape[1]):
+        col = out.iloc[:, i]
+        if not pd.api.types.is_numeric_dtype(col.dtype):
+            out.isetitem(i, col.map(csv_cell, na_action="ignore"))
+    return out
+
+
 # ---------------------------------------------------------------- memory
 
 
 def memory_csv(memory, class_names: Sequence[str]) -> bytes:
-    """Long-format CSV, one row per entry: ``layer, component, class_index, class_name, alpha``."""
+    """Long-format CSV, one row per entry: ``layer, component, class_index, class_name, alpha``.
+
+    Text cells are made inert for spreadsheets (:func:`csv_safe`, the OWASP CSV-injection rule)."""
     frames = []
     names = [str(c) for c in class_names]
     for layer, a in _memory_arrays(memory).items():
@@ -56,7 +91,7 @@ def memory_csv(memory, class_names: Sequence[str]) -> bytes:
             "class_name": [names[c] for c in cls.ravel()], "alpha": a.ravel().astype(np.float64),
         }))
     df = pd.concat(frames, ignore_index=True)
-    return df.to_csv(index=False, float_format="%.9g").encode("utf-8")
+    return csv_safe(df).to_csv(index=False, float_format="%.9g").encode("utf-8")
 
 
 def memory_npz(memory, class_names: Sequence[str]) -> bytes:
@@ -154,8 +189,9 @@ def metrics_export(model: FilteredModel, report: Mapping, label: str,
 
 
 def table_csv(df: pd.DataFrame) -> bytes:
-    """The table as UTF-8 CSV, without the index (``class`` is a column)."""
-    return df.to_csv(index=False).encode("utf-8")
+    """The table as UTF-8 CSV, without the index (``class`` is a column); headers and text cells made inert for
+    spreadsheets (:func:`csv_safe`, the OWASP CSV-injection rule)."""
+    return csv_safe(df).to_csv(index=False).encode("utf-8")
 
 
 # ---------------------------------------------------------------- baked model
@@ -197,9 +233,10 @@ def removed_safetensors(model: FilteredModel, classes: list[int], result: Mappin
         "hard_threshold": repr(float(cfg.threshold))})
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` atomically: ``path`` holds the old bytes or the new ones, never a mix."""
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+def write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = True) -> Path:
+    """Write ``data`` atomically: ``path`` holds the old bytes or the new ones, never a mix (an existing file is
+    replaced only with ``overwrite``, checked at the instant the file goes in)."""
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), overwrite)
     return Path(path)
 
 
@@ -245,7 +282,8 @@ def export_all(model: FilteredModel, out_dir: str | os.PathLike, forget=(), laye
                hard_threshold: float | None = None, overwrite: bool = False) -> list[Path]:
     """Write the paper/archive exports of a model into ``out_dir`` (created if needed).
 
-    Files (each written atomically):
+    Files (the directory is replaced whole: a kill or a full disk leaves the old one, a reader never sees a mix;
+    other files in it are kept):
 
     - ``memory_heatmaps.<fmt>`` for each of ``formats``: :func:`wfexplain.figures.memory_figure`
       of ``layers`` (all by default) ordered by ``order_mode``;
@@ -267,19 +305,25 @@ def export_all(model: FilteredModel, out_dir: str | os.PathLike, forget=(), laye
     model.forget_mask(classes or None)  # validates the class indices
     if layers is not None:
         analysis.select_layers(analysis.as_memory(model), layers)  # validates the layer names
-    out = Path(out_dir)
+    out = Path(out_dir).absolute()
+    if Path.cwd().is_relative_to(out):
+        raise ValueError(f"{out_dir} is the working directory or holds it: export swaps its directory in whole, "
+                         "so name a directory of its own")
     check_outputs(out, formats, classes, hard_threshold, report is not None, overwrite)
     names = list(model.class_names)
-    written: list[Path] = []
     fig = memory_figure(model.memory, names, layers=layers, order_mode=order_mode)
-    for fmt in formats:
-        written.append(write_bytes(out / f"memory_heatmaps.{fmt}", figure_bytes(fig, fmt)))
-    written.append(write_bytes(out / "memory.csv", memory_csv(model.memory, names)))
-    written.append(write_bytes(out / "memory.npz", memory_npz(model.memory, names)))
+    files = {f"memory_heatmaps.{fmt}": figure_bytes(fig, fmt) for fmt in formats}
+    files |= {"memory.csv": memory_csv(model.memory, names), "memory.npz": memory_npz(model.memory, names)}
     if report is not None:
         df, _, tex = metrics_export(model, report, f"tab:wf-{model.info.name}")
-        written.append(write_bytes(out / "metrics.csv", table_csv(df)))
-        written.append(write_bytes(out / "metrics.tex", tex))
+        files |= {"metrics.csv": table_csv(df), "metrics.tex": tex}
     if classes:
-        written.append(write_bytes(out / baked_name(classes, hard_threshold), baked_safetensors(model, classes, hard_threshold)))
-    return written
+        files[baked_name(classes, hard_threshold)] = baked_safetensors(model, classes, hard_threshold)
+    check_space(out, sum(map(len, files.values())))
+    # Whole or absent: the directory is rebuilt beside itself (what else it holds hard-linked in) and swapped in
+    # at once, under its writers' lock, where the files are checked again against a concurrent export.
+    with replace_dir(out, overwrite=True, carry=lambda d: [p.name for p in d.iterdir() if p.name not in files]) as tmp:
+        check_outputs(out, formats, classes, hard_threshold, report is not None, overwrite)
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+    return [out / name for name in files]

@@ -25,8 +25,9 @@ from torch.utils.data import Subset
 
 from . import distributed as dist
 from . import forget as forget_sets
+from .atomic import check_space
 from .backbones import create_backbone, get_spec, weight_shapes
-from .checkpoint import MODEL_FILE, CheckpointError, check_target, is_checkpoint, load, save_checkpoint
+from .checkpoint import MODEL_FILE, CheckpointError, check_target, inside, is_checkpoint, load, save_checkpoint
 from .data import fingerprint, load_dataset
 from .engine import Progress, StopFlag, TrainConfig, UnlearnConfig, train_classifier, train_memory
 from .evaluation import evaluate, predict
@@ -82,6 +83,7 @@ def train_checkpoint(dataset: str, backbone: str, out: str | os.PathLike, cfg: T
         rest, val, validation = hold_out(train, images, cfg.seed, seen_by_backbone=False)
     torch.manual_seed(cfg.seed)
     net = create_backbone(backbone, info.num_classes, info.in_chans, info.img_size).to(device)
+    check_space(target, _nbytes(net, half))  # a full disk is found before the training, not after it
     fit = training_subset(rest, limit_train, cfg.seed)
     result = train_classifier(net, fit, cfg, progress, should_stop, workers)
     if result["cancelled"]:
@@ -147,6 +149,7 @@ def unlearn_checkpoint(path: str | os.PathLike, cfg: UnlearnConfig = UnlearnConf
     if cfg.max_set_size >= n:
         raise ValueError(f"max_set_size must be below the number of classes ({n}), got {cfg.max_set_size}")
     _check_counts(n, cfg.batch_size, limit_train, eval_limit)
+    check_space(target, _nbytes(model.alphas) + (0 if in_place else _nbytes(model.backbone)))
     train = checkpoint_split(manifest, "train", data_dir, download)
     test = checkpoint_split(manifest, "test", data_dir, download)
     rest, val = recorded_split(manifest, train)
@@ -176,10 +179,15 @@ def unlearn_checkpoint(path: str | os.PathLike, cfg: UnlearnConfig = UnlearnConf
     if dist.is_main():
         save_checkpoint(model, target, fields, half=manifest.storage_dtype == "float16", overwrite=in_place or force,
                         carry=[MODEL_FILE, ORACLE_DIR] if in_place else (),
-                        expect={MODEL_FILE: manifest.files[MODEL_FILE]} if in_place else None)
+                        expect=manifest.files if in_place else None)
     dist.barrier()
     return {"cancelled": False, "seconds": result["seconds"], "single": report["single"], "path": target,
             "validation": val_report["single"], "memory_digest": digest, "world_size": dist.world_size()}
+
+
+def _nbytes(module: nn.Module, half: bool = False) -> int:
+    """About the bytes ``module``'s tensors take in a checkpoint (what must be free before the work that writes them)."""
+    return sum(t.numel() * (2 if half and t.is_floating_point() else t.element_size()) for t in module.state_dict().values())
 
 
 def _with_validation(model: FilteredModel, probe, total: int, progress: Progress | None, workers: int) -> Progress:
@@ -206,7 +214,8 @@ ORACLE_DIR = "retrain"  # oracles live in <checkpoint>/retrain/forget-<c>-seed<s
 
 
 def oracle_path(checkpoint: str | os.PathLike, forget: Sequence[int], seed: int = 0) -> Path:
-    return Path(checkpoint) / ORACLE_DIR / f"forget-{'-'.join(map(str, sorted(forget)))}-seed{seed}"
+    """Where the oracle of ``forget`` and ``seed`` lives (``CheckpointError`` if a symlink leads it out of the checkpoint)."""
+    return inside(checkpoint, f"{ORACLE_DIR}/forget-{'-'.join(map(str, sorted(forget)))}-seed{seed}")
 
 
 def retrain(checkpoint: str | os.PathLike, forget: Sequence[int], seed: int = 0, data_dir: str | None = None,
@@ -239,6 +248,8 @@ def retrain(checkpoint: str | os.PathLike, forget: Sequence[int], seed: int = 0,
     retain = Subset(train, torch.nonzero(keep).flatten().tolist())
     torch.manual_seed(seed)
     net = manifest.build_network(weight_shapes(base.backbone), trust=trust).to(device)
+    if save:
+        check_space(path, _nbytes(net, manifest.storage_dtype == "float16"))
     result = train_classifier(net, retain, cfg, progress, should_stop, workers)
     if result["cancelled"]:
         return {"model": None, "seconds": result["seconds"], "path": None, "cancelled": True}

@@ -27,7 +27,8 @@ torchvision or timm classifier (modules in registration order) and returns such 
 - ``"mha"``: the heads of ``nn.MultiheadAttention`` (which never calls ``out_proj`` as a module, so
   the gated attention is recomputed in a hook); baked into ``out_proj``'s column blocks.
 
-The classifier head(s) (:func:`find_heads`) are never gated. Anything else is left alone and
+The classifier head(s) (:func:`find_heads`, :mod:`wfexplain.heads`: every layer whose output reaches the
+logits with no layer holding weights in between) are never gated. Anything else is left alone and
 listed by :func:`skipped`; the probe in :func:`wfexplain.wrap` checks every site.
 """
 
@@ -40,10 +41,14 @@ from typing import cast
 import torch
 from torch import nn
 
+from .heads import Trace, find_heads
+
+__all__ = ["KINDS", "GateSite", "check_sites", "direct_sites", "discover_sites", "find_heads", "residual_writer",
+           "skipped"]
+
 KINDS = ("channels", "features", "norm_act", "heads", "mha", "residual")
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_HEAD_NAMES = ("fc", "classifier", "heads", "head", "head_dist", "last_linear")
 _NormLayer = nn.modules.batchnorm._BatchNorm | nn.GroupNorm | nn.LayerNorm  # the layers _channels reads
 _FINAL_NORMS = ("norm", "fc_norm", "encoder.ln")  # a Transformer's last normalisation before the head
 
@@ -128,40 +133,6 @@ def _channels(m: _NormLayer) -> int:
     if isinstance(m, nn.LayerNorm):
         return m.normalized_shape[-1]
     return m.num_features
-
-
-def find_heads(model: nn.Module, num_classes: int | None = None) -> list[str]:
-    """Paths of the classifier head(s): timm's ``get_classifier()`` (a distilled head too), else the usual names.
-
-    With ``num_classes``, a candidate must output the classes: a container (torchvision's
-    ``classifier`` Sequential) stands for its last Linear with ``num_classes`` outputs, so the hidden
-    layers before it stay gateable, and a hidden ``fc`` beside a ``head`` is not taken for one.
-    """
-    paths = {id(m): n for n, m in model.named_modules() if n}
-    found: list[str] = []
-    getter = getattr(model, "get_classifier", None)
-    if callable(getter):
-        try:
-            got = getter()
-        except (TypeError, AttributeError):
-            got = None
-        found += [paths[id(m)] for m in (got if isinstance(got, tuple) else (got,))
-                  if isinstance(m, nn.Module) and id(m) in paths]
-    for name in _HEAD_NAMES:
-        m = getattr(model, name, None)
-        if isinstance(m, nn.Module) and not isinstance(m, nn.Identity) and not any(
-                name == h or name.startswith(h + ".") or h.startswith(name + ".") for h in found):
-            found.append(name)
-    if num_classes is None:
-        return found
-    heads = []
-    for path in found:
-        outs = [n for n, c in model.get_submodule(path).named_modules()
-                if isinstance(c, nn.Linear | nn.Conv2d) and getattr(c, "out_features", getattr(c, "out_channels", 0))
-                == num_classes]
-        if outs:
-            heads.append(f"{path}.{outs[-1]}" if outs[-1] else path)
-    return heads
 
 
 def _under(path: str, roots: Sequence[str]) -> bool:
@@ -311,3 +282,13 @@ def _size(m: nn.Module, s: GateSite) -> int:
         return m.out_features
     assert isinstance(m, _NormLayer)
     return _channels(m)
+
+
+def direct_sites(model: nn.Module, sites: Sequence[GateSite], heads: Sequence[str], trace: Trace) -> list[GateSite]:
+    """The sites outside ``heads`` whose output (or, for a ``"residual"`` site, its writer's) reaches the logits
+    directly (:func:`wfexplain.heads.trace_heads`): gating one would mask a class's own logit."""
+    def direct(path: str | None) -> bool:
+        return path is not None and (_under(path, trace.heads) or any(_under(h, [path]) for h in trace.heads))
+
+    return [s for s in sites if not _under(s.path, heads)
+            and (direct(s.path) or (s.kind == "residual" and direct(residual_writer(model, s.path))))]

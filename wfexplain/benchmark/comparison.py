@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..atomic import within
 from .catalogue import BENCHMARK_FILE, METHODS, METRICS
 
 FILENAME = BENCHMARK_FILE
@@ -53,9 +54,13 @@ def is_percent(metric: str) -> bool:
 
 
 def benchmark_path(path: str | os.PathLike) -> Path:
-    """``path`` itself if it is a file, else ``<path>/benchmark.json`` (a checkpoint directory)."""
+    """``path`` itself if it is a file, else ``<path>/benchmark.json`` (a checkpoint directory; ``ValueError`` if a
+    symlink leads that file out of it)."""
     p = Path(path).expanduser()
-    return p / FILENAME if p.is_dir() else p
+    if p.is_dir():
+        within(p, p / FILENAME)
+        return p / FILENAME
+    return p
 
 
 def read_benchmark(path: str | os.PathLike) -> dict:

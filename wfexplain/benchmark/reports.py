@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from .. import distributed as dist
-from ..atomic import atomic_write, write_json
+from ..atomic import atomic_write, within, write_json
 from .catalogue import BENCHMARK_FILE, METRICS
 
 
@@ -47,6 +47,7 @@ def benchmark_table(bench: dict, fmt: str = "md") -> str:
 def write_benchmark(bench: dict, directory: Path) -> list[Path]:
     """Write ``benchmark.json``, ``benchmark.md`` and ``benchmark.tex`` atomically (rank 0 only)."""
     json_file = directory / BENCHMARK_FILE
+    within(directory, json_file)  # not through a symlink planted in the directory
     paths = [json_file, json_file.with_suffix(".md"), json_file.with_suffix(".tex")]
     if dist.is_main():
         write_json(paths[0], bench)

@@ -129,7 +129,8 @@ def run_benchmark(checkpoint: str | os.PathLike, config: BenchmarkConfig = Bench
     configs = {"original": None, **_configs(manifest, chosen, overrides)}
     if "wf" in configs:  # WF's results depend on how its memory was obtained too
         configs["wf"] = {"unlearn": configs["wf"], "round": wf_round}
-    store = RunStore(checkpoint, manifest, limit, train_limit) if resume else None
+    # keyed by the weights, the exact images scored and the training split unlearned on (another --data-dir: another store)
+    store = RunStore(checkpoint, manifest, limit, train_limit, data, train) if resume else None
     runs: dict[str, dict[int, list[dict]]] = {m: {c: [] for c in classes} for m in ["original", *chosen, *byo]}
     times: dict[str, list[float]] = {m: [] for m in runs}
     wf_seconds: list[float] = []
@@ -204,7 +205,7 @@ def _wf_round(checkpoint, base: FilteredModel, train, seed: int, wf_round: str, 
         return base, float(manifest.timings.get("unlearn_seconds", float("nan"))), \
             "checkpoint manifest (unlearn_seconds)"
     model = copy.deepcopy(base)  # the same network and memory, trained afresh below
-    stored = store.get_round(seed, config) if store else None
+    stored = store.get_round(seed, config, model.memory) if store else None  # validated: names, shapes, finite
     if stored is not None:
         memory, seconds = stored
         with torch.no_grad():

@@ -9,15 +9,31 @@ classes only aggregates. Layout, beside the checkpoint::
     <checkpoint>/benchmark-runs/<key>/seed<S>/wf-round-<cfg>.safetensors   WF's round (memory + seconds)
     <checkpoint>/benchmark-runs/<key>/seed<S>/class<C>/<method>-<cfg>.json one scored result
 
-``<key>`` digests what every result depends on: the checkpoint's weight files, the test and
-training images scored and the scoring code's version; ``<cfg>`` digests the method's own
-configuration, so changing one baseline's hyperparameters recomputes that baseline only.
-A stored result keeps the seconds measured when it was computed. Files are written atomically, as strict
-JSON (a NaN metric is stored as null and read back as NaN).
+Keyed by everything a result depends on. ``<key>`` digests (:meth:`RunStore.key_inputs`, written
+to ``store.json``): the SHA-256 of every weight file of the checkpoint; the SHA-256 of the exact
+test and training images and labels scored (the preprocessed tensors of the seeded, stratified
+subsets after ``limit``/``train_limit``, :func:`tensor_digest`), so another ``--data-dir`` is
+another store; the SHA-256 of the training images and labels the methods unlearn on and Retrain
+trains on (:func:`dataset_digest`: file bytes or pixels, in order); the preprocessing; the limits;
+and :data:`SCORING_VERSION`. ``<cfg>`` digests one method's configuration as the runner passes it:
+a baseline's full hyperparameters (defaults plus overrides), Retrain's training recipe (the
+checkpoint's ``train_config``), WF's unlearning config and how its round is obtained
+(``wf_round``); the seed, forget class and method are in the path. Changing one baseline's
+hyperparameters thus recomputes that baseline only.
+
+Validated on read: a result file records the full store key, its seed, class, method and the
+SHA-256 of its configuration, and :meth:`RunStore.get` returns it only when all of these match and
+its content is a result (every metric of the catalogue a finite number in its range or null, the
+per-class lists of the right length, in [0, 1]); a WF round file must record the same and hold
+finite matrices of the expected names and shapes. Anything else (absent, unreadable, copied from
+another store, tampered) is ignored and recomputed, then overwritten. A stored result keeps the
+seconds measured when it was computed. Files are written atomically, as strict JSON (a NaN is
+stored as null and read back as NaN).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -27,64 +43,191 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader, Subset
 
 from ..atomic import atomic_write, write_json
-from ..manifest import MEMORY_FILE, MODEL_FILE, Manifest
+from ..checkpoint import inside
+from ..data import ImageFolderImages, TensorImages
+from ..manifest import Manifest
+from .catalogue import METRICS
+from .scoring import Probe
 
 RUNS_DIR = "benchmark-runs"
-SCORING_VERSION = 1  # bump when score() changes what a stored result means
+SCORING_VERSION = 2  # bump when score() changes what a stored result means (2: self-describing, validated files)
+_FRACTIONS = {m for m in METRICS if m not in ("relearn_steps", "seconds")}  # metrics in [0, 1]; the others ≥ 0
 
 
 def digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    """Short SHA-256 of ``obj``'s canonical JSON (names files and directories)."""
+    return full_digest(obj)[:12]
+
+
+def full_digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def tensor_digest(t: torch.Tensor) -> str:
+    """SHA-256 of a tensor's dtype, shape and bytes (C order)."""
+    t = t.detach().cpu().contiguous()
+    h = hashlib.sha256(f"{t.dtype}|{tuple(t.shape)}|".encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def dataset_digest(ds) -> str:
+    """SHA-256 of the images and labels of a dataset split, in order, as stored (not preprocessed).
+
+    Handles the splits :mod:`wfexplain.splits` makes: :class:`TensorImages` (its pixels), an
+    :class:`ImageFolderImages` (each file's class folder, name and bytes) and subsets of them
+    (their indices picked, in order). Any other dataset is hashed through its preprocessed items.
+    """
+    idx: list[int] | None = None
+    while isinstance(ds, Subset):  # map the selection down to the underlying split
+        idx = list(ds.indices) if idx is None else [ds.indices[i] for i in idx]
+        ds = ds.dataset
+    h = hashlib.sha256()
+    if isinstance(ds, TensorImages):
+        sel = torch.arange(len(ds)) if idx is None else torch.as_tensor(idx, dtype=torch.long)
+        h.update(b"tensor-images|")
+        h.update(tensor_digest(ds.images[sel]).encode())
+        h.update(tensor_digest(ds.targets[sel]).encode())
+    elif isinstance(ds, ImageFolderImages):
+        h.update(b"image-folder|")
+        for i in range(len(ds)) if idx is None else idx:
+            path, label = ds.samples[i]
+            name = f"{path.parent.name}/{path.name}|{label}|".encode()
+            h.update(len(name).to_bytes(8, "little") + name)
+            data = path.read_bytes()
+            h.update(len(data).to_bytes(8, "little") + data)
+    else:
+        h.update(b"items|")
+        items = ds if idx is None else Subset(ds, idx)
+        for x, y in DataLoader(items, batch_size=256):
+            h.update(tensor_digest(x).encode())
+            h.update(tensor_digest(torch.as_tensor(y)).encode())
+    return h.hexdigest()
+
+
+def _number(v, low: float, high: float = math.inf) -> bool:
+    """A JSON number (not a bool, not NaN/Infinity: those are written as null) in ``[low, high]``."""
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and low <= v <= high
+
+
+def check_result(result, num_classes: int) -> str:
+    """Why ``result`` (parsed JSON) is not a scored result for ``num_classes`` classes ("" if it is)."""
+    if not isinstance(result, dict):
+        return "not an object"
+    metrics = result.get("metrics")
+    if not isinstance(metrics, dict) or set(metrics) != set(METRICS):
+        return "metrics missing or unexpected"
+    for name, v in metrics.items():
+        if v is not None and not _number(v, 0.0, 1.0 if name in _FRACTIONS else math.inf):
+            return f"metric {name} is {v!r}"
+    for name, nullable in (("per_class_accuracy", True), ("forget_predictions", False)):
+        values = result.get(name)
+        if not isinstance(values, list) or len(values) != num_classes:
+            return f"{name} is not a list of {num_classes} numbers"
+        if not all((v is None and nullable) or _number(v, 0.0, 1.0) for v in values):
+            return f"{name} holds a value out of [0, 1]"
+    return ""
 
 
 class RunStore:
-    """Scored results of one checkpoint and one choice of scored images."""
+    """Scored results of one checkpoint, one choice of scored images and one training split (see the module doc)."""
 
-    def __init__(self, checkpoint: str | os.PathLike, manifest: Manifest, limit: int | None, train_limit: int | None):
-        """``manifest``: the checkpoint's (loaded, so its digests were checked): the key digests its weight files."""
-        self.inputs = {"model_sha256": manifest.files[MODEL_FILE], "memory_sha256": manifest.files[MEMORY_FILE],
-                       "limit": limit, "train_limit": train_limit, "scoring_version": SCORING_VERSION}
-        self.root = Path(checkpoint) / RUNS_DIR / digest(self.inputs)
+    def __init__(self, checkpoint: str | os.PathLike, manifest: Manifest, limit: int | None, train_limit: int | None,
+                 data: Probe, train=None):
+        """``manifest``: the checkpoint's (loaded, so its digests were checked); ``data``: the images every
+        network is scored on; ``train``: the training split the methods unlearn on (None: not keyed)."""
+        self.num_classes = manifest.dataset.num_classes
+        self.inputs = self.key_inputs(manifest, limit, train_limit, data, train)
+        self.key = full_digest(self.inputs)
+        self.root = inside(checkpoint, f"{RUNS_DIR}/{self.key[:16]}")  # refused if a symlink leads it elsewhere
+
+    @staticmethod
+    def key_inputs(manifest: Manifest, limit: int | None, train_limit: int | None, data: Probe, train=None) -> dict:
+        """What the store's key stands for (also written to ``store.json``)."""
+        return {
+            "weights_sha256": dict(sorted(manifest.files.items())),
+            "preprocessing": dataclasses.asdict(manifest.dataset),
+            "limit": limit, "train_limit": train_limit,
+            "test_images_sha256": tensor_digest(data.x_test), "test_labels_sha256": tensor_digest(data.y_test),
+            "num_test_images": len(data.y_test),
+            "train_images_sha256": tensor_digest(data.x_train), "train_labels_sha256": tensor_digest(data.y_train),
+            "num_train_images_scored": len(data.y_train),
+            "unlearning_split_sha256": None if train is None else dataset_digest(train),
+            "num_unlearning_images": None if train is None else len(train),
+            "scoring_version": SCORING_VERSION,
+        }
+
+    def _stamp(self, seed: int, forget_class: int | None, method: str, config) -> dict:
+        """What a stored file records about itself (checked on read)."""
+        return {"store_key": self.key, "seed": seed, "forget_class": forget_class, "method": method,
+                "config_sha256": full_digest(config)}
 
     def _result_path(self, seed: int, forget_class: int, method: str, config) -> Path:
         return self.root / f"seed{seed}" / f"class{forget_class}" / f"{method}-{digest(config)}.json"
 
     def get(self, seed: int, forget_class: int, method: str, config) -> dict | None:
-        """The stored result, or None (absent or unreadable: it is then recomputed)."""
+        """The stored result, or None: absent, unreadable, recorded for another store key, seed, class,
+        method or configuration, or not a valid result (see :func:`check_result`). It is then recomputed."""
         path = self._result_path(seed, forget_class, method, config)
         try:
-            result = json.loads(path.read_text())
+            stored = json.loads(path.read_text())
         except (OSError, ValueError):
             return None
-        if not (isinstance(result, dict) and isinstance(result.get("metrics"), dict)):
+        stamp = self._stamp(seed, forget_class, method, config)
+        if not isinstance(stored, dict) or any(stored.get(k) != v or type(stored.get(k)) is not type(v)
+                                               for k, v in stamp.items()):
             return None
-        result["metrics"] = {k: math.nan if v is None else v for k, v in result["metrics"].items()}  # strict JSON: null
-        return result
+        if check_result(stored, self.num_classes):
+            return None
+        nan = lambda v: math.nan if v is None else float(v)  # noqa: E731 (strict JSON: null)
+        return {"metrics": {k: nan(v) for k, v in stored["metrics"].items()},
+                "per_class_accuracy": [nan(v) for v in stored["per_class_accuracy"]],
+                "forget_predictions": [float(v) for v in stored["forget_predictions"]]}
 
     def put(self, seed: int, forget_class: int, method: str, config, result: dict) -> None:
-        if not self.root.joinpath("store.json").is_file():
-            write_json(self.root / "store.json", self.inputs)
-        write_json(self._result_path(seed, forget_class, method, config), result)
+        write_json(self.root / "store.json", self.inputs)  # rewritten each time: a damaged one is repaired
+        write_json(self._result_path(seed, forget_class, method, config),
+                   {**self._stamp(seed, forget_class, method, config), "config": config,
+                    "metrics": result["metrics"], "per_class_accuracy": result["per_class_accuracy"],
+                    "forget_predictions": result["forget_predictions"]})
 
     def _round_path(self, seed: int, config) -> Path:
         return self.root / f"seed{seed}" / f"wf-round-{digest(config)}.safetensors"
 
-    def get_round(self, seed: int, config) -> tuple[dict[str, torch.Tensor], float] | None:
-        """WF's memory matrices after the round of ``seed`` and the round's seconds, or None."""
+    def get_round(self, seed: int, config, like: Mapping[str, torch.Tensor] | None = None
+                  ) -> tuple[dict[str, torch.Tensor], float] | None:
+        """WF's memory matrices after the round of ``seed`` and the round's seconds, or None (absent, unreadable,
+        recorded for another store key, seed or configuration, non-finite, or, given ``like``, not its names
+        and shapes)."""
         path = self._round_path(seed, config)
         if not path.is_file():
             return None
         try:
             with safe_open(str(path), "pt") as f:
-                seconds = float((f.metadata() or {}).get("seconds", "nan"))
-            return load_file(str(path)), seconds
+                meta = f.metadata() or {}
+                memory = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+            seconds = float(meta.get("seconds", "nan"))
         except (SafetensorError, OSError, ValueError):
             return None
+        stamp = self._stamp(seed, None, "wf-round", config)
+        if any(meta.get(k) != str(v) for k, v in stamp.items()):
+            return None
+        if not (math.isnan(seconds) or (math.isfinite(seconds) and seconds >= 0)):
+            return None
+        if any(not v.dtype.is_floating_point or not bool(torch.isfinite(v).all()) for v in memory.values()):
+            return None
+        if like is not None and {k: tuple(v.shape) for k, v in memory.items()} != {k: tuple(v.shape)
+                                                                                   for k, v in like.items()}:
+            return None
+        return {k: v.float() for k, v in memory.items()}, seconds
 
     def put_round(self, seed: int, config, memory: Mapping[str, torch.Tensor], seconds: float) -> None:
         tensors = {k: v.detach().cpu().float().contiguous() for k, v in memory.items()}
-        meta = {"seconds": "nan" if math.isnan(seconds) else repr(float(seconds))}
+        meta = {k: str(v) for k, v in self._stamp(seed, None, "wf-round", config).items()}
+        meta["seconds"] = "nan" if math.isnan(seconds) else repr(float(seconds))
+        write_json(self.root / "store.json", self.inputs)
         atomic_write(self._round_path(seed, config), lambda tmp: save_file(tensors, tmp, metadata=meta))

@@ -161,12 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch-kwargs", type=json_object, default={}, help="JSON keyword arguments of the architecture")
     p.add_argument("--weights", required=True, help="state dict: .safetensors, or .pt/.pth (torch.load weights_only)")
     p.add_argument("--dataset", required=True, choices=list_datasets(), help="the classes and images it was trained on")
-    p.add_argument("--img-size", type=ranged(int, *IMG_SIZE_RANGE),
-                   help="input side (default: the dataset's; 64 for imagefolder)")
+    recorded = "(default: config.json beside the weights, the network's timm pretrained_cfg, or the dataset's, not " \
+               "imagefolder's; never guessed: import fails naming what is missing)"
+    p.add_argument("--img-size", type=ranged(int, *IMG_SIZE_RANGE), help=f"input side it was trained at {recorded}")
     p.add_argument("--in-chans", type=int, choices=[1, 3], help="input channels (default: the dataset's)")
-    p.add_argument("--mean", type=ranged(float), nargs="+", help="per-channel normalisation mean (default: the dataset's)")
-    p.add_argument("--std", type=ranged(float, 0, open_lo=True), nargs="+", help="per-channel std (default: the dataset's)")
-    p.add_argument("--head", nargs="+", help="classifier head module path(s) (default: found automatically)")
+    p.add_argument("--mean", type=ranged(float), nargs="+", help=f"per-channel normalisation mean {recorded}")
+    p.add_argument("--std", type=ranged(float, 0, open_lo=True), nargs="+", help=f"per-channel std {recorded}")
+    p.add_argument("--head", nargs="+", help="classifier head module path(s) (default: every layer whose output reaches "
+                                             "the logits with no layer with weights between, traced)")
     p.add_argument("--retrain-config", type=json_object, default={},
                    help="JSON TrainConfig fields of the recipe the benchmark's Retrain oracle uses (default: TrainConfig)")
     p.add_argument("--out", required=True, help="checkpoint directory to create")

@@ -14,15 +14,16 @@ import torch
 from tqdm import tqdm
 
 from .. import distributed as dist
-from ..atomic import dumps
+from ..atomic import check_space, dumps
 from ..backbones import list_backbones
-from ..checkpoint import MANIFEST_FILE, check_target, load, read_manifest, update_manifest, upgrade
+from ..checkpoint import MANIFEST_FILE, MODEL_FILE, check_target, load, read_manifest, update_manifest
 from ..data import list_datasets
 from ..engine import TrainConfig, UnlearnConfig
 from ..evaluation import evaluate
 from ..evaluation.metrics import forget_accuracy, retain_accuracy
 from ..pipeline import train_checkpoint, unlearn_checkpoint
 from ..splits import checkpoint_split, checkpoint_train_split, checkpoint_validation_split
+from ..upgrade import upgrade
 from .options import UsageError, at_least, config_from
 
 
@@ -162,7 +163,8 @@ def cmd_evaluate(args) -> int:
                 if k not in ("checkpoint", "dataset", "backbone", "forget_matrix", "original_per_class")}
         evaluation = {"limit": args.limit, **kept}
         key = "evaluation" if args.split == "test" else "validation_evaluation"
-        update_manifest(args.checkpoint, manifest.replace(metrics={**manifest.metrics, key: evaluation}))
+        update_manifest(args.checkpoint, lambda m: m.replace(metrics={**m.metrics, key: evaluation}),
+                        expect=manifest.files)  # merged into the manifest as it is now; refused if the weights changed
     if args.json:
         print(dumps(report))
     else:
@@ -266,6 +268,7 @@ def cmd_remove(args) -> int:
     if len(classes) == model.num_classes:
         raise UsageError("--forget", f"would remove all {model.num_classes} classes: keep at least one")
     manifest = model.checkpoint_manifest()
+    check_space(out, (Path(args.checkpoint) / MODEL_FILE).stat().st_size)  # before the repair, not after it
     cfg = config_from(args, RemovalConfig)
     train = checkpoint_train_split(manifest, args.data_dir)
     log(f"removing {[model.info.class_names[c] for c in classes]} from {args.checkpoint}: hard bake at "
@@ -278,7 +281,7 @@ def cmd_remove(args) -> int:
         log("cancelled: nothing written")
         return 130
     net = result["model"]
-    write_bytes(out, removed_safetensors(model, classes, result, cfg))
+    write_bytes(out, removed_safetensors(model, classes, result, cfg), overwrite=args.force)
     x, y, _ = subset_tensors(checkpoint_split(manifest, "test", args.data_dir, args.download), args.limit)
     report = {"forget": classes, "removed_weights": result["removed_weights"], "repair_seconds": result["seconds"],
               "test_images": len(y), "path": str(out)}
@@ -314,7 +317,13 @@ def cmd_import(args) -> int:
                                mean=args.mean, std=args.std, head=args.head, overwrite=args.force,
                                retrain_config=TrainConfig(**args.retrain_config), device=args.device,
                                workers=args.workers)
-    log(f"{result['sites']} gate sites found and probed; test accuracy {result['accuracy']:.4f}; saved {args.out}")
+    pre = result["preprocessing"]
+    log(f"preprocessing: {pre['img_size']} px ({pre['sources']['img_size']}), mean {list(pre['mean'])} "
+        f"({pre['sources']['mean']}), std {list(pre['std'])} ({pre['sources']['std']})")
+    for note in pre["notes"]:
+        log(f"note: {note}")
+    log(f"heads (never gated): {', '.join(result['manifest'].heads)}; {result['sites']} gate sites found and probed; "
+        f"test accuracy {result['accuracy']:.4f}; saved and loaded back from {args.out}")
     log(f"next: wfexplain unlearn --checkpoint {args.out}")
     return 0
 

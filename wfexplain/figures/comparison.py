@@ -1,4 +1,8 @@
-"""Plotly figures of the Compare page: the forget-quality / retain / cost trade-off and A/B views."""
+"""Plotly figures of the Compare page: the forget-quality / retain / cost trade-off and A/B views.
+
+Class names and method labels are data (benchmark.json, manifests): each goes through
+:func:`~wfexplain.figures.common.plotly_text` before plotly sees it, so no markup in one is rendered.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..forget import classes as forget_list
-from .common import FILTERED_COLOR, FORGOTTEN_COLOR, ORIGINAL_COLOR, _check_names, to_numpy, wrapped_title
+from .common import FILTERED_COLOR, FORGOTTEN_COLOR, ORIGINAL_COLOR, _plotly_names, plotly_text, to_numpy, wrapped_title
 
 REFERENCE_COLOR = "#2ca02c"  # the Retrain oracle
 B_COLOR = "#ff7f0e"
@@ -108,7 +112,8 @@ def tradeoff_scatter(methods: Sequence[str], forget_quality, retain_accuracy, se
             dotted line for reference (the original itself, forget quality ~0, is not plotted: it
             would squeeze the methods into one corner).
     """
-    names = [str(m) for m in methods]
+    raw = [str(m) for m in methods]
+    names = [plotly_text(m) for m in raw]
     x, y, t = (np.asarray(v, dtype=float).ravel() for v in (forget_quality, retain_accuracy, seconds))
     if not len(names) == len(x) == len(y) == len(t):
         raise ValueError(f"{len(names)} methods but {len(x)}, {len(y)}, {len(t)} values")
@@ -141,7 +146,7 @@ def tradeoff_scatter(methods: Sequence[str], forget_quality, retain_accuracy, se
     taken = [] if line is None or base is None else [  # the dotted line's own label
         (0.0, (base - yr[0]) / (yr[1] - yr[0]) * PLOT_PX[1] - LINE_PX / 2, *label_box(line), label_box(line)[0] / 2)]
     radii = size / 2 + np.array([3.0 if i in on_front else 0.5 for i in range(len(x))])
-    for j, spot in enumerate(place_labels(px, radii, names, blocked=taken)):
+    for j, spot in enumerate(place_labels(px, radii, raw, blocked=taken)):
         if spot is not None:
             fig.add_annotation(x=x[j], y=y[j], text=names[j], name=f"label: {names[j]}", showarrow=False,
                                xshift=spot[0], yshift=spot[1], font=dict(size=LABEL_FONT))
@@ -167,19 +172,20 @@ def ab_accuracy_bars(acc_a, acc_b, class_names: Sequence[str], forget, label_a: 
     images both were measured on (e.g. "the benchmark's 10,000 test images"): in the title and the legend.
     """
     a, b = to_numpy(acc_a).astype(float), to_numpy(acc_b).astype(float)
-    names = _check_names(class_names, len(a), label_a)
+    names = _plotly_names(class_names, len(a), label_a)
     if len(b) != len(a):
         raise ValueError(f"{label_a} has {len(a)} classes, {label_b} {len(b)}")
     forgotten = set(forget_list(forget))
     labels = [f"{n} (forgotten)" if i in forgotten else n for i, n in enumerate(names)]
-    on = f"<br>on {images}" if images else ""
+    on = f"<br>on {plotly_text(images)}" if images else ""
+    shown_a, shown_b = plotly_text(label_a), plotly_text(label_b)
     fig = go.Figure([
-        go.Bar(name=f"A: {label_a}", x=labels, y=a, marker_color=FILTERED_COLOR,
+        go.Bar(name=f"A: {shown_a}", x=labels, y=a, marker_color=FILTERED_COLOR,
                marker_line=dict(width=[2 if i in forgotten else 0 for i in range(len(a))], color=FORGOTTEN_COLOR),
-               hovertemplate=f"{label_a}<br>%{{x}}<br>accuracy %{{y:.1%}}{on}<extra></extra>"),
-        go.Bar(name=f"B: {label_b}", x=labels, y=b, marker_color=B_COLOR,
+               hovertemplate=f"{shown_a}<br>%{{x}}<br>accuracy %{{y:.1%}}{on}<extra></extra>"),
+        go.Bar(name=f"B: {shown_b}", x=labels, y=b, marker_color=B_COLOR,
                marker_line=dict(width=[2 if i in forgotten else 0 for i in range(len(b))], color=FORGOTTEN_COLOR),
-               hovertemplate=f"{label_b}<br>%{{x}}<br>accuracy %{{y:.1%}}{on}<extra></extra>"),
+               hovertemplate=f"{shown_b}<br>%{{x}}<br>accuracy %{{y:.1%}}{on}<extra></extra>"),
     ])
     for i in sorted(forgotten):
         if 0 <= i < len(names):
@@ -209,13 +215,13 @@ def forget_predictions_heatmap(predictions: Mapping[str, Sequence[float]], class
         raise ValueError("no predictions to show")
     rows = sorted(predictions, key=lambda m: m != reference)  # stable: the reference first
     z = np.array([np.asarray(predictions[m], dtype=float) for m in rows])
-    names = _check_names(class_names, z.shape[1], "the predictions")
+    names = _plotly_names(class_names, z.shape[1], "the predictions")
     cols = [f"{n} (true class)" if i == forget_class else n for i, n in enumerate(names)]
     dist = distances or {}
 
     def label(m: str) -> str:
         d = dist.get(m)
-        return m if m == reference or d is None or not np.isfinite(d) else f"{m} (TV {d:.2f})"
+        return plotly_text(m if m == reference or d is None or not np.isfinite(d) else f"{m} (TV {d:.2f})")
 
     fig = go.Figure(go.Heatmap(
         z=z, x=cols, y=[label(m) for m in rows], zmin=0.0, zmax=1.0, colorscale="Blues",
@@ -225,7 +231,7 @@ def forget_predictions_heatmap(predictions: Mapping[str, Sequence[float]], class
     ))
     title = f"Where class {names[forget_class]}'s test images are predicted, per method"
     if reference is not None and reference in predictions:
-        title += f" (first row: {reference}; closest to it is best, TV = total-variation distance to it)"
+        title += f" (first row: {plotly_text(reference)}; closest to it is best, TV = total-variation distance to it)"
     fig.update_layout(title=title, xaxis=dict(title="predicted class", type="category"),
                       yaxis=dict(title="method", autorange="reversed", type="category"))
     return fig

@@ -1,6 +1,8 @@
 """Plotly figures for the dashboard's live views (memory heatmaps, accuracy, confusion, prediction flow).
 
-Every axis is labelled and the direction of a metric is stated where it has one.
+Every axis is labelled and the direction of a metric is stated where it has one. Class names are data (image
+folder names, manifests): every one, and every other label from data, goes through
+:func:`~wfexplain.figures.common.plotly_text` before plotly sees it, so no markup in a name is rendered.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from .common import (
     MEMORY_COLORSCALE,
     ORIGINAL_COLOR,
     _check_names,
+    _plotly_names,
+    plotly_text,
     to_numpy,
     wrapped_title,
 )
@@ -36,7 +40,7 @@ def memory_heatmap(alpha, class_names: Sequence[str], order=None, threshold: flo
             instead of the values (hover still shows alpha).
     """
     a = to_numpy(alpha).astype(float)
-    names = _check_names(class_names, a.shape[0], "alpha")
+    names = _plotly_names(class_names, a.shape[0], "alpha")
     perm = np.arange(a.shape[1]) if order is None else to_numpy(order).astype(int)
     a = a[:, perm]
     x = [str(i) for i in perm]
@@ -65,7 +69,7 @@ def accuracy_bars(original, filtered, class_names: Sequence[str], forget) -> go.
     others it should stay at the original level (higher is better).
     """
     orig, filt = to_numpy(original).astype(float), to_numpy(filtered).astype(float)
-    names = _check_names(class_names, len(orig), "original")
+    names = _plotly_names(class_names, len(orig), "original")
     if len(filt) != len(orig):
         raise ValueError(f"original has {len(orig)} classes, filtered {len(filt)}")
     forgotten = set(forget_list(forget))
@@ -96,7 +100,7 @@ def confusion_shift(cm_original, cm_filtered, class_names: Sequence[str]) -> go.
     a, b = to_numpy(cm_original).astype(float), to_numpy(cm_filtered).astype(float)
     if a.shape != b.shape or a.ndim != 2 or a.shape[0] != a.shape[1]:
         raise ValueError(f"confusion matrices must be square and of equal shape, got {a.shape} and {b.shape}")
-    names = _check_names(class_names, a.shape[0], "the confusion matrix")
+    names = _plotly_names(class_names, a.shape[0], "the confusion matrix")
     diff = b - a
     lim = float(np.abs(diff).max()) or 1.0
     fig = go.Figure(go.Heatmap(
@@ -119,7 +123,7 @@ def prediction_flow(true_labels, preds, class_names: Sequence[str], forget) -> g
     y, p = to_numpy(true_labels).astype(int).ravel(), to_numpy(preds).astype(int).ravel()
     if y.shape != p.shape:
         raise ValueError(f"{len(y)} labels but {len(p)} predictions")
-    names = [str(c) for c in class_names]
+    names = [plotly_text(c) for c in class_names]
     sources = [c for c in forget_list(forget) if np.any(y == c)]
     targets = sorted({int(v) for v in p[np.isin(y, sources)]})
     n_src = len(sources)
@@ -150,7 +154,7 @@ def similarity_heatmap(sim, class_names: Sequence[str], order=None) -> go.Figure
     """Class-similarity heatmap (cosine of suppression vectors, 1 = same components off),
     rows and columns permuted by ``order`` (e.g. a dendrogram's leaves)."""
     s = to_numpy(sim).astype(float)
-    names = _check_names(class_names, s.shape[0], "the similarity matrix")
+    names = _plotly_names(class_names, s.shape[0], "the similarity matrix")
     perm = np.arange(s.shape[0]) if order is None else to_numpy(order).astype(int)
     s = s[np.ix_(perm, perm)]
     labels = [names[i] for i in perm]
@@ -169,13 +173,14 @@ def sparsity_bars(sparsity: Mapping[str, Sequence[float]], class_names: Sequence
                   threshold: float | None = None) -> go.Figure:
     """Grouped bars: per class, the fraction of components its filter switches off, one
     trace per layer (output of :func:`wfexplain.explain.analysis.sparsity`)."""
-    names = [str(c) for c in class_names]
+    names = [plotly_text(c) for c in class_names]
     fig = go.Figure()
     for layer, values in sparsity.items():
         vals = to_numpy(values).astype(float)
         _check_names(names, len(vals), f"layer {layer!r}")
-        fig.add_trace(go.Bar(name=layer, x=names, y=vals,
-                             hovertemplate=f"{layer}<br>%{{x}}: %{{y:.1%}} off<extra></extra>"))
+        shown = plotly_text(layer)
+        fig.add_trace(go.Bar(name=shown, x=names, y=vals,
+                             hovertemplate=f"{shown}<br>%{{x}}: %{{y:.1%}} off<extra></extra>"))
     cond = "alpha < threshold" if threshold is None else f"alpha < {threshold:g}"
     fig.update_layout(barmode="group", **wrapped_title(f"Sparsity of each class's filter (fraction of components with {cond})"),
                       xaxis=dict(title="forgotten class (filter)", type="category"),
@@ -187,7 +192,7 @@ def sparsity_bars(sparsity: Mapping[str, Sequence[float]], class_names: Sequence
 def component_profile_bar(values, class_names: Sequence[str], title: str = "Component profile") -> go.Figure:
     """One component's alpha in each class's filter (low bar = switched off when that class is forgotten)."""
     vals = to_numpy(values).astype(float)
-    names = _check_names(class_names, len(vals), "the profile")
+    names = _plotly_names(class_names, len(vals), "the profile")
     fig = go.Figure(go.Bar(x=names, y=vals, marker_color=[FORGOTTEN_COLOR if v < 0.5 else FILTERED_COLOR for v in vals],
                            hovertemplate="%{x}<br>alpha %{y:.3f}<extra></extra>"))
     fig.update_layout(**wrapped_title(f"{title} (alpha: 0 = off for that class's filter, 1 = kept)"),

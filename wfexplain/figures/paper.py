@@ -53,7 +53,8 @@ def memory_figure(memory, class_names: Sequence[str], layers: Sequence[str] | No
         ax.invert_yaxis()  # class 0 on top, as in a matrix
         k = values.shape[1]
         ax.set_title(f"{layer}  (K = {k})", fontsize=8, loc="left")
-        ax.set_yticks([i + 0.5 for i in range(n)], names, fontsize=max(4, 8 - n // 10))
+        # parse_math=False: a class name is data, drawn as written ("$^$" in one would crash mathtext)
+        ax.set_yticks([i + 0.5 for i in range(n)], names, fontsize=max(4, 8 - n // 10), parse_math=False)
         ax.set_ylabel("filter of class", fontsize=7)
         ax.set_xlabel(f"component{'' if order_mode == 'original' else ' position'}{order_label[order_mode]}", fontsize=7)
         if order_mode != "original" and k <= 32:
@@ -144,7 +145,7 @@ def attribution_figure(image, maps: Mapping[str, np.ndarray], title: str | None 
     scale = None
     for ax, (name, p) in zip(axes[first:], panels.items(), strict=False):
         scale = draw(ax, p, lim)
-        ax.set_title(str(name), fontsize=8)
+        ax.set_title(str(name), fontsize=8, parse_math=False)
     if scale is not None:
         cb = fig.colorbar(scale, ax=list(axes[first : first + len(panels)]), shrink=0.8)
         cb.set_label("attribution (+ supports the class)", fontsize=7)
@@ -162,7 +163,7 @@ def attribution_figure(image, maps: Mapping[str, np.ndarray], title: str | None 
             ax.set_xlabel("x (pixels)", fontsize=7)
         ax.set_ylabel("y (pixels)" if i == first - 1 else "", fontsize=7)
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(title, fontsize=9, parse_math=False)  # names a class: data, never mathtext
     return fig
 
 
