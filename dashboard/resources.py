@@ -166,19 +166,22 @@ def public_manifest(manifest) -> dict:
     return clean(manifest.to_json())
 
 
-def escape_markdown(text: str, limit: int = 40) -> str:
-    """``text`` cut to ``limit`` characters, on one line and escaped: safe anywhere in a line of Streamlit markdown.
+def escape_markdown(text: str, limit: int = 40, line_start: bool = False) -> str:
+    """``text`` cut to ``limit`` characters, on one line and escaped: safe inside a line of Streamlit markdown.
 
     Data (class names, checkpoint and file names, messages quoting them) pass through it before any markdown
     (st.markdown, captions, image captions, alerts, radio labels, metric values): every character that links,
-    formats or embeds inside a line (``[ ] ( ) < > ! * _ ` $ : & | ~ { } \\``) is backslash-escaped, and so is
-    one that would open a block at the line's start (``#``, ``+``, ``-``, ``=``, ``1.``); line breaks become
-    spaces and leading spaces (an indented code block) are dropped. The text reads exactly as given.
+    formats or embeds inside a line (``[ ] ( ) < > ! * _ ` $ : & | ~ { } \\``) is backslash-escaped and line
+    breaks become spaces. ``line_start``: the text begins the markdown (e.g. an image caption that is a class
+    name), so a character that would open a block there (``#``, ``+``, ``-``, ``=``, ``1.``) is escaped too and
+    leading spaces (an indented code block) are dropped. The text reads exactly as given.
     """
     cut = text if len(text) <= limit else text[:limit] + "…"
-    out = _MARKDOWN.sub(r"\\\1", " ".join(cut.splitlines()).lstrip())
-    if m := _BLOCK_OPENER.match(out):
-        out = out[: m.end() - 1] + "\\" + out[m.end() - 1 :]
+    out = _MARKDOWN.sub(r"\\\1", " ".join(cut.splitlines()))
+    if line_start:
+        out = out.lstrip()
+        if m := _BLOCK_OPENER.match(out):
+            out = out[: m.end() - 1] + "\\" + out[m.end() - 1 :]
     return out
 
 

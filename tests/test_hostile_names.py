@@ -75,16 +75,16 @@ def test_plotly_figures_draw_hostile_names_as_text(name):
     leftover = [t for t in texts if re.search(r"<[^<>]*>", OUR_TAGS.sub("", t))]
     assert not leftover, leftover  # no tag of a name reaches plotly: no <a>, <b>, <br> from data
     blob = "\n".join(texts)
-    assert "<a" not in blob and "&lt;a href=&#x27;http://evil.example&#x27;&gt;x&lt;/a&gt;" in blob
+    assert "<a" not in blob and "&lt;a href='http://evil.example'&gt;x&lt;/a&gt;" in blob
     raw = fig.to_json()
     assert "<a" not in raw and "\\u003ca" not in raw.lower()
     assert LINK_MD in blob  # plotly renders no markdown: "[text](url)" is inert there and drawn as written
 
 
 def test_plotly_text_is_the_html_escape_plotly_decodes():
-    assert plotly_text(LINK_HTML) == "&lt;a href=&#x27;http://evil.example&#x27;&gt;x&lt;/a&gt;"
+    assert plotly_text(LINK_HTML) == "&lt;a href='http://evil.example'&gt;x&lt;/a&gt;"
     assert plotly_text("a & b <br>") == "a &amp; b &lt;br&gt;"
-    assert plotly_text("T-shirt/top") == "T-shirt/top"  # ordinary names are unchanged
+    assert plotly_text("T-shirt/top") == "T-shirt/top" and plotly_text("Men's") == "Men's"  # ordinary names unchanged
     assert plotly_text(3) == "3"
 
 
@@ -111,7 +111,8 @@ def test_escape_markdown_leaves_no_markdown_active(name):
 @pytest.mark.parametrize("text", ["# heading", "1. item", "- item", "+ item", "= underline", "2) item"])
 def test_escape_markdown_neutralises_block_openers_at_the_start(text):
     """An image caption starts with a class name: "# x" would be a heading, "1. x" a list."""
-    out = escape_markdown(text)
+    assert escape_markdown(text) == text.replace(")", "\\)")  # inside a line these open nothing
+    out = escape_markdown(text, line_start=True)
     assert out.startswith(text[0] if text[0].isdigit() else "\\") and "\\" in out[:3]
     assert re.sub(r"\\(.)", r"\1", out) == text
 
@@ -121,7 +122,8 @@ def test_escape_markdown_examples():
     assert escape_markdown(LINK_HTML, 200) == r"\<a href='http\://evil.example'\>x\</a\>"
     assert escape_markdown("$x$ *b* _i_ `c`") == r"\$x\$ \*b\* \_i\_ \`c\`"
     assert escape_markdown("T-shirt/top") == "T-shirt/top"
-    assert escape_markdown("    indented\ncode") == "indented code"  # no code block, one line
+    assert escape_markdown("    indented\ncode", line_start=True) == "indented code"  # no code block, one line
+    assert escape_markdown("-1") == "-1" and escape_markdown("-1", line_start=True) == "\\-1"
 
 
 # ---------------------------------------------------------------- matplotlib
@@ -237,7 +239,7 @@ def test_dashboard_pages_escape_hostile_class_names(monkeypatch, tmp_path):
     at = open_app(ckpt="user/evil", forget="0,1")  # Forget: gallery captions, bars, confusion, Sankey
     md, charts = check(at)
     # classes 0 and 1 (sorted folder names) are forgotten: their gallery headings are escaped markdown
-    assert r"**\!\[img\]\(http\:evil.example\)** — forgotten" in md and r"**\# heading** — forgotten" in md
+    assert r"**\!\[img\]\(http\:evil.example\)** — forgotten" in md and "**# heading** — forgotten" in md
     assert len(charts) == 3
     assert any("&lt;a href=" in c for c in charts)
     for page in ("views/memory.py", "views/explain.py", "views/models.py"):

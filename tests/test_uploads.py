@@ -289,3 +289,27 @@ def test_corrupted_files_either_work_or_get_a_message(fmt):
             continue
         x = build_transform(tiny_info(in_chans=3))(im)
         assert x.shape == (3, 16, 16)
+
+
+def test_explain_page_answers_each_hostile_upload_with_a_message():
+    """The three files that crashed Explain, uploaded in the dashboard: a message each, then a good file works."""
+    from .test_app import CHECKPOINT, assert_clean, open_app
+
+    if not (CHECKPOINT / "manifest.json").is_file():
+        pytest.skip("checkpoints/fmnist-cnn is missing")
+    at = open_app("views/explain.py")
+    at.multiselect(key="explain_methods").set_value(["Saliency"]).run()
+    at.radio(key="explain_source").set_value("Upload").run()
+    hostile = {"dot.png": (encode(Image.new("RGB", (1, 1)), "PNG"), "1x1 pixels"),
+               "[line](http:evil).png": (encode(Image.new("RGB", (10000, 1)), "PNG"), "10000x1 pixels"),
+               "bomb.png": (png_with_chunk(*BOMBS["zTXt"][:2]), "decompression bomb")}
+    for name, (data, why) in hostile.items():
+        at.file_uploader(key="explain_upload").upload(name, data, "image/png").run()
+        assert_clean(at)
+        (error,) = [e.value for e in at.error]
+        assert error.startswith("Cannot use this file: ") and why in error
+        assert "](" not in error.replace("\\]\\(", "")  # the file name is escaped markdown
+        assert not [m.value for m in at.markdown if m.value.startswith("####")]
+    at.file_uploader(key="explain_upload").upload("ok.png", encode(RGB.convert("LA"), "PNG"), "image/png").run()
+    assert_clean(at)
+    assert not at.error and [m.value for m in at.markdown if m.value.startswith("####")] == ["#### Saliency"]

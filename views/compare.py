@@ -171,7 +171,7 @@ def _ab(entries: dict, names: list[str], c: int | None, classes: list[int], num_
     with_acc = [m for m in comparison.order_methods(list(entries)) if entries[m].get("per_class_accuracy")]
     sources = ([layout.BENCHMARK] if with_acc else []) + [layout.LIVE]
     live_names = list(view.model.class_names)
-    forget = md(", ".join(f"{k}: {live_names[k]}" for k in view.forget), 1000) or "none"  # radio labels are markdown
+    forget = ", ".join(f"{k}: {md(live_names[k])}" for k in view.forget) or "none"  # radio labels are markdown
     n_test = "?" if math.isnan(comparison.as_float(num_test)) else f"{comparison.as_float(num_test):,.0f}"
     label = {layout.BENCHMARK: f"Benchmark: its {n_test} test images, forget class "
                                    f"{c}: {md(names[c]) if c is not None and 0 <= c < len(names) else c} (Retrain, the "
@@ -194,7 +194,7 @@ def _ab(entries: dict, names: list[str], c: int | None, classes: list[int], num_
                    "original_live": ("Original (no unlearning), live", s["original_per_class"])}
         defaults, forgotten, shown_names = ("wf_live", "original_live"), list(view.forget), live_names
         images = f"the dashboard's {len(y):,} evaluation images"
-        st.caption(md(layout.live_set_note(view.forget, classes, live_names), 2000)
+        st.caption(layout.live_set_note(view.forget, classes, [md(n) for n in live_names])
                    + (f" This benchmark has no per-class accuracies for class {c}." if c is not None and not with_acc
                       else ""))
     keys = list(choices)

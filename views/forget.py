@@ -141,7 +141,8 @@ for k in shown + others:
     st.markdown(f"**{escape_markdown(names[k], 100)}**" + (" — forgotten" if k in forget else " — retained"))
     cols = st.columns(per_class)
     for col, i in zip(cols, idx, strict=False):
-        before, after = (escape_markdown(names[j], 100) for j in (orig_pred[i], filt_pred[i]))  # captions are markdown
+        before = escape_markdown(names[orig_pred[i]], 100, line_start=True)  # an image caption is markdown
+        after = escape_markdown(names[filt_pred[i]], 100)
         if k in forget:  # success means the class is no longer recognised
             mark = "✓ forgotten" if filt_pred[i] != y[i] else "✗ still recognised"
         else:

@@ -64,4 +64,4 @@ with p2:
     cols = st.columns(4)
     for j, i in enumerate(best):
         cols[j % 4].image(data.dataset.pil(int(data.indices[i])).resize((84, 84)),  # a caption is markdown: escaped
-                          caption=escape_markdown(names[int(data.targets[i])], 100), width=84)
+                          caption=escape_markdown(names[int(data.targets[i])], 100, line_start=True), width=84)

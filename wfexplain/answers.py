@@ -161,8 +161,8 @@ class Answers:
         try:
             folder = cache_dir(checkpoint) if checkpoint and files else None
             self.path = folder / f"answers-{self.key}.safetensors" if folder else None
-            if self.path is not None:
-                within(folder, self.path)
+            if folder is not None:
+                within(folder, folder / f"answers-{self.key}.safetensors")
         except PathEscape:
             self.path, escaped = None, "answers kept in memory only: the cache directory leads outside the checkpoint"
         self._lock = threading.Lock()

@@ -30,7 +30,7 @@ from .engine import Progress, StopFlag, UnlearnConfig, train_memory
 from .evaluation import evaluate as _evaluate
 from .filtering import FilteredModel, Sites, bake_gates
 from .gates import strip_hooks
-from .heads import trace_heads
+from .heads import Trace, trace_heads
 from .inference import relative_error
 from .manifest import CheckpointError, Manifest
 from .sites import direct_sites, skipped
@@ -65,13 +65,7 @@ def wrap(module: nn.Module, class_names: Sequence[str], *, input_size: tuple[int
         raise ValueError(f"mean and std need one value per input channel ({c}), got {len(mean)} and {len(std)}")
     info = DatasetInfo(dataset, tuple(class_names), c, h, tuple(float(m) for m in mean), tuple(float(s) for s in std))
     name = check_spec(arch) if arch else f"<{type(module).__name__}>"
-    trace = trace_heads(module, (c, h, w)) if name not in list_backbones() else None
-    heads = [head] if isinstance(head, str) else list(head) if head is not None else None
-    if heads is None and trace is not None:
-        heads = list(trace.heads) if trace.width == len(class_names) else []
-        if not heads:
-            raise ValueError(f"no classifier head with {len(class_names)} outputs found in {type(module).__name__}: its "
-                             f"output is {trace.width or 'not [B, K]'} wide for {len(class_names)} class names")
+    trace, heads = _heads(module, name, head, input_size, len(class_names))
     model = FilteredModel(name, info, module, sites=sites, heads=heads, arch_kwargs=arch_kwargs)
     try:
         direct = direct_sites(module, model.sites, model.heads, trace) if trace is not None else []
@@ -90,6 +84,31 @@ def wrap(module: nn.Module, class_names: Sequence[str], *, input_size: tuple[int
         warnings.warn("left ungated: " + "; ".join(f"{p} ({why})" for p, why in left[:8])
                       + (f"; and {len(left) - 8} more" if len(left) > 8 else ""), UngatedLayersWarning, stacklevel=2)
     return model
+
+
+def _heads(module: nn.Module, name: str, head: str | Sequence[str] | None, input_size: tuple[int, int, int],
+           num_classes: int) -> tuple[Trace | None, list[str] | None]:
+    """The traced heads (:mod:`wfexplain.heads`) and the heads to use (None: the name-based fallback)."""
+    if name in list_backbones():
+        return None, [head] if isinstance(head, str) else list(head) if head is not None else None
+    trace = trace_heads(module, input_size)
+    if trace is None:  # say why the network does not run, rather than guess heads for a failing probe
+        param = next(module.parameters(), None)
+        x = torch.zeros(1, *input_size, device=param.device if param is not None else None)
+        try:
+            with torch.no_grad():
+                module.eval()(x)
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"{type(module).__name__} cannot run on inputs of {input_size} (C, H, W): {first}") from None
+    if head is not None:
+        return trace, [head] if isinstance(head, str) else list(head)
+    if trace is None:
+        return None, None
+    if trace.width != num_classes or not trace.heads:
+        raise ValueError(f"no classifier head with {num_classes} outputs found in {type(module).__name__}: its output "
+                         f"is {f'[B, {trace.width}]' if trace.width else 'not [B, K]'} for {num_classes} class names")
+    return trace, list(trace.heads)
 
 
 class UngatedLayersWarning(UserWarning):

@@ -177,8 +177,8 @@ def resolve_preprocessing(net: nn.Module | None, weights: str | os.PathLike, dat
             else "the model records no preprocessing"
         data = f"{dataset.name} has none" if dataset.name == "imagefolder" else \
             f"{dataset.name}'s is for {dataset.in_chans} channel(s), not {chans}" if not has_stats else ""
-        beside = "" if files else f", no {' or '.join(_CONFIG_FILES)} beside the weights records it"
-        raise ValueError(f"import needs {_listed(missing)} ({model}{beside}" + (f" and {data}" if data else "") + ")")
+        beside = "" if files else f", nor does a {' or '.join(_CONFIG_FILES)} beside the weights"
+        raise ValueError(f"import needs {_listed(missing)} ({model}{beside}" + (f", and {data}" if data else "") + ")")
     used = {src for _, src in value.values()}
     notes = [n for name, ns in file_notes.items() if name in used for n in ns]
     notes += _unapplied(cfg, _OWN) if _OWN in used and isinstance(cfg, dict) else []

@@ -25,7 +25,7 @@ from torch.utils.data import Subset
 
 from . import distributed as dist
 from . import forget as forget_sets
-from .atomic import check_space
+from .atomic import check_space, dir_lock
 from .backbones import create_backbone, get_spec, weight_shapes
 from .checkpoint import MODEL_FILE, CheckpointError, check_target, inside, is_checkpoint, load, save_checkpoint
 from .data import fingerprint, load_dataset
@@ -255,12 +255,13 @@ def retrain(checkpoint: str | os.PathLike, forget: Sequence[int], seed: int = 0,
         return {"model": None, "seconds": result["seconds"], "path": None, "cancelled": True}
     if save:
         if dist.is_main():
-            save_checkpoint(FilteredModel(manifest.backbone, info, net), path, {
-                "retrain_of": {"model_sha256": manifest.files[MODEL_FILE], "forget": forget, "seed": seed},
-                "train_config": dataclasses.asdict(cfg), "seed": seed, "train_images": len(retain),
-                "backbone_description": manifest.backbone_description,
-                "timings": {"train_seconds": round(result["seconds"], 3)},
-            }, half=manifest.storage_dtype == "float16", overwrite=overwrite)
+            fields = {"retrain_of": {"model_sha256": manifest.files[MODEL_FILE], "forget": forget, "seed": seed},
+                      "train_config": dataclasses.asdict(cfg), "seed": seed, "train_images": len(retain),
+                      "backbone_description": manifest.backbone_description,
+                      "timings": {"train_seconds": round(result["seconds"], 3)}}
+            with dir_lock(checkpoint):  # never lost to a swap of the checkpoint that holds it
+                save_checkpoint(FilteredModel(manifest.backbone, info, net), path, fields,
+                                half=manifest.storage_dtype == "float16", overwrite=overwrite)
         dist.barrier()
     return {"model": net.eval(), "seconds": result["seconds"], "path": path if save else None, "cancelled": False}
 

@@ -6,7 +6,8 @@ import math
 from pathlib import Path
 
 from .. import distributed as dist
-from ..atomic import atomic_write, within, write_json
+from ..atomic import atomic_write, dir_lock, within, write_json
+from ..checkpoint import CheckpointError, is_checkpoint, read_manifest
 from .catalogue import BENCHMARK_FILE, METRICS
 
 
@@ -45,11 +46,20 @@ def benchmark_table(bench: dict, fmt: str = "md") -> str:
 
 
 def write_benchmark(bench: dict, directory: Path) -> list[Path]:
-    """Write ``benchmark.json``, ``benchmark.md`` and ``benchmark.tex`` atomically (rank 0 only)."""
+    """Write ``benchmark.json``, ``benchmark.md`` and ``benchmark.tex`` atomically (rank 0 only).
+
+    Into a checkpoint directory they are written under its writers' lock, and only while it still holds the
+    weights benchmarked (``bench["weights"]``): a checkpoint rewritten meanwhile is refused (``CheckpointError``).
+    """
     json_file = directory / BENCHMARK_FILE
     within(directory, json_file)  # not through a symlink planted in the directory
     paths = [json_file, json_file.with_suffix(".md"), json_file.with_suffix(".tex")]
-    if dist.is_main():
+    if not dist.is_main():
+        return paths
+    with dir_lock(directory):
+        if is_checkpoint(directory) and read_manifest(directory).files != bench.get("weights"):
+            raise CheckpointError(f"{directory} changed while it was benchmarked (its weight files differ); the "
+                                  "benchmark was not written there: pass --out, or run it again")
         write_json(paths[0], bench)
         cost = bench["cost"]
         md = (benchmark_table(bench, "md") + f"\nWF, all {len(bench['class_names'])} classes: "

@@ -46,7 +46,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Subset
 
-from ..atomic import atomic_write, write_json
+from ..atomic import atomic_write, dir_lock, write_json
 from ..checkpoint import inside
 from ..data import ImageFolderImages, TensorImages
 from ..manifest import Manifest
@@ -144,6 +144,7 @@ class RunStore:
         self.inputs = self.key_inputs(manifest, limit, train_limit, data, train)
         self.key = full_digest(self.inputs)
         self.root = inside(checkpoint, f"{RUNS_DIR}/{self.key[:16]}")  # refused if a symlink leads it elsewhere
+        self.lock = dir_lock(checkpoint)  # a write into the checkpoint never races the checkpoint's own swap
 
     @staticmethod
     def key_inputs(manifest: Manifest, limit: int | None, train_limit: int | None, data: Probe, train=None) -> dict:
@@ -189,6 +190,10 @@ class RunStore:
                 "forget_predictions": [float(v) for v in stored["forget_predictions"]]}
 
     def put(self, seed: int, forget_class: int, method: str, config, result: dict) -> None:
+        with self.lock:
+            self._put(seed, forget_class, method, config, result)
+
+    def _put(self, seed: int, forget_class: int, method: str, config, result: dict) -> None:
         write_json(self.root / "store.json", self.inputs)  # rewritten each time: a damaged one is repaired
         write_json(self._result_path(seed, forget_class, method, config),
                    {**self._stamp(seed, forget_class, method, config), "config": config,
@@ -229,5 +234,6 @@ class RunStore:
         tensors = {k: v.detach().cpu().float().contiguous() for k, v in memory.items()}
         meta = {k: str(v) for k, v in self._stamp(seed, None, "wf-round", config).items()}
         meta["seconds"] = "nan" if math.isnan(seconds) else repr(float(seconds))
-        write_json(self.root / "store.json", self.inputs)
-        atomic_write(self._round_path(seed, config), lambda tmp: save_file(tensors, tmp, metadata=meta))
+        with self.lock:
+            write_json(self.root / "store.json", self.inputs)
+            atomic_write(self._round_path(seed, config), lambda tmp: save_file(tensors, tmp, metadata=meta))

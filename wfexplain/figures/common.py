@@ -25,15 +25,16 @@ def to_numpy(x) -> np.ndarray:
 
 
 def plotly_text(text) -> str:
-    """``text`` (a class name, method or any other data) made literal for plotly: ``&``, ``<``, ``>`` and quotes escaped.
+    """``text`` (a class name, method or any other data) made literal for plotly: ``&``, ``<`` and ``>`` escaped.
 
     Plotly draws a subset of HTML in titles, axis tick labels, legend entries, hover labels, Sankey node
     labels and annotations (``<a href>``, ``<b>``, ``<br>``, ``<span style>``): a class named
     ``<a href="http://evil">x</a>`` would become a live link. :func:`html.escape` turns the markup into
-    entities, which plotly decodes back, so the name is drawn exactly as written and nothing in it acts.
+    entities, which plotly decodes back, so the name is drawn exactly as written and nothing in it acts. Quotes
+    are kept: with no ``<`` left there is no tag, hence no attribute for a quote to end.
     This is the one place plotly text is escaped; every plotly builder passes data through it.
     """
-    return html.escape(str(text))
+    return html.escape(str(text), quote=False)
 
 
 def wrapped_title(text: str, width: int = 55) -> dict:
