@@ -23,7 +23,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 QUERY = "?ckpt=fmnist-cnn&forget=0"
-# Page -> URL path. Forget is the default page: st.navigation serves it at "/" (its url_path is unused).
+# Page -> URL path. Forget is the default page, served at "/" (and at "/forget" by a hidden twin: dashboard/sidebar.app_pages).
 PAGES = {"forget": "/", "memory": "/memory", "explain": "/explain", "compare": "/compare", "export": "/export",
          "models": "/models"}
 TITLES = {"forget": "Forget", "memory": "Memory matrices", "explain": "Explain", "compare": "Compare", "export": "Export",

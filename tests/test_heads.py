@@ -124,7 +124,8 @@ def test_a_filter_no_longer_masks_its_own_logit_through_an_aux_head():
 
 def test_an_explicit_head_that_leaves_an_aux_head_gated_is_refused():
     net = perturbed(tiny_volo())
-    with pytest.raises(ValueError, match=r"reaches the logits .*aux_head \(features\).*head=\['head', 'aux_head'\]"):
+    with pytest.raises(ValueError, match=r"reaches the logits .*aux_head \(features\).*"
+                                         r"head=\['head', 'aux_head'\], --head head aux_head\)"):
         _wrapped(net, head="head")
     model = _wrapped(net, head=["head", "aux_head"])  # the failed wrap left no gates behind
     assert model.heads == ["head", "aux_head"]

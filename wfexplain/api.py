@@ -74,7 +74,8 @@ def wrap(module: nn.Module, class_names: Sequence[str], *, input_size: tuple[int
             every = [*model.heads, *(p for p in trace.heads if p not in model.heads)]
             raise ValueError("gate site(s) whose output reaches the logits with no layer with weights between (a "
                              "class's filter would mask its own logit): " + ", ".join(f"{s.path} ({s.kind})" for s in direct)
-                             + f"; they are classifier heads too: pass head={every!r}")
+                             + f"; they are classifier heads too: name them all (head={every!r}, "
+                             f"--head {' '.join(every)})")
         probe(model)
     except ValueError:
         strip_hooks(module)  # the module is left as it came, ready to wrap again

@@ -260,8 +260,8 @@ def default_heads(spec: str, model: nn.Module, num_classes: int | None = None) -
         return [get_spec(spec).head]
     heads = find_heads(model, num_classes)
     if not heads:
-        raise ValueError(f"no classifier head with {num_classes} outputs found in {type(model).__name__} (looked at "
-                         "get_classifier(), fc, classifier, heads, head): pass head='<module path>'")
+        raise ValueError(f"no classifier head with {num_classes} outputs found in {type(model).__name__} (traced "
+                         "from its logits): pass head='<module path>'")
     return heads
 
 

@@ -181,7 +181,9 @@ def resolve_preprocessing(net: nn.Module | None, weights: str | os.PathLike, dat
         raise ValueError(f"import needs {_listed(missing)} ({model}{beside}" + (f", and {data}" if data else "") + ")")
     used = {src for _, src in value.values()}
     notes = [n for name, ns in file_notes.items() if name in used for n in ns]
-    notes += _unapplied(cfg, _OWN) if _OWN in used and isinstance(cfg, dict) else []
+    if _OWN in used and isinstance(cfg, dict):
+        notes += [f"{_OWN} describes timm's own pretrained weights: pass {_listed([k for k in _OPTIONS if value[k][1] == _OWN])}"
+                  " if these weights were trained otherwise", *_unapplied(cfg, _OWN)]
     return {"img_size": value["img_size"][0], "mean": value["mean"][0], "std": value["std"][0],
             "sources": {k: v[1] for k, v in value.items()}, "notes": notes}
 

@@ -260,7 +260,7 @@ def retrain(checkpoint: str | os.PathLike, forget: Sequence[int], seed: int = 0,
                       "backbone_description": manifest.backbone_description,
                       "timings": {"train_seconds": round(result["seconds"], 3)}}
             with dir_lock(checkpoint):  # never lost to a swap of the checkpoint that holds it
-                save_checkpoint(FilteredModel(manifest.backbone, info, net), path, fields,
+                save_checkpoint(FilteredModel(manifest.backbone, info, net, heads=manifest.heads), path, fields,
                                 half=manifest.storage_dtype == "float16", overwrite=overwrite)
         dist.barrier()
     return {"model": net.eval(), "seconds": result["seconds"], "path": path if save else None, "cancelled": False}
