@@ -13,7 +13,7 @@ import streamlit as st
 
 from dashboard.jobs import Job, JobState, ServerBusy, duration
 
-from .resources import public_text
+from .resources import escape_markdown, public_text
 
 
 def running(key: str) -> bool:
@@ -54,7 +54,7 @@ def job_panel(key: str, success: Callable[[Job, JobState], str], failure: str = 
         if busy:  # finished since the last full run: redraw the whole page (re-enables forms, stops polling)
             st.rerun(scope="app")
         if s.error:
-            st.error(f"{failure}: {public_text(s.error)}")  # no server paths in the browser
+            st.error(f"{failure}: {escape_markdown(public_text(s.error), 1000)}")  # no server paths, no markup from data
         elif s.cancelled:
             st.warning(cancelled)
         else:

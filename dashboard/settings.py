@@ -11,6 +11,7 @@
 | ``WFEXPLAIN_MAX_JOBS`` | 1 | jobs running at once across all sessions |
 | ``WFEXPLAIN_PRECOMPUTE`` | 1 | 1: evaluate every single class and pair in the background when a checkpoint opens; 0: on demand |
 | ``WFEXPLAIN_CACHE_DIR`` | ``<checkpoint>/cache`` | where precomputed answers are kept (read by :mod:`wfexplain.answers`) |
+| ``WFEXPLAIN_KEY_FILE`` | ``~/.config/wfexplain/cache.key`` | the key that signs them (read by :mod:`wfexplain.integrity`) |
 | ``WFEXPLAIN_MAX_EPOCHS`` / ``_TRAIN_IMAGES`` / ``_UNLEARN_STEPS`` | 50 / 60,000 / 5,000 | caps of one job |
 """
 

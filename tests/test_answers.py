@@ -177,8 +177,8 @@ def test_a_full_disk_keeps_the_answers_in_memory_and_a_dead_writers_temporary_is
     a = _answers(path, x)
     dead = subprocess.Popen(["true"])
     dead.wait()
-    stale = a.path.with_name(f".{a.path.name}.{dead.pid}.tmp")  # left by a writer killed mid-write
-    live = a.path.with_name(f".{a.path.name}.{os.getppid()}.abcd.tmp")  # another writer, still at work
+    stale = a.path.with_name(f".{a.path.name}.wfx-{dead.pid}-abcd")  # left by a writer killed mid-write
+    live = a.path.with_name(f".{a.path.name}.wfx-{os.getppid()}-abcd")  # another writer, still at work
     a.path.parent.mkdir(parents=True, exist_ok=True)
     stale.write_bytes(b"half a file")
     live.write_bytes(b"being written")
@@ -190,9 +190,9 @@ def test_a_full_disk_keeps_the_answers_in_memory_and_a_dead_writers_temporary_is
     monkeypatch.setattr(answers_module, "save_file", full)
     result = a.fill()
     assert result["computed"] == 11 and not result["cancelled"] and a.done == 11 and a.has((1, 2))
-    assert "memory only" in a.note and "StorageFull" in a.note
+    assert "memory only" in a.note and "no space left" in a.note
     assert not a.path.exists() and not stale.exists() and live.exists()
-    assert [p.name for p in a.path.parent.iterdir() if p.name.endswith(".tmp")] == [live.name]  # ours removed
+    assert [p.name for p in a.path.parent.iterdir() if ".wfx-" in p.name] == [live.name]  # ours removed
     monkeypatch.undo()
     monkeypatch.delenv(CACHE_ENV, raising=False)
     a._write()  # space again: written, and the note goes

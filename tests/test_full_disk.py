@@ -76,9 +76,8 @@ def test_a_real_write_limit_is_reported_as_no_space(tmp_path):
 def test_export_is_whole_or_absent(tmp_path, make_model, monkeypatch):
     model = make_model("cnn")
     out = tmp_path / "exports"
-    out.mkdir()
-    (out / "notes.txt").write_text("mine")
-    export_all(model, out, forget=[1], formats=["svg"])
+    export_all(model, out, forget=[2], formats=["svg"])  # an earlier export's other files are kept
+    export_all(model, out, forget=[1], formats=["svg"], overwrite=True)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     real = type(out).write_bytes
     calls = []
@@ -96,7 +95,21 @@ def test_export_is_whole_or_absent(tmp_path, make_model, monkeypatch):
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # not one new file mixed in
     assert sorted(p.name for p in tmp_path.iterdir()) == [".exports.lock", "exports"]
     export_all(wfexplain.FilteredModel("cnn", model.info), out, forget=[1], formats=["svg"], overwrite=True)
-    assert (out / "notes.txt").read_text() == "mine" and (out / "memory.csv").read_bytes() != before["memory.csv"]
+    assert (out / "baked_forget_2.safetensors").is_file() and (out / "memory.csv").read_bytes() != before["memory.csv"]
+
+
+@pytest.mark.parametrize("entry", ["notes.txt", "folder", "link"])
+def test_export_refuses_a_directory_that_holds_what_it_did_not_write(tmp_path, make_model, entry):
+    """It replaces its directory whole, so it never rebuilds (or drops, or follows) someone else's files."""
+    out = tmp_path / "exports"
+    out.mkdir(mode=0o700)
+    {"notes.txt": lambda p: p.write_text("mine"), "folder": lambda p: p.mkdir(),
+     "link": lambda p: p.symlink_to(tmp_path)}[entry](out / entry)
+    with pytest.raises(ValueError, match=f"holds {entry}, which export does not write"):
+        export_all(make_model("cnn"), out, formats=["svg"])
+    (out / entry).unlink() if entry != "folder" else (out / entry).rmdir()
+    export_all(make_model("cnn"), out, formats=["svg"])
+    assert out.stat().st_mode & 0o777 == 0o700  # a private directory stays private
 
 
 def test_export_without_force_refuses_files_another_export_wrote_meanwhile(tmp_path, make_model, monkeypatch):

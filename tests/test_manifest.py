@@ -146,7 +146,7 @@ def test_a_file_swapped_after_its_digest_is_checked_cannot_be_loaded(ckpt, monke
     """Tensors are parsed from the bytes that were hashed, not read again."""
     blobs = checkpoint.read_verified(ckpt, checkpoint.read_manifest(ckpt))
     (ckpt / "memory.safetensors").write_bytes(b"swapped after the check")
-    model = checkpoint._build(ckpt, checkpoint.read_manifest(ckpt), blobs)
+    model = checkpoint.assemble(ckpt, checkpoint.read_manifest(ckpt), blobs)
     assert model.memory  # built from the verified bytes
 
 

@@ -79,6 +79,15 @@ def test_retrain_oracles_and_benchmarks_behind_symlinks_are_refused(ck, tmp_path
                   torch.zeros(2, dtype=torch.long))
     with pytest.raises(CheckpointError, match="leads outside"):
         RunStore(ck, read_manifest(ck), None, None, probe)
+    (ck / "benchmark-runs").unlink()
+    store = RunStore(ck, read_manifest(ck), None, None, probe)
+    store.root.mkdir(parents=True)
+    (store.root / "seed0").symlink_to(outside)  # deeper down, where results are written
+    with pytest.raises(CheckpointError, match="leads outside"):
+        store.put(0, 0, "finetune", {}, {})
+    with pytest.raises(CheckpointError, match="leads outside"):
+        store.get_round(0, {})
+    assert not list(outside.glob("class0*")) and not list(outside.glob("wf-round*"))
 
 
 def test_within_resolves_dot_dot_and_symlinks(tmp_path):

@@ -111,7 +111,8 @@ else:
                             help="Adam steps of 64 retained-class training images (0: prune only)")
     threshold = c2.slider("Removal threshold", 0.05, 1.0, 0.5, 0.05, disabled=busy)
     if st.button("Remove and repair", disabled=busy, key="remove_run"):
-        forget, filtered, gone = list(view.forget), model, ", ".join(view.forget_names)
+        forget, filtered = list(view.forget), model
+        gone = escape_markdown(", ".join(view.forget_names), 300)  # class names are data: label and button are markdown
 
         def run(progress, stop) -> dict:
             from wfexplain.removal import RemovalConfig, remove

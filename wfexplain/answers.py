@@ -36,12 +36,10 @@ first (a clearly labelled estimate), for a view that refines it with :meth:`Answ
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import itertools
 import os
-import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -49,13 +47,13 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .atomic import PathEscape, within
+from .atomic import PathEscape, atomic_write, within
 from .data import stratified_subset
 from .inference import Predictor
-from .integrity import KEY_ENV, clean_stale_temporaries, install_key, key_id, tensors_mac
+from .integrity import KEY_ENV, install_key, key_id, tensors_mac
 
 __all__ = ["CACHE_ENV", "KEY_ENV", "Answers", "cache_dir", "check_answers", "set_key", "singles_and_pairs"]
 
@@ -242,19 +240,11 @@ class Answers:
         tensors = self._tensors() if tensors is None else tensors
         meta = {"format": FORMAT, "key": self.key, "key_id": key_id(self._secret),
                 "hmac_sha256": tensors_mac(self._secret, (FORMAT, self.key), tensors)}
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            clean_stale_temporaries(self.path.parent, ".answers-*.tmp")
-            save_file(tensors, str(tmp), metadata=meta)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except (OSError, SafetensorError) as e:  # safetensors' own error (a full disk) is not an OSError
-            why = (e.strerror if isinstance(e, OSError) else None) or str(e) or type(e).__name__
+        try:  # whole or absent; a dead writer's temporary removed; safetensors' own errors reported as OSError
+            atomic_write(self.path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+        except OSError as e:
+            why = e.strerror or str(e) or type(e).__name__
             self._say("write", f"answers kept in memory only: they cannot be written to the cache directory ({why})")
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
         else:
             self._say("write", "")
 

@@ -95,7 +95,8 @@ def _heads(module: nn.Module, name: str, head: str | Sequence[str] | None, input
     trace = trace_heads(module, input_size)
     if trace is None:  # say why the network does not run, rather than guess heads for a failing probe
         param = next(module.parameters(), None)
-        x = torch.zeros(1, *input_size, device=param.device if param is not None else None)
+        x = torch.zeros(1, *input_size, device=param.device if param is not None else None,
+                        dtype=param.dtype if param is not None and param.is_floating_point() else None)
         try:
             with torch.no_grad():
                 module.eval()(x)
@@ -265,8 +266,13 @@ def check_loads(model: FilteredModel, directory: str | os.PathLike, trust: bool 
     x = x.to(param.device, param.dtype)
     loaded.to(param.device, param.dtype)
     tolerance = tolerance if param.dtype in (torch.float32, torch.float64) else max(tolerance, 1e-2)
-    for forget in (None, 0):
-        err = relative_error(loaded(x, forget=forget), model(x, forget=forget))
+    was_training = model.training
+    try:  # compared in eval mode (dropout off), the caller's mode restored
+        with torch.no_grad():
+            errors = [relative_error(loaded(x, forget=f), model.eval()(x, forget=f)) for f in (None, 0)]
+    finally:
+        model.train(was_training)
+    for forget, err in zip((None, 0), errors, strict=True):
         if not err <= tolerance:
             what = "unfiltered" if forget is None else "forgetting class 0"
             raise CheckpointError(f"the checkpoint written for {model.backbone_name} loads back with other logits "

@@ -93,8 +93,8 @@ def writing(target: str | os.PathLike) -> Iterator[None]:
     except Exception as e:
         code = e.errno if isinstance(e, OSError) else None
         if type(e).__name__ == "SafetensorError":
-            found = re.search(r"os error (\d+)", str(e))
-            code = int(found.group(1)) if found else None
+            found = re.search(r"os error (\d+)|code: (\d+)", str(e))
+            code = int(found.group(1) or found.group(2)) if found else None
         elif not isinstance(e, OSError):
             raise
         if code in _SPACE:
@@ -105,21 +105,24 @@ def writing(target: str | os.PathLike) -> Iterator[None]:
         raise
 
 
-def _free(path: Path) -> str:
+def _free_bytes(target: str | os.PathLike) -> int:
+    """Free bytes on the file system ``target`` (or its nearest existing ancestor) would be written to."""
+    path = Path(target)
     while not path.exists() and path != path.parent:
         path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def _free(target: Path) -> str:
     try:
-        return f"{shutil.disk_usage(path).free / 2**20:,.0f} MiB"
+        return f"{_free_bytes(target) / 2**20:,.0f} MiB"
     except OSError:
         return "unknown"
 
 
 def check_space(target: str | os.PathLike, nbytes: int) -> None:
     """:class:`NoSpace` unless the file system of ``target`` has ``nbytes`` free: checked before long work."""
-    path = Path(target)
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    free = shutil.disk_usage(path).free
+    free = _free_bytes(target)
     if free < nbytes:
         raise NoSpace(errno.ENOSPC, f"not enough space to write {target}: it needs about {nbytes / 2**20:,.1f} MiB, "
                                     f"{free / 2**20:,.1f} MiB are free")
@@ -224,28 +227,39 @@ def clean_stale(target: str | os.PathLike) -> list[Path]:
 
 
 def _carry(src: Path, dst: Path, names: Sequence[str]) -> None:
-    """Hard-link (or copy) the named entries of ``src`` into ``dst``: cheap, and ``src`` stays whole."""
+    """Hard-link (or copy) the named entries of ``src`` into ``dst``: cheap, and ``src`` stays whole.
+
+    Symlinks are carried as symlinks (never followed); anything but files, folders and symlinks is refused.
+    """
     def link(a, b):
         try:
-            os.link(a, b)
+            os.link(a, b, follow_symlinks=False)
         except OSError:
-            shutil.copy2(a, b)
+            shutil.copy2(a, b, follow_symlinks=False)
 
     for name in names:
         p = src / name
-        if p.is_dir():
-            shutil.copytree(p, dst / name, copy_function=link)
+        if p.is_symlink():
+            os.symlink(os.readlink(p), dst / name)
+        elif p.is_dir():
+            shutil.copytree(p, dst / name, symlinks=True, copy_function=link)
         elif p.is_file():
             link(p, dst / name)
+        elif p.exists():
+            raise OSError(errno.EINVAL, f"cannot carry {p} into the new directory: not a file, folder or symlink")
+
+
+LOCK_SECONDS = 600.0  # a writer waits this long for another one, then fails naming the lock (filelock.Timeout)
 
 
 def dir_lock(target: str | os.PathLike) -> FileLock:
     """The inter-process lock of a directory's writers (re-entrant within a thread; blocks other threads
-    and processes). The lock file lives beside the directory, so it survives the directory's swaps."""
+    and processes for up to :data:`LOCK_SECONDS`). The lock file (``.<name>.lock``) lives beside the
+    directory, so it survives the directory's swaps; it stays there, empty, after the write."""
     target = Path(target)
     parent = target.parent.resolve()
     parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(parent / f".{target.name}.lock", is_singleton=True)
+    return FileLock(parent / f".{target.name}.lock", is_singleton=True, timeout=LOCK_SECONDS)
 
 
 @contextmanager
@@ -285,7 +299,7 @@ def _replace_dir(target: Path, overwrite: bool, carry: Sequence[str] | Callable[
         yield tmp
         for p in sorted(tmp.rglob("*"), reverse=True):
             _fsync_dir(p) if p.is_dir() else _fsync_file(p)
-        os.chmod(tmp, 0o755)
+        os.chmod(tmp, target.stat().st_mode & 0o7777 if exists else 0o755)  # a private directory stays private
         _fsync_dir(tmp)
         if not target.exists():
             os.rename(tmp, target)

@@ -24,27 +24,25 @@ Gate sites are not part of the registry: every network, built-in or not, gets th
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import math
 import os
 import re
-import threading
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import cast
 
 import torch
 from torch import nn
 
+from .construction import BUILD_SECONDS, BuildRefused, bounded, check_shapes, weight_shapes
 from .sites import find_heads
 
 # timm and torchvision (which pull torch._dynamo and sympy) are imported by the builders that need them,
 # so that importing wfexplain, or loading a "cnn" checkpoint, imports neither.
 
-__all__ = ["RESERVED_KWARGS", "BuildRefused", "bounded", "build_network", "check_spec", "create_backbone",
-           "default_heads", "list_backbones", "weight_shapes"]
+__all__ = ["RESERVED_KWARGS", "BuildRefused", "build_network", "check_spec", "create_backbone", "default_heads",
+           "list_backbones", "weight_shapes"]
 
 # Arguments the spec's builder sets itself, or that would load files or download (timm's checkpoint_path
 # and pretrained_cfg_overlay=dict(file=...) read a file with torch.load): never taken from arch_kwargs.
@@ -53,7 +51,6 @@ RESERVED_KWARGS = {
                        "checkpoint_path", "cache_dir", "features_only", "scriptable", "exportable"}),
     "torchvision": frozenset({"num_classes", "weights", "progress", "weights_backbone"}),
 }
-BUILD_SECONDS = 60.0  # the most a network's construction may take before it is refused
 
 
 @dataclass(frozen=True)
@@ -108,66 +105,6 @@ def _trusted(module: str, trust: bool) -> bool:
     return trust or any(m and (module == m or module.startswith(m + ".")) for m in allowed)
 
 
-class BuildRefused(ValueError):
-    """A network's construction ran past its budget (tensors, elements or seconds), or built other tensors than expected."""
-
-
-_budget = threading.local()  # the budget of the construction running in this thread (None: unbounded)
-_hooks: list = []
-
-
-def _charge(tensor: torch.Tensor | None = None) -> None:
-    b = getattr(_budget, "active", None)
-    if b is None:
-        return
-    if tensor is not None:
-        b["tensors"] += 1
-        b["elements"] += tensor.numel()
-    if b["tensors"] > b["max_tensors"] or b["elements"] > b["max_elements"]:
-        raise BuildRefused(f"it creates more than {b['max_tensors']:,} tensors or {b['max_elements']:,} elements, "
-                           f"more than the weights hold ({b['what']})")
-    if time.monotonic() > b["deadline"]:
-        raise BuildRefused(f"building it took over {b['seconds']:g} s ({b['what']})")
-
-
-@contextlib.contextmanager
-def bounded(expect: Mapping[str, tuple[int, ...]], seconds: float = BUILD_SECONDS) -> Iterator[None]:
-    """Abort any ``nn.Module`` construction in this thread (raising :class:`BuildRefused`) once it registers
-    twice the tensors or elements ``expect`` holds (plus a margin for buffers outside the state dict), or
-    runs past ``seconds``. Counted through torch's global registration hooks, before anything else is built."""
-    if not _hooks:
-        from torch.nn.modules import module as M
-
-        _hooks.extend([M.register_module_parameter_registration_hook(lambda m, n, p: _charge(p)),
-                       M.register_module_buffer_registration_hook(lambda m, n, b: _charge(b)),
-                       M.register_module_module_registration_hook(lambda m, n, s: _charge())])
-    elements = sum(math.prod(s) for s in expect.values())
-    outer = getattr(_budget, "active", None)
-    _budget.active = {"tensors": 0, "elements": 0, "max_tensors": 2 * len(expect) + 64,
-                      "max_elements": 2 * elements + (1 << 20), "deadline": time.monotonic() + seconds,
-                      "seconds": seconds, "what": f"{len(expect):,} tensors, {elements:,} elements"}
-    try:
-        yield
-    finally:
-        _budget.active = outer
-
-
-def weight_shapes(net: nn.Module) -> dict[str, tuple[int, ...]]:
-    """``name -> shape`` of a network's state dict: what a rebuilt copy must hold (``expect``)."""
-    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
-
-
-def shape_mismatch(built: Mapping[str, tuple[int, ...]], held: Mapping[str, tuple[int, ...]]) -> str | None:
-    """What differs between the tensors a network ``built`` and those its weights ``held`` (None: nothing)."""
-    missing, extra = sorted(set(built) - set(held)), sorted(set(held) - set(built))
-    shapes = [f"{k}: expected {tuple(built[k])}, found {tuple(held[k])}" for k in built if k in held
-              and tuple(held[k]) != tuple(built[k])]
-    problems = [f"{label} {', '.join(items[:5])}" + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
-                for label, items in (("missing weights", missing), ("unexpected weights", extra),
-                                     ("shape mismatch", shapes)) if items]
-    return " | ".join(problems) or None
-
-
 def build_network(spec: str, num_classes: int, in_chans: int, img_size: int, kwargs: dict | None = None,
                   trust: bool = False, expect: Mapping[str, tuple[int, ...]] | None = None,
                   seconds: float = BUILD_SECONDS) -> nn.Module:
@@ -189,17 +126,11 @@ def build_network(spec: str, num_classes: int, in_chans: int, img_size: int, kwa
             raise
         skeleton = None  # built below, on the CPU, within the same budget
     if skeleton is not None:
-        _check_shapes(spec, expect, skeleton)
+        check_shapes(expect, skeleton)
     with bounded(expect, seconds):
         net = _build(spec, num_classes, in_chans, img_size, kwargs, trust)
-    _check_shapes(spec, expect, net)
+    check_shapes(expect, net)
     return net
-
-
-def _check_shapes(spec: str, expect: Mapping[str, tuple[int, ...]], net: nn.Module) -> None:
-    why = shape_mismatch(weight_shapes(net), expect)
-    if why:
-        raise BuildRefused(why)
 
 
 def _build(spec: str, num_classes: int, in_chans: int, img_size: int, kwargs: dict | None, trust: bool) -> nn.Module:

@@ -157,13 +157,20 @@ def update_manifest(directory: str | os.PathLike, change: Callable[[Manifest], M
         manifest = change(current)
         if manifest.files != current.files:
             raise CheckpointError(f"{d / MANIFEST_FILE}: the new manifest records other weight files than the directory holds")
-        keep = [p.name for p in d.iterdir() if p.name != MANIFEST_FILE and not p.name.startswith(".")]  # not temporaries
-        with replace_dir(d, overwrite=True, carry=keep) as tmp:
-            write_json(tmp / MANIFEST_FILE, Manifest.from_json(manifest.to_json(), str(d / MANIFEST_FILE)).to_json())
+        replace_manifest(d, manifest)
     return manifest
 
 
-def _read_json(path: Path):
+def replace_manifest(d: Path, manifest: Manifest) -> None:
+    """Swap in ``d`` with ``manifest`` (validated) and every other entry kept; the caller holds ``d``'s lock and
+    has checked the weight files."""
+    keep = [p.name for p in d.iterdir() if p.name != MANIFEST_FILE and not p.name.startswith(".")]  # not temporaries
+    with replace_dir(d, overwrite=True, carry=keep) as tmp:
+        write_json(tmp / MANIFEST_FILE, Manifest.from_json(manifest.to_json(), str(d / MANIFEST_FILE)).to_json())
+
+
+def read_json(path: Path):
+    """Parsed JSON, or ``CheckpointError`` naming the file."""
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -189,7 +196,7 @@ def read_manifest(directory: str | os.PathLike, require_digests: bool = True) ->
     if not path.is_file():
         raise CheckpointError(f"{path} is missing: not a wfexplain checkpoint (needs {MODEL_FILE}, "
                               f"{MEMORY_FILE}, {MANIFEST_FILE})")
-    return Manifest.from_json(_read_json(path), str(path), require_digests)
+    return Manifest.from_json(read_json(path), str(path), require_digests)
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -282,7 +289,7 @@ def _recorded_layers(manifest: Manifest):
     return sites
 
 
-def _build(d: Path, manifest: Manifest, blobs: dict[str, bytes], trust: bool = False) -> FilteredModel:
+def assemble(d: Path, manifest: Manifest, blobs: dict[str, bytes], trust: bool = False) -> FilteredModel:
     """The network a directory describes, with its weights and memory, from its verified bytes.
 
     The architecture is built by :meth:`Manifest.build_network`, bounded by the safetensors header (on the
@@ -326,4 +333,4 @@ def load(directory: str | os.PathLike, device: str | torch.device = "cpu", trust
     """
     d = Path(directory)
     manifest = read_manifest(d)
-    return _build(d, manifest, read_verified(d, manifest), trust).to(device).eval()
+    return assemble(d, manifest, read_verified(d, manifest), trust).to(device).eval()

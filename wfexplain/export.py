@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -261,17 +262,32 @@ def attribution_name(checkpoint: str, method: str, target: int, forget, fmt: str
     return f"{checkpoint.replace('/', '_')}-attribution-{slug}-target{target}-forget{chosen}.{fmt}"
 
 
+# What an export writes (any formats, forget sets, thresholds): the only entries its directory may hold.
+EXPORT_FILE = re.compile(r"memory_heatmaps\.(png|svg|pdf)|memory\.(csv|npz)|metrics\.(csv|tex)"
+                         r"|baked_forget_\d+(-\d+)*(_hard[-+.e\d]+)?\.safetensors")
+
+
 def check_outputs(out_dir: str | os.PathLike, formats: Sequence[str], forget, hard_threshold: float | None,
                   metrics: bool, overwrite: bool = False) -> list[str]:
     """The file names an export writes; ``FileExistsError`` naming those that exist (unless ``overwrite``).
 
-    Callers check this before any work (the CLI before its evaluation).
+    The directory is the export's own: it is replaced whole, so one holding anything an export does not
+    write (another file, a folder, a symlink) is refused (``ValueError``) rather than rebuilt. Callers check
+    this before any work (the CLI before its evaluation).
     """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out_dir} is a file, not a directory")
+    foreign = sorted(p.name for p in out.iterdir() if p.is_symlink() or not p.is_file()
+                     or not EXPORT_FILE.fullmatch(p.name)) if out.is_dir() else []
+    if foreign:
+        raise ValueError(f"{out_dir} holds {', '.join(foreign[:3])}{' …' if len(foreign) > 3 else ''}, which export "
+                         "does not write: export replaces its directory whole, so give it a directory of its own")
     planned = [f"memory_heatmaps.{fmt}" for fmt in formats] + ["memory.csv", "memory.npz"] + \
         (["metrics.csv", "metrics.tex"] if metrics else [])
     if forget_list(forget):
         planned.append(baked_name(forget, hard_threshold))
-    existing = [name for name in planned if (Path(out_dir) / name).exists()]
+    existing = [name for name in planned if (out / name).exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{out_dir} already holds {', '.join(existing)}")
     return planned
@@ -320,8 +336,8 @@ def export_all(model: FilteredModel, out_dir: str | os.PathLike, forget=(), laye
     if classes:
         files[baked_name(classes, hard_threshold)] = baked_safetensors(model, classes, hard_threshold)
     check_space(out, sum(map(len, files.values())))
-    # Whole or absent: the directory is rebuilt beside itself (what else it holds hard-linked in) and swapped in
-    # at once, under its writers' lock, where the files are checked again against a concurrent export.
+    # Whole or absent: the directory is rebuilt beside itself (earlier exports' other files hard-linked in) and
+    # swapped in at once, under its writers' lock, where the files are checked again against a concurrent export.
     with replace_dir(out, overwrite=True, carry=lambda d: [p.name for p in d.iterdir() if p.name not in files]) as tmp:
         check_outputs(out, formats, classes, hard_threshold, report is not None, overwrite)
         for name, data in files.items():

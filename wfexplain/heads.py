@@ -32,7 +32,6 @@ import torch
 from torch import nn
 
 HEAD_NAMES = ("fc", "classifier", "heads", "head", "head_dist", "last_linear")
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 class HeadGuessWarning(UserWarning):
@@ -66,18 +65,19 @@ def _logits(out) -> torch.Tensor | None:
     return next(_tensors(out), None)
 
 
-def _under(path: str, roots: Sequence[str]) -> bool:
+def under(path: str, roots: Sequence[str]) -> bool:
+    """``path`` is one of the module paths ``roots`` or lies inside one."""
     return any(path == r or path.startswith(r + ".") for r in roots)
 
 
 def _ordered(model: nn.Module, reached: set[str]) -> tuple[str, ...]:
     """``reached`` outermost paths only, timm's ``get_classifier()`` first, then the usual names, then the rest."""
-    outer = [p for p in reached if not any(p != q and _under(p, [q]) for q in reached)]
+    outer = [p for p in reached if not any(p != q and under(p, [q]) for q in reached)]
     order = {n: i for i, (n, _) in enumerate(model.named_modules())}
     first = _classifier_paths(model)
 
     def rank(p: str) -> tuple[bool, bool, int]:
-        named = _under(p, first) or any(_under(f, [p]) for f in first)
+        named = under(p, first) or any(under(f, [p]) for f in first)
         return not named, p.rpartition(".")[2] not in HEAD_NAMES, order.get(p, 0)
 
     return tuple(sorted(outer, key=rank))

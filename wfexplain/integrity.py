@@ -157,31 +157,3 @@ def tensors_mac(key: bytes, context: Sequence[str], tensors: Mapping[str, torch.
         field(",".join(map(str, t.shape)).encode())
         field(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return mac.hexdigest()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return True  # another user's process, or not a pid we can ask about: leave its file alone
-    return True
-
-
-def clean_stale_temporaries(directory: str | os.PathLike, pattern: str) -> list[Path]:
-    """Remove the temporaries ``directory/pattern`` whose writing process is gone (a crash mid-write).
-
-    A temporary is named ``.<target>.<pid>[.<token>].tmp``, ``<target>`` a file name with one dot
-    (``answers-<key>.safetensors``); those of this process and of live processes are kept.
-    """
-    removed = []
-    with contextlib.suppress(OSError):
-        for p in Path(directory).glob(pattern):
-            parts = p.name[1:-len(".tmp")].split(".")  # <stem>, <suffix>, <pid>[, <token>]
-            if len(parts) < 3 or not parts[2].isdigit() or parts[2] == str(os.getpid()) or _alive(int(parts[2])):
-                continue
-            with contextlib.suppress(OSError):
-                p.unlink()
-                removed.append(p)
-    return removed

@@ -24,7 +24,8 @@ from typing import Any, Literal, NoReturn, overload
 
 from torch import nn
 
-from .backbones import BuildRefused, build_network, check_spec
+from .backbones import build_network, check_spec
+from .construction import BuildRefused, BuildTimeout
 from .data import DatasetInfo
 from .engine import TrainConfig, UnlearnConfig
 from .sites import KINDS
@@ -89,8 +90,8 @@ class Manifest:
         bounded by them (:func:`wfexplain.backbones.build_network`), so a manifest cannot make us
         allocate, or spend minutes on, a network its weight file does not hold. ``trust`` is the
         *user's* permission to import a ``package.module:factory`` (else ``$WFEXPLAIN_TRUSTED_MODULES``);
-        a manifest never grants it. A refusal is remembered for this spec and these weights, so asking
-        again costs nothing.
+        a manifest never grants it. A refusal by size or shape is remembered for this spec, its arguments
+        and these shapes, so asking again costs nothing (one by time is not: a busy machine may succeed).
 
         Raises:
             BuildRefused: past the budget, or other tensors than ``expect``; ValueError: the spec cannot be built.
@@ -105,6 +106,8 @@ class Manifest:
         try:
             return build_network(self.backbone, info.num_classes, info.in_chans, info.img_size, self.arch_kwargs,
                                  trust=trust, expect=expect)
+        except BuildTimeout:
+            raise
         except BuildRefused as e:
             with _REFUSED_LOCK:
                 _REFUSED[key] = str(e)
@@ -136,7 +139,7 @@ class Manifest:
         return _Reader(str(path)).read(obj, require_digests)
 
 
-_REFUSED: OrderedDict[str, str] = OrderedDict()  # spec + weights digest -> why its construction was refused
+_REFUSED: OrderedDict[str, str] = OrderedDict()  # digest of spec, arguments and expected shapes -> why it was refused
 _REFUSED_LOCK = threading.Lock()
 _KNOWN = {f.name for f in dataclasses.fields(Manifest)} | {"format", "format_version"}
 

@@ -247,7 +247,9 @@ def retrain(checkpoint: str | os.PathLike, forget: Sequence[int], seed: int = 0,
     keep = ~in_set(train.targets, forget)
     retain = Subset(train, torch.nonzero(keep).flatten().tolist())
     torch.manual_seed(seed)
-    net = manifest.build_network(weight_shapes(base.backbone), trust=trust).to(device)
+    shapes = weight_shapes(base.backbone)
+    del base  # only its verified shapes are needed from here on
+    net = manifest.build_network(shapes, trust=trust).to(device)
     if save:
         check_space(path, _nbytes(net, manifest.storage_dtype == "float16"))
     result = train_classifier(net, retain, cfg, progress, should_stop, workers)

@@ -41,7 +41,7 @@ from typing import cast
 import torch
 from torch import nn
 
-from .heads import Trace, find_heads
+from .heads import Trace, find_heads, under
 
 __all__ = ["KINDS", "GateSite", "check_sites", "direct_sites", "discover_sites", "find_heads", "residual_writer",
            "skipped"]
@@ -135,10 +135,6 @@ def _channels(m: _NormLayer) -> int:
     return m.num_features
 
 
-def _under(path: str, roots: Sequence[str]) -> bool:
-    return any(path == r or path.startswith(r + ".") for r in roots)
-
-
 def _is_1x1(m: nn.Module) -> bool:
     return isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1
 
@@ -163,9 +159,9 @@ def _walk(model: nn.Module, heads: Sequence[str]) -> tuple[list[GateSite], list[
     seq_first = [n for n, m in model.named_modules()  # blocks whose activations are [L, B, ...]: the batch is not dim 0
                  if any(isinstance(c, nn.MultiheadAttention) and not c.batch_first for _, c in m.named_children())]
     for path, m in model.named_modules():
-        if not path or _under(path, heads) or _under(path, list(done)):
+        if not path or under(path, heads) or under(path, list(done)):
             continue
-        if isinstance(m, nn.Linear) and _under(path, seq_first):
+        if isinstance(m, nn.Linear) and under(path, seq_first):
             left.append((path, "a sequence-first ([L, B, F]) block: per-sample gates need the batch in dim 0"))
             prev_leaf = (path, m)
             continue
@@ -244,7 +240,7 @@ def check_sites(model: nn.Module, sites: Sequence[GateSite], heads: Sequence[str
         seen.add(s.path)
         if s.path not in modules:
             raise ValueError(f"{where}: no such module in the network")
-        if _under(s.path, heads) or (s.kind == "heads" and _under(s.path.rpartition(".")[0], heads)):
+        if under(s.path, heads) or (s.kind == "heads" and under(s.path.rpartition(".")[0], heads)):
             raise ValueError(f"{where}: inside the classifier head {', '.join(heads)}, which is never gated")
         m = modules[s.path]
         ok = {"channels": isinstance(m, (*_CONVS, *_NORMS)) or _is_layernorm2d(m),
@@ -288,7 +284,7 @@ def direct_sites(model: nn.Module, sites: Sequence[GateSite], heads: Sequence[st
     """The sites outside ``heads`` whose output (or, for a ``"residual"`` site, its writer's) reaches the logits
     directly (:func:`wfexplain.heads.trace_heads`): gating one would mask a class's own logit."""
     def direct(path: str | None) -> bool:
-        return path is not None and (_under(path, trace.heads) or any(_under(h, [path]) for h in trace.heads))
+        return path is not None and (under(path, trace.heads) or any(under(h, [path]) for h in trace.heads))
 
-    return [s for s in sites if not _under(s.path, heads)
+    return [s for s in sites if not under(s.path, heads)
             and (direct(s.path) or (s.kind == "residual" and direct(residual_writer(model, s.path))))]

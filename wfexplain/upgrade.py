@@ -6,8 +6,8 @@ import hashlib
 import os
 from pathlib import Path
 
-from .atomic import dir_lock, replace_dir, write_json
-from .checkpoint import _build, _read_json, file_sha256, inside, is_checkpoint, read_manifest
+from .atomic import dir_lock
+from .checkpoint import assemble, file_sha256, inside, is_checkpoint, read_json, read_manifest, replace_manifest
 from .manifest import FORMAT_VERSION, MANIFEST_FILE, MODEL_FILE, WEIGHT_FILES, CheckpointError
 
 __all__ = ["upgrade"]
@@ -26,7 +26,7 @@ def upgrade(directory: str | os.PathLike) -> list[str]:
 
 
 def _upgrade(d: Path) -> list[str]:
-    raw = _read_json(inside(d, MANIFEST_FILE)) if d.is_dir() and is_checkpoint(d) else None
+    raw = read_json(inside(d, MANIFEST_FILE)) if d.is_dir() and is_checkpoint(d) else None
     manifest = read_manifest(d, require_digests=False)
     changes = []
     if isinstance(raw, dict) and raw.get("format_version") != FORMAT_VERSION:
@@ -47,9 +47,7 @@ def _upgrade(d: Path) -> list[str]:
             raise CheckpointError(f"{d} is a Retrain oracle outside <checkpoint>/retrain/: its checkpoint is unknown")
         manifest = manifest.replace(retrain_of={**manifest.retrain_of, "model_sha256": file_sha256(base / MODEL_FILE)})
         changes.append(f"tied the Retrain oracle to {base.name}'s backbone file")
-    _build(d, manifest, blobs)  # the very bytes hashed above load: names, shapes
+    assemble(d, manifest, blobs)  # the very bytes hashed above load: names, shapes
     if changes:
-        keep = [p.name for p in d.iterdir() if p.name != MANIFEST_FILE and not p.name.startswith(".")]  # not temporaries
-        with replace_dir(d, overwrite=True, carry=keep) as tmp:
-            write_json(tmp / MANIFEST_FILE, manifest.to_json())
+        replace_manifest(d, manifest)
     return changes

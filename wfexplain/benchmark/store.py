@@ -168,7 +168,7 @@ class RunStore:
                 "config_sha256": full_digest(config)}
 
     def _result_path(self, seed: int, forget_class: int, method: str, config) -> Path:
-        return self.root / f"seed{seed}" / f"class{forget_class}" / f"{method}-{digest(config)}.json"
+        return inside(self.root, f"seed{seed}/class{forget_class}/{method}-{digest(config)}.json")  # no symlink out
 
     def get(self, seed: int, forget_class: int, method: str, config) -> dict | None:
         """The stored result, or None: absent, unreadable, recorded for another store key, seed, class,
@@ -201,7 +201,7 @@ class RunStore:
                     "forget_predictions": result["forget_predictions"]})
 
     def _round_path(self, seed: int, config) -> Path:
-        return self.root / f"seed{seed}" / f"wf-round-{digest(config)}.safetensors"
+        return inside(self.root, f"seed{seed}/wf-round-{digest(config)}.safetensors")
 
     def get_round(self, seed: int, config, like: Mapping[str, torch.Tensor] | None = None
                   ) -> tuple[dict[str, torch.Tensor], float] | None:

@@ -156,9 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=C.cmd_remove)
 
     p = sub.add_parser("import", help="make a checkpoint of a classifier trained elsewhere (timm, torchvision, your own)")
-    p.add_argument("--arch", required=True, help="timm:NAME, torchvision:NAME or package.module:factory (imported: "
-                                                 "you trust it; later commands need WFEXPLAIN_TRUSTED_MODULES for it)")
-    p.add_argument("--arch-kwargs", type=json_object, default={}, help="JSON keyword arguments of the architecture")
+    p.add_argument("--arch", required=True, help="timm:NAME, torchvision:NAME or package.module:factory (importing "
+                                                 "runs its code: only for modules in WFEXPLAIN_TRUSTED_MODULES, here and "
+                                                 "in every later command)")
+    p.add_argument("--arch-kwargs", type=json_object, default={},
+                   help="JSON keyword arguments of the architecture (not num_classes, in_chans, pretrained, "
+                        "checkpoint_path, weights...: wfexplain sets those)")
     p.add_argument("--weights", required=True, help="state dict: .safetensors, or .pt/.pth (torch.load weights_only)")
     p.add_argument("--dataset", required=True, choices=list_datasets(), help="the classes and images it was trained on")
     recorded = "(default: config.json beside the weights, the network's timm pretrained_cfg, or the dataset's, not " \
