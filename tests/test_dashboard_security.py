@@ -188,8 +188,8 @@ def test_a_failed_job_reports_no_server_path(monkeypatch, tmp_path):
     at.session_state["job"].join(30)
     at.run()
     assert_clean(at)
-    assert [e.value for e in at.error] == [
-        "The run failed: FileExistsError: user/boom exists and is not empty; see also …"]
+    assert [e.value for e in at.error] == [  # as markdown source: the message is escaped (it quotes data)
+        "The run failed: FileExistsError\\: user/boom exists and is not empty; see also …"]
     assert jobs.LIMITER.running == 0
 
 
