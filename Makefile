@@ -36,7 +36,7 @@ test: setup browser latex lint typecheck
 	HF_HUB_OFFLINE=1 $(BIN)/pytest
 
 run: setup
-	$(BIN)/streamlit run app.py --browser.gatherUsageStats false --server.fileWatcherType none
+	$(BIN)/python -m wfexplain_dashboard
 
 # Re-create the shipped checkpoints (long: see README for measured times).
 checkpoints: setup

@@ -1,22 +1,7 @@
-"""wfexplain dashboard: forget any classes live and see which weights carry each class.
+"""``streamlit run app.py`` in a checkout: the dashboard of ``wfexplain_dashboard/app.py`` (``wfexplain dashboard``
+starts the same, installed or not)."""
 
-Run with ``streamlit run app.py``. This file is the router and frame; pages are thin views
-in ``views/``. (Not ``pages/``: with a ``pages/`` folder next to the entrypoint, Streamlit
-runs a URL like ``/export`` as a bare v1 page, skipping this file and its sidebar, until
-the first run of this file.) The default page, Forget, is served at ``/`` and at ``/forget``
-(:func:`dashboard.sidebar.app_pages` says how).
-"""
+import runpy
+from pathlib import Path
 
-import streamlit as st
-
-from dashboard import page_notice, render_sidebar
-from dashboard.sidebar import app_pages
-
-st.set_page_config(page_title="wfexplain", page_icon=":material/filter_alt:", layout="wide")
-
-PAGES = app_pages()
-
-page = st.navigation(PAGES)
-render_sidebar(page.url_path)
-page_notice(PAGES, page)
-page.run()
+runpy.run_path(str(Path(__file__).resolve().parent / "wfexplain_dashboard" / "app.py"), run_name="__main__")

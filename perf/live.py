@@ -107,7 +107,7 @@ at.run()
 cold = time.perf_counter() - t0
 again = AppTest.from_file(sys.argv[1], default_timeout=600)
 t = time.perf_counter(); again.run(); warm = time.perf_counter() - t
-from dashboard import resources
+from wfexplain_dashboard import resources
 path = str(resources.SHIPPED_DIR / "fmnist-cnn")
 answers = resources._answers(path, resources._stamp(path), None)
 while answers.done < answers.total:  # the steady state: singles and pairs precomputed
@@ -133,7 +133,7 @@ print(cold, warm, median(reruns), median(pages), median(singles), first["views/e
 
 def page_section(repeats: int, limit: int, plain_ms: float, threads: int) -> dict:
     env = {**os.environ, "WFEXPLAIN_EVAL_LIMIT": str(limit), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-c", PAGE, str(ROOT / "app.py"), str(repeats), str(threads)], cwd=ROOT, env=env,
+    result = subprocess.run([sys.executable, "-c", PAGE, str(ROOT / "wfexplain_dashboard" / "app.py"), str(repeats), str(threads)], cwd=ROOT, env=env,
                             capture_output=True, text=True, check=True)
     cold, warm, rerun, page, single, export, explain = map(float, result.stdout.split()[-7:])
     return {"cold_first_render_s": cold, "warm_first_render_s": warm, "never_seen_triple_rerun_ms": rerun * 1e3,

@@ -21,11 +21,11 @@ from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 import wfexplain
-from dashboard.settings import EVAL_LIMIT
+from wfexplain_dashboard.settings import EVAL_LIMIT
 from wfexplain.data import load_dataset, stratified_subset
 
 ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "app.py")
+APP = str(ROOT / "wfexplain_dashboard" / "app.py")
 CHECKPOINT = ROOT / "checkpoints" / "fmnist-cnn"
 TIMEOUT = 180  # seconds per script run: the first one loads torch models and data on a busy CPU
 PAGES = {  # page script -> title
@@ -190,7 +190,7 @@ def test_unloadable_catalogue_checkpoint_shows_its_error_and_keeps_the_model(mon
 
 def test_export_reruns_reuse_the_rendered_files(monkeypatch):
     """Widget changes elsewhere on the page must not redraw the heatmap or re-bake the model."""
-    from dashboard import resources
+    from wfexplain_dashboard import resources
     from wfexplain import export, figures
 
     calls = {"figure": 0, "bake": 0}
@@ -362,7 +362,7 @@ def test_explain_answers_a_gif_with_a_message_and_keeps_its_methods_across_uploa
 
 
 def _shared_answers():
-    from dashboard import resources
+    from wfexplain_dashboard import resources
 
     path = str(CHECKPOINT)
     return resources._answers(path, resources._stamp(path), None)
@@ -371,7 +371,7 @@ def _shared_answers():
 def test_singles_and_pairs_are_precomputed_in_the_background_and_survive_a_restart(monkeypatch):
     import time
 
-    from dashboard import resources
+    from wfexplain_dashboard import resources
     from wfexplain.answers import Answers
 
     monkeypatch.setattr(resources, "PRECOMPUTE", True)
@@ -399,7 +399,7 @@ def test_a_precompute_that_cannot_write_or_fails_says_so_instead_of_stalling(mon
     from safetensors import SafetensorError
 
     import wfexplain.answers as answers_module
-    from dashboard import resources
+    from wfexplain_dashboard import resources
     from wfexplain.answers import Answers
 
     def full(*args, **kw):
@@ -465,7 +465,7 @@ def test_without_precompute_the_page_does_not_claim_background_work():
 
 
 def test_switching_to_a_checkpoint_without_the_forgotten_classes_says_so():
-    from dashboard.sidebar import unknown_page
+    from wfexplain_dashboard.sidebar import unknown_page
 
     at = open_app(forget="1,3")  # Trouser, Dress
     at.selectbox(key="checkpoint_pick").set_value("mnist-cnn").run()

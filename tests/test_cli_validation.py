@@ -1,5 +1,5 @@
 """Bad options exit 2 naming the option, before any work, and nothing on disk changes; nothing is overwritten
-without --force."""
+without --force (exit 1: the command line is fine, the files are in the way)."""
 
 import json
 from pathlib import Path
@@ -51,6 +51,11 @@ BAD = [
     (["benchmark", "--checkpoint", "CK", "--seeds", "0"], "--seeds"),
     (["benchmark", "--checkpoint", "CK", "--train-limit", "2"], "--train-limit"),
     (["benchmark", "--checkpoint", "CK", "--forget", "-1"], "--forget"),
+    (["benchmark", "--checkpoint", "CK", "--forget", "7"], "--forget"),
+    (["benchmark", "--checkpoint", "CK", "--methods", "magic"], "--methods"),
+    (["benchmark", "--checkpoint", "CK", "--byo", "no-path"], "--byo"),
+    (["retrain", "--checkpoint", "CK", "--forget", "5"], "--forget"),
+    (["evaluate", "--checkpoint", "CK", "--device", "gpu"], "--device"),
     (["retrain", "--checkpoint", "CK", "--forget", "1", "--seed", "-4"], "--seed"),
     (["export", "--checkpoint", "CK", "--out", "OUT", "--forget", "7"], "--forget"),
     (["export", "--checkpoint", "CK", "--out", "OUT", "--hard-threshold", "-0.1"], "--hard-threshold"),
@@ -87,11 +92,11 @@ def test_unlearn_refuses_to_replace_trained_memory_or_an_existing_out(ckpt, tmp_
     update_manifest(ckpt, lambda _: Manifest.from_json(m))
     other = tmp_path / "other"
     save_checkpoint_copy = snapshot(tmp_path)
-    assert main(["unlearn", "--checkpoint", str(ckpt)]) == 2
+    assert main(["unlearn", "--checkpoint", str(ckpt)]) == 1
     assert "already holds trained memory matrices" in capsys.readouterr().err
     other.mkdir()
     (other / "keep.txt").write_text("mine")
-    assert main(["unlearn", "--checkpoint", str(ckpt), "--out", str(other)]) == 2
+    assert main(["unlearn", "--checkpoint", str(ckpt), "--out", str(other)]) == 1
     err = capsys.readouterr().err
     assert "already exists" in err and "--force" in err
     assert snapshot(tmp_path) == {**save_checkpoint_copy, "other/keep.txt": b"mine"}
@@ -100,13 +105,13 @@ def test_unlearn_refuses_to_replace_trained_memory_or_an_existing_out(ckpt, tmp_
 def test_unwritable_out_fails_before_training(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert main(["train", "--dataset", "mnist", "--out", str(blocker / "sub"), "--epochs", "1"]) == 2
+    assert main(["train", "--dataset", "mnist", "--out", str(blocker / "sub"), "--epochs", "1"]) == 1
     assert "is not a directory" in capsys.readouterr().err
 
 
 def test_train_refuses_an_existing_checkpoint(ckpt, capsys):
     before = snapshot(ckpt)
-    assert main(["train", "--dataset", "mnist", "--out", str(ckpt), "--epochs", "1"]) == 2
+    assert main(["train", "--dataset", "mnist", "--out", str(ckpt), "--epochs", "1"]) == 1
     err = capsys.readouterr().err
     assert "already exists (a checkpoint)" in err and "--force" in err
     assert snapshot(ckpt) == before
@@ -116,7 +121,7 @@ def test_export_refuses_existing_files(ckpt, tmp_path, capsys):
     out = tmp_path / "exp"
     assert main(["export", "--checkpoint", str(ckpt), "--out", str(out), "--no-metrics", "--formats", "png"]) == 0
     before = snapshot(out)
-    assert main(["export", "--checkpoint", str(ckpt), "--out", str(out), "--no-metrics", "--formats", "png"]) == 2
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(out), "--no-metrics", "--formats", "png"]) == 1
     assert "already holds memory_heatmaps.png" in capsys.readouterr().err
     assert snapshot(out) == before
     assert main(["export", "--checkpoint", str(ckpt), "--out", str(out), "--no-metrics", "--formats", "png",
@@ -126,6 +131,6 @@ def test_export_refuses_existing_files(ckpt, tmp_path, capsys):
 def test_benchmark_refuses_to_replace_a_larger_table(ckpt, capsys):
     (ckpt / "benchmark.json").write_text(json.dumps({"forget_classes": [0, 1, 2, 3, 4], "seeds": 3}))
     before = snapshot(ckpt)
-    assert main(["benchmark", "--checkpoint", str(ckpt), "--forget", "0", "--seeds", "1", "--methods", "wf"]) == 2
+    assert main(["benchmark", "--checkpoint", str(ckpt), "--forget", "0", "--seeds", "1", "--methods", "wf"]) == 1
     assert "would replace it with less" in capsys.readouterr().err
     assert snapshot(ckpt) == before

@@ -22,7 +22,7 @@ from streamlit.testing.v1 import AppTest
 
 import wfexplain
 import wfexplain.benchmark.runner
-from dashboard.settings import EVAL_LIMIT
+from wfexplain_dashboard.settings import EVAL_LIMIT
 from wfexplain import figures
 from wfexplain.benchmark import comparison, layout
 from wfexplain.benchmark.catalogue import METRICS
@@ -31,7 +31,7 @@ from wfexplain.figures.comparison import LINE_PX, PLOT_PX, SCALES, label_box, pl
 from wfexplain.splits import checkpoint_split
 
 ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "app.py")
+APP = str(ROOT / "wfexplain_dashboard" / "app.py")
 SOURCE = ROOT / "checkpoints" / "mnist-cnn"
 TIMEOUT = 180
 NAMES = [str(i) for i in range(10)]

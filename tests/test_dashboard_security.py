@@ -13,9 +13,9 @@ os.environ.setdefault("WFEXPLAIN_EVAL_LIMIT", "500")  # read by dashboard.settin
 import pytest
 from streamlit.config import ShowErrorDetailsConfigOptions
 
-from dashboard import jobs, settings
-from dashboard.resources import checkpoint_catalogue, public_text
-from dashboard.sidebar import parse_forget, refusal
+from wfexplain_dashboard import jobs, settings
+from wfexplain_dashboard.resources import checkpoint_catalogue, public_text
+from wfexplain_dashboard.sidebar import parse_forget, refusal
 from wfexplain.explain import uploads
 from wfexplain.forget import MAX_TEXT_CHARS as MAX_PARAM_CHARS
 from wfexplain.forget import MAX_TEXT_ENTRIES as MAX_FORGET_ENTRIES
@@ -209,10 +209,17 @@ def test_job_caps_from_the_environment(monkeypatch):
         settings.job_caps()
 
 
-# ---------------------------------------------------------------- .streamlit/config.toml
+# ---------------------------------------------------------------- the Streamlit settings
 
 
-def test_streamlit_config_matches_the_code():
+def test_streamlit_config_matches_the_code_and_reaches_both_ways_of_starting():
+    """One file: ``wfexplain dashboard`` passes it as flags; a checkout's .streamlit/config.toml links to it."""
+    from wfexplain_dashboard.__main__ import command, streamlit_flags
+
+    assert (ROOT / ".streamlit" / "config.toml").resolve() == ROOT / "wfexplain_dashboard" / "streamlit.toml"
+    cmd, env = command(["--checkpoint-dir", str(ROOT / "checkpoints"), "--port", "8600"])
+    assert set(streamlit_flags()) <= set(cmd) and "--server.port=8600" in cmd and "--server.maxUploadSize=10" in cmd
+    assert env["WFEXPLAIN_CHECKPOINT_DIRS"].endswith(str(ROOT / "checkpoints"))
     config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert config["client"]["showErrorDetails"] == "none"
     assert "none" in {o.value for o in ShowErrorDetailsConfigOptions}

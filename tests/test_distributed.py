@@ -46,7 +46,7 @@ def test_unlearn_two_processes_match_one(setup):
     assert run.returncode == 0, run.stderr[-3000:]
     # Both ranks checked their memory against each other before rank 0 wrote it.
     assert "identical on all 2 process(es)" in run.stderr
-    assert run.stderr.count("saved ") == 1 and run.stderr.count("done in") == 1  # only rank 0 logs
+    assert run.stderr.count("saved ") == 1 and "done in" not in run.stderr  # only rank 0 logs, no timing without -v
     a, b = load_file(single / "memory.safetensors"), load_file(double / "memory.safetensors")
     assert a.keys() == b.keys()
     moved = max((1 - v).abs().max().item() for v in a.values())
@@ -136,5 +136,5 @@ def test_resolve_device_errors_are_clear():
 def test_cli_rejects_cuda_without_gpu(capsys):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    assert cli.main(["evaluate", "--checkpoint", "checkpoints/fmnist-cnn", "--device", "cuda"]) == 2
+    assert cli.main(["evaluate", "--checkpoint", "checkpoints/fmnist-cnn", "--device", "cuda"]) == 1  # not usage
     assert "no CUDA GPU" in capsys.readouterr().err

@@ -46,7 +46,7 @@ def test_the_cli_reports_a_full_disk_in_one_line(tmp_path, make_model, monkeypat
     from wfexplain.cli import main
 
     assert main(["export", "--checkpoint", str(tmp_path / "ck"), "--out", str(tmp_path / "exports"), "--no-metrics",
-                 "--formats", "svg"]) != 0
+                 "--formats", "svg"]) == 1
     err = capsys.readouterr().err
     assert "no space left to write" in err and "Traceback" not in err
     assert not (tmp_path / "exports").exists()

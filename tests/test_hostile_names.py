@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from dashboard.resources import escape_markdown
+from wfexplain_dashboard.resources import escape_markdown
 from wfexplain import export, figures
 from wfexplain.figures.common import plotly_text
 

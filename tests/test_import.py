@@ -126,7 +126,7 @@ def test_unlearn_evaluate_and_every_page(imported, monkeypatch, capsys):
         imported["net"].state_dict())
 
     monkeypatch.setenv("WFEXPLAIN_CHECKPOINT_DIRS", str(ck))
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at = AppTest.from_file(str(ROOT / "wfexplain_dashboard" / "app.py"), default_timeout=180)
     at.query_params["ckpt"] = f"{ck.parent.name}/{ck.name}"
     at.run()
     assert not at.exception, [e.value for e in at.exception]
@@ -177,14 +177,14 @@ def test_dashboard_data_directory_when_the_recorded_one_moved(imported, monkeypa
     assert main(argv) == 0
     shutil.rmtree(tmp_path / "gone")
     monkeypatch.setenv("WFEXPLAIN_CHECKPOINT_DIRS", str(ck))
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at = AppTest.from_file(str(ROOT / "wfexplain_dashboard" / "app.py"), default_timeout=180)
     at.query_params["ckpt"] = "cks/moved"
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     (err,) = [e.value for e in at.error]
     assert "cannot be read" in err and str(tmp_path) not in err and "WFEXPLAIN_DATA_DIRS" in err
     monkeypatch.setenv("WFEXPLAIN_DATA_DIRS", str(tmp_path / "offered"))
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at = AppTest.from_file(str(ROOT / "wfexplain_dashboard" / "app.py"), default_timeout=180)
     at.query_params["ckpt"] = "cks/moved"
     at.run()
     (pick,) = [s for s in at.selectbox if s.label == "Test data"]

@@ -3,8 +3,8 @@ import time
 
 import pytest
 
-from dashboard import jobs, settings
-from dashboard.jobs import Job, JobLimiter, ServerBusy
+from wfexplain_dashboard import jobs, settings
+from wfexplain_dashboard.jobs import Job, JobLimiter, ServerBusy
 
 
 def test_job_reports_progress_and_result():
@@ -113,7 +113,7 @@ def test_jobs_use_the_process_wide_limiter_by_default(monkeypatch):
 
 
 def test_job_state_reports_elapsed_time_and_an_eta_at_the_pace_so_far():
-    from dashboard.jobs import JobState, duration
+    from wfexplain_dashboard.jobs import JobState, duration
 
     s = JobState(step=25, total=100, started=0.0)
     assert s.elapsed(now=10.0) == 10.0 and s.eta(now=10.0) == 30.0  # 25% in 10 s: 30 s left

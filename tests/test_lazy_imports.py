@@ -81,7 +81,7 @@ def test_backbones_import_their_library_when_built():
 
 def page_imports(page: str) -> str:
     """Code importing what a page script imports, and touching every ``module.attribute`` it reads of those."""
-    tree = ast.parse((ROOT / page).read_text())
+    tree = ast.parse((ROOT / "wfexplain_dashboard" / page).read_text())
     lines, modules = ["import os", "os.environ.setdefault('WFEXPLAIN_EVAL_LIMIT', '500')"], set()
     for node in tree.body:
         if isinstance(node, ast.Import):
@@ -111,7 +111,7 @@ import os
 os.environ.setdefault("WFEXPLAIN_EVAL_LIMIT", "500")
 os.environ["WFEXPLAIN_PRECOMPUTE"] = "1"  # the background thread must also stop cleanly at exit (rc 0)
 from streamlit.testing.v1 import AppTest
-at = AppTest.from_file({str(ROOT / "app.py")!r}, default_timeout={TIMEOUT})
+at = AppTest.from_file({str(ROOT / "wfexplain_dashboard" / "app.py")!r}, default_timeout={TIMEOUT})
 at.run()
 assert not at.exception, [e.value for e in at.exception]
 assert [t.value for t in at.title] == ["Forget"], [t.value for t in at.title]

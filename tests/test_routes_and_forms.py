@@ -19,7 +19,7 @@ def _resolve(url_name: str) -> None:
     import streamlit as st
     from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-    from dashboard.sidebar import app_pages
+    from wfexplain_dashboard.sidebar import app_pages
 
     ctx = get_script_run_ctx()
     ctx.pages_manager.set_script_intent("", url_name)  # what a session does with the URL's path before a run
@@ -41,9 +41,9 @@ def resolve(url_name: str, monkeypatch) -> tuple[tuple, dict, list]:
 def test_forget_url_path_opens_the_forget_page(monkeypatch):
     """``/forget`` matched no page (the default page's url_path is "") and opened "Page not found"."""
     (title, url_path, script), registry, not_found = resolve("forget", monkeypatch)
-    assert (title, url_path) == ("Forget", "forget") and script == str(ROOT / "views" / "forget.py")
+    assert (title, url_path) == ("Forget", "forget") and script == str(ROOT / "wfexplain_dashboard" / "views" / "forget.py")
     assert not_found == []
-    assert registry["forget"] == registry[""] == str(ROOT / "views" / "forget.py")  # the registry maps both
+    assert registry["forget"] == registry[""] == str(ROOT / "wfexplain_dashboard" / "views" / "forget.py")  # the registry maps both
 
 
 @pytest.mark.parametrize(("url", "title"), [("", "Forget"), ("memory", "Memory matrices"), ("models", "Models"),

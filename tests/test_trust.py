@@ -30,7 +30,7 @@ def test_no_code_grants_trust_on_a_files_behalf():
         # a literal True, or anything but a name passed on (the caller's own trust parameter) or False
         return any(not isinstance(v, ast.Name) and not (isinstance(v, ast.Constant) and v.value is False) for v in given)
 
-    offenders = [f"{p.relative_to(ROOT)}:{node.lineno}" for folder in ("wfexplain", "dashboard", "views", "scripts", "perf")
+    offenders = [f"{p.relative_to(ROOT)}:{node.lineno}" for folder in ("wfexplain", "wfexplain_dashboard", "scripts", "perf")
                  for p in (ROOT / folder).rglob("*.py") for node in ast.walk(ast.parse(p.read_text()))
                  if isinstance(node, ast.Call) and grants(node)]
     assert not offenders, offenders

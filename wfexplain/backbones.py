@@ -6,6 +6,10 @@ its network by an *architecture spec* (:func:`build_network`):
 
 - a registered name (``cnn``, ``resnet18``, ``vit``);
 - ``timm:NAME`` -> ``timm.create_model(NAME, pretrained=False, num_classes=, in_chans=, **kwargs)``;
+- ``timm:local-dir:PATH`` / ``timm:hf-hub:ORG/NAME[@REV]`` (timm's model sources; hf-hub from the local cache
+  only) -> ``timm:ARCH`` with ``kwargs`` over the ``model_args`` the folder's ``config.json`` records
+  (:func:`resolve_spec`, :mod:`wfexplain.hfdir`): its JSON is read, its weights never (they come from the
+  checkpoint), and nothing downloads;
 - ``torchvision:NAME`` -> ``torchvision.models.get_model(NAME, weights=None, num_classes=, **kwargs)``;
 - ``package.module:factory`` -> ``factory(**kwargs)``, imported only from modules the user trusts
   (``$WFEXPLAIN_TRUSTED_MODULES`` or ``trust=True`` passed by the user): importing code named in a
@@ -13,9 +17,9 @@ its network by an *architecture spec* (:func:`build_network`):
   (:meth:`wfexplain.manifest.Manifest.build_network` is the one way to build from a manifest).
 
 ``kwargs`` never set what the spec's own arguments set (``num_classes``, ``in_chans``, ``weights``,
-``pretrained``, ``checkpoint_path``...: :data:`RESERVED_KWARGS`). With ``expect`` (the tensor names
-and shapes the weights hold), :func:`build_network` first builds on the ``meta`` device under a
-budget (:func:`bounded`: no more tensors or elements than the weights hold, a time limit), compares
+``pretrained``, ``checkpoint_path``...: :data:`RESERVED_KWARGS`), nor does a folder's ``model_args``. With
+``expect`` (the tensor names and shapes the weights hold), :func:`build_network` first builds on the ``meta``
+device under a budget (:func:`bounded`: no more tensors or elements than the weights hold, a time limit), compares
 names and shapes, and only then allocates: a spec cannot make us build a network its file does not hold.
 
 Gate sites are not part of the registry: every network, built-in or not, gets them from
@@ -35,6 +39,7 @@ from typing import cast
 import torch
 from torch import nn
 
+from . import hfdir
 from .construction import BUILD_SECONDS, BuildRefused, bounded, check_shapes, weight_shapes
 from .sites import find_heads
 
@@ -42,7 +47,7 @@ from .sites import find_heads
 # so that importing wfexplain, or loading a "cnn" checkpoint, imports neither.
 
 __all__ = ["RESERVED_KWARGS", "BuildRefused", "build_network", "check_spec", "create_backbone", "default_heads",
-           "list_backbones", "weight_shapes"]
+           "list_backbones", "resolve_spec", "weight_shapes"]
 
 # Arguments the spec's builder sets itself, or that would load files or download (timm's checkpoint_path
 # and pretrained_cfg_overlay=dict(file=...) read a file with torch.load): never taken from arch_kwargs.
@@ -62,7 +67,8 @@ class BackboneSpec:
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
-_SPEC = re.compile(r"(timm|torchvision):[A-Za-z0-9_.\-]+|[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+_SPEC = re.compile(r"timm:(local-dir:[^\x00-\x1f\x7f]+|hf-hub:[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+(@[A-Za-z0-9_.\-]+)?)"
+                   r"|(timm|torchvision):[A-Za-z0-9_.\-]+|[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 
 
 def register_backbone(name: str, description: str, head: str = "head",
@@ -95,8 +101,27 @@ def check_spec(spec: str) -> str:
     """``spec`` if it is a registered name or a well-formed architecture spec, else ValueError listing the forms."""
     if spec in _REGISTRY or (isinstance(spec, str) and _SPEC.fullmatch(spec)):
         return spec
-    raise ValueError(f"unknown architecture {spec!r}: use one of {', '.join(_REGISTRY)}, timm:NAME, torchvision:NAME "
-                     "or package.module:factory")
+    raise ValueError(f"unknown architecture {spec!r}: use one of {', '.join(_REGISTRY)}, timm:NAME, "
+                     "timm:local-dir:PATH, timm:hf-hub:ORG/NAME, torchvision:NAME or package.module:factory")
+
+
+def resolve_spec(spec: str, kwargs: dict | None = None) -> tuple[str, dict]:
+    """``(spec, kwargs)`` with a ``timm:local-dir:``/``timm:hf-hub:`` folder replaced by what its config.json
+    records: ``timm:ARCH``, and ``kwargs`` over its ``model_args`` (any other spec is returned as it is).
+
+    Raises:
+        ValueError: the folder is refused (:func:`wfexplain.hfdir.folder_of`), or its model_args set a reserved argument.
+    """
+    kwargs = dict(kwargs or {})
+    source, _, name = check_spec(spec).partition(":")
+    if source != "timm" or not name.startswith(hfdir.PREFIXES):
+        return spec, kwargs
+    cfg = hfdir.read_config(name)
+    reserved = sorted(set(cfg.model_args) & RESERVED_KWARGS["timm"])
+    if reserved:
+        raise ValueError(f"{cfg.folder / 'config.json'}: its model_args may not set {', '.join(reserved)} "
+                         "(wfexplain never passes arguments that load files or download)")
+    return f"timm:{cfg.architecture}", {**cfg.model_args, **kwargs}
 
 
 def _trusted(module: str, trust: bool) -> bool:
@@ -140,6 +165,7 @@ def _build(spec: str, num_classes: int, in_chans: int, img_size: int, kwargs: di
     if reserved:
         raise ValueError(f"arch_kwargs may not set {', '.join(reserved)}: {spec} sets "
                          f"{'it' if len(reserved) == 1 else 'them'} from the checkpoint (or never, for files and downloads)")
+    spec, kwargs = resolve_spec(spec, kwargs)  # a timm folder: timm:ARCH and its model_args (checked there)
     if spec in _REGISTRY:
         if kwargs:
             raise ValueError(f"the built-in backbone {spec!r} takes no arguments, got {sorted(kwargs)}")

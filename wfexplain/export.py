@@ -23,8 +23,11 @@ import pandas as pd
 from safetensors.torch import save as safetensors_save
 from torch import nn
 
-from . import __version__
 from .atomic import atomic_write, check_space, replace_dir
+from .baked import BAKED_FORMAT as BAKED_FORMAT  # re-exported with rebuild_baked and baked_onnx: export's names
+from .baked import baked_metadata
+from .baked import baked_onnx as baked_onnx
+from .baked import rebuild_baked as rebuild_baked
 from .explain import analysis
 from .figures.common import to_numpy
 from .figures.paper import FIGURE_FORMATS, figure_bytes, memory_figure
@@ -32,7 +35,6 @@ from .filtering import FilteredModel, bake
 from .forget import classes as forget_list
 from .latex import table_latex
 
-BAKED_FORMAT = "wfexplain-baked"
 
 def _memory_arrays(memory) -> dict[str, np.ndarray]:
     if isinstance(memory, FilteredModel):
@@ -201,11 +203,11 @@ def table_csv(df: pd.DataFrame) -> bytes:
 def baked_safetensors(model: FilteredModel, forget, hard_threshold: float | None = None) -> bytes:
     """The backbone with ``forget``'s filter folded into its weights, as safetensors bytes.
 
-    Load with ``safetensors.torch.load(data)`` into
-    ``wfexplain.create_backbone(backbone, num_classes, in_chans, img_size)``; the
-    string metadata records ``backbone``, ``forget`` (JSON list), ``class_names`` (JSON),
-    ``num_classes``, ``in_chans``, ``img_size``, ``mean``/``std`` (JSON),
-    ``hard_threshold`` and the wfexplain version.
+    :func:`rebuild_baked` rebuilds the module from these bytes alone (or load them with
+    ``safetensors.torch.load(data)`` into ``wfexplain.create_backbone(backbone, num_classes, in_chans, img_size)``
+    for a built-in backbone); the string metadata (:func:`wfexplain.baked.baked_metadata`) records ``backbone``
+    (the architecture spec), ``arch_kwargs`` (JSON), ``forget`` (JSON list), ``class_names`` (JSON),
+    ``num_classes``, ``in_chans``, ``img_size``, ``mean``/``std`` (JSON), ``hard_threshold`` and the wfexplain version.
     """
     classes = forget_list(forget)
     if not classes:
@@ -218,13 +220,7 @@ def network_safetensors(model: FilteredModel, net: nn.Module, classes: list[int]
     """``net`` (a plain copy of ``model``'s backbone without ``classes``) as safetensors bytes, with the metadata
     of :func:`baked_safetensors` plus ``extra`` (a removed model: ``mode``, ``removal``, ``removed_weights``)."""
     state = {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
-    info = model.info
-    metadata = {"format": BAKED_FORMAT, "backbone": model.backbone_name, "forget": json.dumps(classes),
-                "forget_names": json.dumps([info.class_names[c] for c in classes]),
-                "class_names": json.dumps(list(info.class_names)), "num_classes": str(info.num_classes),
-                "in_chans": str(info.in_chans), "img_size": str(info.img_size), "mean": json.dumps(list(info.mean)),
-                "std": json.dumps(list(info.std)), "wfexplain_version": __version__, **extra}
-    return safetensors_save(state, metadata=metadata)
+    return safetensors_save(state, metadata=baked_metadata(model, classes, extra))
 
 
 def removed_safetensors(model: FilteredModel, classes: list[int], result: Mapping, cfg) -> bytes:

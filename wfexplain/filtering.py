@@ -6,9 +6,10 @@ matrix ``alpha_l`` in ``[0,1]^(N x K_l)``; row ``c`` is the filter that forgets 
 forget set ``S`` uses the product of its rows.
 
 Gating is applied on the activation side by hooks installed once on the backbone
-(:mod:`wfexplain.gates`). The gate values of a call travel in a context variable, so a single
-:class:`FilteredModel` can serve many threads (Streamlit sessions) at once, each with its own
-forget set: the condition is an argument of ``forward``, never state stored on the model.
+(:mod:`wfexplain.gates`). The gate values of a call travel in thread-local state set around the
+call, so a single :class:`FilteredModel` can serve many threads (Streamlit sessions) at once, each
+with its own forget set: the condition is an argument of ``forward``, never state stored on the
+model; and ``torch.compile(model, fullgraph=True)`` traces it whole (no graph break).
 :func:`bake` folds a filter into the weights of a copy of the backbone (the user's own class).
 """
 
@@ -161,11 +162,7 @@ class FilteredModel(nn.Module):
 
     def run_gated(self, x: torch.Tensor, gates: dict[str, torch.Tensor] | None) -> torch.Tensor:
         """The backbone on ``x`` with explicit gate values ``{site path: [B or 1, K]}`` (None: ungated)."""
-        token = G.ACTIVE.set(gates)
-        try:
-            return self.backbone(x)
-        finally:
-            G.ACTIVE.reset(token)
+        return G.run(self.backbone, x, gates)
 
     @torch.no_grad()
     def clamp_(self) -> None:

@@ -4,14 +4,18 @@ The two sides are exact equivalents (Poppi et al., arXiv 2304.02049: a filter is
 weights): scaling a normalisation's or a layer's output channels equals scaling its weight rows
 and bias (for a ``"residual"`` site, those of the layer writing the residual stream, or its
 LayerScale); scaling an attention head's output equals scaling its column block of the output
-projection. Hooks read the gate values of the call in progress from a context variable, so one
-network serves many threads, each with its own forget set. Every hook installed here is marked,
-so that a copy of a gated network can be stripped of them (:func:`strip_hooks`).
+projection. Hooks read the gate values of the call in progress from thread-local state that only
+:func:`run` sets, around one synchronous call of the network, and restores after it: one network
+serves many threads, each with its own forget set, and no gate is ever stored on the network. A
+forward never yields to another task mid-call, so this is as safe as a ``ContextVar``, whose ``set``
+torch.compile cannot trace (a graph break); Dynamo traces thread-local attributes, so a compiled
+:class:`~wfexplain.filtering.FilteredModel` is one graph, gates included. Every hook installed here
+is marked, so that a copy of a gated network can be stripped of them (:func:`strip_hooks`).
 """
 
 from __future__ import annotations
 
-import contextvars
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -19,9 +23,26 @@ from torch import nn
 
 from .sites import GateSite, residual_writer
 
-# Gate values of the call in progress in this thread/context: {site path: [B or 1, K]}.
-ACTIVE: contextvars.ContextVar[dict[str, torch.Tensor] | None] = contextvars.ContextVar("wfexplain_gates", default=None)
+
+class _Active(threading.local):
+    """Gate values of the call in progress in this thread: {site path: [B or 1, K]} (None: ungated)."""
+
+    def __init__(self) -> None:  # run in each thread on its first access: the attribute always exists
+        self.gates: dict[str, torch.Tensor] | None = None
+
+
+ACTIVE = _Active()
 _MARK = "_wfexplain_gate"
+
+
+def run(backbone: nn.Module, x: torch.Tensor, gates: dict[str, torch.Tensor] | None) -> torch.Tensor:
+    """``backbone(x)`` with its hooks reading ``gates`` (restored after the call, even on an error)."""
+    outer = ACTIVE.gates
+    ACTIVE.gates = gates
+    try:
+        return backbone(x)
+    finally:
+        ACTIVE.gates = outer
 
 
 def expand(gate: torch.Tensor, site: GateSite, ndim: int) -> torch.Tensor:
@@ -40,7 +61,7 @@ def _mark(fn):
 
 def _output_hook(site: GateSite):
     def hook(module, inputs, output):
-        gates = ACTIVE.get()
+        gates = ACTIVE.gates
         return None if gates is None else output * expand(gates[site.path], site, output.ndim)
 
     return _mark(hook)
@@ -48,7 +69,7 @@ def _output_hook(site: GateSite):
 
 def _input_hook(site: GateSite):
     def hook(module, inputs):
-        gates = ACTIVE.get()
+        gates = ACTIVE.gates
         if gates is None:
             return None
         x = inputs[0]
@@ -61,7 +82,7 @@ def _mha_hook(site: GateSite):
     """nn.MultiheadAttention calls its out_proj functionally: recompute the attention with gated heads."""
 
     def hook(module: nn.MultiheadAttention, args, kwargs, output):
-        gates = ACTIVE.get()
+        gates = ACTIVE.gates
         if gates is None:
             return None
         a = mha_call(args, kwargs)

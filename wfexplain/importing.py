@@ -19,6 +19,14 @@ value comes from the first source that has it, in this order:
    where both have a value and they disagree, the import refuses and asks for it.
 
 A value no source has is an error naming the option that gives it.
+
+A Hugging Face-style folder (``config.json`` + ``model.safetensors``, as timm's ``save_for_hf`` /
+``push_to_hf_hub`` write it) is imported whole: given as ``weights`` (the architecture then defaults to
+``timm:local-dir:FOLDER``) or named by ``timm:local-dir:PATH`` / ``timm:hf-hub:ORG/NAME`` (the local cache
+only), it gives the architecture and its ``model_args``, the input channels and, as the config beside the
+weights, the preprocessing (:func:`wfexplain.hfdir.read_config`: JSON only; its weights are read here, with
+:func:`read_weights`, never by timm). The checkpoint records the resolved ``timm:ARCH`` and arguments, so it
+does not depend on the folder (:func:`wfexplain.backbones.resolve_spec`).
 """
 
 from __future__ import annotations
@@ -33,8 +41,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import hfdir
 from .api import save, wrap
-from .backbones import BuildRefused, build_network, list_backbones
+from .backbones import BuildRefused, build_network, list_backbones, resolve_spec
 from .checkpoint import check_target, read_tensors
 from .data import DatasetError, DatasetInfo, fingerprint, load_dataset, with_preprocessing
 from .engine import TrainConfig
@@ -114,13 +123,13 @@ def _recorded(cfg: dict, chans: int, where: str) -> dict:
     return {k: v for k, v in found.items() if v is not None}
 
 
-def _config_files(weights: Path, chans: int) -> tuple[dict, dict[str, list[str]]]:
-    """What ``config.json`` / ``preprocessor_config.json`` beside the weights record (timm hub or Hugging Face):
+def _config_files(folder: Path, chans: int) -> tuple[dict, dict[str, list[str]]]:
+    """What ``config.json`` / ``preprocessor_config.json`` in ``folder`` record (timm hub or Hugging Face):
     ``{key: (value, file name)}``, and per file what it asks for that wfexplain does not apply."""
     found: dict = {}
     notes: dict[str, list[str]] = {}
     for name in _CONFIG_FILES:
-        path = weights.parent / name
+        path = folder / name
         if not path.is_file():
             continue
         try:
@@ -145,10 +154,12 @@ def _unapplied(cfg: dict, source: str) -> list[str]:
 
 def resolve_preprocessing(net: nn.Module | None, weights: str | os.PathLike, dataset: DatasetInfo, chans: int, *,
                           img_size: int | None = None, mean: Sequence[float] | None = None,
-                          std: Sequence[float] | None = None, arch_kwargs: dict | None = None) -> dict:
+                          std: Sequence[float] | None = None, arch_kwargs: dict | None = None,
+                          config_dir: str | os.PathLike | None = None) -> dict:
     """``{"img_size", "mean", "std", "sources", "notes"}`` of an imported network (see the module docstring).
 
     ``net``: the built network, whose own configuration (timm ``pretrained_cfg``) is a source (None: none).
+    ``config_dir``: where the config files are (default: beside the weights).
 
     Raises:
         ValueError: naming the options that give what no source has, or two sources that disagree.
@@ -157,7 +168,7 @@ def resolve_preprocessing(net: nn.Module | None, weights: str | os.PathLike, dat
     size = img_size or _size((arch_kwargs or {}).get("img_size"), "arch_kwargs")
     if size:
         value["img_size"] = (size, "given" if img_size else "arch_kwargs")
-    files, file_notes = _config_files(Path(weights), chans)
+    files, file_notes = _config_files(Path(config_dir) if config_dir else Path(weights).parent, chans)
     value.update({k: v for k, v in files.items() if k not in value})
     cfg = getattr(net, "pretrained_cfg", None)
     own = _recorded(cfg, chans, _OWN) if isinstance(cfg, dict) else {}
@@ -193,7 +204,25 @@ def _listed(keys: Sequence[str]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
-def import_checkpoint(arch: str, weights: str | os.PathLike, dataset: str, out: str | os.PathLike, *,
+def _folder(arch: str | None, weights: str | os.PathLike | None) -> tuple[str, Path, hfdir.HubConfig | None]:
+    """``(arch, weights file, folder config)`` where ``weights`` is a Hugging Face-style folder or ``arch`` names one."""
+    name = arch.partition(":")[2] if arch and arch.startswith("timm:") else ""
+    if weights is not None and Path(weights).is_dir():
+        arch = arch or f"timm:local-dir:{Path(weights).absolute()}"
+        name = arch.partition(":")[2] if arch.startswith("timm:") else ""
+        cfg = hfdir.read_config(name) if name.startswith(hfdir.PREFIXES) else None
+        return arch, hfdir.weights_in(Path(weights)), cfg
+    if not arch:
+        raise ValueError("import needs --arch, unless --weights is a folder holding config.json (timm's save_for_hf)")
+    if not name.startswith(hfdir.PREFIXES):
+        if weights is None:
+            raise ValueError(f"import needs --weights for {arch}")
+        return arch, Path(weights), None
+    cfg = hfdir.read_config(name)
+    return arch, Path(weights) if weights is not None else hfdir.weights_in(cfg.folder, name), cfg
+
+
+def import_checkpoint(arch: str | None, weights: str | os.PathLike | None, dataset: str, out: str | os.PathLike, *,
                       data_dir: str | os.PathLike | None = None, arch_kwargs: dict | None = None,
                       img_size: int | None = None, in_chans: int | None = None, mean: Sequence[float] | None = None,
                       std: Sequence[float] | None = None, head: Sequence[str] | None = None,
@@ -204,8 +233,10 @@ def import_checkpoint(arch: str, weights: str | os.PathLike, dataset: str, out: 
 
     Args:
         arch: ``timm:NAME``, ``torchvision:NAME`` or ``package.module:factory`` (imported only with ``trust``
-            or ``$WFEXPLAIN_TRUSTED_MODULES``, like every later command that loads the checkpoint).
-        weights: its trained weights.
+            or ``$WFEXPLAIN_TRUSTED_MODULES``, like every later command that loads the checkpoint), or a
+            Hugging Face-style folder, ``timm:local-dir:PATH`` / ``timm:hf-hub:ORG/NAME`` (None: ``weights``'s).
+        weights: its trained weights, or a folder holding ``config.json`` + ``model.safetensors`` (None: those of
+            the folder ``arch`` names).
         dataset: one of :func:`wfexplain.data.list_datasets` (class names and images come from it).
         data_dir: where the dataset lives (recorded, absolute).
         in_chans: its input channels (default: the dataset's).
@@ -215,6 +246,9 @@ def import_checkpoint(arch: str, weights: str | os.PathLike, dataset: str, out: 
         retrain_config: the recipe the benchmark's Retrain oracle will use for this network.
     """
     check_target(out, overwrite)
+    arch, weights, folder = _folder(arch, weights)
+    arch, arch_kwargs = resolve_spec(arch, arch_kwargs)  # recorded as timm:ARCH + arguments: the folder may go
+    in_chans = in_chans or (folder.in_chans if folder else None)
     chans = in_chans if dataset == "imagefolder" else None
     test = load_dataset(dataset, "test", data_dir, False, img_size, chans)  # an image folder's size: set below
     base = test.info
@@ -223,7 +257,7 @@ def import_checkpoint(arch: str, weights: str | os.PathLike, dataset: str, out: 
 
     def preprocessing(net: nn.Module | None) -> dict:
         return resolve_preprocessing(net, weights, base, c, img_size=img_size, mean=mean, std=std,
-                                     arch_kwargs=arch_kwargs)
+                                     arch_kwargs=arch_kwargs, config_dir=folder.folder if folder else None)
 
     pre = preprocessing(None) if arch in list_backbones() else None  # built-ins record none and need the size to build
     try:  # bounded by the weights: arch_kwargs cannot make us allocate more than the file holds

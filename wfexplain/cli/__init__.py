@@ -1,20 +1,36 @@
 """The ``wfexplain`` command: train, import, unlearn, evaluate, retrain, benchmark, export, remove, upgrade, list.
 
-Logs and progress bars go to stderr; ``--json`` results go to stdout as strict JSON (null, never
-NaN). Every option is validated before any work (exit 2, the option named, nothing written);
-nothing is overwritten without ``--force``. Ctrl-C stops a training loop cleanly and writes nothing.
-``train``, ``unlearn`` and ``evaluate`` run unchanged under ``torchrun`` (docs/scaling.md): rank 0 logs,
-prints and writes. The parser is here, the subcommands in :mod:`wfexplain.cli.commands`.
+Logs and progress bars go to stderr through :mod:`logging` (``-q``: warnings and errors only, no progress
+bars; ``-v``: also debug lines, such as each command's duration); ``--json`` results go to stdout as strict
+JSON (null, never NaN). Every option is validated before any work; nothing is overwritten without
+``--force``. Ctrl-C stops a training loop cleanly and writes nothing. ``train``, ``unlearn`` and
+``evaluate`` run unchanged under ``torchrun`` (docs/scaling.md): rank 0 logs, prints and writes.
+The parser is here, the subcommands in :mod:`wfexplain.cli.commands`.
+
+Exit status, one rule: **2 when the command line itself is refused** by the CLI's own checks, before
+anything is attempted: argparse's errors and :class:`~wfexplain.cli.options.UsageError` (an option's
+value that is out of range, or does not fit the checkpoint or the other options); the message names
+the option (``argument --x: ...``). **1 when a well-formed command fails** on the world it meets:
+a missing or corrupt checkpoint (CheckpointError), missing data (DatasetError), any OSError (a full
+disk, :class:`wfexplain.atomic.NoSpace`; a lock held too long, ``filelock.Timeout``), a ValueError
+from the library, distributed errors, and an existing target (FileExistsError: it is the files, not
+the command, that conflict; ``--force`` is suggested, but the same command succeeds once the target is
+gone). **130** after Ctrl-C. Expected failures print one ``error:`` line, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 
+from filelock import Timeout
+
+from .. import __version__
 from .. import distributed as dist
 from ..backbones import list_backbones
+from ..benchmark.catalogue import METHODS
 from ..checkpoint import CheckpointError
 from ..data import DatasetError, list_datasets
 from ..engine import TrainConfig, UnlearnConfig
@@ -22,8 +38,18 @@ from ..manifest import IMG_SIZE_RANGE
 from ..removal import RemovalConfig
 from ..splits import VAL_FRACTION
 from . import commands as C
-from .commands import _error, log
-from .options import COUNT, FRACTION, INDEX, UsageError, add_config_args, json_object, ranged
+from .console import debug, error, log, logging_to_stderr
+from .options import COUNT, FRACTION, INDEX, UsageError, add_config_args, device, json_object, ranged
+
+USAGE, FAILURE, INTERRUPTED = 2, 1, 130
+
+
+def _add_verbosity(p: argparse.ArgumentParser, default) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=logging.WARNING, default=default,
+                   help="log only warnings and errors to stderr; no progress bars")
+    g.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=logging.DEBUG, default=default,
+                   help="also log debug lines to stderr (such as the command's duration)")
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -32,7 +58,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_runtime_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N; under torchrun cuda = the rank's local GPU")
+    p.add_argument("--device", type=device, default="cpu",
+                   help="cpu (default), cuda or cuda:N; under torchrun cuda = the rank's local GPU")
     p.add_argument("--workers", type=INDEX, default=0, help="data-loading processes that stream images (default 0)")
     p.add_argument("--backend", choices=["gloo", "nccl"],
                    help="torch.distributed backend under torchrun (default: nccl on cuda, gloo on cpu)")
@@ -42,7 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wfexplain",
         description="Multi-class unlearning by weight filtering (Poppi et al., arXiv 2304.02049).",
+        epilog="exit status: 0 success; 1 the command failed (missing or corrupt checkpoint or data, an existing "
+               "target without --force, a full disk, ...); 2 usage error (the command line is refused, the option "
+               "named); 130 interrupted. wfexplain COMMAND --help lists a command's options.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _add_verbosity(parser, logging.INFO)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train the original classifier and write a checkpoint directory")
@@ -109,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--forget", type=INDEX, nargs="*", help="classes forgotten one at a time (default: all)")
     p.add_argument("--seeds", type=COUNT, default=3, help="seeds per method and class (default 3)")
-    p.add_argument("--methods", nargs="*", help="subset of: retrain wf finetune neggrad_plus random_labels salun ssd")
+    p.add_argument("--methods", nargs="*", choices=METHODS, metavar="METHOD",
+                   help=f"subset of: {' '.join(METHODS)}")
     p.add_argument("--limit", type=COUNT, help="test images (seeded, class-stratified; default all)")
     p.add_argument("--train-limit", type=COUNT, default=10_000, help="training images behind train metrics, MIA, probe")
     p.add_argument("--wf-round", choices=["run", "checkpoint"], default="run",
@@ -185,15 +218,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
     p.set_defaults(func=C.cmd_upgrade)
 
+    p = sub.add_parser("fetch-demo", help="copy the shipped checkpoints (installed with wfexplain, or a checkout's) "
+                                          "into a directory, for the commands that take --checkpoint")
+    p.add_argument("names", nargs="*", help="which ones (default: all of them; `wfexplain list` names them)")
+    p.add_argument("--out", default="checkpoints", help="where to put them, one directory each (default: checkpoints)")
+    p.add_argument("--force", action="store_true", help="replace existing copies")
+    p.set_defaults(func=C.cmd_fetch_demo)
+
+    sub.add_parser("dashboard", add_help=False,
+                   help="start the dashboard (Streamlit; needs wfexplain[dashboard]): `wfexplain dashboard --help` "
+                        "for its options (--checkpoint-dir DIR, --port N, ...)")
+
     p = sub.add_parser("list", help="list backbones, datasets and checkpoints")
     p.add_argument("--checkpoints", default="checkpoints", help="directory to scan")
+    p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     p.set_defaults(func=C.cmd_list)
+    for p in sub.choices.values():  # also after the command: wfexplain train ... -q
+        _add_verbosity(p, argparse.SUPPRESS)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; its exit status (module docstring). argparse's own errors raise SystemExit(2)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["dashboard"]:  # every option after it belongs to the dashboard's own launcher
+        return C.cmd_dashboard(argv[1:])
     args = build_parser().parse_args(argv)
+    with logging_to_stderr(args.verbosity):
+        return _run(args)
+
+
+def _run(args) -> int:
     start = time.perf_counter()
+    debug(f"wfexplain {__version__}: {args.command}")
     try:
         if hasattr(args, "device"):
             args.device = dist.resolve_device(args.device)
@@ -201,24 +258,25 @@ def main(argv: list[str] | None = None) -> int:
                 rc = args.func(args)
         else:
             rc = args.func(args)
+    except UsageError as e:  # before the ValueErrors: it is one
+        error(str(e))
+        return USAGE
     except FileExistsError as e:
-        _error(str(e) if "--force" in str(e) else f"{e} (pass --force to overwrite)")
-        return 2
-    except UsageError as e:
-        _error(str(e))
-        return 2
-    except (CheckpointError, DatasetError, dist.DistributedError, ValueError, OSError) as e:
-        _error(str(e))
-        return 2
+        hint = "already" in str(e) and "--force" not in str(e)  # not for "a file where a directory goes"
+        error(f"{e} (pass --force to overwrite)" if hint else str(e))
+        return FAILURE
+    except (CheckpointError, DatasetError, dist.DistributedError, ValueError, Timeout, OSError) as e:
+        error(str(e))
+        return FAILURE
     except RuntimeError as e:
         if not (dist.launched() and dist.lost_peer(e)):
             raise
-        _error(f"lost contact with another rank, which failed (its error is above): {e}")
-        return 1
+        error(f"lost contact with another rank, which failed (its error is above): {e}")
+        return FAILURE
     except KeyboardInterrupt:
         log("interrupted")
-        return 130
-    log(f"done in {time.perf_counter() - start:.1f} s")
+        return INTERRUPTED
+    debug(f"done in {time.perf_counter() - start:.1f} s")
     return rc
 
 

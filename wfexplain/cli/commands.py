@@ -1,17 +1,14 @@
 """The ``wfexplain`` subcommands: each checks its options against the checkpoint, runs, logs, returns an exit code.
 
-Logs and progress bars go to stderr (rank 0 only under torchrun); ``--json`` results to stdout.
+Logs (:mod:`logging`) and progress bars go to stderr (:mod:`wfexplain.cli.console`); results to stdout.
 """
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from .. import distributed as dist
 from ..atomic import check_space, dumps
@@ -24,64 +21,10 @@ from ..evaluation.metrics import forget_accuracy, retain_accuracy
 from ..pipeline import train_checkpoint, unlearn_checkpoint
 from ..splits import checkpoint_split, checkpoint_train_split, checkpoint_validation_split
 from ..upgrade import upgrade
+from .console import Interrupt as _Interrupt
+from .console import bar as _bar
+from .console import log
 from .options import UsageError, at_least, config_from
-
-
-def log(msg: str) -> None:
-    if dist.is_main() and os.environ.get("RANK", "0") == "0":  # RANK: also after the process group is gone
-        print(msg, file=sys.stderr, flush=True)
-
-
-def _error(msg: str) -> None:
-    """Errors are printed by every rank, prefixed with it under torchrun."""
-    prefix = f"[rank {os.environ.get('RANK', '?')}] " if dist.launched() else ""
-    print(f"{prefix}error: {msg}", file=sys.stderr, flush=True)
-
-
-class _Interrupt:
-    """SIGINT sets a flag the loops poll, so they stop between steps."""
-
-    def __init__(self):
-        self.stop = False
-
-    def __enter__(self):
-        self._old = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, *_):
-        self.stop = True
-        log("\ninterrupt: stopping after this step (nothing will be written)")
-
-    def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self._old)
-
-    def __call__(self) -> bool:
-        return self.stop
-
-
-class _Bar:
-    """A tqdm bar on stderr, drawn from the first progress report on (an early error prints no empty bar)."""
-
-    def __init__(self, desc: str):
-        self.desc = desc
-        self.bar: tqdm | None = None
-
-    def progress(self, step: int, total: int, metrics: dict) -> None:
-        if self.bar is None:
-            self.bar = tqdm(desc=self.desc, file=sys.stderr, dynamic_ncols=True, mininterval=1.0,
-                            disable=not dist.is_main())
-        self.bar.total = total
-        self.bar.set_postfix({k: f"{v:.3f}" if isinstance(v, float) else v for k, v in metrics.items()}, refresh=False)
-        self.bar.update(step - self.bar.n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _bar(desc: str):
-    bar = _Bar(desc)
-    return bar, bar.progress
 
 
 def _check_limits(args, num_classes: int) -> None:
@@ -91,6 +34,16 @@ def _check_limits(args, num_classes: int) -> None:
              f"{classes} and one batch of --batch-size {getattr(args, 'batch_size', 1)}")
     for option in ("limit", "eval_limit", "train_limit"):
         at_least("--" + option.replace("_", "-"), getattr(args, option, None), num_classes, classes)
+
+
+def _forget_classes(forget: list[int], num_classes: int, allow_empty: bool) -> list[int]:
+    """``--forget`` as sorted unique classes, or a :class:`UsageError` naming the valid range."""
+    from ..forget import classes
+
+    try:
+        return classes(forget, num_classes, allow_empty=allow_empty)
+    except ValueError as e:
+        raise UsageError("--forget", str(e)) from None
 
 
 def cmd_train(args) -> int:
@@ -182,6 +135,7 @@ def cmd_evaluate(args) -> int:
 def cmd_retrain(args) -> int:
     from ..pipeline import retrain
 
+    _forget_classes(args.forget, read_manifest(args.checkpoint).dataset.num_classes, allow_empty=False)
     log(f"retraining {args.checkpoint} from scratch without class(es) {args.forget} (seed {args.seed})")
     bar, progress = _bar("retrain")
     with _Interrupt() as stop:
@@ -202,9 +156,11 @@ def cmd_benchmark(args) -> int:
     for item in args.byo or []:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            raise ValueError(f"--byo expects NAME=PATH, got {item!r}")
+            raise UsageError("--byo", f"expects NAME=PATH, got {item!r}")
         extra[name] = path
-    _check_limits(args, read_manifest(args.checkpoint).dataset.num_classes)
+    n = read_manifest(args.checkpoint).dataset.num_classes
+    _check_limits(args, n)
+    _forget_classes(args.forget or [], n, allow_empty=True)
     bar, progress = _bar("benchmark")
     with _Interrupt() as stop:
         config = BenchmarkConfig(
@@ -251,7 +207,6 @@ def cmd_remove(args) -> int:
     from ..data import subset_tensors
     from ..export import removed_safetensors, write_bytes
     from ..filtering import bake
-    from ..forget import classes as forget_list
     from ..removal import RemovalConfig, remove
 
     out = Path(args.out)
@@ -261,10 +216,7 @@ def cmd_remove(args) -> int:
         raise FileExistsError(f"{out} already exists")
     model = load(args.checkpoint, args.device)
     _check_limits(args, model.num_classes)
-    try:
-        classes = forget_list(args.forget, model.num_classes, allow_empty=False)
-    except ValueError as e:
-        raise UsageError("--forget", str(e)) from None
+    classes = _forget_classes(args.forget, model.num_classes, allow_empty=False)
     if len(classes) == model.num_classes:
         raise UsageError("--forget", f"would remove all {model.num_classes} classes: keep at least one")
     manifest = model.checkpoint_manifest()
@@ -335,11 +287,37 @@ def cmd_upgrade(args) -> int:
 
 
 def cmd_list(args) -> int:
-    print("backbones:", ", ".join(list_backbones()))
-    print("datasets: ", ", ".join(list_datasets()))
+    from ..shipped import shipped_checkpoints
+
     root = Path(args.checkpoints)
     found = sorted(p.parent.name for p in root.glob(f"*/{MANIFEST_FILE}")) if root.is_dir() else []
+    shipped = {name: str(path) for name, path in shipped_checkpoints().items()}
+    if args.json:
+        print(dumps({"backbones": list_backbones(), "datasets": list_datasets(), "checkpoints_dir": str(root),
+                     "checkpoints": found, "shipped": shipped}))
+        return 0
+    print("backbones:", ", ".join(list_backbones()))
+    print("datasets: ", ", ".join(list_datasets()))
     print("checkpoints:", ", ".join(found) or f"none under {root}")
+    print("shipped:    ", ", ".join(shipped) or "none", "(`wfexplain fetch-demo` copies them out)" if shipped else "")
     return 0
+
+
+def cmd_fetch_demo(args) -> int:
+    from ..shipped import fetch_demo
+
+    for path in fetch_demo(args.out, args.names, overwrite=args.force):
+        print(path)
+    return 0
+
+
+def cmd_dashboard(argv: list[str]) -> int:
+    """``wfexplain dashboard ...``: the launcher runs in its own process (the library never imports Streamlit)."""
+    import subprocess
+
+    try:
+        return subprocess.call([sys.executable, "-m", "wfexplain_dashboard", *argv])
+    except KeyboardInterrupt:
+        return 130
 
 

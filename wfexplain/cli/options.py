@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 import math
+import re
 
 from ..engine import check_range
 
@@ -81,3 +82,10 @@ def json_object(text: str) -> dict:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a JSON object, got {type(value).__name__}")
     return value
+
+
+def device(text: str) -> str:
+    """An argparse ``type=`` for ``--device`` (whether that GPU exists is checked when the command runs: exit 1)."""
+    if not re.fullmatch(r"cpu|cuda(:[0-9]{1,3})?", text):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
+    return text

@@ -2,7 +2,7 @@
 
 | variable | default | meaning |
 |---|---|---|
-| ``WFEXPLAIN_SHIPPED_CHECKPOINTS`` | the repository's ``checkpoints/`` | the shipped checkpoints (bare ids) |
+| ``WFEXPLAIN_SHIPPED_CHECKPOINTS`` | a checkout's ``checkpoints/``, else the installed ones | the shipped checkpoints (bare ids) |
 | ``WFEXPLAIN_USER_CHECKPOINTS`` | ``~/wfexplain-checkpoints`` | where the Models page writes (ids ``user/NAME``) |
 | ``WFEXPLAIN_CHECKPOINT_DIRS`` | (none) | further allowed checkpoint roots, ``os.pathsep``-separated |
 | ``WFEXPLAIN_DATA_DIRS`` | (none) | test-data directories a session may pick |
@@ -20,6 +20,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from wfexplain.shipped import shipped_dir
 
 
 def env_int(name: str, default: int, minimum: int = 1) -> int:
@@ -40,7 +42,7 @@ def _paths(variable: str) -> list[Path]:
     return [Path(os.path.abspath(os.path.expanduser(p))) for p in os.environ.get(variable, "").split(os.pathsep) if p.strip()]
 
 
-SHIPPED_DIR = Path(os.environ.get("WFEXPLAIN_SHIPPED_CHECKPOINTS") or Path(__file__).resolve().parents[1] / "checkpoints")
+SHIPPED_DIR = shipped_dir() or Path("/nonexistent/wfexplain-shipped-checkpoints")  # a checkout's, or the installed ones
 DEFAULT_CHECKPOINT = "fmnist-cnn"
 EVAL_LIMIT = env_int("WFEXPLAIN_EVAL_LIMIT", 2000)
 DEVICE = os.environ.get("WFEXPLAIN_DEVICE", "cpu")

@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-from dashboard import current
-from dashboard.job_panel import job_panel, running, start_job
-from dashboard.jobs import Job
-from dashboard.resources import (
+from wfexplain_dashboard.resources import current
+from wfexplain_dashboard.job_panel import job_panel, running, start_job
+from wfexplain_dashboard.jobs import Job
+from wfexplain_dashboard.resources import (
     baked_file,
     escape_markdown,
     live_answers,
@@ -15,7 +15,7 @@ from dashboard.resources import (
     single_class_report,
     view_set_row,
 )
-from dashboard.settings import job_caps
+from wfexplain_dashboard.settings import job_caps
 from wfexplain import export, figures
 from wfexplain.explain import analysis
 

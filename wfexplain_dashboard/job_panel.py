@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from dashboard.jobs import Job, JobState, ServerBusy, duration
+from wfexplain_dashboard.jobs import Job, JobState, ServerBusy, duration
 
 from .resources import escape_markdown, public_text
 

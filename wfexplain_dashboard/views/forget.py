@@ -5,8 +5,8 @@ import time
 import numpy as np
 import streamlit as st
 
-from dashboard import current
-from dashboard.resources import (
+from wfexplain_dashboard.resources import current
+from wfexplain_dashboard.resources import (
     PRECOMPUTE,
     escape_markdown,
     eval_data,

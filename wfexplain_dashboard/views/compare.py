@@ -5,11 +5,11 @@ import math
 import pandas as pd
 import streamlit as st
 
-from dashboard import current
-from dashboard.job_panel import job_panel, running, start_job
-from dashboard.jobs import Job
-from dashboard.resources import escape_markdown, eval_data, live_scores, predictions, public_text
-from dashboard.settings import job_caps
+from wfexplain_dashboard.resources import current
+from wfexplain_dashboard.job_panel import job_panel, running, start_job
+from wfexplain_dashboard.jobs import Job
+from wfexplain_dashboard.resources import escape_markdown, eval_data, live_scores, predictions, public_text
+from wfexplain_dashboard.settings import job_caps
 from wfexplain import figures
 from wfexplain.benchmark import comparison, layout
 from wfexplain.benchmark.catalogue import METRICS

@@ -3,8 +3,8 @@
 import pandas as pd
 import streamlit as st
 
-from dashboard import current
-from dashboard.resources import escape_markdown, eval_data
+from wfexplain_dashboard.resources import current
+from wfexplain_dashboard.resources import escape_markdown, eval_data
 from wfexplain import figures
 from wfexplain.explain import analysis
 

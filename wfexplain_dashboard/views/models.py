@@ -7,11 +7,11 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from dashboard import current
-from dashboard.job_panel import job_panel, running, start_job
-from dashboard.jobs import Job
-from dashboard.resources import escape_markdown, public_manifest
-from dashboard.settings import DEVICE, SHIPPED_DIR, job_caps, user_checkpoint_dir
+from wfexplain_dashboard.resources import current
+from wfexplain_dashboard.job_panel import job_panel, running, start_job
+from wfexplain_dashboard.jobs import Job
+from wfexplain_dashboard.resources import escape_markdown, public_manifest
+from wfexplain_dashboard.settings import DEVICE, SHIPPED_DIR, job_caps, user_checkpoint_dir
 from wfexplain.backbones import list_backbones
 from wfexplain.data import list_datasets
 from wfexplain.distributed import resolve_device

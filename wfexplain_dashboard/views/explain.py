@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import current
-from dashboard.resources import attribution, escape_markdown, eval_data
+from wfexplain_dashboard.resources import current
+from wfexplain_dashboard.resources import attribution, escape_markdown, eval_data
 from wfexplain import explain, export, figures
 from wfexplain.explain.uploads import (
     FORMATS,

@@ -19,7 +19,7 @@ from wfexplain import forget as forget_sets
 from .resources import View, checkpoint_catalogue, escape_markdown, get_model, public_text
 from .settings import DEFAULT_CHECKPOINT, data_choices
 
-VIEWS = Path(__file__).resolve().parents[1] / "views"
+VIEWS = Path(__file__).resolve().parent / "views"
 PICK = "checkpoint_pick"  # the picker's session-state key
 RECORDED = "as recorded in the checkpoint"
 _ID_SHAPED = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
