@@ -133,7 +133,8 @@ print(cold, warm, median(reruns), median(pages), median(singles), first["views/e
 
 def page_section(repeats: int, limit: int, plain_ms: float, threads: int) -> dict:
     env = {**os.environ, "WFEXPLAIN_EVAL_LIMIT": str(limit), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-c", PAGE, str(ROOT / "wfexplain_dashboard" / "app.py"), str(repeats), str(threads)], cwd=ROOT, env=env,
+    app = str(ROOT / "wfexplain_dashboard" / "app.py")
+    result = subprocess.run([sys.executable, "-c", PAGE, app, str(repeats), str(threads)], cwd=ROOT, env=env,
                             capture_output=True, text=True, check=True)
     cold, warm, rerun, page, single, export, explain = map(float, result.stdout.split()[-7:])
     return {"cold_first_render_s": cold, "warm_first_render_s": warm, "never_seen_triple_rerun_ms": rerun * 1e3,

@@ -21,8 +21,8 @@ from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 import wfexplain
-from wfexplain_dashboard.settings import EVAL_LIMIT
 from wfexplain.data import load_dataset, stratified_subset
+from wfexplain_dashboard.settings import EVAL_LIMIT
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "wfexplain_dashboard" / "app.py")
@@ -190,8 +190,8 @@ def test_unloadable_catalogue_checkpoint_shows_its_error_and_keeps_the_model(mon
 
 def test_export_reruns_reuse_the_rendered_files(monkeypatch):
     """Widget changes elsewhere on the page must not redraw the heatmap or re-bake the model."""
-    from wfexplain_dashboard import resources
     from wfexplain import export, figures
+    from wfexplain_dashboard import resources
 
     calls = {"figure": 0, "bake": 0}
     draw, bake = figures.memory_figure, export.baked_safetensors
@@ -371,8 +371,8 @@ def _shared_answers():
 def test_singles_and_pairs_are_precomputed_in_the_background_and_survive_a_restart(monkeypatch):
     import time
 
-    from wfexplain_dashboard import resources
     from wfexplain.answers import Answers
+    from wfexplain_dashboard import resources
 
     monkeypatch.setattr(resources, "PRECOMPUTE", True)
     resources._answers.clear()
@@ -399,8 +399,8 @@ def test_a_precompute_that_cannot_write_or_fails_says_so_instead_of_stalling(mon
     from safetensors import SafetensorError
 
     import wfexplain.answers as answers_module
-    from wfexplain_dashboard import resources
     from wfexplain.answers import Answers
+    from wfexplain_dashboard import resources
 
     def full(*args, **kw):
         raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")

@@ -22,13 +22,13 @@ from streamlit.testing.v1 import AppTest
 
 import wfexplain
 import wfexplain.benchmark.runner
-from wfexplain_dashboard.settings import EVAL_LIMIT
 from wfexplain import figures
 from wfexplain.benchmark import comparison, layout
 from wfexplain.benchmark.catalogue import METRICS
 from wfexplain.data import subset_tensors
 from wfexplain.figures.comparison import LINE_PX, PLOT_PX, SCALES, label_box, place_labels
 from wfexplain.splits import checkpoint_split
+from wfexplain_dashboard.settings import EVAL_LIMIT
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "wfexplain_dashboard" / "app.py")

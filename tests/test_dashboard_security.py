@@ -13,12 +13,12 @@ os.environ.setdefault("WFEXPLAIN_EVAL_LIMIT", "500")  # read by dashboard.settin
 import pytest
 from streamlit.config import ShowErrorDetailsConfigOptions
 
-from wfexplain_dashboard import jobs, settings
-from wfexplain_dashboard.resources import checkpoint_catalogue, public_text
-from wfexplain_dashboard.sidebar import parse_forget, refusal
 from wfexplain.explain import uploads
 from wfexplain.forget import MAX_TEXT_CHARS as MAX_PARAM_CHARS
 from wfexplain.forget import MAX_TEXT_ENTRIES as MAX_FORGET_ENTRIES
+from wfexplain_dashboard import jobs, settings
+from wfexplain_dashboard.resources import checkpoint_catalogue, public_text
+from wfexplain_dashboard.sidebar import parse_forget, refusal
 
 from .test_app import CHECKPOINT, ROOT, assert_clean, open_app, start_job
 

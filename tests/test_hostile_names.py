@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 import torch
 
-from wfexplain_dashboard.resources import escape_markdown
 from wfexplain import export, figures
 from wfexplain.figures.common import plotly_text
+from wfexplain_dashboard.resources import escape_markdown
 
 LINK_HTML = "<a href='http://evil.example'>x</a>"
 LINK_MD = "[text](http://evil.example)"

@@ -43,7 +43,8 @@ def test_forget_url_path_opens_the_forget_page(monkeypatch):
     (title, url_path, script), registry, not_found = resolve("forget", monkeypatch)
     assert (title, url_path) == ("Forget", "forget") and script == str(ROOT / "wfexplain_dashboard" / "views" / "forget.py")
     assert not_found == []
-    assert registry["forget"] == registry[""] == str(ROOT / "wfexplain_dashboard" / "views" / "forget.py")  # the registry maps both
+    # the registry maps both
+    assert registry["forget"] == registry[""] == str(ROOT / "wfexplain_dashboard" / "views" / "forget.py")
 
 
 @pytest.mark.parametrize(("url", "title"), [("", "Forget"), ("memory", "Memory matrices"), ("models", "Models"),

@@ -260,11 +260,11 @@ def attribution_name(checkpoint: str, method: str, target: int, forget, fmt: str
 
 # What an export writes (any formats, forget sets, thresholds): the only entries its directory may hold.
 EXPORT_FILE = re.compile(r"memory_heatmaps\.(png|svg|pdf)|memory\.(csv|npz)|metrics\.(csv|tex)"
-                         r"|baked_forget_\d+(-\d+)*(_hard[-+.e\d]+)?\.safetensors")
+                         r"|baked_forget_\d+(-\d+)*(_hard[-+.e\d]+)?\.(safetensors|onnx)")
 
 
 def check_outputs(out_dir: str | os.PathLike, formats: Sequence[str], forget, hard_threshold: float | None,
-                  metrics: bool, overwrite: bool = False) -> list[str]:
+                  metrics: bool, overwrite: bool = False, onnx: bool = False) -> list[str]:
     """The file names an export writes; ``FileExistsError`` naming those that exist (unless ``overwrite``).
 
     The directory is the export's own: it is replaced whole, so one holding anything an export does not
@@ -283,6 +283,10 @@ def check_outputs(out_dir: str | os.PathLike, formats: Sequence[str], forget, ha
         (["metrics.csv", "metrics.tex"] if metrics else [])
     if forget_list(forget):
         planned.append(baked_name(forget, hard_threshold))
+        if onnx:
+            planned.append(baked_name(forget, hard_threshold).replace(".safetensors", ".onnx"))
+    elif onnx:
+        raise ValueError("an ONNX export is of a baked model: give the classes to forget")
     existing = [name for name in planned if (out / name).exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{out_dir} already holds {', '.join(existing)}")
@@ -291,7 +295,7 @@ def check_outputs(out_dir: str | os.PathLike, formats: Sequence[str], forget, ha
 
 def export_all(model: FilteredModel, out_dir: str | os.PathLike, forget=(), layers: Sequence[str] | None = None,
                formats: Sequence[str] = FIGURE_FORMATS, report: Mapping | None = None, order_mode: str = "original",
-               hard_threshold: float | None = None, overwrite: bool = False) -> list[Path]:
+               hard_threshold: float | None = None, overwrite: bool = False, onnx: bool = False) -> list[Path]:
     """Write the paper/archive exports of a model into ``out_dir`` (created if needed).
 
     Files (the directory is replaced whole: a kill or a full disk leaves the old one, a reader never sees a mix;
@@ -302,7 +306,8 @@ def export_all(model: FilteredModel, out_dir: str | os.PathLike, forget=(), laye
     - ``memory.csv`` and ``memory.npz``: the full memory (all layers);
     - ``metrics.csv`` and ``metrics.tex`` (with a mean row) when an evaluation ``report`` is given;
     - ``baked_forget_<c1>-<c2>....safetensors`` when ``forget`` is non-empty
-      (``..._hard<threshold>.safetensors`` when hard-baked).
+      (``..._hard<threshold>.safetensors`` when hard-baked), and with ``onnx`` the same network as
+      ``baked_forget_....onnx`` (:func:`baked_onnx`; needs the ``onnx`` extra).
 
     Arguments are validated, and existing files refused unless ``overwrite``, before anything is
     written (``FileExistsError`` naming them). Returns the written paths.
@@ -321,7 +326,7 @@ def export_all(model: FilteredModel, out_dir: str | os.PathLike, forget=(), laye
     if Path.cwd().is_relative_to(out):
         raise ValueError(f"{out_dir} is the working directory or holds it: export swaps its directory in whole, "
                          "so name a directory of its own")
-    check_outputs(out, formats, classes, hard_threshold, report is not None, overwrite)
+    check_outputs(out, formats, classes, hard_threshold, report is not None, overwrite, onnx)
     names = list(model.class_names)
     fig = memory_figure(model.memory, names, layers=layers, order_mode=order_mode)
     files = {f"memory_heatmaps.{fmt}": figure_bytes(fig, fmt) for fmt in formats}
@@ -331,11 +336,14 @@ def export_all(model: FilteredModel, out_dir: str | os.PathLike, forget=(), laye
         files |= {"metrics.csv": table_csv(df), "metrics.tex": tex}
     if classes:
         files[baked_name(classes, hard_threshold)] = baked_safetensors(model, classes, hard_threshold)
+        if onnx:
+            files[baked_name(classes, hard_threshold).replace(".safetensors", ".onnx")] = baked_onnx(
+                model, classes, hard_threshold)
     check_space(out, sum(map(len, files.values())))
     # Whole or absent: the directory is rebuilt beside itself (earlier exports' other files hard-linked in) and
     # swapped in at once, under its writers' lock, where the files are checked again against a concurrent export.
     with replace_dir(out, overwrite=True, carry=lambda d: [p.name for p in d.iterdir() if p.name not in files]) as tmp:
-        check_outputs(out, formats, classes, hard_threshold, report is not None, overwrite)
+        check_outputs(out, formats, classes, hard_threshold, report is not None, overwrite, onnx)
         for name, data in files.items():
             (tmp / name).write_bytes(data)
     return [out / name for name in files]

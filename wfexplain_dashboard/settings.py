@@ -2,7 +2,7 @@
 
 | variable | default | meaning |
 |---|---|---|
-| ``WFEXPLAIN_SHIPPED_CHECKPOINTS`` | a checkout's ``checkpoints/``, else the installed ones | the shipped checkpoints (bare ids) |
+| ``WFEXPLAIN_SHIPPED_CHECKPOINTS`` | a checkout's ``checkpoints/``, else the installed ones | the shipped ones (bare ids) |
 | ``WFEXPLAIN_USER_CHECKPOINTS`` | ``~/wfexplain-checkpoints`` | where the Models page writes (ids ``user/NAME``) |
 | ``WFEXPLAIN_CHECKPOINT_DIRS`` | (none) | further allowed checkpoint roots, ``os.pathsep``-separated |
 | ``WFEXPLAIN_DATA_DIRS`` | (none) | test-data directories a session may pick |

@@ -171,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--formats", nargs="*", default=["png", "svg", "pdf"], choices=["png", "svg", "pdf"])
     p.add_argument("--limit", type=COUNT, default=2000, help="test images behind the metric tables")
     p.add_argument("--no-metrics", action="store_true", help="skip the evaluation and the metric tables")
+    p.add_argument("--onnx", action="store_true", help="also the baked model as ONNX (needs --forget and the onnx "
+                                                       "extra: pip install 'wfexplain[onnx]')")
     p.add_argument("--force", action="store_true", help="replace files that already exist in --out")
     _add_data_args(p)
     p.set_defaults(func=C.cmd_export)
@@ -189,13 +191,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=C.cmd_remove)
 
     p = sub.add_parser("import", help="make a checkpoint of a classifier trained elsewhere (timm, torchvision, your own)")
-    p.add_argument("--arch", required=True, help="timm:NAME, torchvision:NAME or package.module:factory (importing "
-                                                 "runs its code: only for modules in WFEXPLAIN_TRUSTED_MODULES, here and "
-                                                 "in every later command)")
+    p.add_argument("--arch", help="timm:NAME, timm:local-dir:PATH, timm:hf-hub:ORG/NAME (local cache only), "
+                                  "torchvision:NAME or package.module:factory (importing runs its code: only for modules "
+                                  "in WFEXPLAIN_TRUSTED_MODULES, here and in every later command); default: the "
+                                  "config.json of a --weights folder")
     p.add_argument("--arch-kwargs", type=json_object, default={},
                    help="JSON keyword arguments of the architecture (not num_classes, in_chans, pretrained, "
                         "checkpoint_path, weights...: wfexplain sets those)")
-    p.add_argument("--weights", required=True, help="state dict: .safetensors, or .pt/.pth (torch.load weights_only)")
+    p.add_argument("--weights", help="state dict: .safetensors, or .pt/.pth (torch.load weights_only), or a Hugging "
+                                     "Face-style folder (config.json + model.safetensors); default: the --arch folder's")
     p.add_argument("--dataset", required=True, choices=list_datasets(), help="the classes and images it was trained on")
     recorded = "(default: config.json beside the weights, the network's timm pretrained_cfg, or the dataset's, not " \
                "imagefolder's; never guessed: import fails naming what is missing)"

@@ -191,13 +191,15 @@ def cmd_export(args) -> int:
     bad = [c for c in args.forget if c >= model.num_classes]
     if bad:
         raise UsageError("--forget", f"class {bad[0]} does not exist: valid classes are 0..{model.num_classes - 1}")
-    check_outputs(args.out, args.formats, args.forget, args.hard_threshold, not args.no_metrics, args.force)
+    if args.onnx and not args.forget:
+        raise UsageError("--onnx", "exports the baked model: give the classes to forget with --forget")
+    check_outputs(args.out, args.formats, args.forget, args.hard_threshold, not args.no_metrics, args.force, args.onnx)
     report = None
     if not args.no_metrics:
         test = checkpoint_split(model.checkpoint_manifest(), "test", args.data_dir, args.download)
         report = evaluate(model, test, limit=args.limit)
     paths = export_all(model, args.out, forget=args.forget, layers=args.layers, formats=args.formats, report=report,
-                       order_mode=args.order, hard_threshold=args.hard_threshold, overwrite=args.force)
+                       order_mode=args.order, hard_threshold=args.hard_threshold, overwrite=args.force, onnx=args.onnx)
     for p in paths:
         print(p)
     return 0
@@ -254,6 +256,8 @@ def cmd_remove(args) -> int:
 def cmd_import(args) -> int:
     from ..importing import import_checkpoint
 
+    if args.arch is None and args.weights is None:
+        raise UsageError("--arch", "give --arch, --weights or both (a --weights folder's config.json names the architecture)")
     for option in ("mean", "std"):
         values = getattr(args, option)
         if values is not None and args.in_chans is not None and len(values) != args.in_chans:

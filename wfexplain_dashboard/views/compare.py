@@ -5,14 +5,13 @@ import math
 import pandas as pd
 import streamlit as st
 
-from wfexplain_dashboard.resources import current
-from wfexplain_dashboard.job_panel import job_panel, running, start_job
-from wfexplain_dashboard.jobs import Job
-from wfexplain_dashboard.resources import escape_markdown, eval_data, live_scores, predictions, public_text
-from wfexplain_dashboard.settings import job_caps
 from wfexplain import figures
 from wfexplain.benchmark import comparison, layout
 from wfexplain.benchmark.catalogue import METRICS
+from wfexplain_dashboard.job_panel import job_panel, running, start_job
+from wfexplain_dashboard.jobs import Job
+from wfexplain_dashboard.resources import current, escape_markdown, eval_data, live_scores, predictions, public_text
+from wfexplain_dashboard.settings import job_caps
 
 JOB, RESULT, COLLECTED = "compare_job", "compare_result", "compare_collected"
 MEAN = "mean"  # the forget-class choice "all classes (mean)"

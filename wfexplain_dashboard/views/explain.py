@@ -4,8 +4,6 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from wfexplain_dashboard.resources import current
-from wfexplain_dashboard.resources import attribution, escape_markdown, eval_data
 from wfexplain import explain, export, figures
 from wfexplain.explain.uploads import (
     FORMATS,
@@ -18,6 +16,7 @@ from wfexplain.explain.uploads import (
     preprocessing_text,
     read_image,
 )
+from wfexplain_dashboard.resources import attribution, current, escape_markdown, eval_data
 
 PHOTO_SIDE = 256  # the photo as given is drawn (and exported) at most this many pixels on a side
 # Choices below the image survive a run that stops before drawing them (an upload being replaced): a

@@ -2,11 +2,13 @@
 
 import streamlit as st
 
-from wfexplain_dashboard.resources import current
+from wfexplain import export, figures
+from wfexplain.explain import analysis
 from wfexplain_dashboard.job_panel import job_panel, running, start_job
 from wfexplain_dashboard.jobs import Job
 from wfexplain_dashboard.resources import (
     baked_file,
+    current,
     escape_markdown,
     live_answers,
     memory_figure_files,
@@ -16,8 +18,6 @@ from wfexplain_dashboard.resources import (
     view_set_row,
 )
 from wfexplain_dashboard.settings import job_caps
-from wfexplain import export, figures
-from wfexplain.explain import analysis
 
 view = current()
 model = view.model

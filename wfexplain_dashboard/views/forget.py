@@ -5,9 +5,11 @@ import time
 import numpy as np
 import streamlit as st
 
-from wfexplain_dashboard.resources import current
+from wfexplain import figures
+from wfexplain.evaluation import quality
 from wfexplain_dashboard.resources import (
     PRECOMPUTE,
+    current,
     escape_markdown,
     eval_data,
     live_answers,
@@ -15,8 +17,6 @@ from wfexplain_dashboard.resources import (
     predictions,
     public_text,
 )
-from wfexplain import figures
-from wfexplain.evaluation import quality
 
 ESTIMATE_ABOVE_S = 0.3  # a set that took longer than this to evaluate is first shown as an estimate
 

@@ -3,10 +3,9 @@
 import pandas as pd
 import streamlit as st
 
-from wfexplain_dashboard.resources import current
-from wfexplain_dashboard.resources import escape_markdown, eval_data
 from wfexplain import figures
 from wfexplain.explain import analysis
+from wfexplain_dashboard.resources import current, escape_markdown, eval_data
 
 view = current()
 model = view.model
