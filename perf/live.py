@@ -107,8 +107,8 @@ at.run()
 cold = time.perf_counter() - t0
 again = AppTest.from_file(sys.argv[1], default_timeout=600)
 t = time.perf_counter(); again.run(); warm = time.perf_counter() - t
-from wfexplain_dashboard import resources
-path = str(resources.SHIPPED_DIR / "fmnist-cnn")
+from wfexplain_dashboard import resources, settings
+path = str(settings.SHIPPED_DIR / "fmnist-cnn")
 answers = resources._answers(path, resources._stamp(path), None)
 while answers.done < answers.total:  # the steady state: singles and pairs precomputed
     time.sleep(0.1)

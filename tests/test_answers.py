@@ -15,8 +15,9 @@ from safetensors.torch import save_file
 import wfexplain
 import wfexplain.answers as answers_module
 import wfexplain.integrity as integrity
-from wfexplain.answers import CACHE_ENV, KEY_ENV, Answers, set_key, singles_and_pairs
+from wfexplain.answers import CACHE_ENV, KEY_ENV, Answers, singles_and_pairs
 from wfexplain.checkpoint import save_checkpoint
+from wfexplain.forget import key as set_key
 from wfexplain.inference import Predictor
 from wfexplain.integrity import create_key, install_key
 

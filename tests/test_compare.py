@@ -512,3 +512,21 @@ def test_shipped_benchmarks_describe_the_shipped_weights():
         bench = json.loads(bench_file.read_text())
         files = wfexplain.load(bench_file.parent).manifest.files
         assert bench["weights"] == files, bench_file
+
+
+def test_benchmark_csv_holds_every_number_in_long_form():
+    """benchmark.csv: one row per (forget class or "all", method, metric), the same numbers as the JSON."""
+    import io
+
+    from wfexplain.benchmark.reports import benchmark_csv
+
+    bench = json.loads((ROOT / "checkpoints" / "fmnist-cnn" / "benchmark.json").read_text())
+    df = pd.read_csv(io.BytesIO(benchmark_csv(bench)), dtype={"forget_class": str})
+    classes = comparison.benchmarked_classes(bench)
+    assert list(df.columns) == ["forget_class", "method", "metric", "mean", "std", "gap_to_retrain"]
+    assert len(df) == (1 + len(classes)) * len(bench["methods"]) * len(METRICS)
+    row = df[(df.forget_class == "all") & (df.method == "wf") & (df.metric == "forget_accuracy_test")].iloc[0]
+    assert math.isclose(row["mean"], bench["methods"]["wf"]["forget_accuracy_test"]["mean"], rel_tol=1e-8)
+    retrain = bench["methods"]["retrain"]["forget_accuracy_test"]["mean"]
+    assert math.isclose(row["gap_to_retrain"], row["mean"] - retrain, rel_tol=1e-6, abs_tol=1e-12)
+    assert (ROOT / "checkpoints" / "fmnist-cnn" / "benchmark.csv").read_bytes() == benchmark_csv(bench)  # shipped, current

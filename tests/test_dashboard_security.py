@@ -17,8 +17,9 @@ from wfexplain.explain import uploads
 from wfexplain.forget import MAX_TEXT_CHARS as MAX_PARAM_CHARS
 from wfexplain.forget import MAX_TEXT_ENTRIES as MAX_FORGET_ENTRIES
 from wfexplain_dashboard import jobs, settings
-from wfexplain_dashboard.resources import checkpoint_catalogue, public_text
+from wfexplain_dashboard.catalogue import checkpoint_catalogue
 from wfexplain_dashboard.sidebar import parse_forget, refusal
+from wfexplain_dashboard.text import public_text
 
 from .test_app import CHECKPOINT, ROOT, assert_clean, open_app, start_job
 

@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 import torch
 
-from wfexplain import export, figures
+from wfexplain import export, figures, spreadsheet
 from wfexplain.figures.common import plotly_text
-from wfexplain_dashboard.resources import escape_markdown
+from wfexplain_dashboard.text import escape_markdown
 
 LINK_HTML = "<a href='http://evil.example'>x</a>"
 LINK_MD = "[text](http://evil.example)"
@@ -143,9 +143,9 @@ def test_paper_figures_draw_dollar_signs_as_text():
 
 def test_csv_cell_rule():
     for s in ("=2+5", "+1", "-1+cmd|' /C calc'!A0", "@SUM(A1)", "\t=1", "\r=1"):
-        assert export.csv_cell(s) == "'" + s
+        assert spreadsheet.csv_cell(s) == "'" + s
     for v in ("plain", "a=b", " =1", "", -0.5, -3, 1e-9, None, float("nan")):
-        out = export.csv_cell(v)
+        out = spreadsheet.csv_cell(v)
         assert out is v or (isinstance(v, float) and np.isnan(v) and np.isnan(out))
 
 

@@ -255,3 +255,20 @@ def test_filtered_model_compiles_without_graph_breaks():
         t.join()
     assert not errors, errors
     torch._dynamo.reset()
+
+
+def test_the_cli_imports_a_folder_and_exports_onnx(folder, data, tmp_path, capsys):
+    """`import --weights FOLDER` (no --arch) and `export --forget C --onnx`, as a user types them."""
+    from wfexplain.cli import main
+
+    path, _ = folder
+    assert main(["import", "--weights", str(path), "--dataset", "imagefolder", "--data-dir", str(data),
+                 "--out", str(tmp_path / "ck")]) == 0
+    assert main(["export", "--checkpoint", str(tmp_path / "ck"), "--out", str(tmp_path / "ex"), "--no-metrics",
+                 "--formats", "svg", "--onnx"]) == 2  # a baked model needs its forget set
+    assert main(["export", "--checkpoint", str(tmp_path / "ck"), "--out", str(tmp_path / "ex"), "--no-metrics",
+                 "--formats", "svg", "--forget", "1", "--onnx"]) == 0
+    onnx = pytest.importorskip("onnx")
+    onnx.checker.check_model(onnx.load(str(tmp_path / "ex" / "baked_forget_1.onnx")))
+    assert main(["import", "--dataset", "imagefolder", "--out", str(tmp_path / "x")]) == 2
+    assert "give --arch, --weights or both" in capsys.readouterr().err

@@ -91,7 +91,7 @@ def test_dashboard_metrics_tex_with_a_forget_set_row_compiles_cleanly(fmnist, tm
     model, report, images, y = fmnist
     original, filtered = predict(model, images), predict(model, images, list(forget))
     names = [model.class_names[c] for c in forget]
-    row = {"class": "forget set: " + " + ".join(names),  # as dashboard.resources.view_set_row labels it
+    row = {"class": "forget set: " + " + ".join(names),  # as wfexplain_dashboard.scoring.view_set_row labels it
            "original_accuracy_pct": 100 * forget_accuracy(original, y, forget),
            "forget_accuracy_pct": 100 * forget_accuracy(filtered, y, forget),
            "retain_accuracy_pct": 100 * retain_accuracy(filtered, y, forget),

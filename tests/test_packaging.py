@@ -1,6 +1,7 @@
 """The package a user installs: the wheel holds the library, the dashboard and the shipped checkpoints, and works
 from a fresh virtual environment, outside any checkout."""
 import email
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -37,8 +38,13 @@ def test_dependencies_are_ranges_and_the_lock_pins_each_within_them():
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dist")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(out)], check=True, capture_output=True, cwd=out)
+    had_build = (ROOT / "build").exists()
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q",
+                        "-w", str(out)], check=True, capture_output=True, cwd=out)
+    finally:
+        if not had_build:  # setuptools builds in the source tree: leave the checkout as it was
+            shutil.rmtree(ROOT / "build", ignore_errors=True)
     return next(out.glob("wfexplain-*.whl"))
 
 

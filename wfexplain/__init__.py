@@ -6,15 +6,14 @@ Filtering" (arXiv 2304.02049). Public API: :func:`load`, :func:`save`, :func:`wr
 :class:`UnlearnConfig`, :class:`RemovalConfig`, :class:`GateSite`, :func:`create_backbone`, :func:`list_backbones`.
 """
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .api import evaluate, probe, save, ungated_copy, unlearn, wrap
 from .backbones import create_backbone, list_backbones
 from .checkpoint import CheckpointError, load
-from .engine import UnlearnConfig
+from .configs import RemovalConfig, UnlearnConfig
 from .filtering import FilteredModel, bake
 from .manifest import Manifest
-from .removal import RemovalConfig, remove
+from .removal import remove
 from .sites import GateSite
 
 __all__ = ["CheckpointError", "FilteredModel", "GateSite", "Manifest", "RemovalConfig", "UnlearnConfig", "__version__",

@@ -50,12 +50,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from . import forget as forget_sets
 from .atomic import PathEscape, atomic_write, within
 from .data import stratified_subset
 from .inference import Predictor
 from .integrity import KEY_ENV, install_key, key_id, tensors_mac
 
-__all__ = ["CACHE_ENV", "KEY_ENV", "Answers", "cache_dir", "check_answers", "set_key", "singles_and_pairs"]
+__all__ = ["CACHE_ENV", "KEY_ENV", "Answers", "cache_dir", "check_answers", "singles_and_pairs"]
 
 Progress = Callable[[int, int, dict], None]
 CACHE_ENV = "WFEXPLAIN_CACHE_DIR"
@@ -63,11 +64,6 @@ FORMAT = "wfexplain-answers/1"  # in every file's metadata and in its HMAC
 ROW_SUM_TOLERANCE = 1e-2  # |sum of a row of probabilities - 1| allowed (float16 storage errs by ~1e-3)
 EXTRA_SETS = 256  # larger sets kept in memory per checkpoint and data (least recently used dropped)
 MAX_PAIR_CLASSES = 20  # above this many classes only the singles are precomputed (pairs grow as N²/2)
-
-
-def set_key(forget) -> str:
-    """``"3"``, ``"1-5"``: the name of a forget set in an answers file ("" for the original model)."""
-    return "-".join(map(str, sorted(set(int(c) for c in forget or ()))))
 
 
 def singles_and_pairs(num_classes: int) -> list[tuple[int, ...]]:
@@ -166,7 +162,7 @@ class Answers:
         self._lock = threading.Lock()
         self._store: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # singles and pairs (written to disk)
         self._extra: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()  # other sets, most recent last
-        self._named = {set_key(s) for s in singles_and_pairs(model.num_classes)}
+        self._named = {forget_sets.key(s) for s in singles_and_pairs(model.num_classes)}
         self.seconds_per_set = float("nan")  # of the last computed set
         self.done, self.total = 0, len(singles_and_pairs(model.num_classes))
         self.rejected = 0
@@ -251,7 +247,7 @@ class Answers:
     # ------------------------------------------------------------ answers
     def get(self, forget) -> tuple[torch.Tensor, torch.Tensor]:
         """``(labels [N], probabilities [N, classes])`` under ``forget``, computed on first request."""
-        key = set_key(forget)
+        key = forget_sets.key(forget)  # the set's name in the file: "3", "1-5" ("": the original model)
         with self._lock:
             hit = self._store.get(key) or self._extra.get(key)
             if key in self._extra:
@@ -272,7 +268,7 @@ class Answers:
         return answer
 
     def has(self, forget) -> bool:
-        key = set_key(forget)
+        key = forget_sets.key(forget)
         with self._lock:
             return key in self._store or key in self._extra
 

@@ -25,8 +25,9 @@ from torch.utils.data import Dataset
 from .atomic import replace_dir
 from .backbones import BuildRefused, build_network, check_spec, list_backbones, weight_shapes
 from .checkpoint import load, save_checkpoint
+from .configs import UnlearnConfig
 from .data import DatasetInfo
-from .engine import Progress, StopFlag, UnlearnConfig, train_memory
+from .engine import Progress, StopFlag, reset_memory, train_memory
 from .evaluation import evaluate as _evaluate
 from .filtering import FilteredModel, Sites, bake_gates
 from .gates import strip_hooks
@@ -190,9 +191,7 @@ def unlearn(model: FilteredModel, train_dataset: Dataset, config: UnlearnConfig 
     """
     if config.max_set_size >= model.num_classes:
         raise ValueError(f"max_set_size must be below the number of classes ({model.num_classes})")
-    with torch.no_grad():
-        for p in model.alphas.values():
-            p.fill_(1.0)
+    reset_memory(model)
     return train_memory(model, train_dataset, config, progress, should_stop, workers)
 
 

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load as safetensors_load
 from torch import nn
 
-from . import __version__
+from ._version import __version__
 from .backbones import build_network, check_spec
 from .filtering import FilteredModel, bake
 from .forget import classes as forget_list

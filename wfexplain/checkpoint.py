@@ -29,6 +29,7 @@ from safetensors.torch import load as safetensors_load
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ._version import __version__
 from .atomic import PathEscape, dir_lock, replace_dir, within, write_json
 from .backbones import BuildRefused, default_heads
 from .filtering import FilteredModel
@@ -42,8 +43,6 @@ __all__ = ["MANIFEST_FILE", "MEMORY_FILE", "MODEL_FILE", "CheckpointError", "Man
 def package_versions() -> dict[str, str]:
     """The versions that wrote a checkpoint (read from package metadata: nothing is imported)."""
     from importlib.metadata import PackageNotFoundError, version
-
-    from . import __version__
 
     def installed(name: str) -> str:
         try:

@@ -1,6 +1,6 @@
 """Training loops: the original classifier and the memory matrices of all classes.
 
-Loops take a frozen config dataclass, report progress through a callback
+Loops take a frozen config dataclass (:mod:`wfexplain.configs`, re-exported here), report progress through a callback
 ``progress(step, total, metrics)``, stop cleanly when ``should_stop()`` turns True, and
 return a dict (``cancelled`` tells whether they finished). Orchestration (loading data,
 saving checkpoints) lives in :mod:`wfexplain.pipeline`. The unlearning round follows
@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
@@ -27,69 +26,16 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from . import distributed as dist
+from .configs import TrainConfig, UnlearnConfig
 from .data.base import dataset_len
 from .filtering import FilteredModel
 from .objectives import sample_forget_sets, wf_objective
 
+__all__ = ["Progress", "StopFlag", "TrainConfig", "UnlearnConfig", "reset_memory", "train_classifier",
+           "train_memory"]
+
 Progress = Callable[[int, int, dict], None]
 StopFlag = Callable[[], bool]
-
-
-def _range(default, lo: float, hi: float = math.inf, *, open_lo: bool = False, open_hi: bool = False):
-    """A config field with its valid range (checked in ``__post_init__``, and by the CLI's option parser)."""
-    return field(default=default, metadata={"range": (lo, hi, open_lo, open_hi)})
-
-
-def check_range(name: str, value, lo: float, hi: float, open_lo: bool, open_hi: bool, integer: bool = False) -> None:
-    """Raise ValueError unless ``value`` is a finite number (an int if ``integer``) in the range."""
-    ok = isinstance(value, int if integer else int | float) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > lo if open_lo else value >= lo) and (value < hi if open_hi else value <= hi)
-    if not ok:
-        kind = "an integer" if integer else "a number"
-        if math.isinf(hi):
-            where = f"{'>' if open_lo else '≥'} {lo:g}"
-        else:
-            where = f"in {'(' if open_lo else '['}{lo:g}, {hi:g}{')' if open_hi else ']'}"
-        raise ValueError(f"{name} must be {kind} {where}, got {value!r}")
-
-
-class _Checked:
-    def __post_init__(self):
-        for f in fields(self):
-            if "range" in f.metadata:
-                check_range(f.name, getattr(self, f.name), *f.metadata["range"], integer=f.type == "int")
-
-
-@dataclass(frozen=True)
-class TrainConfig(_Checked):
-    """Recipe for the original classifier."""
-
-    epochs: int = _range(10, 1)  # passes over the training split
-    batch_size: int = _range(128, 1)  # images per step
-    lr: float = _range(2e-3, 0, open_lo=True)  # AdamW peak learning rate (one-cycle schedule)
-    weight_decay: float = _range(0.05, 0)  # AdamW weight decay
-    label_smoothing: float = _range(0.1, 0, 1, open_hi=True)  # cross-entropy label smoothing
-    shift: float = _range(0.1, 0, 0.5)  # max random translation as a fraction of the side (augmentation)
-    flip: bool = False  # random horizontal flips (off: digits are not symmetric)
-    erase: float = _range(0.0, 0, 1)  # probability of erasing a random rectangle of an image (augmentation)
-    bf16: bool = False  # bfloat16 autocast, channels-last: faster on CPUs with AVX512-BF16 (weights stay float32)
-    seed: int = _range(0, 0)  # seeds initialisation, shuffling and augmentation
-
-
-@dataclass(frozen=True)
-class UnlearnConfig(_Checked):
-    """Recipe for the memory matrices (Poppi et al., arXiv 2304.02049, Sec. 3); the backbone stays frozen."""
-
-    steps: int = _range(936, 1)  # optimisation steps (936 = 4 epochs of Fashion-MNIST's 60k at batch 256)
-    batch_size: int = _range(256, 2)  # half forget, half retain ("label expansion")
-    lr: float = _range(1e-2, 0, open_lo=True)  # Adam learning rate on the alphas
-    lambda_r: float = _range(1.0, 0)  # weight of the retain cross-entropy
-    lambda_f: float = _range(1.0, 0)  # weight of the bounded forget term 1 / (CE + eps)
-    lambda_s: float = _range(0.1, 0)  # weight of the sparsity term mean(1 - alpha)
-    eps: float = _range(1e-3, 0, open_lo=True)  # keeps the forget term bounded
-    ce_cap: float = _range(5.0, 0)  # per-sample cap on the forget CE (our addition; 0 disables)
-    max_set_size: int = _range(2, 1)  # forget sets of size 1..k are sampled (k < number of classes)
-    seed: int = _range(0, 0)  # seeds shuffling and set sampling
 
 
 def _loader(ds: Dataset, batch_size: int, seed: int, workers: int = 0, multiple: int = 1) -> DataLoader:
@@ -191,6 +137,13 @@ def train_classifier(model: nn.Module, train: Dataset, cfg: TrainConfig, progres
     finally:
         model.to(memory_format=torch.contiguous_format).eval()  # saved and served in the usual layout
     return {"steps": step, "seconds": time.perf_counter() - start, "final_loss": loss_avg, "cancelled": cancelled}
+
+
+@torch.no_grad()
+def reset_memory(model: FilteredModel) -> None:
+    """Every alpha back to 1 (the original network): where a fresh unlearning round starts."""
+    for p in model.alphas.values():
+        p.fill_(1.0)
 
 
 def train_memory(model: FilteredModel, train: Dataset, cfg: UnlearnConfig, progress: Progress | None = None,

@@ -1,9 +1,9 @@
-"""Forget sets: the one place where a set of classes to forget is parsed, normalised and turned into a mask.
+"""Forget sets: the one place where a set of classes to forget is parsed, normalised, turned into a mask or text.
 
 A forget set ``S`` selects rows of every memory matrix (Poppi et al., arXiv 2304.02049: the filter
 of ``S`` is the product of its classes' rows). It can be written as None (forget nothing), a class
 index, a sequence or tensor of indices, a boolean mask ``[B, num_classes]`` (one set per sample),
-or, in a URL, a comma-separated string.
+or, in a URL, a comma-separated string. Every name of a set, on disk or in a URL, is :func:`key`.
 """
 
 from __future__ import annotations
@@ -79,6 +79,16 @@ def parse(text: str, num_classes: int) -> tuple[list[int], list[str], str | None
     return sorted(kept), dropped, cut
 
 
+def key(forget: Forget, sep: str = "-") -> str:
+    """The one textual form of a forget set: its sorted unique class indices joined by ``sep`` ("" for none).
+
+    ``"-"`` (the default) names it on disk: answers-file entries (``"1-5"``), Retrain oracles
+    (``retrain/forget-1-5-seed0``), baked and removed files (``baked_forget_1-5.safetensors``).
+    ``","`` is the list a URL or a command line gives (:func:`to_text`, read back by :func:`parse`).
+    """
+    return sep.join(map(str, classes(forget)))
+
+
 def to_text(forget: Forget) -> str:
-    """The textual form of a forget set (``"0,6"``), as :func:`parse` reads it."""
-    return ",".join(map(str, classes(forget)))
+    """The comma-separated form of a forget set (``"0,6"``), as :func:`parse` reads it."""
+    return key(forget, sep=",")

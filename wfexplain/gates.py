@@ -45,13 +45,34 @@ def run(backbone: nn.Module, x: torch.Tensor, gates: dict[str, torch.Tensor] | N
         ACTIVE.gates = outer
 
 
-def expand(gate: torch.Tensor, site: GateSite, ndim: int) -> torch.Tensor:
-    """Reshape ``gate [B, K]`` so it broadcasts over an activation of ``ndim`` dims along the site's dim."""
+def expand(gate: torch.Tensor, site: GateSite, x: torch.Tensor) -> torch.Tensor:
+    """Reshape ``gate [B or 1, K]`` so it broadcasts over the activation ``x`` along the site's dim.
+
+    An activation whose batch dim holds ``r`` rows per sample (attention over windows or patches folds the
+    batch: ``[B*r, N, C]``, sample-major as timm and torchvision partition) takes each sample's gate ``r`` times;
+    any other shape is a ValueError naming the site, never a bare broadcasting error.
+    """
+    width = site.size * (site.head_dim if site.kind in ("heads", "mha") else 1)
+    if x.ndim < 2 or x.shape[site.dim] != width:
+        raise ValueError(f"gate site {site.path!r} ({site.kind}): its activation is {list(x.shape)}, whose dim "
+                         f"{site.dim} does not hold its {width} {'features' if width != site.size else 'components'}")
     if site.kind in ("heads", "mha"):
         gate = gate.repeat_interleave(site.head_dim, dim=1)
-    shape = [gate.shape[0]] + [1] * (ndim - 1)
+    gate = _per_row(gate, site, x)
+    shape = [gate.shape[0]] + [1] * (x.ndim - 1)
     shape[site.dim] = gate.shape[1]
     return gate.view(shape)
+
+
+def _per_row(gate: torch.Tensor, site: GateSite, x: torch.Tensor) -> torch.Tensor:
+    """``gate [B or 1, ...]`` with one row per row of ``x`` (a batch-folded ``x``: each sample's row repeated)."""
+    rows = gate.shape[0]
+    if rows == 1 or x.shape[0] == rows:
+        return gate
+    if x.shape[0] % rows:
+        raise ValueError(f"gate site {site.path!r} ({site.kind}): its activation is {list(x.shape)}, whose dim 0 "
+                         f"is not the batch of {rows} (nor a multiple of it)")
+    return gate.repeat_interleave(x.shape[0] // rows, dim=0)
 
 
 def _mark(fn):
@@ -62,7 +83,7 @@ def _mark(fn):
 def _output_hook(site: GateSite):
     def hook(module, inputs, output):
         gates = ACTIVE.gates
-        return None if gates is None else output * expand(gates[site.path], site, output.ndim)
+        return None if gates is None else output * expand(gates[site.path], site, output)
 
     return _mark(hook)
 
@@ -73,7 +94,7 @@ def _input_hook(site: GateSite):
         if gates is None:
             return None
         x = inputs[0]
-        return (x * expand(gates[site.path], site, x.ndim), *inputs[1:])
+        return (x * expand(gates[site.path], site, x), *inputs[1:])
 
     return _mark(hook)
 
@@ -87,7 +108,7 @@ def _mha_hook(site: GateSite):
             return None
         a = mha_call(args, kwargs)
         out = _gated_mha(module, a["query"], a["key"], a["value"], gates[site.path],
-                         a.get("key_padding_mask"), a.get("attn_mask"))
+                         a.get("key_padding_mask"), a.get("attn_mask"), site)
         return (out, output[1]) if isinstance(output, tuple) else out
 
     return _mark(hook)
@@ -114,9 +135,11 @@ def mha_heads(m: nn.MultiheadAttention, q, k, v, key_padding_mask=None, attn_mas
     return F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask)  # [B, H, L, d]
 
 
-def _gated_mha(m: nn.MultiheadAttention, q, k, v, gate, key_padding_mask=None, attn_mask=None) -> torch.Tensor:
+def _gated_mha(m: nn.MultiheadAttention, q, k, v, gate, key_padding_mask=None, attn_mask=None,
+               site: GateSite | None = None) -> torch.Tensor:
     heads = mha_heads(m, q, k, v, key_padding_mask, attn_mask)
     b, _, length, _ = heads.shape
+    gate = _per_row(gate, site, heads) if site is not None else gate
     heads = heads * gate.to(heads.dtype)[:, :, None, None]
     out = m.out_proj(heads.transpose(1, 2).reshape(b, length, m.embed_dim))
     return out if m.batch_first else out.transpose(0, 1)

@@ -45,8 +45,8 @@ from . import hfdir
 from .api import save, wrap
 from .backbones import BuildRefused, build_network, list_backbones, resolve_spec
 from .checkpoint import check_target, read_tensors
+from .configs import TrainConfig
 from .data import DatasetError, DatasetInfo, fingerprint, load_dataset, with_preprocessing
-from .engine import TrainConfig
 from .evaluation import predict
 from .evaluation.metrics import accuracy
 from .manifest import IMG_SIZE_RANGE, CheckpointError, Manifest

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from . import gates as G
+from . import hooks
 from .filtering import FilteredModel, Forget, set_gates
 from .sites import GateSite
 
@@ -81,21 +82,21 @@ def _fold_batchnorms(net: nn.Module, x: torch.Tensor) -> dict[str, str]:
     The data flow is read from one traced forward pass (the norm must receive the very tensor the
     convolution returned). Returns ``{norm path: conv path}``; the norms become ``Identity``.
     """
-    produced: dict[int, str] = {}
+    produced: dict[int, str] = {}  # id of a convolution's output -> its path
     pairs: dict[str, str] = {}
-    handles = []
-    for path, m in net.named_modules():
-        if isinstance(m, nn.Conv2d):
-            handles.append(m.register_forward_hook(lambda mod, i, out, p=path: produced.__setitem__(id(out), p)))
-        elif type(m) is nn.BatchNorm2d and m.track_running_stats and m.affine:
-            handles.append(m.register_forward_pre_hook(
-                lambda mod, i, p=path: pairs.__setitem__(p, produced[id(i[0])]) if id(i[0]) in produced else None))
-    try:
-        with torch.no_grad():
-            net(x[:2])
-    finally:
-        for h in handles:
-            h.remove()
+    convs = {path: m for path, m in net.named_modules() if isinstance(m, nn.Conv2d)}
+    norms = {path: m for path, m in net.named_modules()
+             if type(m) is nn.BatchNorm2d and m.track_running_stats and m.affine}
+
+    def conv_ran(path: str, _m: nn.Module, _inputs: tuple, out: object) -> None:
+        produced[id(out)] = path
+
+    def norm_runs(path: str, _m: nn.Module, inputs: tuple, _out: object) -> None:
+        if id(inputs[0]) in produced:
+            pairs[path] = produced[id(inputs[0])]
+
+    with hooks.watch(convs, on_output=conv_ran), hooks.watch(norms, on_input=norm_runs), torch.no_grad():
+        net(x[:2])
     modules = dict(net.named_modules())
     with torch.no_grad():
         for bn_path, conv_path in pairs.items():

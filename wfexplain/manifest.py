@@ -25,9 +25,9 @@ from typing import Any, Literal, NoReturn, overload
 from torch import nn
 
 from .backbones import build_network, check_spec
+from .configs import TrainConfig, UnlearnConfig
 from .construction import BuildRefused, BuildTimeout
 from .data import DatasetInfo
-from .engine import TrainConfig, UnlearnConfig
 from .sites import KINDS
 
 FORMAT = "wfexplain-checkpoint"

@@ -28,8 +28,9 @@ from . import forget as forget_sets
 from .atomic import check_space, dir_lock
 from .backbones import create_backbone, get_spec, weight_shapes
 from .checkpoint import MODEL_FILE, CheckpointError, check_target, inside, is_checkpoint, load, save_checkpoint
+from .configs import TrainConfig, UnlearnConfig
 from .data import fingerprint, load_dataset
-from .engine import Progress, StopFlag, TrainConfig, UnlearnConfig, train_classifier, train_memory
+from .engine import Progress, StopFlag, reset_memory, train_classifier, train_memory
 from .evaluation import evaluate, predict
 from .evaluation.metrics import accuracy, in_set
 from .filtering import FilteredModel
@@ -156,9 +157,7 @@ def unlearn_checkpoint(path: str | os.PathLike, cfg: UnlearnConfig = UnlearnConf
     validation = manifest.validation
     if val is None:  # made before validation splits (or imported): hold one out of the memory's training now
         rest, val, validation = hold_out(train, max(n, round(VAL_FRACTION * len(train))), cfg.seed, True)
-    with torch.no_grad():  # a fresh round starts from the original network
-        for p in model.alphas.values():
-            p.fill_(1.0)
+    reset_memory(model)  # a fresh round starts from the original network
     watched = _with_validation(model, training_subset(val, VAL_PROBE, cfg.seed), cfg.steps, progress, workers)
     result = train_memory(model, training_subset(rest, limit_train, cfg.seed), cfg, watched, should_stop, workers)
     if result["cancelled"]:
@@ -215,7 +214,7 @@ ORACLE_DIR = "retrain"  # oracles live in <checkpoint>/retrain/forget-<c>-seed<s
 
 def oracle_path(checkpoint: str | os.PathLike, forget: Sequence[int], seed: int = 0) -> Path:
     """Where the oracle of ``forget`` and ``seed`` lives (``CheckpointError`` if a symlink leads it out of the checkpoint)."""
-    return inside(checkpoint, f"{ORACLE_DIR}/forget-{'-'.join(map(str, sorted(forget)))}-seed{seed}")
+    return inside(checkpoint, f"{ORACLE_DIR}/forget-{forget_sets.key(forget)}-seed{seed}")
 
 
 def retrain(checkpoint: str | os.PathLike, forget: Sequence[int], seed: int = 0, data_dir: str | None = None,

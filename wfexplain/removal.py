@@ -16,37 +16,30 @@ module goes further, for one forget set at a time:
    training without them does for Retrain.
 
 The result is a plain copy of the backbone (no hooks, same state-dict keys). It costs one short
-fine-tuning per forget set, so it is an export step, not a live toggle.
+fine-tuning per forget set, so it is an export step, not a live toggle. Its recipe is
+:class:`~wfexplain.configs.RemovalConfig` (re-exported here; defaults chosen on held-out training images:
+docs/method.md).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sized
-from dataclasses import dataclass
 from typing import cast
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 
-from .engine import Progress, StopFlag, _Checked, _range
+from .configs import RemovalConfig
+from .engine import Progress, StopFlag
 from .evaluation.metrics import in_set
 from .filtering import FilteredModel, bake
 from .forget import Forget
 from .forget import classes as forget_list
 from .splits import checkpoint_train_split
 
-
-@dataclass(frozen=True)
-class RemovalConfig(_Checked):
-    """Recipe of :func:`remove` (defaults chosen on held-out training images: docs/method.md)."""
-
-    threshold: float = _range(0.5, 0, 1, open_lo=True)  # components whose gate is below it are removed
-    steps: int = _range(1000, 0)  # repair steps on retain images (0: prune only)
-    lr: float = _range(1e-3, 0, open_lo=True)  # Adam learning rate of the repair
-    batch_size: int = _range(64, 1)  # retain images per repair step
-    seed: int = _range(0, 0)  # seeds the repair's sampling
+__all__ = ["RemovalConfig", "removal_masks", "remove", "repair", "retain_subset"]
 
 
 def _grads(net: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:

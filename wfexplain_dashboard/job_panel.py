@@ -13,7 +13,7 @@ import streamlit as st
 
 from wfexplain_dashboard.jobs import Job, JobState, ServerBusy, duration
 
-from .resources import escape_markdown, public_text
+from .text import escape_markdown, public_text
 
 
 def running(key: str) -> bool:

@@ -1,4 +1,5 @@
-"""Cached, shared resources and the per-session view.
+"""Cached, shared resources and the per-session view (the catalogue: :mod:`.catalogue`; safe text: :mod:`.text`;
+live scores: :mod:`.scoring`).
 
 Models and datasets are cached with ``st.cache_resource`` and shared by every session
 and thread: they are never mutated. Conditions (the forget set) are arguments of the
@@ -8,7 +9,6 @@ model call. Per-session choices live in ``st.session_state``.
 from __future__ import annotations
 
 import atexit
-import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,21 +22,13 @@ from wfexplain import explain  # its names load Captum on first use only
 from wfexplain.answers import Answers
 from wfexplain.data import subset_tensors
 from wfexplain.distributed import resolve_device
-from wfexplain.evaluation.metrics import accuracy, forget_accuracy, per_class_accuracy, retain_accuracy
 from wfexplain.filtering import FilteredModel
 from wfexplain.inference import Predictor
 from wfexplain.manifest import MANIFEST_FILE
 from wfexplain.splits import checkpoint_split
 
-from .settings import (
-    DEVICE,
-    EVAL_LIMIT,
-    PRECOMPUTE,
-    SHIPPED_DIR,
-    data_choices,
-    extra_checkpoint_roots,
-    user_checkpoint_dir,
-)
+from .settings import DEVICE, EVAL_LIMIT, PRECOMPUTE, data_choices
+from .text import escape_markdown, public_text
 
 
 @dataclass(frozen=True)
@@ -62,127 +54,6 @@ class EvalData:
     targets: torch.Tensor  # [N]
     indices: torch.Tensor  # positions in the full test split
     dataset: object  # the full test split (for .pil(i))
-
-
-# ---------------------------------------------------------------- the checkpoints this server offers
-# Server-side only: nothing a browser sends is ever turned into a path. A session names a checkpoint by its
-# catalogue id; whatever is not in the catalogue is refused with one message that says nothing about the disk.
-
-
-def _is_checkpoint(real: Path, root: Path) -> bool:
-    try:
-        manifest = (real / MANIFEST_FILE).resolve(strict=True)
-    except (OSError, RuntimeError):
-        return False
-    return real.is_relative_to(root) and manifest.is_relative_to(root) and manifest.is_file()
-
-
-def _scan(root: Path) -> list[tuple[str, Path]]:
-    """``(name, resolved path)`` of the checkpoint directories directly under ``root`` (or ``root`` itself)."""
-    try:
-        real_root = root.resolve(strict=True)
-        if _is_checkpoint(real_root, real_root):
-            return [(root.name or real_root.name, real_root)]
-        entries = sorted(real_root.iterdir()) if real_root.is_dir() else []
-    except (OSError, RuntimeError):
-        return []
-    found = []
-    for entry in entries:
-        try:
-            real = entry.resolve(strict=True)  # a symlink leaving the root is dropped
-        except (OSError, RuntimeError):
-            continue
-        if real != real_root and real.is_dir() and _is_checkpoint(real, real_root):
-            found.append((entry.name, real))
-    return found
-
-
-def _roots() -> list[tuple[str, Path, Path]]:
-    """``(id prefix, root, folder the prefix stands for)``: shipped (bare names), user, then the extra roots."""
-    roots = [("", SHIPPED_DIR, SHIPPED_DIR), ("user/", user_checkpoint_dir(), user_checkpoint_dir())]
-    for root in extra_checkpoint_roots():
-        folder = root.parent if (root / MANIFEST_FILE).is_file() else root  # a checkpoint itself: parent/NAME
-        roots.append((f"{folder.name or 'root'}/", root, folder))
-    return roots
-
-
-def checkpoint_catalogue() -> dict[str, Path]:
-    """Every checkpoint this server offers: public id -> resolved directory (scanned on each call: cheap).
-
-    Shipped checkpoints by bare name (``fmnist-cnn``), the user folder's as ``user/NAME``, an extra root's as
-    ``<root basename>/NAME``; a colliding id gets ``-2``, ``-3``… and a directory reached twice is listed once.
-    """
-    catalogue: dict[str, Path] = {}
-    seen: set[Path] = set()
-    for prefix, root, _ in _roots():
-        for name, path in _scan(root):
-            if path in seen:
-                continue
-            seen.add(path)
-            label, k = f"{prefix}{name}", 1
-            while label in catalogue:
-                k += 1
-                label = f"{prefix}{name}-{k}"
-            catalogue[label] = path
-    return catalogue
-
-
-# Absolute (or ~) paths left in a message after the known ones are replaced by their ids.
-_PATH = re.compile(r"(?<![\w.:/~-])~?/[^\s'\"`<>|,;:()\[\]{}]+")
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>!|~$:&])")  # what acts inside a line (# + - . only open one)
-_BLOCK_OPENER = re.compile(r"[#+=-]|\d+\.")  # what acts at a line's start: heading, list item, setext underline
-
-
-def public_text(text: str, known: dict[str, str] | None = None) -> str:
-    """``text`` with server paths replaced: catalogue directories by their ids, any other absolute path by ``…``."""
-    pairs = dict(known or {})
-    for prefix, _, folder in _roots():
-        for form in {str(folder), str(_real(folder))}:
-            pairs.setdefault(form.rstrip("/") + "/", prefix)
-    for ckpt_id, path in checkpoint_catalogue().items():
-        pairs.setdefault(str(path), ckpt_id)
-    for old in sorted(pairs, key=len, reverse=True):
-        if len(old) > 1:
-            text = text.replace(old, pairs[old])
-    return _PATH.sub("…", text)
-
-
-def _real(path: Path) -> Path:
-    try:
-        return path.resolve()
-    except (OSError, RuntimeError):
-        return path
-
-
-def public_manifest(manifest) -> dict:
-    """A checkpoint's manifest as the dashboard shows it: every string passed through :func:`public_text`."""
-    def clean(v):
-        if isinstance(v, str):
-            return public_text(v)
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        return [clean(x) for x in v] if isinstance(v, list) else v
-
-    return clean(manifest.to_json())
-
-
-def escape_markdown(text: str, limit: int = 40, line_start: bool = False) -> str:
-    """``text`` cut to ``limit`` characters, on one line and escaped: safe inside a line of Streamlit markdown.
-
-    Data (class names, checkpoint and file names, messages quoting them) pass through it before any markdown
-    (st.markdown, captions, image captions, alerts, radio labels, metric values): every character that links,
-    formats or embeds inside a line (``[ ] ( ) < > ! * _ ` $ : & | ~ { } \\``) is backslash-escaped and line
-    breaks become spaces. ``line_start``: the text begins the markdown (e.g. an image caption that is a class
-    name), so a character that would open a block there (``#``, ``+``, ``-``, ``=``, ``1.``) is escaped too and
-    leading spaces (an indented code block) are dropped. The text reads exactly as given.
-    """
-    cut = text if len(text) <= limit else text[:limit] + "…"
-    out = _MARKDOWN.sub(r"\\\1", " ".join(cut.splitlines()))
-    if line_start:
-        out = out.lstrip()
-        if m := _BLOCK_OPENER.match(out):
-            out = out[: m.end() - 1] + "\\" + out[m.end() - 1 :]
-    return out
 
 
 @st.cache_resource(show_spinner="Loading checkpoint…", max_entries=8)
@@ -321,32 +192,3 @@ def _baked_file(path: str, stamp: float, forget: tuple[int, ...], hard_threshold
 def current() -> View:
     """The session's view, as set up by the sidebar in ``app.py``."""
     return st.session_state["_view"]
-
-
-def live_scores(y: np.ndarray, original: np.ndarray, filtered: np.ndarray, num_classes: int,
-                forget: tuple[int, ...]) -> dict:
-    """Per-class, forget and retain accuracy of the original and the filtered predictions (NaN where no image)."""
-    t, p0, p1 = (torch.as_tensor(a) for a in (y, original, filtered))
-    return {"original_per_class": per_class_accuracy(p0, t, num_classes), "per_class": per_class_accuracy(p1, t, num_classes),
-            "forget": forget_accuracy(p1, t, forget), "original_forget": forget_accuracy(p0, t, forget),
-            "retain": retain_accuracy(p1, t, forget), "original_retain": retain_accuracy(p0, t, forget)}
-
-
-def view_set_row(view: View) -> dict:
-    """The session's forget set as one row of the Export page's metric table (accuracies in percent)."""
-    data = eval_data(view)
-    y = data.targets.numpy()
-    s = live_scores(y, predictions(view, ())[0], predictions(view, view.forget)[0], view.model.num_classes, view.forget)
-    return {"class": "forget set: " + " + ".join(view.forget_names), "original_accuracy_pct": 100 * s["original_forget"],
-            "forget_accuracy_pct": 100 * s["forget"], "retain_accuracy_pct": 100 * s["retain"],
-            "original_retain_accuracy_pct": 100 * s["original_retain"]}
-
-
-def single_class_report(view: View) -> dict:
-    """An :func:`wfexplain.evaluation.evaluate`-shaped report on the evaluation subset, from cached predictions."""
-    y = eval_data(view).targets
-    n = view.model.num_classes
-    original = torch.as_tensor(predictions(view, ())[0])
-    rows = [per_class_accuracy(torch.as_tensor(predictions(view, (c,))[0]), y, n) for c in range(n)]
-    return {"num_images": len(y), "original_per_class": per_class_accuracy(original, y, n),
-            "original_accuracy": accuracy(original, y), "forget_matrix": rows}

@@ -1,7 +1,7 @@
 """The shared sidebar: checkpoint picker, model card and the forget set, mirrored in the URL.
 
 ``?ckpt=fmnist-cnn&forget=0,6`` reopens a view exactly; the page is the URL path. ``ckpt`` is a
-catalogue id (:func:`~dashboard.resources.checkpoint_catalogue`), never a path: anything else is
+catalogue id (:func:`~wfexplain_dashboard.catalogue.checkpoint_catalogue`), never a path: anything else is
 refused with one message that does not depend on the server's disk. Malformed ``forget`` entries are
 dropped with a notice.
 """
@@ -16,8 +16,10 @@ import streamlit as st
 
 from wfexplain import forget as forget_sets
 
-from .resources import View, checkpoint_catalogue, escape_markdown, get_model, public_text
+from .catalogue import checkpoint_catalogue
+from .resources import View, get_model
 from .settings import DEFAULT_CHECKPOINT, data_choices
+from .text import escape_markdown, public_text
 
 VIEWS = Path(__file__).resolve().parent / "views"
 PICK = "checkpoint_pick"  # the picker's session-state key

@@ -1,7 +1,7 @@
 """Baseline unlearning methods, to compare with weight filtering (Poppi et al., arXiv 2304.02049).
 
-Every baseline is a module with a frozen ``Config`` dataclass (defaults documented field by
-field) and one function::
+Every baseline is a module with a frozen ``Config`` dataclass (defined, with each field's default
+and valid range, in :mod:`wfexplain.configs`) and one function::
 
     unlearn(net, retain, forget, num_classes, cfg=Config(), seed=0, progress=None, should_stop=None) -> dict
 

@@ -17,18 +17,6 @@ from ..data.base import dataset_len
 from ..engine import Progress, StopFlag
 
 
-def check_positive(cfg, *names: str) -> None:
-    for name in names:
-        if not getattr(cfg, name) > 0:
-            raise ValueError(f"{name} must be positive, got {getattr(cfg, name)}")
-
-
-def check_fraction(cfg, *names: str) -> None:
-    for name in names:
-        if not 0 <= getattr(cfg, name) <= 1:
-            raise ValueError(f"{name} must be in [0, 1], got {getattr(cfg, name)}")
-
-
 def check_data(retain: Dataset | None, forget: Dataset | None) -> None:
     for name, ds in (("retain", retain), ("forget", forget)):
         if ds is not None and dataset_len(ds) == 0:

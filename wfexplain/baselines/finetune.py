@@ -17,28 +17,14 @@ accuracy 93-96% (original 93-94%), ~20 s. With 80 steps class 0 keeps 2.2%.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..configs import FinetuneConfig as Config
 from ..engine import Progress, StopFlag
-from ._common import batches, ce, check_data, check_positive, cosine, device_of, finish, seeded, sgd, train_loop, trainable_copy
-
-
-@dataclass(frozen=True)
-class Config:
-    """Recipe for fine-tuning on the retain set."""
-
-    steps: int = 150  # SGD steps (150 x 128 = 19,200 images, ~1/3 epoch of Fashion-MNIST's retain set)
-    batch_size: int = 128  # retain images per step
-    lr: float = 0.05  # SGD peak learning rate (cosine decay to 0)
-    momentum: float = 0.9  # SGD momentum
-    weight_decay: float = 5e-4  # SGD weight decay
-
-    def __post_init__(self):
-        check_positive(self, "steps", "batch_size", "lr")
+from ._common import batches, ce, check_data, cosine, device_of, finish, seeded, sgd, train_loop, trainable_copy
 
 
 def unlearn(net: nn.Module, retain: Dataset, forget: Dataset, num_classes: int, cfg: Config = Config(), seed: int = 0,

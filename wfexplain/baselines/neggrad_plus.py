@@ -19,19 +19,17 @@ thread): test accuracy on the forgotten class 0% for classes 0, 2 and 6, retain 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..configs import NegGradPlusConfig as Config
 from ..engine import Progress, StopFlag
 from ._common import (
     batches,
     ce,
     check_data,
-    check_fraction,
-    check_positive,
     cosine,
     device_of,
     finish,
@@ -40,23 +38,6 @@ from ._common import (
     train_loop,
     trainable_copy,
 )
-
-
-@dataclass(frozen=True)
-class Config:
-    """Recipe for NegGrad+."""
-
-    steps: int = 100  # SGD steps
-    batch_size: int = 128  # retain images per step
-    forget_batch_size: int = 32  # forget images per step (same forward pass)
-    lr: float = 0.01  # SGD peak learning rate (cosine decay to 0)
-    momentum: float = 0.9  # SGD momentum
-    weight_decay: float = 5e-4  # SGD weight decay
-    beta: float = 0.99  # weight of the retain CE; the forget CE gets -(1 - beta)
-
-    def __post_init__(self):
-        check_positive(self, "steps", "batch_size", "forget_batch_size", "lr")
-        check_fraction(self, "beta")
 
 
 def unlearn(net: nn.Module, retain: Dataset, forget: Dataset, num_classes: int, cfg: Config = Config(), seed: int = 0,

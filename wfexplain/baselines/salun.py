@@ -28,35 +28,16 @@ thread): test accuracy on the forgotten class 0% for classes 0, 2 and 6, retain 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..configs import SalUnConfig as Config
 from ..data.base import dataset_len
 from ..engine import Progress, StopFlag
-from ._common import batches, ce, check_data, check_positive, cosine, device_of, finish, seeded, sgd, train_loop, trainable_copy
+from ._common import batches, ce, check_data, cosine, device_of, finish, seeded, sgd, train_loop, trainable_copy
 from .random_labels import relabel_step
-
-
-@dataclass(frozen=True)
-class Config:
-    """Recipe for SalUn (saliency mask + random labels)."""
-
-    mask_ratio: float = 0.5  # fraction of all weights updated (the paper's default sparsity: 50%)
-    mask_batch_size: int = 256  # forget images per gradient batch of the mask (the whole forget set is used)
-    steps: int = 100  # SGD steps of random-label fine-tuning
-    batch_size: int = 128  # retain images per step
-    forget_batch_size: int = 32  # relabelled forget images per step (same forward pass)
-    lr: float = 0.01  # SGD peak learning rate (cosine decay to 0)
-    momentum: float = 0.9  # SGD momentum
-    weight_decay: float = 5e-4  # SGD weight decay (masked weights only)
-
-    def __post_init__(self):
-        check_positive(self, "mask_batch_size", "steps", "batch_size", "forget_batch_size", "lr")
-        if not 0 < self.mask_ratio <= 1:
-            raise ValueError(f"mask_ratio must be in (0, 1], got {self.mask_ratio}")
 
 
 def saliency_mask(model: nn.Module, forget: Dataset, ratio: float, batch_size: int, device: torch.device,

@@ -40,30 +40,15 @@ Fashion-MNIST, one class forgotten, 1 CPU thread):
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
+from ..configs import SSDConfig as Config
 from ..data.base import dataset_len
 from ..engine import Progress, StopFlag
-from ._common import ce, check_data, check_positive, device_of, finish, seeded, trainable_copy
-
-
-@dataclass(frozen=True)
-class Config:
-    """Recipe for SSD."""
-
-    alpha: float = 8.0  # selection: dampen parameters with imp_Df > alpha * imp_D (paper: 10; see module doc)
-    lambda_: float = 1.0  # dampening: beta = min(lambda * imp_D / imp_Df, 1) (paper: 1)
-    batch_size: int = 64  # images per gradient batch for both importances (official code: 64)
-    train_images: int = 20000  # seeded subset of retain+forget that estimates imp_D (0: all; see module doc)
-
-    def __post_init__(self):
-        check_positive(self, "alpha", "lambda_", "batch_size")
-        if self.train_images < 0:
-            raise ValueError(f"train_images must be >= 0, got {self.train_images}")
+from ._common import ce, check_data, device_of, finish, seeded, trainable_copy
 
 
 def training_subset(retain: Dataset, forget: Dataset, size: int, seed: int) -> Dataset:

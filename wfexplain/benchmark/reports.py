@@ -1,14 +1,18 @@
-"""The benchmark's tables: methods x metrics as Markdown or LaTeX, and the three files a run writes."""
+"""The benchmark's tables: methods x metrics as Markdown, LaTeX or CSV, and the four files a run writes."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
+import pandas as pd
+
 from .. import distributed as dist
 from ..atomic import atomic_write, dir_lock, within, write_json
 from ..checkpoint import CheckpointError, is_checkpoint, read_manifest
+from ..spreadsheet import csv_safe
 from .catalogue import BENCHMARK_FILE, METRICS
+from .comparison import benchmarked_classes, comparison_table, gap_to_retrain
 
 
 def benchmark_table(bench: dict, fmt: str = "md") -> str:
@@ -45,15 +49,32 @@ def benchmark_table(bench: dict, fmt: str = "md") -> str:
     return "\n".join(lines) + "\n"
 
 
+def benchmark_csv(bench: dict) -> bytes:
+    """Every benchmarked number as a long table, one row per (forget class, method, metric): ``forget_class``
+    (``all`` = the mean over the benchmarked classes), ``method``, ``metric``, ``mean``, ``std`` and
+    ``gap_to_retrain`` (mean − Retrain's). Raw values (accuracies as fractions, times in seconds); text cells made
+    inert for spreadsheets (:func:`wfexplain.spreadsheet.csv_safe`, the OWASP CSV-injection rule)."""
+    rows = []
+    for c in [None, *benchmarked_classes(bench)]:
+        table = comparison_table(bench, c)
+        gap = gap_to_retrain(table)
+        for method in table.index:
+            for metric in table.columns.get_level_values("metric").unique():
+                rows.append({"forget_class": "all" if c is None else c, "method": method, "metric": metric,
+                             "mean": table.loc[method, (metric, "mean")], "std": table.loc[method, (metric, "std")],
+                             "gap_to_retrain": gap.loc[method, metric]})
+    return csv_safe(pd.DataFrame(rows)).to_csv(index=False, float_format="%.9g").encode("utf-8")
+
+
 def write_benchmark(bench: dict, directory: Path) -> list[Path]:
-    """Write ``benchmark.json``, ``benchmark.md`` and ``benchmark.tex`` atomically (rank 0 only).
+    """Write ``benchmark.json``, ``.md``, ``.tex`` and ``.csv`` (:func:`benchmark_csv`) atomically (rank 0 only).
 
     Into a checkpoint directory they are written under its writers' lock, and only while it still holds the
     weights benchmarked (``bench["weights"]``): a checkpoint rewritten meanwhile is refused (``CheckpointError``).
     """
     json_file = directory / BENCHMARK_FILE
     within(directory, json_file)  # not through a symlink planted in the directory
-    paths = [json_file, json_file.with_suffix(".md"), json_file.with_suffix(".tex")]
+    paths = [json_file, *(json_file.with_suffix(s) for s in (".md", ".tex", ".csv"))]
     if not dist.is_main():
         return paths
     with dir_lock(directory):
@@ -67,4 +88,5 @@ def write_benchmark(bench: dict, directory: Path) -> list[Path]:
               f"ratio {cost['ratio']:.2f}.\n")
         atomic_write(paths[1], lambda tmp: Path(tmp).write_text(md))
         atomic_write(paths[2], lambda tmp: Path(tmp).write_text(benchmark_table(bench, "tex")))
+        atomic_write(paths[3], lambda tmp: Path(tmp).write_bytes(benchmark_csv(bench)))
     return paths

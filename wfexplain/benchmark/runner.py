@@ -25,8 +25,9 @@ from .. import forget as forget_sets
 from ..backbones import BuildRefused, weight_shapes
 from ..baselines import default_config, run_baseline
 from ..checkpoint import CheckpointError, Manifest, load, package_versions, read_tensors
+from ..configs import UnlearnConfig
 from ..data import subset_tensors
-from ..engine import Progress, StopFlag, UnlearnConfig, train_memory
+from ..engine import Progress, StopFlag, reset_memory, train_memory
 from ..filtering import FilteredModel, bake
 from ..pipeline import load_oracle, retrain
 from ..splits import checkpoint_split, checkpoint_train_split
@@ -212,9 +213,7 @@ def _wf_round(checkpoint, base: FilteredModel, train, seed: int, wf_round: str, 
             for k, p in model.memory.items():
                 p.copy_(memory[k])
         return model.eval(), seconds, "stored round of an earlier run (timed then)"
-    with torch.no_grad():
-        for p in model.alphas.values():
-            p.fill_(1.0)
+    reset_memory(model)
     assert manifest.unlearn_config is not None  # run_benchmark runs WF only on a checkpoint with memory matrices
     cfg = UnlearnConfig(**{**manifest.unlearn_config, "seed": seed})
     r = train_memory(model, train, cfg, should_stop=should_stop)

@@ -27,15 +27,14 @@ import time
 
 from filelock import Timeout
 
-from .. import __version__
 from .. import distributed as dist
+from .._version import __version__
 from ..backbones import list_backbones
 from ..benchmark.catalogue import METHODS
 from ..checkpoint import CheckpointError
+from ..configs import RemovalConfig, TrainConfig, UnlearnConfig
 from ..data import DatasetError, list_datasets
-from ..engine import TrainConfig, UnlearnConfig
 from ..manifest import IMG_SIZE_RANGE
-from ..removal import RemovalConfig
 from ..splits import VAL_FRACTION
 from . import commands as C
 from .console import debug, error, log, logging_to_stderr

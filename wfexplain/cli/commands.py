@@ -14,8 +14,8 @@ from .. import distributed as dist
 from ..atomic import check_space, dumps
 from ..backbones import list_backbones
 from ..checkpoint import MANIFEST_FILE, MODEL_FILE, check_target, load, read_manifest, update_manifest
+from ..configs import RemovalConfig, TrainConfig, UnlearnConfig
 from ..data import list_datasets
-from ..engine import TrainConfig, UnlearnConfig
 from ..evaluation import evaluate
 from ..evaluation.metrics import forget_accuracy, retain_accuracy
 from ..pipeline import train_checkpoint, unlearn_checkpoint
@@ -209,7 +209,7 @@ def cmd_remove(args) -> int:
     from ..data import subset_tensors
     from ..export import removed_safetensors, write_bytes
     from ..filtering import bake
-    from ..removal import RemovalConfig, remove
+    from ..removal import remove
 
     out = Path(args.out)
     if out.suffix != ".safetensors":

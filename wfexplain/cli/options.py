@@ -1,8 +1,9 @@
 """Command-line option types that validate up front: a bad value exits 2 naming the option, before any work.
 
-Ranges of the training recipes come from the config dataclasses themselves
-(:class:`~wfexplain.engine.TrainConfig`, :class:`~wfexplain.engine.UnlearnConfig`), so the
-parser and the library can never disagree.
+Options of the recipes come from the config dataclasses of :mod:`wfexplain.configs` (each field's
+default and its :func:`~wfexplain.configs.in_range` range), checked by the same
+:func:`~wfexplain.configs.check_range` as the configs themselves, so the parser and the library can
+never disagree.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import math
 import re
 
-from ..engine import check_range
+from ..configs import check_range, field_range
 
 INF = math.inf
 
@@ -58,7 +59,7 @@ def add_config_args(p: argparse.ArgumentParser, cls) -> None:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
             continue
         kind = {"int": int, "float": float}[f.type]
-        lo, hi, open_lo, open_hi = f.metadata.get("range", (-INF, INF, False, False))
+        lo, hi, open_lo, open_hi = field_range(f) or (-INF, INF, False, False)
         p.add_argument(flag, type=ranged(kind, lo, hi, open_lo=open_lo, open_hi=open_hi), default=f.default,
                        help=f"(default: {f.default})")
 

@@ -6,12 +6,14 @@ import pandas as pd
 import streamlit as st
 
 from wfexplain import figures
-from wfexplain.benchmark import comparison, layout
+from wfexplain.benchmark import comparison, layout, reports
 from wfexplain.benchmark.catalogue import METRICS
 from wfexplain_dashboard.job_panel import job_panel, running, start_job
 from wfexplain_dashboard.jobs import Job
-from wfexplain_dashboard.resources import current, escape_markdown, eval_data, live_scores, predictions, public_text
+from wfexplain_dashboard.resources import current, eval_data, predictions
+from wfexplain_dashboard.scoring import live_scores
 from wfexplain_dashboard.settings import job_caps
+from wfexplain_dashboard.text import escape_markdown, public_text
 
 JOB, RESULT, COLLECTED = "compare_job", "compare_result", "compare_collected"
 MEAN = "mean"  # the forget-class choice "all classes (mean)"
@@ -95,6 +97,13 @@ def _show(bench: dict, from_session: bool) -> None:
                "time: the lowest); every tied method is marked \"(tie)\"; "
                "Original (no unlearning) and Retrain (the oracle) are references and take no part. "
                "– = not measured (e.g. no time for the original model).")
+    d = st.columns(3)
+    d[0].download_button("All numbers (.csv)", reports.benchmark_csv(bench), "benchmark.csv", "text/csv",
+                         on_click="ignore", help="Every forget class, method and metric: mean, std, gap to Retrain.")
+    d[1].download_button("Table (.tex)", reports.benchmark_table(bench, "tex"), "benchmark.tex", "text/x-tex",
+                         on_click="ignore", help="The mean over the benchmarked classes, booktabs.")
+    d[2].download_button("Table (.md)", reports.benchmark_table(bench, "md"), "benchmark.md", "text/markdown",
+                         on_click="ignore")
     with st.expander("Gap to Retrain (method − Retrain; the closer to 0, the closer to the oracle)"):
         gap = comparison.gap_to_retrain(table).drop(index=[r for r in comparison.REFERENCES if r in table.index])
         gap = (gap * [100.0 if comparison.is_percent(k) else 1.0 for k in gap.columns]).rename(index=comparison.method_label)

@@ -16,7 +16,8 @@ from wfexplain.explain.uploads import (
     preprocessing_text,
     read_image,
 )
-from wfexplain_dashboard.resources import attribution, current, escape_markdown, eval_data
+from wfexplain_dashboard.resources import attribution, current, eval_data
+from wfexplain_dashboard.text import escape_markdown
 
 PHOTO_SIDE = 256  # the photo as given is drawn (and exported) at most this many pixels on a side
 # Choices below the image survive a run that stops before drawing them (an upload being replaced): a

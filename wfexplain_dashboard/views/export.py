@@ -6,18 +6,10 @@ from wfexplain import export, figures
 from wfexplain.explain import analysis
 from wfexplain_dashboard.job_panel import job_panel, running, start_job
 from wfexplain_dashboard.jobs import Job
-from wfexplain_dashboard.resources import (
-    baked_file,
-    current,
-    escape_markdown,
-    live_answers,
-    memory_figure_files,
-    memory_files,
-    predictions,
-    single_class_report,
-    view_set_row,
-)
+from wfexplain_dashboard.resources import baked_file, current, live_answers, memory_figure_files, memory_files, predictions
+from wfexplain_dashboard.scoring import single_class_report, view_set_row
 from wfexplain_dashboard.settings import job_caps
+from wfexplain_dashboard.text import escape_markdown
 
 view = current()
 model = view.model

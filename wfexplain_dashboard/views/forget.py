@@ -7,16 +7,9 @@ import streamlit as st
 
 from wfexplain import figures
 from wfexplain.evaluation import quality
-from wfexplain_dashboard.resources import (
-    PRECOMPUTE,
-    current,
-    escape_markdown,
-    eval_data,
-    live_answers,
-    live_scores,
-    predictions,
-    public_text,
-)
+from wfexplain_dashboard.resources import PRECOMPUTE, current, eval_data, live_answers, predictions
+from wfexplain_dashboard.scoring import live_scores
+from wfexplain_dashboard.text import escape_markdown, public_text
 
 ESTIMATE_ABOVE_S = 0.3  # a set that took longer than this to evaluate is first shown as an estimate
 

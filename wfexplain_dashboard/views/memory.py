@@ -5,7 +5,8 @@ import streamlit as st
 
 from wfexplain import figures
 from wfexplain.explain import analysis
-from wfexplain_dashboard.resources import current, escape_markdown, eval_data
+from wfexplain_dashboard.resources import current, eval_data
+from wfexplain_dashboard.text import escape_markdown
 
 view = current()
 model = view.model

@@ -15,8 +15,9 @@ from wfexplain.explain import analysis
 from wfexplain.pipeline import train_checkpoint, unlearn_checkpoint
 from wfexplain_dashboard.job_panel import job_panel, running, start_job
 from wfexplain_dashboard.jobs import Job
-from wfexplain_dashboard.resources import current, escape_markdown, public_manifest
+from wfexplain_dashboard.resources import current
 from wfexplain_dashboard.settings import DEVICE, SHIPPED_DIR, job_caps, user_checkpoint_dir
+from wfexplain_dashboard.text import escape_markdown, public_manifest
 
 USER_DIR = user_checkpoint_dir()  # server-side setting; never shown in the page
 CAPS = job_caps()  # this server's limits per job: widget maxima, checked again before a start
