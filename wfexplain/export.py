@@ -33,6 +33,7 @@ from .figures.common import to_numpy
 from .figures.paper import FIGURE_FORMATS, figure_bytes, memory_figure
 from .filtering import FilteredModel, bake
 from .forget import classes as forget_list
+from .forget import key as forget_key
 from .latex import table_latex
 from .spreadsheet import csv_safe
 
@@ -211,18 +212,18 @@ def write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = True) ->
 def baked_name(forget, hard_threshold: float | None) -> str:
     """The file name of a baked model: its forget set, and the threshold of a hard bake."""
     hard = f"_hard{hard_threshold:g}" if hard_threshold is not None else ""
-    return "baked_forget_" + "-".join(str(c) for c in forget_list(forget)) + hard + ".safetensors"
+    return "baked_forget_" + forget_key(forget) + hard + ".safetensors"
 
 
 def removed_name(forget) -> str:
     """The file name of a removed model (:func:`removed_safetensors`)."""
-    return "removed_forget_" + "-".join(str(c) for c in forget_list(forget)) + ".safetensors"
+    return "removed_forget_" + forget_key(forget) + ".safetensors"
 
 
 def attribution_name(checkpoint: str, method: str, target: int, forget, fmt: str) -> str:
     """The file name of an attribution panel: checkpoint, method, target and forget set (distinct per choice)."""
     slug = "".join(ch if ch.isalnum() else "_" for ch in method).strip("_")
-    chosen = "-".join(str(c) for c in forget_list(forget)) or "none"
+    chosen = forget_key(forget) or "none"
     return f"{checkpoint.replace('/', '_')}-attribution-{slug}-target{target}-forget{chosen}.{fmt}"
 
 

@@ -31,6 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import hooks
+
 HEAD_NAMES = ("fc", "classifier", "heads", "head", "head_dist", "last_linear")
 
 
@@ -99,28 +101,17 @@ def _trace_once(model: nn.Module, x: torch.Tensor) -> Trace:
     """Raises whatever the forward pass raises (a wrong input size): the caller tries another."""
     produced: dict[object, list[str]] = {}  # autograd node -> paths of the modules whose output it is
     keep: list[object] = []  # the nodes stay alive, so their identity does
-    transparent: set[str] = set()
 
-    def hook(path: str):
-        def record(module, inputs, output):
-            for t in _tensors(output):
-                if t.grad_fn is not None:
-                    produced.setdefault(t.grad_fn, []).append(path)
-                    keep.append(t.grad_fn)
-        return record
+    def record(path: str, _module: nn.Module, _inputs: tuple, output: object) -> None:
+        for t in _tensors(output):
+            if t.grad_fn is not None:
+                produced.setdefault(t.grad_fn, []).append(path)
+                keep.append(t.grad_fn)
 
-    handles = []
-    for path, m in model.named_modules():
-        if path and any(True for _ in m.parameters(recurse=False)):
-            handles.append(m.register_forward_hook(hook(path)))
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                transparent.add(path)
-    try:
-        with torch.enable_grad():
-            out = _logits(model(x.requires_grad_(True)))
-    finally:
-        for h in handles:
-            h.remove()
+    weighted = {path: m for path, m in model.named_modules() if path and any(True for _ in m.parameters(recurse=False))}
+    transparent = {path for path, m in weighted.items() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    with hooks.watch(weighted, on_output=record), torch.enable_grad():
+        out = _logits(model(x.requires_grad_(True)))
     if out is None or out.grad_fn is None:
         raise LookupError("the output does not depend on the input through autograd")
     reached: set[str] = set()

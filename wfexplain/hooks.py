@@ -1,7 +1,8 @@
 """Scoped, reversible hooks: see what a module receives or returns, and always leave the network as it was.
 
 Every temporary hook of the library (Grad-CAM's activations, the benchmark's penultimate features,
-a component's activations, the Grad-CAM layer probe) goes through :func:`watch`: the hooks exist
+a component's activations, the Grad-CAM layer probe, the classifier-head trace of :mod:`wfexplain.heads`,
+the BatchNorm folding of :mod:`wfexplain.inference`) goes through :func:`watch`: the hooks exist
 only inside the ``with`` block and are removed in ``finally``, whatever happens inside it.
 Weight filtering's own gates are permanent hooks installed once (:mod:`wfexplain.gates`).
 """

@@ -250,7 +250,7 @@ class Predictor:
             acts = acts[rows.to(acts.device)]
         g = None
         if self._boundary is not None:
-            g = G.expand(gates[self._boundary.path].to(self.device)[None], self._boundary, acts.ndim)
+            g = G.expand(gates[self._boundary.path].to(self.device)[None], self._boundary, acts)
         return torch.cat([split.rest(work, c if g is None else c * g).float() for c in acts.split(self.chunk)])
 
     def logits(self, forget: Forget = None, hard_threshold: float | None = None,

@@ -213,7 +213,7 @@ def render_sidebar(page_path: str = "") -> View:
     st.session_state["_view"] = view
     st.query_params["ckpt"] = wanted
     if forget:
-        st.query_params["forget"] = ",".join(map(str, forget))
+        st.query_params["forget"] = forget_sets.to_text(forget)
     else:
         st.query_params.pop("forget", None)
     return view
