@@ -4,6 +4,7 @@ import ast
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ MAX_LINES = 350
 # Groups of the library, lowest first: a module may import only from its own rank or below.
 RANKS = {
     0: {"data", "forget", "atomic", "construction", "heads", "integrity", "sites",
-        "gates", "hooks", "distributed", "objectives", "latex", "hfdir"},
+        "gates", "hooks", "distributed", "objectives", "latex", "hfdir", "spreadsheet", "configs", "_version"},
     1: {"backbones", "filtering", "engine", "manifest", "checkpoint", "upgrade", "shipped", "splits"},
     2: {"evaluation", "pipeline", "api", "importing", "baselines", "inference", "answers", "removal", "baked"},
     3: {"benchmark", "explain", "figures", "export"},
@@ -68,6 +69,98 @@ def test_library_imports_point_down_and_never_to_the_dashboard(path):
             other = module.split(".")[1]
             if other in RANK:
                 assert RANK[other] <= mine, f"{path.relative_to(ROOT)} (rank {mine}) imports {module} (rank {RANK[other]})"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in LIBRARY_FILES}
+
+
+def load_time_imports(path: Path) -> set[str]:
+    """The library modules ``path`` imports when it is loaded: every import outside a function or class body.
+
+    ``from P import x`` counts as importing ``P.x`` when that is a module, else ``P`` (a name defined in
+    ``P/__init__.py``); ``import P.x`` as ``P.x``. Packages Python loads implicitly on the way to a submodule
+    are not counted (every module would then depend on ``wfexplain/__init__.py``). Imports under
+    ``if TYPE_CHECKING:`` count: they are the same dependency for the reader and the type checker.
+    """
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    out: set[str] = set()
+
+    def visit(nodes) -> None:
+        for node in nodes:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
+                continue  # run later, on first use: lazy imports are allowed to point anywhere allowed
+            if isinstance(node, ast.Import):
+                out.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+                module = ".".join(base + ([node.module] if node.module else []))
+                out.update(f"{module}.{a.name}" if f"{module}.{a.name}" in MODULES else module for a in node.names)
+            else:
+                visit(ast.iter_child_nodes(node))
+
+    visit(ast.parse(path.read_text()).body)
+    return {m for m in out if m in MODULES and m != module_name(path)}
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan), each as a sorted list."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def connect(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                connect(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            connect(v)
+    return cycles
+
+
+def test_library_imports_form_no_cycle():
+    """No import cycle among the library's modules, within a rank too: each module can be read (and loaded)
+    after the ones it imports. Module-level imports only: an import inside a function runs on first use and
+    is allowed to close a loop (the ranks still bound it); ``if TYPE_CHECKING:`` imports count."""
+    graph = {name: load_time_imports(path) for name, path in MODULES.items()}
+    cycles = import_cycles(graph)
+    shown = ["; ".join(f"{m} -> {sorted(graph[m] & set(c))}" for m in c) for c in cycles]
+    assert not cycles, f"import cycles: {shown}"
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_version_has_one_home():
+    import wfexplain
+    from wfexplain._version import __version__
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert wfexplain.__version__ is __version__ == pyproject["project"]["version"]
+    assert not [p.name for p in LIBRARY_FILES if p.name != "_version.py" and "__version__ = " in p.read_text()]
 
 
 def test_every_library_module_has_a_rank():
