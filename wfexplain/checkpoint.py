@@ -90,7 +90,7 @@ def check_target(directory: str | os.PathLike, overwrite: bool) -> None:
 
 def save_checkpoint(model: FilteredModel, directory: str | os.PathLike, fields: dict | None = None, *,
                     half: bool = False, overwrite: bool = False, carry: Sequence[str] = (),
-                    expect: Mapping[str, str] | None = None) -> Manifest:
+                    expect: Mapping[str, str] | None = None, extra: Mapping[str, bytes] | None = None) -> Manifest:
     """Write (or replace, whole) a checkpoint directory and return its manifest.
 
     Args:
@@ -104,6 +104,7 @@ def save_checkpoint(model: FilteredModel, directory: str | os.PathLike, fields: 
         expect: the weight files' digests (``Manifest.files``) the directory held when the caller loaded it:
             checked under the directory's lock, with the carried files' contents, so a checkpoint another
             writer changed meanwhile is refused (``CheckpointError``, nothing written), never overwritten.
+        extra: further files to write beside the weights (e.g. ``history.csv``), by plain file name.
 
     Raises:
         FileExistsError: ``directory`` exists and ``overwrite`` is False (checked again under the lock).
@@ -118,6 +119,10 @@ def save_checkpoint(model: FilteredModel, directory: str | os.PathLike, fields: 
         if MODEL_FILE not in carry:
             save_file({k: to_disk(v) for k, v in model.backbone.state_dict().items()}, str(tmp / MODEL_FILE))
         save_file({k: v.detach().cpu().float().contiguous() for k, v in model.memory.items()}, str(tmp / MEMORY_FILE))
+        for name, data in (extra or {}).items():
+            if Path(name).name != name or name in (*WEIGHT_FILES, MANIFEST_FILE):
+                raise ValueError(f"{name!r} is not a file name a checkpoint can hold beside its weights")
+            (tmp / name).write_bytes(data)
         manifest = Manifest(
             **{"versions": package_versions(), **(fields or {})},
             backbone=model.backbone_name, dataset=model.info, storage_dtype="float16" if half else "float32",
@@ -142,7 +147,7 @@ def _check_unchanged(d: Path, tmp: Path, expect: Mapping[str, str]) -> None:
 
 
 def update_manifest(directory: str | os.PathLike, change: Callable[[Manifest], Manifest],
-                    expect: Mapping[str, str] | None = None) -> Manifest:
+                    expect: Mapping[str, str] | None = None, extra: Mapping[str, bytes] | None = None) -> Manifest:
     """Replace only the manifest by ``change(current manifest)``, under the directory's lock (a read-modify-write:
     concurrent updates each see the other's result, none is lost). Weight files and everything else are kept;
     the directory is swapped whole. ``expect``: the weight digests the change was computed for (else refused).

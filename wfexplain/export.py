@@ -34,6 +34,7 @@ from .figures.paper import FIGURE_FORMATS, figure_bytes, memory_figure
 from .filtering import FilteredModel, bake
 from .forget import classes as forget_list
 from .forget import key as forget_key
+from .history import history_csv
 from .latex import table_latex
 from .spreadsheet import csv_safe
 
@@ -193,10 +194,11 @@ def network_safetensors(model: FilteredModel, net: nn.Module, classes: list[int]
 
 
 def removed_safetensors(model: FilteredModel, classes: list[int], result: Mapping, cfg) -> bytes:
-    """A :func:`wfexplain.removal.remove` result (``cfg`` its :class:`~wfexplain.removal.RemovalConfig`) as bytes."""
+    """A :func:`wfexplain.removal.remove` result (``cfg`` its :class:`~wfexplain.removal.RemovalConfig`) as bytes;
+    the repair's per-step history rides along as CSV text in the metadata (``history``)."""
     return network_safetensors(model, result["model"], classes, {
         "mode": "removed", "removal": json.dumps(dataclasses.asdict(cfg)), "removed_weights": str(result["removed_weights"]),
-        "hard_threshold": repr(float(cfg.threshold))})
+        "hard_threshold": repr(float(cfg.threshold)), "history": history_csv(result.get("history", [])).decode()})
 
 
 def write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = True) -> Path:

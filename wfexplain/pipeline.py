@@ -34,6 +34,7 @@ from .engine import Progress, StopFlag, reset_memory, train_classifier, train_me
 from .evaluation import evaluate, predict
 from .evaluation.metrics import accuracy, in_set
 from .filtering import FilteredModel
+from .history import HISTORY_FILE, Recorder, history_csv, merge, read_history
 from .manifest import Manifest
 from .splits import VAL_FRACTION, checkpoint_split, checkpoint_train_split, hold_out, recorded_split, training_subset
 
@@ -53,8 +54,12 @@ def train_checkpoint(dataset: str, backbone: str, out: str | os.PathLike, cfg: T
                      data_dir: str | None = None, download: bool = False, img_size: int | None = None,
                      limit_train: int | None = None, half: bool = False, progress: Progress | None = None,
                      should_stop: StopFlag | None = None, overwrite: bool = False, device: str | torch.device = "cpu",
-                     workers: int = 0, in_chans: int | None = None, val_fraction: float = VAL_FRACTION) -> dict:
+                     workers: int = 0, in_chans: int | None = None, val_fraction: float = VAL_FRACTION,
+                     tensorboard: str | os.PathLike | None = None) -> dict:
     """Train the original classifier on ``device`` and write a checkpoint (all-ones memory) to ``out``.
+
+    Every progress report is kept in ``history.csv`` beside the manifest (stage ``train``;
+    :mod:`wfexplain.history`), and sent to TensorBoard under ``tensorboard`` when given.
 
     A seeded, class-stratified ``val_fraction`` of the training split is held out first (recorded in
     the manifest as ``validation``; 0 trains on everything): every later choice is made on it.
@@ -86,7 +91,8 @@ def train_checkpoint(dataset: str, backbone: str, out: str | os.PathLike, cfg: T
     net = create_backbone(backbone, info.num_classes, info.in_chans, info.img_size).to(device)
     check_space(target, _nbytes(net, half))  # a full disk is found before the training, not after it
     fit = training_subset(rest, limit_train, cfg.seed)
-    result = train_classifier(net, fit, cfg, progress, should_stop, workers)
+    with Recorder("train", tensorboard if dist.is_main() else None) as history:
+        result = train_classifier(net, fit, cfg, history.wrap(progress), should_stop, workers)
     if result["cancelled"]:
         return {"cancelled": True, "seconds": result["seconds"], "accuracy": None, "path": None}
 
@@ -108,16 +114,17 @@ def train_checkpoint(dataset: str, backbone: str, out: str | os.PathLike, cfg: T
     if dist.any_rank(bool(should_stop and should_stop())):
         return {"cancelled": True, "seconds": result["seconds"], "accuracy": None, "path": None}
     if dist.is_main():
-        save_checkpoint(model, target, manifest, half=half, overwrite=overwrite)
+        save_checkpoint(model, target, manifest, half=half, overwrite=overwrite,
+                        extra={HISTORY_FILE: history_csv(history.rows)})
     dist.barrier()
-    return {"cancelled": False, "accuracy": acc, "seconds": result["seconds"], "path": target}
+    return {"cancelled": False, "accuracy": acc, "seconds": result["seconds"], "path": target, "history": history.rows}
 
 
 def unlearn_checkpoint(path: str | os.PathLike, cfg: UnlearnConfig = UnlearnConfig(), out: str | os.PathLike | None = None,
                        data_dir: str | None = None, download: bool = False, limit_train: int | None = None,
                        eval_limit: int | None = None, progress: Progress | None = None,
                        should_stop: StopFlag | None = None, device: str | torch.device = "cpu",
-                       workers: int = 0, force: bool = False) -> dict:
+                       workers: int = 0, force: bool = False, tensorboard: str | os.PathLike | None = None) -> dict:
     """Train the memory matrices of all classes in one round (on ``device``) and save them.
 
     Args:
@@ -158,8 +165,10 @@ def unlearn_checkpoint(path: str | os.PathLike, cfg: UnlearnConfig = UnlearnConf
     if val is None:  # made before validation splits (or imported): hold one out of the memory's training now
         rest, val, validation = hold_out(train, max(n, round(VAL_FRACTION * len(train))), cfg.seed, True)
     reset_memory(model)  # a fresh round starts from the original network
-    watched = _with_validation(model, training_subset(val, VAL_PROBE, cfg.seed), cfg.steps, progress, workers)
-    result = train_memory(model, training_subset(rest, limit_train, cfg.seed), cfg, watched, should_stop, workers)
+    with Recorder("unlearn", tensorboard if dist.is_main() else None) as history:
+        watched = _with_validation(model, training_subset(val, VAL_PROBE, cfg.seed), cfg.steps, history.wrap(progress),
+                                   workers)
+        result = train_memory(model, training_subset(rest, limit_train, cfg.seed), cfg, watched, should_stop, workers)
     if result["cancelled"]:
         return {"cancelled": True, "seconds": result["seconds"], "single": None, "path": None}
     digest = dist.check_identical(model.memory, "memory matrices")
@@ -176,11 +185,13 @@ def unlearn_checkpoint(path: str | os.PathLike, cfg: UnlearnConfig = UnlearnConf
         "timings": {**manifest.timings, "unlearn_seconds": round(result["seconds"], 1)},
     }
     if dist.is_main():
+        rows = merge(read_history(path), history.rows)  # the training stage kept, the unlearning stage replaced
         save_checkpoint(model, target, fields, half=manifest.storage_dtype == "float16", overwrite=in_place or force,
-                        carry=[MODEL_FILE, ORACLE_DIR] if in_place else (),
+                        carry=[MODEL_FILE, ORACLE_DIR] if in_place else (), extra={HISTORY_FILE: history_csv(rows)},
                         expect=manifest.files if in_place else None)
     dist.barrier()
     return {"cancelled": False, "seconds": result["seconds"], "single": report["single"], "path": target,
+            "history": history.rows,
             "validation": val_report["single"], "memory_digest": digest, "world_size": dist.world_size()}
 
 
@@ -251,7 +262,8 @@ def retrain(checkpoint: str | os.PathLike, forget: Sequence[int], seed: int = 0,
     net = manifest.build_network(shapes, trust=trust).to(device)
     if save:
         check_space(path, _nbytes(net, manifest.storage_dtype == "float16"))
-    result = train_classifier(net, retain, cfg, progress, should_stop, workers)
+    with Recorder("train") as history:
+        result = train_classifier(net, retain, cfg, history.wrap(progress), should_stop, workers)
     if result["cancelled"]:
         return {"model": None, "seconds": result["seconds"], "path": None, "cancelled": True}
     if save:
@@ -262,7 +274,8 @@ def retrain(checkpoint: str | os.PathLike, forget: Sequence[int], seed: int = 0,
                       "timings": {"train_seconds": round(result["seconds"], 3)}}
             with dir_lock(checkpoint):  # never lost to a swap of the checkpoint that holds it
                 save_checkpoint(FilteredModel(manifest.backbone, info, net, heads=manifest.heads), path, fields,
-                                half=manifest.storage_dtype == "float16", overwrite=overwrite)
+                                half=manifest.storage_dtype == "float16", overwrite=overwrite,
+                                extra={HISTORY_FILE: history_csv(history.rows)})
         dist.barrier()
     return {"model": net.eval(), "seconds": result["seconds"], "path": path if save else None, "cancelled": False}
 

@@ -37,6 +37,7 @@ from .evaluation.metrics import in_set
 from .filtering import FilteredModel, bake
 from .forget import Forget
 from .forget import classes as forget_list
+from .history import Recorder
 from .splits import checkpoint_train_split
 
 __all__ = ["RemovalConfig", "removal_masks", "remove", "repair", "retain_subset"]
@@ -119,9 +120,10 @@ def remove(model: FilteredModel, forget: Forget, train: Dataset | None = None, c
     trained on, its validation split left out); the repair only sees its retained classes.
 
     Returns:
-        ``{"model", "masks", "removed_weights", "steps", "seconds", "final_loss", "cancelled"}``; ``model`` is a
-        plain backbone in eval mode (None when cancelled), ``masks`` maps each parameter's name to a bool
-        tensor of its removed entries (held at zero).
+        ``{"model", "masks", "removed_weights", "steps", "seconds", "final_loss", "cancelled", "history"}``;
+        ``model`` is a plain backbone in eval mode (None when cancelled), ``masks`` maps each parameter's name to
+        a bool tensor of its removed entries (held at zero), ``history`` the repair's per-step reports
+        (:class:`wfexplain.history.Recorder` rows, stage ``removal``).
     """
     classes = forget_list(forget, model.num_classes, allow_empty=False)
     if len(classes) >= model.num_classes:
@@ -131,6 +133,8 @@ def remove(model: FilteredModel, forget: Forget, train: Dataset | None = None, c
     retain = retain_subset(train, classes)
     probe = torch.stack([retain[i][0] for i in range(min(16, len(retain)))])
     net, masks = removal_masks(model, classes, cfg.threshold, probe.to(next(model.parameters()).device))
-    result = repair(net, masks, retain, cfg, progress, should_stop)
+    history = Recorder("removal")
+    result = repair(net, masks, retain, cfg, history.wrap(progress), should_stop)
     removed = int(sum(int(m.sum()) for m in masks.values()))
-    return {"model": None if result["cancelled"] else net.eval(), "masks": masks, "removed_weights": removed, **result}
+    return {"model": None if result["cancelled"] else net.eval(), "masks": masks, "removed_weights": removed, **result,
+            "history": history.rows}

@@ -56,6 +56,11 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--download", action="store_true", help="allow downloading CIFAR-10 (explicit opt-in)")
 
 
+def _add_tensorboard_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tensorboard", metavar="DIR", help="also send every logged metric to TensorBoard logs in DIR "
+                                                        "(needs the tensorboard package); history.csv keeps them anyway")
+
+
 def _add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", type=device, default="cpu",
                    help="cpu (default), cuda or cuda:N; under torchrun cuda = the rank's local GPU")
@@ -92,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     add_config_args(p, TrainConfig)
     _add_runtime_args(p)
+    _add_tensorboard_arg(p)
     p.set_defaults(func=C.cmd_train)
 
     p = sub.add_parser("unlearn", help="train the memory matrices of all classes in one round")
@@ -104,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     add_config_args(p, UnlearnConfig)
     _add_runtime_args(p)
+    _add_tensorboard_arg(p)
     p.set_defaults(func=C.cmd_unlearn)
 
     p = sub.add_parser("evaluate", help="forget matrix and forget/retain accuracy of every class (pair, larger sets)")

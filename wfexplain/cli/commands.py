@@ -46,7 +46,16 @@ def _forget_classes(forget: list[int], num_classes: int, allow_empty: bool) -> l
         raise UsageError("--forget", str(e)) from None
 
 
+def _check_tensorboard(args) -> None:
+    """A --tensorboard that cannot be honoured is refused before the work, not after it."""
+    import importlib.util
+
+    if args.tensorboard is not None and importlib.util.find_spec("tensorboard") is None:
+        raise UsageError("--tensorboard", "needs the tensorboard package (pip install tensorboard)")
+
+
 def cmd_train(args) -> int:
+    _check_tensorboard(args)
     out = Path(args.out)
     at_least("--limit-train", args.limit_train, args.batch_size, f"one batch of --batch-size {args.batch_size}")
     check_target(out, args.force)  # before any work (train_checkpoint checks again)
@@ -56,7 +65,7 @@ def cmd_train(args) -> int:
         result = train_checkpoint(args.dataset, args.backbone, out, config_from(args, TrainConfig), args.data_dir,
                                   args.download, args.img_size, args.limit_train, args.half, progress, stop,
                                   overwrite=args.force, device=args.device, workers=args.workers,
-                                  in_chans=args.in_chans, val_fraction=args.val_fraction)
+                                  in_chans=args.in_chans, val_fraction=args.val_fraction, tensorboard=args.tensorboard)
     bar.close()
     if result["cancelled"]:
         log("cancelled: no checkpoint written")
@@ -66,6 +75,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_unlearn(args) -> int:
+    _check_tensorboard(args)
     n = read_manifest(args.checkpoint).dataset.num_classes
     _check_limits(args, n)
     if args.max_set_size >= n:
@@ -75,7 +85,8 @@ def cmd_unlearn(args) -> int:
     with _Interrupt() as stop:
         result = unlearn_checkpoint(args.checkpoint, config_from(args, UnlearnConfig), args.out, args.data_dir,
                                     args.download, args.limit_train, args.eval_limit, progress, stop,
-                                    device=args.device, workers=args.workers, force=args.force)
+                                    device=args.device, workers=args.workers, force=args.force,
+                                    tensorboard=args.tensorboard)
     bar.close()
     if result["cancelled"]:
         log("cancelled: checkpoint left unchanged")

@@ -199,3 +199,24 @@ def component_profile_bar(values, class_names: Sequence[str], title: str = "Comp
                       xaxis=dict(title="filter of class", type="category"),
                       yaxis=dict(title="alpha", range=[0, 1.05]))
     return fig
+
+
+# Directions of the metrics a run reports (wfexplain.engine / pipeline): shown in each panel's title.
+_DIRECTION = {"loss": "↓", "val_forget": "↓ (forget accuracy)", "val_retain": "↑ (retain accuracy)"}
+
+
+def history_curves(rows: Sequence[Mapping], stage: str) -> go.Figure:
+    """Every metric one stage of a run reported (:mod:`wfexplain.history` rows), one line each, against the step."""
+    rows = [r for r in rows if r.get("stage") == stage]
+    metrics = sorted({k for r in rows for k in r} - {"stage", "step", "total"})
+    fig = go.Figure()
+    for name in metrics:
+        points = [(r["step"], r[name]) for r in rows if name in r]
+        fig.add_trace(go.Scatter(x=[s for s, _ in points], y=[v for _, v in points], mode="lines",
+                                 name=plotly_text(f"{name} {_DIRECTION.get(name, '')}".strip()),
+                                 hovertemplate=f"{plotly_text(name)}<br>step %{{x}}: %{{y:.4g}}<extra></extra>"))
+    total = max((r["total"] for r in rows), default=0)
+    fig.update_layout(**wrapped_title(f"{plotly_text(stage)}: {len(rows)} reports over {total} steps"),
+                      xaxis=dict(title="step", range=[0, total] if total else None), yaxis=dict(title="value"),
+                      legend=dict(title="metric"))
+    return fig

@@ -7,11 +7,13 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from wfexplain import figures
 from wfexplain.backbones import list_backbones
 from wfexplain.data import list_datasets
 from wfexplain.distributed import resolve_device
 from wfexplain.engine import TrainConfig, UnlearnConfig
 from wfexplain.explain import analysis
+from wfexplain.history import history_csv, read_history
 from wfexplain.pipeline import train_checkpoint, unlearn_checkpoint
 from wfexplain_dashboard.job_panel import job_panel, running, start_job
 from wfexplain_dashboard.jobs import Job
@@ -57,6 +59,18 @@ with right:
     st.dataframe(pd.DataFrame({"value": rows}), height=240)
 with st.expander("Resolved configuration (manifest.json)"):
     st.json(public_manifest(man), expanded=1)
+
+# ---------------------------------------------------------------- history
+history = read_history(view.path)
+stages = list(dict.fromkeys(r["stage"] for r in history))
+with st.expander(f"History: every step reported ({', '.join(stages) or 'none recorded'})", expanded=bool(stages)):
+    if not stages:
+        st.caption("This checkpoint was made before runs kept their history (history.csv beside the manifest).")
+    for stage in stages:
+        st.plotly_chart(figures.history_curves(history, stage), width="stretch", key=f"history-{stage}")
+    if stages:
+        st.download_button("History (.csv)", history_csv(history), f"{view.name.replace('/', '_')}-history.csv",
+                           "text/csv", on_click="ignore")
 
 # ---------------------------------------------------------------- training jobs
 st.header("Train")
