@@ -16,7 +16,7 @@ MAX_LINES = 350
 # Groups of the library, lowest first: a module may import only from its own rank or below.
 RANKS = {
     0: {"data", "forget", "atomic", "construction", "heads", "integrity", "sites",
-        "gates", "hooks", "distributed", "objectives", "latex", "hfdir", "spreadsheet", "configs", "_version"},
+        "gates", "hooks", "distributed", "objectives", "latex", "hfdir", "spreadsheet", "history", "configs", "_version"},
     1: {"backbones", "filtering", "engine", "manifest", "checkpoint", "upgrade", "shipped", "splits"},
     2: {"evaluation", "pipeline", "api", "importing", "baselines", "inference", "answers", "removal", "baked"},
     3: {"benchmark", "explain", "figures", "export"},
