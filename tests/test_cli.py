@@ -207,7 +207,8 @@ def test_quiet_hides_progress_bars():
 def test_list_json(capsys):
     assert main(["list", "--json", "--checkpoints", str(ROOT / "checkpoints")]) == 0
     listed = json.loads(capsys.readouterr().out)
-    assert set(listed) == {"backbones", "datasets", "checkpoints_dir", "checkpoints"}
+    assert set(listed) == {"backbones", "datasets", "checkpoints_dir", "checkpoints", "shipped"}
+    assert set(listed["shipped"]) == {"fmnist-cnn", "fmnist-resnet18", "fmnist-vit", "mnist-cnn"}
     assert listed["backbones"] == ["cnn", "resnet18", "vit"] and "fashion-mnist" in listed["datasets"]
     shipped = sorted(p.parent.name for p in (ROOT / "checkpoints").glob("*/manifest.json"))
     assert shipped and listed["checkpoints"] == shipped and "fmnist-cnn" in shipped

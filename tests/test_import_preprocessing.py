@@ -55,9 +55,10 @@ def test_import_uses_the_timm_pretrained_cfg(setup):
                                data_dir=setup / "data", in_chans=3)
     pre = result["preprocessing"]
     assert set(pre["sources"].values()) == {"the network's pretrained_cfg"}
-    assert any("crop_pct=0.875" in n and "interpolation=bicubic" in n for n in pre["notes"])
+    assert (pre["crop_pct"], pre["interpolation"]) == (0.875, "bicubic")  # recorded and applied, no longer a note
+    assert any("--crop-pct and --interpolation if these weights were trained otherwise" in n for n in pre["notes"])
     info = wfexplain.load(setup / "cfg").info
-    assert (info.img_size, info.mean, info.std) == (176, *IMAGENET)
+    assert (info.img_size, info.mean, info.std, info.crop_pct, info.interpolation) == (176, *IMAGENET, 0.875, "bicubic")
 
 
 def test_a_config_beside_the_weights_is_used_and_options_win(setup, capsys):
@@ -78,11 +79,18 @@ def test_a_config_beside_the_weights_is_used_and_options_win(setup, capsys):
 def test_a_hugging_face_preprocessor_config(tmp_path):
     (tmp_path / "preprocessor_config.json").write_text(json.dumps({
         "do_center_crop": True, "crop_size": {"height": 40, "width": 40}, "size": {"shortest_edge": 46},
-        "image_mean": [0.5, 0.5, 0.5], "image_std": 0.25}))
+        "image_mean": [0.5, 0.5, 0.5], "image_std": 0.25, "resample": 3}))
     pre = resolve_preprocessing(None, tmp_path / "w.safetensors", FOLDER, 3)
     assert (pre["img_size"], pre["mean"], pre["std"]) == (40, (0.5,) * 3, (0.25,) * 3)
-    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"size": {"height": 40, "width": 30}}))
-    with pytest.raises(ValueError, match=r"preprocessor_config\.json: input size \[40, 30\] is not square"):
+    assert (pre["crop_pct"], pre["interpolation"]) == (40 / 46, "bicubic")  # shorter side to 46, centre 40x40 cut
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"size": {"height": 40, "width": 30}, "image_mean": 0.5,
+                                                                    "image_std": 0.25}))
+    pre = resolve_preprocessing(None, tmp_path / "w.safetensors", FOLDER, 3)
+    assert (pre["img_size"], pre["crop_pct"], pre["interpolation"]) == ((40, 30), None, "bilinear")
+    assert pre["sources"] == dict.fromkeys(("img_size", "mean", "std"), "preprocessor_config.json")
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"size": {"height": 40, "width": 3000}}))
+    with pytest.raises(ValueError, match=r"preprocessor_config\.json: input size \[40, 3000\] is not a side or a "
+                                         r"\(height, width\) of 4 to 1024 px"):
         resolve_preprocessing(None, tmp_path / "w.safetensors", FOLDER, 3)
 
 
@@ -99,3 +107,17 @@ def test_the_dataset_is_a_source_when_the_network_records_nothing_for_its_channe
     pre = resolve_preprocessing(timm.create_model("resnet10t", num_classes=3), w, CIFAR, 3, img_size=32,
                                 mean=CIFAR.mean, std=CIFAR.std)
     assert set(pre["sources"].values()) == {"given"} and not pre["notes"]
+
+
+def test_the_cli_takes_a_non_square_size_a_crop_and_a_filter(setup, capsys):
+    assert main(_argv(setup, "timm:resnet10t", "resnet10t", "cli", "--img-size", "24", "32", "--crop-pct", "0.9",
+                      "--interpolation", "bicubic", "--mean", "0.5", "0.5", "0.5", "--std", "0.2", "0.2", "0.2")) == 0
+    assert "preprocessing: 24x32 px (given)" in capsys.readouterr().err
+    info = wfexplain.load(setup / "cli").info
+    assert (info.input_hw, info.crop_pct, info.interpolation) == ((24, 32), 0.9, "bicubic")
+    assert main(_argv(setup, "timm:resnet10t", "resnet10t", "bad", "--img-size", "16", "16", "16")) == 2
+    for bad in (["--crop-pct", "1.5"], ["--interpolation", "cubic"], ["--img-size", "2"]):
+        with pytest.raises(SystemExit) as e:  # argparse's own refusal: usage, exit 2
+            main(_argv(setup, "timm:resnet10t", "resnet10t", "bad", *bad))
+        assert e.value.code == 2
+    assert not (setup / "bad").exists()

@@ -17,57 +17,79 @@ import shutil
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from .atomic import replace_dir
-from .backbones import BuildRefused, build_network, check_spec, list_backbones, weight_shapes
+from .backbones import BuildRefused, build_network, check_spec, default_heads, list_backbones, weight_shapes
 from .checkpoint import load, save_checkpoint
 from .configs import UnlearnConfig
 from .data import DatasetInfo
 from .engine import Progress, StopFlag, reset_memory, train_memory
 from .evaluation import evaluate as _evaluate
 from .filtering import FilteredModel, Sites, bake_gates
+from .gate_coverage import Coverage, inert_sites, record
 from .gates import strip_hooks
 from .heads import Trace, trace_heads
 from .inference import relative_error
+from .layout import check_layout
 from .manifest import CheckpointError, Manifest
-from .sites import direct_sites, skipped
+from .sites import GateSite, check_sites, direct_sites, discover_sites, select, skipped
 
 
 def wrap(module: nn.Module, class_names: Sequence[str], *, input_size: tuple[int, int, int],
-         mean: Sequence[float], std: Sequence[float], head: str | Sequence[str] | None = None, sites: Sites = "auto",
-         arch: str | None = None, arch_kwargs: dict | None = None, dataset: str = "custom") -> FilteredModel:
+         mean: Sequence[float], std: Sequence[float], head: str | Sequence[str] | None = None,
+         sites: Sites | Sequence[str] = "auto", exclude: Sequence[str] = (), arch: str | None = None,
+         arch_kwargs: dict | None = None, dataset: str = "custom", crop_pct: float | None = None,
+         interpolation: str = "bilinear") -> FilteredModel:
     """A :class:`FilteredModel` over your own trained classifier (left in place, frozen, eval mode).
+
+    Its :func:`wfexplain.coverage` (gated components per stage and kind, the layers left ungated and why,
+    the sites whose gate never changed the output in the probe) is recorded; layers left ungated and sites with no
+    effect are also warned about (:class:`UngatedLayersWarning`, :class:`InertSitesWarning`).
 
     Args:
         module: the classifier; its output must be ``[B, len(class_names)]`` logits.
         class_names: one name per output.
-        input_size: ``(C, H, W)`` the network expects (square: H == W).
+        input_size: ``(C, H, W)`` the network expects.
         mean, std: per-channel normalisation of its inputs.
         head: classifier head path(s), never gated (default: every layer whose output reaches the logits with no
             layer with weights in between, traced in one forward pass: :mod:`wfexplain.heads`). Given, a gate site
             that reaches the logits directly is refused.
-        sites: ``"auto"``, a list of :class:`~wfexplain.sites.GateSite`, or ``callable(module) -> sites``.
+        sites: ``"auto"``; module paths (or their prefixes): only the sites found under them; a list of
+            :class:`~wfexplain.sites.GateSite`; or ``callable(module) -> sites``.
+        exclude: module paths (or their prefixes) whose sites are left ungated (e.g. GoogLeNet's ``aux1``, ``aux2``).
         arch: how to rebuild it (``timm:NAME``, ``torchvision:NAME``, ``package.module:factory``), needed to save.
         arch_kwargs: keyword arguments of ``arch``.
         dataset: a name for the data (recorded in checkpoints).
+        crop_pct, interpolation: how an image is resized to ``(H, W)`` (:class:`~wfexplain.data.DatasetInfo`): None,
+            the whole image; else keeping its aspect, then its centre cropped (timm's ``crop_pct``); the filter.
 
     Raises:
-        ValueError: no head or no site found, a site that cannot be gated or that feeds the logits directly, or a
-            probe failure (the site named); the module is then left without gates.
+        ValueError: no head or no site found, a site that cannot be gated (never applied, or its activation not laid
+            out as its kind says: :mod:`wfexplain.layout`) or that feeds the logits directly, or a probe failure (the
+            site named); the module is then left without gates.
     """
     c, h, w = input_size
-    if h != w:
-        raise ValueError(f"input_size must be square for now, got {input_size}")
     if len(mean) != c or len(std) != c:
         raise ValueError(f"mean and std need one value per input channel ({c}), got {len(mean)} and {len(std)}")
-    info = DatasetInfo(dataset, tuple(class_names), c, h, tuple(float(m) for m in mean), tuple(float(s) for s in std))
+    info = DatasetInfo(dataset, tuple(class_names), c, h, tuple(float(m) for m in mean), tuple(float(s) for s in std),
+                       interpolation, crop_pct, w)
     name = check_spec(arch) if arch else f"<{type(module).__name__}>"
+    if h != w and name in list_backbones():
+        raise ValueError(f"the built-in backbone {name} takes square inputs, not {h}x{w}")
     trace, heads = _heads(module, name, head, input_size, len(class_names))
-    model = FilteredModel(name, info, module, sites=sites, heads=heads, arch_kwargs=arch_kwargs)
+    heads = heads if heads is not None else default_heads(name, module, len(class_names))
+    found, left, strict = _candidates(module, sites, exclude, heads)
+    layout = check_layout(module, found, input_size)
+    layout.check(strict)
+    if not layout.sites:
+        raise ValueError(f"no gate site of {type(module).__name__} can be gated: "
+                         + ("; ".join(f"{p}: {why}" for p, why in layout.refused or left) or "none found"))
+    model = FilteredModel(name, info, module, sites=layout.sites, heads=heads, arch_kwargs=arch_kwargs)
     try:
         direct = direct_sites(module, model.sites, model.heads, trace) if trace is not None else []
         if direct:
@@ -77,15 +99,39 @@ def wrap(module: nn.Module, class_names: Sequence[str], *, input_size: tuple[int
                              "class's filter would mask its own logit): " + ", ".join(f"{s.path} ({s.kind})" for s in direct)
                              + f"; they are classifier heads too: name them all (head={every!r}, "
                              f"--head {' '.join(every)})")
-        probe(model)
+        result = probe(model)
     except ValueError:
         strip_hooks(module)  # the module is left as it came, ready to wrap again
         raise
-    left = skipped(module, model.heads) if sites in (None, "auto") else []
+    left = [*left, *layout.refused]
+    record(model, Coverage.of(module, model.sites, left, result["inert"], layout.folded))
     if left:
         warnings.warn("left ungated: " + "; ".join(f"{p} ({why})" for p, why in left[:8])
                       + (f"; and {len(left) - 8} more" if len(left) > 8 else ""), UngatedLayersWarning, stacklevel=2)
+    if result["inert"]:
+        warnings.warn("gate site(s) whose gate, zeroed, never changed the output in the probe (kept; a filter there "
+                      "does nothing on these inputs): " + ", ".join(result["inert"][:8])
+                      + (f"; and {len(result['inert']) - 8} more" if len(result["inert"]) > 8 else ""),
+                      InertSitesWarning, stacklevel=2)
     return model
+
+
+def _candidates(module: nn.Module, sites: Sites | Sequence[str], exclude: Sequence[str],
+                heads: list[str]) -> tuple[list[GateSite], list[tuple[str, str]], bool]:
+    """``(sites to check, layers left ungated and why, whether the caller named the sites)``."""
+    paths = not isinstance(sites, str) and isinstance(sites, Sequence) and bool(sites) \
+        and all(isinstance(s, str) for s in sites)
+    if sites is None or sites == "auto" or paths:
+        found, left = discover_sites(module, heads), skipped(module, heads)
+        return *select(module, found, left, cast(Sequence[str], sites) if paths else None, exclude), False
+    if callable(sites):
+        given = list(sites(module))
+    elif isinstance(sites, str):
+        raise ValueError(f"sites must be 'auto', module paths, a list of GateSite or a callable, got {sites!r}")
+    else:
+        given = [s if isinstance(s, GateSite) else GateSite(**cast(dict, s)) for s in sites]
+    check_sites(module, given, heads)
+    return *select(module, given, [], None, exclude), True
 
 
 def _heads(module: nn.Module, name: str, head: str | Sequence[str] | None, input_size: tuple[int, int, int],
@@ -118,6 +164,10 @@ class UngatedLayersWarning(UserWarning):
     """:func:`wrap` found layers that look gateable but cannot be gated exactly (they stay as they are)."""
 
 
+class InertSitesWarning(UserWarning):
+    """:func:`wrap` kept gate sites whose gate, zeroed alone, never changed the output in the probe."""
+
+
 def ungated_copy(module: nn.Module) -> nn.Module:
     """A deep copy of a network without the gates a :class:`FilteredModel` installed on it (ready to wrap again)."""
     return strip_hooks(copy.deepcopy(module))
@@ -128,7 +178,8 @@ def probe(model: FilteredModel, tolerance: float = 1e-4) -> dict:
     """Check every gate site: its gate is applied in a forward pass, and gated == baked (relative error < ``tolerance``).
 
     Returns:
-        ``{"sites", "max_relative_error"}``.
+        ``{"sites", "max_relative_error", "inert"}``: the sites whose gate, zeroed alone, changed no logit
+        (:func:`wfexplain.gate_coverage.inert_sites`; kept, but a filter there does nothing).
 
     Raises:
         ValueError: the output is not ``[B, num_classes]``, or naming each site whose gate is never applied
@@ -137,7 +188,7 @@ def probe(model: FilteredModel, tolerance: float = 1e-4) -> dict:
     g = torch.Generator().manual_seed(0)
     device = next(model.backbone.parameters()).device
     info = model.info
-    x = torch.randn(2, info.in_chans, info.img_size, info.img_size, generator=g).to(device)
+    x = torch.randn(2, *info.input_size, generator=g).to(device)
     base = model.run_gated(x, None)
     if tuple(base.shape) != (2, model.num_classes):
         raise ValueError(f"the network returns {tuple(base.shape)} for 2 inputs of {tuple(x.shape[1:])}; expected "
@@ -167,7 +218,7 @@ def probe(model: FilteredModel, tolerance: float = 1e-4) -> dict:
         raise ValueError("gated != baked at " + (", ".join(f"{s.path} ({s.kind}, relative error {e:.1e})" for s, e in bad)
                                                   or f"the sites together (relative error {worst:.1e})")
                          + "; pass sites= without them")
-    return {"sites": len(model.sites), "max_relative_error": worst}
+    return {"sites": len(model.sites), "max_relative_error": worst, "inert": inert_sites(model, x[:1])}
 
 
 class _Recording(dict):
@@ -261,7 +312,7 @@ def check_loads(model: FilteredModel, directory: str | os.PathLike, trust: bool 
                               f"saved: {type(e).__name__}: {e}") from None
     param = next(model.backbone.parameters())
     info = model.info
-    x = torch.randn(2, info.in_chans, info.img_size, info.img_size, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(2, *info.input_size, generator=torch.Generator().manual_seed(0))
     x = x.to(param.device, param.dtype)
     loaded.to(param.device, param.dtype)
     tolerance = tolerance if param.dtype in (torch.float32, torch.float64) else max(tolerance, 1e-2)

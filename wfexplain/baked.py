@@ -33,14 +33,18 @@ ONNX_PACKAGES = ("onnx", "onnxscript")  # what torch.onnx.export's default expor
 def baked_metadata(model: FilteredModel, classes: list[int], extra: Mapping[str, str]) -> dict[str, str]:
     """The string metadata of a baked (or removed) copy of ``model`` without ``classes``, plus ``extra``: the
     architecture (``backbone`` spec, ``arch_kwargs`` JSON, ``num_classes``, ``in_chans``, ``img_size``), the
-    classes and the preprocessing (``mean``/``std``; the input is resized whole to ``img_size``, bilinearly)."""
+    classes and the preprocessing (``mean``/``std``; the input is resized whole to ``img_size``, bilinearly, unless
+    ``img_width`` (the input is ``img_size`` x ``img_width``), ``interpolation`` or ``crop_pct`` say otherwise: those
+    are written only where they are not the default, as in the manifest)."""
     info = model.info
     return {"format": BAKED_FORMAT, "backbone": model.backbone_name,
             "arch_kwargs": json.dumps(model.arch_kwargs, sort_keys=True), "forget": json.dumps(classes),
             "forget_names": json.dumps([info.class_names[c] for c in classes]),
             "class_names": json.dumps(list(info.class_names)), "num_classes": str(info.num_classes),
             "in_chans": str(info.in_chans), "img_size": str(info.img_size), "mean": json.dumps(list(info.mean)),
-            "std": json.dumps(list(info.std)), "wfexplain_version": __version__, **extra}
+            "std": json.dumps(list(info.std)), "wfexplain_version": __version__,
+            **{k: str(getattr(info, k)) for k in ("img_width", "interpolation", "crop_pct")
+               if getattr(info, k) not in (None, "bilinear")}, **extra}
 
 
 def baked_header(data: bytes) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
@@ -99,7 +103,7 @@ def _require(packages: tuple[str, ...], what: str) -> None:
 def baked_onnx(model: FilteredModel, forget, hard_threshold: float | None = None, opset: int | None = None) -> bytes:
     """``forget``'s bake of ``model`` (:func:`wfexplain.filtering.bake`) as an ONNX model's bytes.
 
-    One input ``image`` ``[batch, in_chans, img_size, img_size]`` (normalised as ``mean``/``std`` say; the batch
+    One input ``image`` ``[batch, in_chans, H, W]`` (normalised as ``mean``/``std`` say; the batch
     is dynamic), one output ``logits`` ``[batch, num_classes]``. The model's ``metadata_props`` record what
     :func:`wfexplain.export.baked_safetensors` records. Exported by ``torch.onnx.export`` (the ``torch.export``
     path; ``opset``: its default if None).
@@ -114,7 +118,7 @@ def baked_onnx(model: FilteredModel, forget, hard_threshold: float | None = None
     classes = forget_list(forget, model.num_classes, allow_empty=False)
     net = bake(model, classes, hard_threshold=hard_threshold).eval()
     info = model.info
-    x = torch.zeros(2, info.in_chans, info.img_size, info.img_size)
+    x = torch.zeros(2, *info.input_size)
     program = torch.onnx.export(net, (x,), input_names=["image"], output_names=["logits"], opset_version=opset,
                                 dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
     if program is None:  # only the legacy TorchScript exporter (dynamo=False) returns None

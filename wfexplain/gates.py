@@ -166,6 +166,39 @@ def install(backbone: nn.Module, sites: list[GateSite]) -> None:
             m.register_forward_hook(_output_hook(site))
 
 
+@torch.no_grad()
+def gated_tensors(backbone: nn.Module, sites: list[GateSite], x: torch.Tensor) -> tuple[dict[str, torch.Tensor], set[str]]:
+    """What each site's gate would scale in ``backbone(x)`` (its first call; batch-first for ``"mha"``), ungated,
+    and the paths of every module that was called. The hooks are gone again on return."""
+    seen: dict[str, torch.Tensor] = {}
+    called: set[str] = set()
+    modules = dict(backbone.named_modules())
+    handles = [m.register_forward_pre_hook(lambda *_, name=name: called.add(name)) for name, m in modules.items()]
+
+    def keep(site: GateSite, t) -> None:
+        if isinstance(t, torch.Tensor) and site.path not in seen:
+            seen[site.path] = t.detach()
+
+    for site in sites:
+        m = modules[site.path]
+        if site.kind in ("heads", "norm_act"):
+            target = m.drop if site.kind == "norm_act" else m
+            handles.append(target.register_forward_pre_hook(lambda _, args, site=site: keep(site, args[0])))
+        elif site.kind == "mha":
+            def first(mod, args, kwargs, output, site=site):
+                q = mha_call(args, kwargs)["query"]
+                keep(site, q if mod.batch_first else q.transpose(0, 1))
+            handles.append(m.register_forward_hook(first, with_kwargs=True))
+        else:
+            handles.append(m.register_forward_hook(lambda _, args, out, site=site: keep(site, out)))
+    try:
+        run(backbone, x, None)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen, called
+
+
 def strip_hooks(module: nn.Module) -> nn.Module:
     """Remove every gate hook from ``module`` and its children (e.g. on a deep copy); returns it."""
     for m in module.modules():

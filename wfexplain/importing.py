@@ -8,17 +8,10 @@ later command and the dashboard rebuild and feed it exactly as it was trained, w
 ``--data-dir``. The test accuracy of the imported network is measured and recorded, and the
 checkpoint is loaded back before it is swapped in (:func:`wfexplain.save`).
 
-The preprocessing (input size, mean, std) is never guessed (:func:`resolve_preprocessing`): each
-value comes from the first source that has it, in this order:
-
-1. the caller (``--img-size``, ``--mean``, ``--std``; ``img_size`` among the architecture's arguments);
-2. ``config.json`` / ``preprocessor_config.json`` beside the weights (timm hub: its ``pretrained_cfg``'s
-   ``input_size``, ``mean``, ``std``; Hugging Face: ``image_size``, ``image_mean``, ``image_std``, ``size``);
-3. the network's own configuration (timm's ``pretrained_cfg``), and the dataset's preprocessing
-   (fashion-mnist, mnist, cifar10; never ``imagefolder``), each only when its channels are the network's;
-   where both have a value and they disagree, the import refuses and asks for it.
-
-A value no source has is an error naming the option that gives it.
+The preprocessing (input size, square or ``(H, W)``; mean, std; the resize: ``crop_pct``, ``interpolation``)
+is never guessed: :func:`wfexplain.preprocessing.resolve_preprocessing` takes each value from the caller, named
+torchvision weights, a ``config.json`` / ``preprocessor_config.json`` beside the weights, the network's own
+``pretrained_cfg`` or the dataset, and names the options that give what no source has.
 
 A Hugging Face-style folder (``config.json`` + ``model.safetensors``, as timm's ``save_for_hf`` /
 ``push_to_hf_hub`` write it) is imported whole: given as ``weights`` (the architecture then defaults to
@@ -32,8 +25,6 @@ does not depend on the folder (:func:`wfexplain.backbones.resolve_spec`).
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,10 +37,12 @@ from .api import save, wrap
 from .backbones import BuildRefused, build_network, list_backbones, resolve_spec
 from .checkpoint import check_target, read_tensors
 from .configs import TrainConfig
-from .data import DatasetError, DatasetInfo, fingerprint, load_dataset, with_preprocessing
+from .data import DatasetError, fingerprint, load_dataset, with_preprocessing
 from .evaluation import predict
 from .evaluation.metrics import accuracy
-from .manifest import IMG_SIZE_RANGE, CheckpointError, Manifest
+from .gate_coverage import coverage
+from .manifest import CheckpointError, Manifest
+from .preprocessing import resolve_preprocessing
 
 _NESTED = ("state_dict", "model_state_dict", "model", "net", "module")
 
@@ -81,129 +74,6 @@ def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return obj
 
 
-_CONFIG_FILES = ("config.json", "preprocessor_config.json")
-_OPTIONS = {"img_size": "--img-size", "mean": "--mean", "std": "--std"}
-_OWN = "the network's pretrained_cfg"
-
-
-def _size(v, where: str) -> int | None:
-    """A square side from ``224``, ``[224, 224]``, ``[3, 224, 224]`` or ``{"height": 224, "width": 224}``."""
-    if isinstance(v, dict):
-        v = [v["height"], v["width"]] if "height" in v and "width" in v else v.get("shortest_edge")
-    if isinstance(v, list | tuple) and len(v) in (2, 3):
-        if v[-1] != v[-2]:
-            raise ValueError(f"{where}: input size {list(v)} is not square; wfexplain takes square inputs")
-        v = v[-1]
-    if v is None:
-        return None
-    if not isinstance(v, int) or isinstance(v, bool) or not IMG_SIZE_RANGE[0] <= v <= IMG_SIZE_RANGE[1]:
-        raise ValueError(f"{where}: input size {v!r} is not a side of {IMG_SIZE_RANGE[0]} to {IMG_SIZE_RANGE[1]} px")
-    return v
-
-
-def _stats(v, chans: int, where: str, positive: bool = False) -> tuple[float, ...] | None:
-    if v is None:
-        return None
-    v = [v] * chans if isinstance(v, int | float) and not isinstance(v, bool) else v
-    if not isinstance(v, list | tuple) or not all(isinstance(x, int | float) and not isinstance(x, bool)
-                                                    and math.isfinite(x) and (x > 0 or not positive) for x in v):
-        raise ValueError(f"{where}: {v!r} is not a list of finite numbers" + (" above 0" if positive else ""))
-    return tuple(float(x) for x in v)
-
-
-def _recorded(cfg: dict, chans: int, where: str) -> dict:
-    """``img_size``/``mean``/``std`` a configuration dict records for ``chans`` channels ({} where it is for others)."""
-    size = next((cfg[k] for k in ("input_size", "img_size", "image_size") if cfg.get(k) is not None), None)
-    mean = _stats(cfg.get("mean", cfg.get("image_mean")), chans, where)
-    std = _stats(cfg.get("std", cfg.get("image_std")), chans, where, positive=True)
-    cfg_chans = size[0] if isinstance(size, list | tuple) and len(size) == 3 else cfg.get("num_channels")
-    if cfg_chans not in (None, chans) or any(v is not None and len(v) != chans for v in (mean, std)):
-        return {}
-    found = {"img_size": _size(size, where), "mean": mean, "std": std}
-    return {k: v for k, v in found.items() if v is not None}
-
-
-def _config_files(folder: Path, chans: int) -> tuple[dict, dict[str, list[str]]]:
-    """What ``config.json`` / ``preprocessor_config.json`` in ``folder`` record (timm hub or Hugging Face):
-    ``{key: (value, file name)}``, and per file what it asks for that wfexplain does not apply."""
-    found: dict = {}
-    notes: dict[str, list[str]] = {}
-    for name in _CONFIG_FILES:
-        path = folder / name
-        if not path.is_file():
-            continue
-        try:
-            obj = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path} cannot be read as JSON: {e}") from None
-        if not isinstance(obj, dict):
-            raise ValueError(f"{path} holds a {type(obj).__name__}, not a JSON object")
-        crop = obj.get("crop_size") if obj.get("do_center_crop") else None
-        for cfg in (obj.get("pretrained_cfg"), {**obj, "img_size": crop or obj.get("size")}):
-            if isinstance(cfg, dict):
-                found.update({k: (v, name) for k, v in _recorded(cfg, chans, str(path)).items() if k not in found})
-                notes.setdefault(name, []).extend(_unapplied(cfg, name))
-    return found, notes
-
-
-def _unapplied(cfg: dict, source: str) -> list[str]:
-    extra = {k: cfg[k] for k in ("interpolation", "crop_pct") if cfg.get(k) not in (None, "bilinear", 1, 1.0)}
-    return [f"{source} also asks for {', '.join(f'{k}={v}' for k, v in extra.items())}, which wfexplain does not "
-            "apply (it resizes the whole image, bilinearly)"] if extra else []
-
-
-def resolve_preprocessing(net: nn.Module | None, weights: str | os.PathLike, dataset: DatasetInfo, chans: int, *,
-                          img_size: int | None = None, mean: Sequence[float] | None = None,
-                          std: Sequence[float] | None = None, arch_kwargs: dict | None = None,
-                          config_dir: str | os.PathLike | None = None) -> dict:
-    """``{"img_size", "mean", "std", "sources", "notes"}`` of an imported network (see the module docstring).
-
-    ``net``: the built network, whose own configuration (timm ``pretrained_cfg``) is a source (None: none).
-    ``config_dir``: where the config files are (default: beside the weights).
-
-    Raises:
-        ValueError: naming the options that give what no source has, or two sources that disagree.
-    """
-    value: dict = {k: (tuple(v), "given") for k, v in (("mean", mean), ("std", std)) if v}
-    size = img_size or _size((arch_kwargs or {}).get("img_size"), "arch_kwargs")
-    if size:
-        value["img_size"] = (size, "given" if img_size else "arch_kwargs")
-    files, file_notes = _config_files(Path(config_dir) if config_dir else Path(weights).parent, chans)
-    value.update({k: v for k, v in files.items() if k not in value})
-    cfg = getattr(net, "pretrained_cfg", None)
-    own = _recorded(cfg, chans, _OWN) if isinstance(cfg, dict) else {}
-    has_stats = dataset.name != "imagefolder" and dataset.in_chans == chans
-    theirs = {"img_size": dataset.img_size, "mean": dataset.mean, "std": dataset.std} if has_stats else {}
-    clash = [k for k in _OPTIONS if k not in value and k in own and k in theirs and own[k] != theirs[k]]
-    if clash:
-        raise ValueError(f"import needs {_listed(clash)}: the network's own configuration (timm pretrained_cfg: "
-                         + ", ".join(f"{k} {own[k]}" for k in clash) + f") and {dataset.name}'s preprocessing ("
-                         + ", ".join(f"{k} {theirs[k]}" for k in clash) + ") disagree; give the ones it was trained with")
-    for k in _OPTIONS:
-        if k not in value and (k in own or k in theirs):
-            value[k] = (own[k], _OWN) if k in own else (theirs[k], dataset.name)
-    missing = [k for k in _OPTIONS if k not in value]
-    if missing:
-        model = "the network's pretrained_cfg is for other channels" if isinstance(cfg, dict) and not own \
-            else "the model records no preprocessing"
-        data = f"{dataset.name} has none" if dataset.name == "imagefolder" else \
-            f"{dataset.name}'s is for {dataset.in_chans} channel(s), not {chans}" if not has_stats else ""
-        beside = "" if files else f", nor does a {' or '.join(_CONFIG_FILES)} beside the weights"
-        raise ValueError(f"import needs {_listed(missing)} ({model}{beside}" + (f", and {data}" if data else "") + ")")
-    used = {src for _, src in value.values()}
-    notes = [n for name, ns in file_notes.items() if name in used for n in ns]
-    if _OWN in used and isinstance(cfg, dict):
-        notes += [f"{_OWN} describes timm's own pretrained weights: pass {_listed([k for k in _OPTIONS if value[k][1] == _OWN])}"
-                  " if these weights were trained otherwise", *_unapplied(cfg, _OWN)]
-    return {"img_size": value["img_size"][0], "mean": value["mean"][0], "std": value["std"][0],
-            "sources": {k: v[1] for k, v in value.items()}, "notes": notes}
-
-
-def _listed(keys: Sequence[str]) -> str:
-    names = [_OPTIONS[k] for k in keys]
-    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
-
-
 def _folder(arch: str | None, weights: str | os.PathLike | None) -> tuple[str, Path, hfdir.HubConfig | None]:
     """``(arch, weights file, folder config)`` where ``weights`` is a Hugging Face-style folder or ``arch`` names one."""
     name = arch.partition(":")[2] if arch and arch.startswith("timm:") else ""
@@ -224,12 +94,16 @@ def _folder(arch: str | None, weights: str | os.PathLike | None) -> tuple[str, P
 
 def import_checkpoint(arch: str | None, weights: str | os.PathLike | None, dataset: str, out: str | os.PathLike, *,
                       data_dir: str | os.PathLike | None = None, arch_kwargs: dict | None = None,
-                      img_size: int | None = None, in_chans: int | None = None, mean: Sequence[float] | None = None,
-                      std: Sequence[float] | None = None, head: Sequence[str] | None = None,
+                      img_size: int | Sequence[int] | None = None, in_chans: int | None = None,
+                      mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                      crop_pct: float | str | None = None, interpolation: str | None = None,
+                      torchvision_weights: str | None = None, head: Sequence[str] | None = None,
+                      sites: Sequence[str] | None = None, exclude: Sequence[str] = (),
                       retrain_config: TrainConfig = TrainConfig(), overwrite: bool = False, device: str = "cpu",
                       workers: int = 0, trust: bool = False) -> dict:
     """Write a checkpoint of a network trained elsewhere; returns ``{"path", "accuracy", "sites", "manifest",
-    "preprocessing"}`` (:func:`resolve_preprocessing`'s result: the values, their sources and notes).
+    "preprocessing", "coverage"}`` (:func:`resolve_preprocessing`'s result: the values, their sources and notes;
+    :func:`wfexplain.coverage`'s: what is gated per stage, what is not and why).
 
     Args:
         arch: ``timm:NAME``, ``torchvision:NAME`` or ``package.module:factory`` (imported only with ``trust``
@@ -240,9 +114,17 @@ def import_checkpoint(arch: str | None, weights: str | os.PathLike | None, datas
         dataset: one of :func:`wfexplain.data.list_datasets` (class names and images come from it).
         data_dir: where the dataset lives (recorded, absolute).
         in_chans: its input channels (default: the dataset's).
-        img_size, mean, std: the preprocessing it was trained with (default: recorded beside the weights, by the
-            network or by the dataset: see the module docstring; never guessed).
+        img_size, mean, std, crop_pct, interpolation: the preprocessing it was trained with (default: recorded
+            beside the weights, by the network or by the dataset: :mod:`wfexplain.preprocessing`; never guessed).
+            ``img_size``: a side or ``(H, W)``; ``crop_pct``: in (0, 1] (resize keeping the aspect, then crop the
+            centre), or ``"none"`` (resize the whole image); ``interpolation``: one of
+            :data:`wfexplain.data.INTERPOLATIONS`.
+        torchvision_weights: the torchvision weights (``ResNet18_Weights.IMAGENET1K_V1``, or ``IMAGENET1K_V1`` of
+            ``arch``) whose ``transforms()`` give the preprocessing (``arch`` must be ``torchvision:NAME``).
         head: classifier head path(s) (default: every layer that feeds the logits directly, :mod:`wfexplain.heads`).
+        sites: gate only the sites found under these module paths (default: all found).
+        exclude: gate none of the sites under these module paths (e.g. ``aux1``, ``aux2``: branches run only in
+            training).
         retrain_config: the recipe the benchmark's Retrain oracle will use for this network.
     """
     check_target(out, overwrite)
@@ -250,27 +132,31 @@ def import_checkpoint(arch: str | None, weights: str | os.PathLike | None, datas
     arch, arch_kwargs = resolve_spec(arch, arch_kwargs)  # recorded as timm:ARCH + arguments: the folder may go
     in_chans = in_chans or (folder.in_chans if folder else None)
     chans = in_chans if dataset == "imagefolder" else None
-    test = load_dataset(dataset, "test", data_dir, False, img_size, chans)  # an image folder's size: set below
+    test = load_dataset(dataset, "test", data_dir, False, None, chans)  # an image folder's size: set below
     base = test.info
     c = in_chans or base.in_chans
     state = read_weights(weights)
 
     def preprocessing(net: nn.Module | None) -> dict:
-        return resolve_preprocessing(net, weights, base, c, img_size=img_size, mean=mean, std=std,
+        return resolve_preprocessing(net, weights, base, c, img_size=img_size, mean=mean, std=std, crop_pct=crop_pct,
+                                     interpolation=interpolation, torchvision_weights=torchvision_weights, arch=arch,
                                      arch_kwargs=arch_kwargs, config_dir=folder.folder if folder else None)
 
     pre = preprocessing(None) if arch in list_backbones() else None  # built-ins record none and need the size to build
+    if pre and not isinstance(pre["img_size"], int):
+        raise ValueError(f"the built-in backbone {arch} takes square inputs, not {pre['img_size']} (height, width)")
     try:  # bounded by the weights: arch_kwargs cannot make us allocate more than the file holds
-        net = build_network(arch, base.num_classes, c, pre["img_size"] if pre else img_size or base.img_size,
+        net = build_network(arch, base.num_classes, c, pre["img_size"] if pre else base.img_size,
                             arch_kwargs, trust=trust, expect={k: tuple(v.shape) for k, v in state.items()})
     except BuildRefused as e:
         raise CheckpointError(f"{weights} does not match the network {arch}: {e}") from None
     pre = pre or preprocessing(net)
     expected = net.state_dict()
     net.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
-    size = pre["img_size"]
-    model = wrap(net, base.class_names, input_size=(c, size, size), mean=pre["mean"], std=pre["std"], head=head,
-                 arch=arch, arch_kwargs=arch_kwargs, dataset=dataset).to(device)
+    h, w = (pre["img_size"],) * 2 if isinstance(pre["img_size"], int) else pre["img_size"]
+    model = wrap(net, base.class_names, input_size=(c, h, w), mean=pre["mean"], std=pre["std"], head=head,
+                 crop_pct=pre["crop_pct"], interpolation=pre["interpolation"], arch=arch, arch_kwargs=arch_kwargs,
+                 dataset=dataset, sites=list(sites) if sites else "auto", exclude=exclude).to(device)
     try:
         test = with_preprocessing(test, model.info)
     except DatasetError as e:
@@ -279,4 +165,5 @@ def import_checkpoint(arch: str | None, weights: str | os.PathLike | None, datas
     manifest: Manifest = save(model.cpu(), out, overwrite=overwrite, data_dir=data_dir, trust=trust,
                               train_config=dataclasses.asdict(retrain_config), backbone_description=model.description,
                               dataset_fingerprint={"test": fingerprint(test)}, metrics={"original_accuracy": acc})
-    return {"path": Path(out), "accuracy": acc, "sites": len(model.sites), "manifest": manifest, "preprocessing": pre}
+    return {"path": Path(out), "accuracy": acc, "sites": len(model.sites), "manifest": manifest, "preprocessing": pre,
+            "coverage": coverage(model)}

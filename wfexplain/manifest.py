@@ -120,8 +120,9 @@ class Manifest:
         return {
             "format": FORMAT, "format_version": FORMAT_VERSION,
             "backbone": self.backbone,
-            "dataset": {"name": d.name, "class_names": list(d.class_names), "in_chans": d.in_chans,
-                        "img_size": d.img_size, "mean": list(d.mean), "std": list(d.std)},
+            "dataset": {"name": d.name, "class_names": list(d.class_names), "in_chans": d.in_chans,  # defaults unwritten
+                        "img_size": list(d.input_hw) if d.img_width else d.img_size, "mean": list(d.mean),
+                        "std": list(d.std), **{k: getattr(d, k) for k in _DEFAULTS if getattr(d, k) != _DEFAULTS[k]}},
             "storage_dtype": self.storage_dtype,
             "memory_shapes": {k: list(v) for k, v in self.memory_shapes.items()},
             "files": {name: {"sha256": digest} for name, digest in self.files.items()},
@@ -142,6 +143,8 @@ class Manifest:
 _REFUSED: OrderedDict[str, str] = OrderedDict()  # digest of spec, arguments and expected shapes -> why it was refused
 _REFUSED_LOCK = threading.Lock()
 _KNOWN = {f.name for f in dataclasses.fields(Manifest)} | {"format", "format_version"}
+_DEFAULTS = {"interpolation": "bilinear", "crop_pct": None}  # the resize of format 2 before they were recorded
+_DATASET_KEYS = {"name", "class_names", "in_chans", "img_size", "mean", "std", *_DEFAULTS}
 
 
 class _Reader:
@@ -258,8 +261,13 @@ class _Reader:
             self.fail(f"class_names must list 2..{MAX_CLASSES:,} non-empty strings, found {len(names):,} entries")
         if len(set(names)) != len(names):
             self.fail("class_names has duplicates")
+        if set(ds) - _DATASET_KEYS:
+            self.fail(f"unknown field(s) {', '.join(map(repr, sorted(set(ds) - _DATASET_KEYS)[:5]))}")
         in_chans = self.int_in(ds, "in_chans", 1, MAX_IN_CHANS)
-        img_size = self.int_in(ds, "img_size", *IMG_SIZE_RANGE)
+        hw = ds.get("img_size")  # a side, or [height, width]
+        hw = hw if isinstance(hw, list) and len(hw) == 2 else [self.int_in(ds, "img_size", *IMG_SIZE_RANGE)] * 2
+        for side in hw:
+            self.int_in({"img_size": side}, "img_size", *IMG_SIZE_RANGE)
         stats = []
         for key in ("mean", "std"):
             v = self.typed(ds, key, list)
@@ -269,7 +277,12 @@ class _Reader:
             stats.append(tuple(float(x) for x in v))
         if min(stats[1]) <= 0:
             self.fail(f"std must be positive, found {list(stats[1])}")
-        return DatasetInfo(name, tuple(names), in_chans, img_size, *stats)
+        crop, interpolation = self.typed(ds, "crop_pct", (int, float), True), self.typed(ds, "interpolation", str, True)
+        try:  # DatasetInfo checks crop_pct (0 < it <= 1, bounded resize) and interpolation (INTERPOLATIONS)
+            return DatasetInfo(name, tuple(names), in_chans, hw[0], stats[0], stats[1], interpolation or "bilinear", crop,
+                               hw[1])
+        except ValueError as e:
+            self.fail(str(e))
 
     def memory_shapes(self, shapes: dict, num_classes: int) -> dict[str, tuple[int, int]]:
         out = {}

@@ -6,7 +6,7 @@ forget set can be *baked* into a plain copy of the network. :func:`discover_site
 torchvision or timm classifier (modules in registration order) and returns such sites:
 
 - ``"channels"``: output channels (dim 1) of a normalisation that follows a convolution
-  (BatchNorm, GroupNorm, timm ``LayerNorm2d``), and the hidden 1×1 convolution of a
+  (BatchNorm, GroupNorm, timm ``LayerNorm2d`` and its subclasses), and the hidden 1×1 convolution of a
   squeeze-excitation block; baked into the weight rows and bias;
 - ``"features"``: output features (last dim) of a hidden Linear (every Linear of a block but its
   last one, so MLP ``fc1``), of the last Linear of a Transformer block's MLP (``fc2``: what the MLP
@@ -20,16 +20,18 @@ torchvision or timm classifier (modules in registration order) and returns such 
   rows and bias (``attn.proj``, ``self_attention.out_proj``, ``patch_embed.proj``) — see
   :func:`residual_writer`. Without these the class token carries what the heads computed straight
   past every gate to the classifier;
-- ``"norm_act"``: timm's fused ``BatchNormAct2d``/``GroupNormAct``, gated between the
+- ``"norm_act"``: timm's fused ``BatchNormAct2d``/``GroupNormAct``/``LayerNormAct2d``, gated between the
   normalisation and the activation (a pre-hook on its ``drop``); baked into its affine;
-- ``"heads"``: the attention heads of a timm ``Attention`` (a pre-hook on ``proj``); baked into
-  ``proj``'s column blocks;
+- ``"heads"``: the attention heads of a module with ``qkv``, ``num_heads`` and a ``proj`` Linear (timm
+  ``Attention``, Swin/Swin-v2/BEiT/DaViT/GCViT/MaxxViT attention: a pre-hook on ``proj``, so a ``qkv`` used
+  functionally does not matter); baked into ``proj``'s column blocks;
 - ``"mha"``: the heads of ``nn.MultiheadAttention`` (which never calls ``out_proj`` as a module, so
   the gated attention is recomputed in a hook); baked into ``out_proj``'s column blocks.
 
 The classifier head(s) (:func:`find_heads`, :mod:`wfexplain.heads`: every layer whose output reaches the
 logits with no layer holding weights in between) are never gated. Anything else is left alone and
-listed by :func:`skipped`; the probe in :func:`wfexplain.wrap` checks every site.
+listed by :func:`skipped`; :mod:`wfexplain.layout` checks each site's activation (batch-folded attention, a
+channels-first norm) and the probe in :func:`wfexplain.wrap` checks every site.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from torch import nn
 from .heads import Trace, find_heads, under
 
 __all__ = ["KINDS", "GateSite", "check_sites", "direct_sites", "discover_sites", "find_heads", "residual_writer",
-           "skipped"]
+           "select", "skipped"]
 
 KINDS = ("channels", "features", "norm_act", "heads", "mha", "residual")
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)
@@ -72,15 +74,28 @@ class GateSite:
 
 
 def _is_layernorm2d(m: nn.Module) -> bool:
-    return type(m).__name__ == "LayerNorm2d" and isinstance(m, nn.LayerNorm)  # timm: normalises dim 1
+    """A ``LayerNorm`` over dim 1 of NCHW (timm ``LayerNorm2d`` and its subclasses: MetaFormer's ``LayerNorm2dNoBias``,
+    ``LayerNormAct2d``), which a last-dimension gate would misread."""
+    return isinstance(m, nn.LayerNorm) and any("2d" in c.__name__.lower() for c in type(m).__mro__
+                                             if issubclass(c, nn.LayerNorm))
 
 
-def _is_norm_act(m: nn.Module) -> bool:
-    return isinstance(m, _NORMS) and hasattr(m, "act") and hasattr(m, "drop")  # timm BatchNormAct2d, GroupNormAct
+def _is_norm_act(m: nn.Module) -> bool:  # timm BatchNormAct2d, GroupNormAct, LayerNormAct2d: drop, then act
+    return (isinstance(m, _NORMS) or _is_layernorm2d(m)) and hasattr(m, "act") and hasattr(m, "drop")
+
+
+def _head_dim(m: nn.Module) -> int | None:
+    """Features per head of an attention module that projects its concatenated heads with a ``proj`` Linear (timm
+    ``Attention``, Swin, Swin-v2, BEiT, DaViT, GCViT, MaxViT attention; torchvision Swin): None if not one."""
+    proj, heads = getattr(m, "proj", None), getattr(m, "num_heads", None)
+    if not isinstance(getattr(m, "qkv", None), nn.Module) or not isinstance(proj, nn.Linear) \
+            or not isinstance(heads, int) or heads < 1 or proj.in_features % heads:
+        return None
+    return proj.in_features // heads
 
 
 def _is_timm_attention(m: nn.Module) -> bool:
-    return all(hasattr(m, a) for a in ("qkv", "proj", "num_heads", "head_dim")) and isinstance(m.proj, nn.Linear)
+    return _head_dim(m) is not None
 
 
 def _is_layer_scale(m: nn.Module) -> bool:
@@ -172,17 +187,17 @@ def _walk(model: nn.Module, heads: Sequence[str]) -> tuple[list[GateSite], list[
             else:
                 sites.append(GateSite(path, "mha", m.num_heads, m.head_dim))
             continue
-        if _is_timm_attention(m):
+        if (head_dim := _head_dim(m)) is not None:
             done.add(path)
             extra = [a for a in ("norm", "gate") if getattr(m, a, None) is not None
                      and not isinstance(getattr(m, a), nn.Identity)]
             if extra:
                 left.append((path, f"attention with {'/'.join(extra)} before its projection"))
             else:
-                sites.append(GateSite(f"{path}.proj", "heads", m.num_heads, m.head_dim))
+                sites.append(GateSite(f"{path}.proj", "heads", cast(int, m.num_heads), head_dim))
             continue
         if isinstance(m, nn.LayerNorm) and path in _FINAL_NORMS and _affine(m):
-            sites.append(GateSite(path, "features", _channels(m)))
+            sites.append(GateSite(path, "channels" if _is_layernorm2d(m) else "features", _channels(m)))
             prev_leaf = (path, m)
             continue
         if residual_writer(model, path) is not None:
@@ -194,7 +209,10 @@ def _walk(model: nn.Module, heads: Sequence[str]) -> tuple[list[GateSite], list[
             prev_path, prev = prev_leaf if prev_leaf is not None else ("", None)
             after_conv = isinstance(prev, _CONVS) and prev.out_channels == _channels(m)
             if after_conv and prev_path not in gated_convs:
-                if not _affine(m):
+                if hasattr(m, "act") and not _is_norm_act(m):
+                    left.append((path, "a normalisation fused with its activation over the last dim: a gate on its "
+                                       "output would follow the activation"))
+                elif not _affine(m):
                     left.append((path, "normalisation without affine parameters"))
                 elif _is_norm_act(m):
                     sites.append(GateSite(path, "norm_act", _channels(m)))
@@ -225,6 +243,33 @@ def _walk(model: nn.Module, heads: Sequence[str]) -> tuple[list[GateSite], list[
                     gated_convs.add(path)
             prev_leaf = (path, m)
     return sites, left
+
+
+def select(model: nn.Module, sites: Sequence[GateSite], left: Sequence[tuple[str, str]], only: Sequence[str] | None = None,
+           exclude: Sequence[str] = ()) -> tuple[list[GateSite], list[tuple[str, str]]]:
+    """The ``sites`` under a path of ``only`` (None: all) and under none of ``exclude`` (module paths or their
+    prefixes), and ``left`` with every site dropped and why.
+
+    Raises:
+        ValueError: a path that is no module of ``model``, or an ``only`` path that holds no gate site.
+    """
+    modules = dict(model.named_modules())
+    for option, paths in (("sites", only or ()), ("exclude", exclude)):
+        for p in paths:
+            if p not in modules:
+                raise ValueError(f"{option}: {p!r} is no module of this {type(model).__name__}")
+            if option == "sites" and not any(under(s.path, [p]) for s in sites):
+                why = next((f"{q}: {w}" for q, w in left if under(q, [p]) or under(p, [q])), None)
+                raise ValueError(f"sites: {p!r} holds no gate site" + (f" (left ungated: {why})" if why else ""))
+    kept, out = [], list(left)
+    for s in sites:
+        if only is not None and not under(s.path, only):
+            out.append((s.path, "not among the sites asked for (sites=, --sites)"))
+        elif under(s.path, exclude):
+            out.append((s.path, "excluded (exclude=, --exclude)"))
+        else:
+            kept.append(s)
+    return kept, out
 
 
 def check_sites(model: nn.Module, sites: Sequence[GateSite], heads: Sequence[str]) -> None:

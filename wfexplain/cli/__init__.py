@@ -33,10 +33,11 @@ from ..backbones import list_backbones
 from ..benchmark.catalogue import METHODS
 from ..checkpoint import CheckpointError
 from ..configs import RemovalConfig, TrainConfig, UnlearnConfig
-from ..data import DatasetError, list_datasets
+from ..data import INTERPOLATIONS, DatasetError, list_datasets
 from ..manifest import IMG_SIZE_RANGE
 from ..splits import VAL_FRACTION
 from . import commands as C
+from . import manage as M
 from .console import debug, error, log, logging_to_stderr
 from .options import COUNT, FRACTION, INDEX, UsageError, add_config_args, device, json_object, ranged
 
@@ -67,6 +68,11 @@ def _add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=INDEX, default=0, help="data-loading processes that stream images (default 0)")
     p.add_argument("--backend", choices=["gloo", "nccl"],
                    help="torch.distributed backend under torchrun (default: nccl on cuda, gloo on cpu)")
+
+
+def crop_pct(text: str) -> float | str:
+    """``--crop-pct``: a fraction in (0, 1], or ``none`` (resize the whole image)."""
+    return "none" if text.strip().lower() == "none" else ranged(float, 0, 1, open_lo=True)(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,40 +215,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, choices=list_datasets(), help="the classes and images it was trained on")
     recorded = "(default: config.json beside the weights, the network's timm pretrained_cfg, or the dataset's, not " \
                "imagefolder's; never guessed: import fails naming what is missing)"
-    p.add_argument("--img-size", type=ranged(int, *IMG_SIZE_RANGE), help=f"input side it was trained at {recorded}")
+    p.add_argument("--img-size", type=ranged(int, *IMG_SIZE_RANGE), nargs="+", metavar="H [W]",
+                   help=f"input size it was trained at: one side, or height and width {recorded}")
+    p.add_argument("--crop-pct", type=crop_pct,
+                   help="resize the shorter side to size/crop_pct, then crop the centre (timm's eval transform); "
+                        f"'none': resize the whole image {recorded}")
+    p.add_argument("--interpolation", choices=INTERPOLATIONS, help=f"resize filter {recorded}")
+    p.add_argument("--torchvision-weights", metavar="NAME",
+                   help="take the preprocessing from a torchvision weights enum's transforms() (e.g. IMAGENET1K_V1 or "
+                        "ResNet18_Weights.IMAGENET1K_V1; read only, nothing downloads)")
     p.add_argument("--in-chans", type=int, choices=[1, 3], help="input channels (default: the dataset's)")
     p.add_argument("--mean", type=ranged(float), nargs="+", help=f"per-channel normalisation mean {recorded}")
     p.add_argument("--std", type=ranged(float, 0, open_lo=True), nargs="+", help=f"per-channel std {recorded}")
     p.add_argument("--head", nargs="+", help="classifier head module path(s) (default: every layer whose output reaches "
                                              "the logits with no layer with weights between, traced)")
+    p.add_argument("--sites", nargs="+", metavar="PATH",
+                   help="gate only the gate sites found under these module paths (default: every site found)")
+    p.add_argument("--exclude", nargs="+", metavar="PATH", default=[],
+                   help="gate none of the sites under these module paths, e.g. the auxiliary classifiers a GoogLeNet or "
+                        "Inception runs only in training: --exclude aux1 aux2 (the coverage report lists what is left "
+                        "ungated and why)")
     p.add_argument("--retrain-config", type=json_object, default={},
                    help="JSON TrainConfig fields of the recipe the benchmark's Retrain oracle uses (default: TrainConfig)")
     p.add_argument("--out", required=True, help="checkpoint directory to create")
     p.add_argument("--force", action="store_true", help="replace an existing --out, whole")
     _add_data_args(p)
     _add_runtime_args(p)
-    p.set_defaults(func=C.cmd_import)
+    p.set_defaults(func=M.cmd_import)
 
     p = sub.add_parser("upgrade", help="rewrite an older checkpoint's manifest in the current format, recording "
                                        "the SHA-256 of the files present (you vouch for them)")
     p.add_argument("--checkpoint", required=True)
-    p.set_defaults(func=C.cmd_upgrade)
+    p.set_defaults(func=M.cmd_upgrade)
 
     p = sub.add_parser("fetch-demo", help="copy the shipped checkpoints (installed with wfexplain, or a checkout's) "
                                           "into a directory, for the commands that take --checkpoint")
     p.add_argument("names", nargs="*", help="which ones (default: all of them; `wfexplain list` names them)")
     p.add_argument("--out", default="checkpoints", help="where to put them, one directory each (default: checkpoints)")
     p.add_argument("--force", action="store_true", help="replace existing copies")
-    p.set_defaults(func=C.cmd_fetch_demo)
+    p.set_defaults(func=M.cmd_fetch_demo)
 
     sub.add_parser("dashboard", add_help=False,
                    help="start the dashboard (Streamlit; needs wfexplain[dashboard]): `wfexplain dashboard --help` "
                         "for its options (--checkpoint-dir DIR, --port N, ...)")
 
-    p = sub.add_parser("list", help="list backbones, datasets and checkpoints")
+    p = sub.add_parser("list", help="list backbones, datasets and checkpoints, or one checkpoint's gate coverage")
     p.add_argument("--checkpoints", default="checkpoints", help="directory to scan")
+    p.add_argument("--checkpoint", metavar="DIR",
+                   help="instead, the coverage of this checkpoint: gated components per stage and kind, the layers left "
+                        "ungated and why, and (where one batched pass is cheap) the gates that change nothing")
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
-    p.set_defaults(func=C.cmd_list)
+    p.set_defaults(func=M.cmd_list)
     for p in sub.choices.values():  # also after the command: wfexplain train ... -q
         _add_verbosity(p, argparse.SUPPRESS)
     return parser
@@ -252,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; its exit status (module docstring). argparse's own errors raise SystemExit(2)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["dashboard"]:  # every option after it belongs to the dashboard's own launcher
-        return C.cmd_dashboard(argv[1:])
+        return M.cmd_dashboard(argv[1:])
     args = build_parser().parse_args(argv)
     with logging_to_stderr(args.verbosity):
         return _run(args)

@@ -12,15 +12,12 @@ import torch
 
 from .. import distributed as dist
 from ..atomic import check_space, dumps
-from ..backbones import list_backbones
-from ..checkpoint import MANIFEST_FILE, MODEL_FILE, check_target, load, read_manifest, update_manifest
+from ..checkpoint import MODEL_FILE, check_target, load, read_manifest, update_manifest
 from ..configs import RemovalConfig, TrainConfig, UnlearnConfig
-from ..data import list_datasets
 from ..evaluation import evaluate
 from ..evaluation.metrics import forget_accuracy, retain_accuracy
 from ..pipeline import train_checkpoint, unlearn_checkpoint
 from ..splits import checkpoint_split, checkpoint_train_split, checkpoint_validation_split
-from ..upgrade import upgrade
 from .console import Interrupt as _Interrupt
 from .console import bar as _bar
 from .console import log
@@ -262,77 +259,3 @@ def cmd_remove(args) -> int:
     if args.json:
         print(dumps(report))
     return 0
-
-
-def cmd_import(args) -> int:
-    from ..importing import import_checkpoint
-
-    if args.arch is None and args.weights is None:
-        raise UsageError("--arch", "give --arch, --weights or both (a --weights folder's config.json names the architecture)")
-    for option in ("mean", "std"):
-        values = getattr(args, option)
-        if values is not None and args.in_chans is not None and len(values) != args.in_chans:
-            raise UsageError(f"--{option}", f"needs one value per channel (--in-chans {args.in_chans}), got {len(values)}")
-    try:
-        TrainConfig(**args.retrain_config)
-    except (TypeError, ValueError) as e:
-        raise UsageError("--retrain-config", str(e)) from None
-    check_target(args.out, args.force)
-    log(f"importing {args.arch} from {args.weights} on {args.dataset}")
-    result = import_checkpoint(args.arch, args.weights, args.dataset, args.out, data_dir=args.data_dir,
-                               arch_kwargs=args.arch_kwargs, img_size=args.img_size, in_chans=args.in_chans,
-                               mean=args.mean, std=args.std, head=args.head, overwrite=args.force,
-                               retrain_config=TrainConfig(**args.retrain_config), device=args.device,
-                               workers=args.workers)
-    pre = result["preprocessing"]
-    log(f"preprocessing: {pre['img_size']} px ({pre['sources']['img_size']}), mean {list(pre['mean'])} "
-        f"({pre['sources']['mean']}), std {list(pre['std'])} ({pre['sources']['std']})")
-    for note in pre["notes"]:
-        log(f"note: {note}")
-    log(f"heads (never gated): {', '.join(result['manifest'].heads)}; {result['sites']} gate sites found and probed; "
-        f"test accuracy {result['accuracy']:.4f}; saved and loaded back from {args.out}")
-    log(f"next: wfexplain unlearn --checkpoint {args.out}")
-    return 0
-
-
-def cmd_upgrade(args) -> int:
-    changes = upgrade(args.checkpoint)
-    log(f"{args.checkpoint}: " + ("; ".join(changes) if changes else "already in the current format"))
-    return 0
-
-
-def cmd_list(args) -> int:
-    from ..shipped import shipped_checkpoints
-
-    root = Path(args.checkpoints)
-    found = sorted(p.parent.name for p in root.glob(f"*/{MANIFEST_FILE}")) if root.is_dir() else []
-    shipped = {name: str(path) for name, path in shipped_checkpoints().items()}
-    if args.json:
-        print(dumps({"backbones": list_backbones(), "datasets": list_datasets(), "checkpoints_dir": str(root),
-                     "checkpoints": found, "shipped": shipped}))
-        return 0
-    print("backbones:", ", ".join(list_backbones()))
-    print("datasets: ", ", ".join(list_datasets()))
-    print("checkpoints:", ", ".join(found) or f"none under {root}")
-    print("shipped:    ", ", ".join(shipped) or "none", "(`wfexplain fetch-demo` copies them out)" if shipped else "")
-    return 0
-
-
-def cmd_fetch_demo(args) -> int:
-    from ..shipped import fetch_demo
-
-    for path in fetch_demo(args.out, args.names, overwrite=args.force):
-        print(path)
-    return 0
-
-
-def cmd_dashboard(argv: list[str]) -> int:
-    """``wfexplain dashboard ...``: the launcher runs in its own process (the library never imports Streamlit)."""
-    import subprocess
-
-    try:
-        return subprocess.call([sys.executable, "-m", "wfexplain_dashboard", *argv])
-    except KeyboardInterrupt:
-        return 130
-
-

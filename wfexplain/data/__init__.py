@@ -39,12 +39,13 @@ from .base import (
 from .cifar import _load_cifar10
 from .folders import _load_imagefolder
 from .idx import _load_fashion_mnist, _load_mnist
+from .info import INTERPOLATIONS
 from .subsets import fingerprint, indices_digest, stratified_subset, subset_tensors, validation_split
 
-__all__ = ["DIGITS", "FASHION_MNIST_CLASSES", "FASHION_MNIST_DIR", "GRAY_MODES", "IMG_EXTENSIONS", "DatasetError",
-           "DatasetInfo", "ImageFolderImages", "MixedModesWarning", "TensorImages", "build_transform", "fingerprint",
-           "indices_digest", "list_datasets", "load_dataset", "stratified_subset", "subset_tensors", "validation_split",
-           "with_preprocessing"]
+__all__ = ["DIGITS", "FASHION_MNIST_CLASSES", "FASHION_MNIST_DIR", "GRAY_MODES", "IMG_EXTENSIONS", "INTERPOLATIONS",
+           "DatasetError", "DatasetInfo", "ImageFolderImages", "MixedModesWarning", "TensorImages", "build_transform",
+           "fingerprint", "indices_digest", "list_datasets", "load_dataset", "stratified_subset", "subset_tensors",
+           "validation_split", "with_preprocessing"]
 
 _LOADERS = {"fashion-mnist": _load_fashion_mnist, "mnist": _load_mnist, "cifar10": _load_cifar10}
 DATASETS = (*_LOADERS, "imagefolder")

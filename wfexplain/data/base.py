@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Callable, Sized
-from dataclasses import dataclass
+from collections.abc import Sized
 from pathlib import Path
 from typing import cast
 
@@ -18,6 +17,9 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+
+from .info import DatasetInfo
+from .transforms import TENSOR_MODES, build_transform, resize_batch
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = (
@@ -27,22 +29,6 @@ FASHION_MNIST_CLASSES = (
 DIGITS = tuple(str(i) for i in range(10))
 IMG_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What a model needs to know about its data."""
-
-    name: str  # registry name, e.g. "fashion-mnist"
-    class_names: tuple[str, ...]  # index -> human-readable name
-    in_chans: int  # 1 (grayscale) or 3 (RGB)
-    img_size: int  # square input side in pixels
-    mean: tuple[float, ...]  # per-channel normalisation mean
-    std: tuple[float, ...]  # per-channel normalisation std
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
 
 
 class DatasetError(FileNotFoundError):
@@ -55,55 +41,6 @@ class _MissingFile(DatasetError):
 
 class MixedModesWarning(UserWarning):
     """An image folder mixes grayscale and colour files; the majority decides the channels."""
-
-
-class Preprocess:
-    """:func:`build_transform`'s callable: torchvision's ``Compose``, built (torchvision imported) on first call.
-
-    Every model carries one; building it eagerly would import torchvision (and torch._dynamo, sympy)
-    whenever a checkpoint loads, although most models never preprocess a PIL image.
-    """
-
-    def __init__(self, info: DatasetInfo):
-        self.info = info
-        self._compose: Callable[[Image.Image], torch.Tensor] | None = None
-
-    @property
-    def compose(self) -> Callable[[Image.Image], torch.Tensor]:
-        """The torchvision ``Compose`` itself."""
-        if self._compose is None:
-            self._compose = _compose(self.info)
-        return self._compose
-
-    def __call__(self, im: Image.Image) -> torch.Tensor:
-        return self.compose(im)
-
-    def __repr__(self) -> str:
-        return f"Preprocess({self.info.img_size}x{self.info.img_size}, in_chans={self.info.in_chans})"
-
-
-def build_transform(info: DatasetInfo) -> Preprocess:
-    """PIL image (any mode, any size) -> normalised input tensor ``[C, H, W]``."""
-    return Preprocess(info)
-
-
-def _compose(info: DatasetInfo) -> Callable[[Image.Image], torch.Tensor]:
-    from torchvision import transforms
-
-    mode = "L" if info.in_chans == 1 else "RGB"
-    return transforms.Compose([
-        transforms.Lambda(lambda im: _to_mode(im, mode)),
-        transforms.Resize((info.img_size, info.img_size)),
-        transforms.ToTensor(),
-        transforms.Normalize(info.mean, info.std),
-    ])
-
-
-def _to_mode(im: Image.Image, mode: str) -> Image.Image:
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        # Composite transparency over black, the background of the bundled datasets.
-        im = Image.alpha_composite(Image.new("RGBA", im.size, (0, 0, 0, 255)), im.convert("RGBA"))
-    return im.convert(mode)
 
 
 class TensorImages(Dataset):
@@ -122,13 +59,13 @@ class TensorImages(Dataset):
         return len(self.targets)
 
     def _prepare(self, idx) -> torch.Tensor:
+        if self.info.interpolation not in TENSOR_MODES:  # PIL's own filter (bicubic, box, ...), image by image
+            transform = build_transform(self.info)
+            return torch.stack([transform(self.pil(int(i))) for i in idx])
         x = self.images[idx].permute(0, 3, 1, 2).float().div_(255.0)
         if x.shape[1] != self.info.in_chans:  # another model's preprocessing (with_preprocessing)
             x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else (x * _LUMA.view(1, 3, 1, 1)).sum(1, keepdim=True)
-        if x.shape[-1] != self.info.img_size:
-            x = torch.nn.functional.interpolate(x, size=(self.info.img_size,) * 2, mode="bilinear", antialias=True,
-                                                align_corners=False)
-        return (x - self._mean) / self._std
+        return (resize_batch(x, self.info) - self._mean) / self._std
 
     def __getitem__(self, i: int):
         return self._prepare(torch.tensor([i]))[0], int(self.targets[i])
@@ -195,8 +132,9 @@ def dataset_len(ds: Dataset) -> int:
 def with_preprocessing(ds: TensorImages | ImageFolderImages, info: DatasetInfo) -> TensorImages | ImageFolderImages:
     """``ds`` (from :func:`load_dataset`) as a model with ``info`` sees it: its size, channels, mean and std.
 
-    Image folders go through the model's own transform (resize, mode, normalisation); in-memory
-    datasets are resized bilinearly (antialiased) and converted between gray and RGB (PIL's weights).
+    Image folders go through the model's own transform (resize or resize and crop, mode, normalisation);
+    in-memory datasets are resized likewise in batches (:func:`~wfexplain.data.transforms.resize_batch`:
+    torch, antialiased) and converted between gray and RGB (PIL's weights).
 
     Raises:
         DatasetError: the dataset's classes are not the model's.

@@ -63,7 +63,7 @@ def _patch_grid(grid: tuple[int, ...], n: int) -> tuple[int, int] | None:
 def gradcam_layers(model) -> list[tuple[str, tuple[int, int]]]:
     """Module paths of ``model.backbone`` that Grad-CAM can explain, in execution order, with their ``(H, W)``.
 
-    A module is a candidate when its output on the probe ``zeros(1, in_chans, img_size, img_size)``
+    A module is a candidate when its output on the probe ``zeros(1, C, H, W)`` (the model's input size)
     is ``[B, C, H, W]`` with ``H, W >= 2`` and ``(H, W)`` also produced by a Conv2d, BatchNorm2d or
     pooling layer (this rules out channels-last ``[B, H, W, C]`` activations, e.g. inside ConvNeXt
     blocks). The classifier head (2-D outputs, or 1x1 after global pooling) is never one. A module
@@ -74,7 +74,7 @@ def gradcam_layers(model) -> list[tuple[str, tuple[int, int]]]:
     backbone (the shared one never gets a hook) and its result is cached per backbone and input size.
     """
     bb, info = model.backbone, model.info
-    key = (info.in_chans, info.img_size)
+    key = info.input_size
     with _LAYERS_LOCK:
         cached = _LAYERS.get(bb, {}).get(key)
     if cached is not None:
@@ -91,14 +91,14 @@ def gradcam_layers(model) -> list[tuple[str, tuple[int, int]]]:
             nchw.add(shape[2:])
 
     param = next(private.parameters(), None)
-    probe = torch.zeros(1, info.in_chans, info.img_size, info.img_size, device=param.device if param is not None else "cpu",
+    probe = torch.zeros(1, *info.input_size, device=param.device if param is not None else "cpu",
                         dtype=param.dtype if param is not None and param.is_floating_point() else torch.float32)
     try:
         with torch.no_grad(), watch({p: m for p, m in private.named_modules() if p}, on_output=record):
             private(probe)
     except Exception as e:
-        raise ValueError(f"cannot probe the {model.backbone_name!r} backbone with a {info.in_chans}x{info.img_size}"
-                         f"x{info.img_size} input: {e}") from e
+        raise ValueError(f"cannot probe the {model.backbone_name!r} backbone with a "
+                         f"{'x'.join(map(str, info.input_size))} input: {e}") from e
     layout = _token_layout(private)
     out = []
     for p, s in seen.items():

@@ -9,7 +9,7 @@ conversion (RGBA, palette, CMYK, grayscale) happens afterwards, in the model's t
 
 Shape rules, also read from the header: each side at least :data:`MIN_SIDE` pixels and the long
 side at most :data:`MAX_ASPECT` times the short one. The model's transform squeezes any image
-into its square input (aspect not kept), so a 1x1 dot or a 10000x1 line would reach it as a flat
+into its input (aspect not kept; or cuts its centre, with a ``crop_pct``), so a 1x1 dot or a 10000x1 line would reach it as a flat
 or smeared square that explains nothing; such files are refused with their size rather than drawn
 (a 1-pixel-high strip also breaks every thumbnail: scaled to a display width it is 0 pixels high).
 
@@ -152,10 +152,17 @@ def out_of_domain(x, top_probability: float, min_confidence: float = 0.5) -> lis
 
 def preprocessing_text(info, size: tuple[int, int]) -> str:
     """What the model's preprocessing did to an image of ``size`` (w, h): mode, resize and normalisation."""
+    from ..data.transforms import resized_hw
+
     w, h = size
-    side = info.img_size
-    resize = "kept at" if (w, h) == (side, side) else f"resized from {w}x{h} to"
+    H, W = info.input_hw
+    if info.crop_pct is None:
+        resize = "kept at" if (w, h) == (W, H) else f"resized from {w}x{h} to"
+        resize += f" {W}x{H} (aspect not kept)"
+    else:
+        rw, rh = resized_hw(h, w, info)[::-1]
+        resize = f"resized from {w}x{h} to {rw}x{rh} (aspect kept), its centre {W}x{H} cropped"
+    resize += "" if info.interpolation == "bilinear" else f" ({info.interpolation})"
     mode = "grayscale" if info.in_chans == 1 else "RGB"
     stats = ", ".join(f"{m:.3g}/{s:.3g}" for m, s in zip(info.mean, info.std, strict=True))
-    return f"model input: {mode}, {resize} {side}x{side} (aspect not kept), normalised (x − mean)/std with " \
-           f"mean/std {stats} per channel"
+    return f"model input: {mode}, {resize}, normalised (x − mean)/std with mean/std {stats} per channel"

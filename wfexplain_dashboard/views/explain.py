@@ -94,7 +94,7 @@ target_mode = m2.radio("Target", ["Predicted (original)", "Chosen class"], key="
 target = before[0][0]
 if target_mode == "Chosen class":
     target = st.selectbox("Target class", range(len(names)), format_func=lambda i: names[i], key="explain_target_cls")
-gradcam_layer, side = None, model.info.img_size
+gradcam_layer, side = None, "×".join(map(str, model.info.input_hw))
 if "Layer Grad-CAM" in methods:
     try:  # probed once per model on a private copy; the shared model never gets a hook
         layer_sides = dict(explain.gradcam_layers(model))
@@ -137,7 +137,7 @@ for k, method in enumerate(methods):
     st.markdown(f"#### {method}")
     if layer is not None:
         h, w = layer_sides.get(layer, ("?", "?"))
-        st.caption(f"Grad-CAM on `{layer}` ({h}×{w} of {side}×{side} input)")
+        st.caption(f"Grad-CAM on `{layer}` ({h}×{w} of {side} input)")
     label = f"{method} · target {names[target]} · forgetting {', '.join(view.forget_names) or 'nothing'}"
     fig = figures.attribution_figure(seen, {"original": a0, "filtered": a1}, title=label, original=np.asarray(photo),
                                      difference=a1 - a0, difference_title="filtered − original")

@@ -13,6 +13,7 @@ from wfexplain.data import list_datasets
 from wfexplain.distributed import resolve_device
 from wfexplain.engine import TrainConfig, UnlearnConfig
 from wfexplain.explain import analysis
+from wfexplain.gate_coverage import coverage
 from wfexplain.history import history_csv, read_history
 from wfexplain.pipeline import train_checkpoint, unlearn_checkpoint
 from wfexplain_dashboard.job_panel import job_panel, running, start_job
@@ -57,6 +58,13 @@ with right:
         rows |= {"forget accuracy, single classes (↓)": ev.get("single", ev).get("forget_accuracy_mean"),
                  "retain accuracy, single classes (↑)": ev.get("single", ev).get("retain_accuracy_mean")}
     st.dataframe(pd.DataFrame({"value": rows}), height=240)
+cov = coverage(model)  # computed (and kept) in the library; the probe part only where it is cheap
+st.subheader("Gate coverage")
+st.caption("Gate sites (components) per stage and kind; below, the layers left ungated and why, and the gates that "
+           "never changed the output.")
+st.dataframe(pd.DataFrame(cov.table()), hide_index=True)
+if cov.notes():
+    st.dataframe(pd.DataFrame(cov.notes()), hide_index=True, height=min(240, 38 + 35 * len(cov.notes())))
 with st.expander("Resolved configuration (manifest.json)"):
     st.json(public_manifest(man), expanded=1)
 
