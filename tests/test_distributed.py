@@ -53,7 +53,7 @@ def test_unlearn_two_processes_match_one(setup):
     diff = max((a[k] - b[k]).abs().max().item() for k in a)
     assert moved > 0.1  # the round actually trained the memory
     assert diff < 1e-3, f"2-process memory differs from 1-process by {diff}"
-    assert sorted(p.name for p in double.iterdir()) == ["manifest.json", "memory.safetensors", "model.safetensors"]
+    assert sorted(p.name for p in double.iterdir()) == ["history.csv", "manifest.json", "memory.safetensors", "model.safetensors"]
 
 
 def test_evaluate_two_processes_equal_one(setup, capsys):
@@ -90,7 +90,7 @@ def test_train_under_torchrun_writes_one_loadable_checkpoint(setup):
     run = torchrun("train", "--dataset", "imagefolder", "--data-dir", str(data), "--img-size", "16", "--out", str(out),
                    "--epochs", "2", "--batch-size", "16", "--lr", "0.01")
     assert run.returncode == 0, run.stderr[-3000:]
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "memory.safetensors", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["history.csv", "manifest.json", "memory.safetensors", "model.safetensors"]
     model = load(out)
     assert model.manifest.metrics["original_accuracy"] > 0.5  # learnable toy data
 

@@ -11,7 +11,6 @@ The other functions take any map-style dataset of ``(image tensor, label)`` and 
 
 from __future__ import annotations
 
-import copy
 import os
 import shutil
 import warnings
@@ -33,6 +32,7 @@ from .evaluation import evaluate as _evaluate
 from .filtering import FilteredModel, Sites, bake_gates
 from .gate_coverage import Coverage, inert_sites, record
 from .gates import strip_hooks
+from .gates import ungated_copy as gates_ungated_copy
 from .heads import Trace, trace_heads
 from .inference import relative_error
 from .layout import check_layout
@@ -170,7 +170,7 @@ class InertSitesWarning(UserWarning):
 
 def ungated_copy(module: nn.Module) -> nn.Module:
     """A deep copy of a network without the gates a :class:`FilteredModel` installed on it (ready to wrap again)."""
-    return strip_hooks(copy.deepcopy(module))
+    return gates_ungated_copy(module)
 
 
 @torch.no_grad()

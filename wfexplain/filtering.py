@@ -15,7 +15,6 @@ model; and ``torch.compile(model, fullgraph=True)`` traces it whole (no graph br
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -213,6 +212,6 @@ def set_gates(model: FilteredModel, forget: Forget, hard_threshold: float | None
 @torch.no_grad()
 def bake_gates(model: FilteredModel, gates: dict[str, torch.Tensor]) -> nn.Module:
     """A copy of ``model.backbone`` (the same class, no hooks, same state-dict keys) with ``gates`` folded in."""
-    baked = G.strip_hooks(copy.deepcopy(model.backbone)).eval()
+    baked = G.ungated_copy(model.backbone).eval()
     G.bake_into(baked, model.sites, gates)
     return baked.requires_grad_(True)

@@ -11,7 +11,6 @@ else its top-level module (``patch_embed``, ``stem``, ``norm``).
 
 from __future__ import annotations
 
-import copy
 import re
 import time
 import weakref
@@ -21,7 +20,7 @@ import torch
 from torch import nn
 
 from .filtering import FilteredModel
-from .gates import strip_hooks
+from .gates import ungated_copy
 from .layout import check_layout
 from .sites import KINDS, GateSite, discover_sites, skipped
 
@@ -144,7 +143,7 @@ def coverage(model: FilteredModel, probe: bool | None = None, budget_s: float = 
     folded: dict[str, int] = {}
     if missing or probe is not False:
         # on a copy: hooks added to a network other threads may be running would race with them
-        layout = check_layout(strip_hooks(copy.deepcopy(net)), [*missing, *model.sites], size)
+        layout = check_layout(ungated_copy(net), [*missing, *model.sites], size)
         folded = {p: r for p, r in layout.folded.items() if p in gated}
         left += [*layout.refused, *((s.path, _EXCLUDED) for s in layout.sites if s.path not in gated),
                  *((p, f"never run in an eval-mode forward pass; {_EXCLUDED}") for p in layout.never_run)]

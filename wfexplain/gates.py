@@ -9,17 +9,21 @@ projection. Hooks read the gate values of the call in progress from thread-local
 serves many threads, each with its own forget set, and no gate is ever stored on the network. A
 forward never yields to another task mid-call, so this is as safe as a ``ContextVar``, whose ``set``
 torch.compile cannot trace (a graph break); Dynamo traces thread-local attributes, so a compiled
-:class:`~wfexplain.filtering.FilteredModel` is one graph, gates included. Every hook installed here
-is marked, so that a copy of a gated network can be stripped of them (:func:`strip_hooks`).
+:class:`~wfexplain.filtering.FilteredModel` is one graph, gates included. The handles of the hooks
+installed here are kept, so that they are counted, removed (:func:`strip_hooks`) and left out of a copy
+(:func:`ungated_copy`) through torch's public ``RemovableHandle``, never by editing hook dictionaries.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
+import weakref
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from .sites import GateSite, residual_writer
 
@@ -32,7 +36,6 @@ class _Active(threading.local):
 
 
 ACTIVE = _Active()
-_MARK = "_wfexplain_gate"
 
 
 def run(backbone: nn.Module, x: torch.Tensor, gates: dict[str, torch.Tensor] | None) -> torch.Tensor:
@@ -75,17 +78,12 @@ def _per_row(gate: torch.Tensor, site: GateSite, x: torch.Tensor) -> torch.Tenso
     return gate.repeat_interleave(x.shape[0] // rows, dim=0)
 
 
-def _mark(fn):
-    setattr(fn, _MARK, True)
-    return fn
-
-
 def _output_hook(site: GateSite):
     def hook(module, inputs, output):
         gates = ACTIVE.gates
         return None if gates is None else output * expand(gates[site.path], site, output)
 
-    return _mark(hook)
+    return hook
 
 
 def _input_hook(site: GateSite):
@@ -96,7 +94,7 @@ def _input_hook(site: GateSite):
         x = inputs[0]
         return (x * expand(gates[site.path], site, x), *inputs[1:])
 
-    return _mark(hook)
+    return hook
 
 
 def _mha_hook(site: GateSite):
@@ -111,7 +109,7 @@ def _mha_hook(site: GateSite):
                          a.get("key_padding_mask"), a.get("attn_mask"), site)
         return (out, output[1]) if isinstance(output, tuple) else out
 
-    return _mark(hook)
+    return hook
 
 
 def mha_heads(m: nn.MultiheadAttention, q, k, v, key_padding_mask=None, attn_mask=None) -> torch.Tensor:
@@ -151,19 +149,25 @@ def mha_call(args, kwargs) -> dict:
     return dict(zip(names, args, strict=False)) | kwargs
 
 
+# The handles of the gate hooks installed on each network (torch's public RemovableHandle): how they are
+# counted, removed, and left out of a copy, never by editing a module's hook dictionaries.
+_HANDLES: weakref.WeakKeyDictionary[nn.Module, list[RemovableHandle]] = weakref.WeakKeyDictionary()
+
+
 def install(backbone: nn.Module, sites: list[GateSite]) -> None:
     """Install the hooks of every site on ``backbone`` (once, for the network's lifetime)."""
     modules = dict(backbone.named_modules())
+    handles = _HANDLES.setdefault(backbone, [])
     for site in sites:
         m = modules[site.path]
         if site.kind == "heads":
-            m.register_forward_pre_hook(_input_hook(site))
+            handles.append(m.register_forward_pre_hook(_input_hook(site)))
         elif site.kind == "norm_act":  # between the normalisation and the activation (timm BatchNormAct2d)
-            m.drop.register_forward_pre_hook(_input_hook(site))
+            handles.append(m.drop.register_forward_pre_hook(_input_hook(site)))
         elif site.kind == "mha":
-            m.register_forward_hook(_mha_hook(site), with_kwargs=True)
+            handles.append(m.register_forward_hook(_mha_hook(site), with_kwargs=True))
         else:
-            m.register_forward_hook(_output_hook(site))
+            handles.append(m.register_forward_hook(_output_hook(site)))
 
 
 @torch.no_grad()
@@ -200,21 +204,30 @@ def gated_tensors(backbone: nn.Module, sites: list[GateSite], x: torch.Tensor) -
 
 
 def strip_hooks(module: nn.Module) -> nn.Module:
-    """Remove every gate hook from ``module`` and its children (e.g. on a deep copy); returns it."""
+    """Remove every gate hook installed on ``module`` or on a network inside it (their handles); returns it."""
     for m in module.modules():
-        for store in (m._forward_hooks, m._forward_pre_hooks):
-            for key in [k for k, fn in store.items() if getattr(fn, _MARK, False)]:
-                del store[key]
-                m._forward_hooks_with_kwargs.pop(key, None)
-                m._forward_hooks_always_called.pop(key, None)
-                m._forward_pre_hooks_with_kwargs.pop(key, None)
+        for handle in _HANDLES.pop(m, []):
+            handle.remove()
     return module
 
 
+def ungated_copy(module: nn.Module) -> nn.Module:
+    """A deep copy of ``module`` without its gate hooks (``module`` keeps them).
+
+    The copy is made together with the hooks' handles, so each copied handle refers to the copy's own hook
+    dictionaries (``RemovableHandle`` pickles the dictionary it removes from); removing those handles strips
+    the copy alone, through torch's public API.
+    """
+    owned = {id(m): _HANDLES.get(m, []) for m in module.modules()}
+    copied, handles = copy.deepcopy((module, [h for hs in owned.values() for h in hs]))
+    for handle in handles:
+        handle.remove()
+    return copied
+
+
 def count_hooks(module: nn.Module) -> int:
-    """Gate hooks installed on ``module`` and its children."""
-    return sum(getattr(fn, _MARK, False) for m in module.modules() for fn in (*m._forward_hooks.values(),
-                                                                             *m._forward_pre_hooks.values()))
+    """Gate hooks installed on ``module`` or on a network inside it."""
+    return sum(len(_HANDLES.get(m, ())) for m in module.modules())
 
 
 @torch.no_grad()

@@ -158,7 +158,7 @@ class Predictor:
     # ------------------------------------------------------------ construction
     def _build(self, fold: bool, prefix: bool) -> bool:
         model = self.model
-        plain = G.strip_hooks(copy.deepcopy(model.backbone)).eval().requires_grad_(False)
+        plain = G.ungated_copy(model.backbone).eval().requires_grad_(False)
         split = _split(plain) if prefix else None
         if prefix and split is None:
             return False
