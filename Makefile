@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup data browser latex test lint typecheck run checkpoints
+.PHONY: setup data browser latex test test-fast lint typecheck run checkpoints
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -n "$(PYTHON)" || { echo "no python3 found: install Python 3.11 (Debian: apt-get install python3.11 python3.11-venv)"; exit 1; }
@@ -34,6 +34,10 @@ typecheck: $(STAMP)
 
 test: setup browser latex lint typecheck
 	HF_HUB_OFFLINE=1 $(BIN)/pytest
+
+# The lane to run while working (about a minute): ruff, then every test not marked slow (docs/development.md#tests).
+test-fast: setup lint
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -m "not slow"
 
 run: setup
 	$(BIN)/python -m wfexplain_dashboard

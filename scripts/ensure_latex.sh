@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The LaTeX test (tests/test_latex.py) compiles the exported metric tables with Debian's pdflatex and booktabs
+# The LaTeX test (tests/wfexplain/test_latex.py) compiles the exported metric tables with Debian's pdflatex and booktabs
 # (texlive-latex-base: about 39 MB to download with its dependencies; texlive-latex-recommended: 9 MB more).
 set -euo pipefail
 have_latex() { command -v pdflatex >/dev/null && kpsewhich booktabs.sty >/dev/null 2>&1; }

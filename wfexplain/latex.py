@@ -2,7 +2,7 @@
 
 :func:`table_latex` writes the metric tables of :mod:`wfexplain.export` (and any small
 DataFrame); :func:`latex_escape` makes plain text (class names, captions) safe for pdflatex
-with its default fonts. ``tests/test_latex.py`` compiles both with pdflatex.
+with its default fonts. ``tests/wfexplain/test_latex.py`` compiles both with pdflatex.
 """
 
 from __future__ import annotations

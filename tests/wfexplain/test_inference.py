@@ -1,0 +1,106 @@
+"""The fast inference path (issue 16): folded, prefix-cached, baked forward passes equal the hook path."""
+
+import pytest
+import timm
+import torch
+import torchvision
+from torch import nn
+
+from wfexplain import bake, wrap
+from wfexplain.gates import count_hooks
+from wfexplain.inference import Predictor, relative_error
+
+NAMES = [f"c{i}" for i in range(5)]
+SIZE = 32
+
+SETS = [None, [0], [1, 3], [0, 2, 4]]
+
+
+def _random_memory(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for a in model.alphas.values():
+            a.copy_(0.2 + 0.8 * torch.rand(a.shape, generator=g))
+    return model
+
+
+def _check(model, x, expected_mode):
+    hooks = count_hooks(model.backbone)
+    p = Predictor(model, x, chunk=7)  # chunks that do not divide the inputs
+    assert p.mode == expected_mode, p.describe()
+    with torch.no_grad():
+        for s in SETS:
+            assert relative_error(p.logits(s), model(x, forget=s)) < 1e-4, (s, p.describe())
+        hard = bake(model, [1, 3], hard_threshold=0.5)(x)
+        assert relative_error(p.logits([1, 3], hard_threshold=0.5), hard) < 1e-4
+    assert count_hooks(model.backbone) == hooks, "the model's own gates are untouched"
+    assert count_hooks(p._work) == 0 if p._work is not None else True
+    return p
+
+
+@pytest.mark.parametrize("backbone,mode", [("cnn", "folded+prefix"), ("resnet18", "folded+prefix"), ("vit", "baked+prefix")])
+def test_builtin_backbones_take_the_fast_path_exactly(backbone, mode, make_model):
+    model = make_model(backbone, img_size=32 if backbone == "resnet18" else 16)
+    _random_memory(model)
+    x = torch.randn(20, 1, model.info.img_size, model.info.img_size, generator=torch.Generator().manual_seed(1))
+    _check(model, x, mode)
+
+
+@pytest.mark.parametrize("arch,mode", [
+    (lambda: timm.create_model("resnet10t", num_classes=5), "folded"),
+    (lambda: torchvision.models.resnet18(num_classes=5), "folded+prefix"),
+    (lambda: timm.create_model("vit_tiny_patch16_224", num_classes=5, img_size=SIZE, patch_size=8, depth=2), "baked+prefix"),
+    (lambda: torchvision.models.VisionTransformer(image_size=SIZE, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32,
+                                                  mlp_dim=64, num_classes=5), "baked"),
+])
+def test_wrapped_foreign_models_take_the_fast_path_exactly(arch, mode, perturbed):
+    model = _random_memory(wrap(perturbed(arch()), NAMES, input_size=(3, SIZE, SIZE), mean=(0.5,) * 3, std=(0.25,) * 3))
+    _check(model, torch.randn(9, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2)), mode)
+
+
+class TwoUses(nn.Module):
+    """A convolution whose output feeds its BatchNorm *and* a skip: folding the norm would change the skip."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x):
+        y = self.conv(x)
+        z = self.bn2(self.conv2(torch.relu(self.bn(y)))) + y
+        return self.head(z.mean((2, 3)))
+
+
+def test_a_fold_that_is_not_exact_is_dropped_and_said(perturbed):
+    model = _random_memory(wrap(perturbed(TwoUses()), NAMES, input_size=(3, SIZE, SIZE), mean=(0.5,) * 3,
+                                std=(0.25,) * 3))
+    p = _check(model, torch.randn(6, 3, SIZE, SIZE), "baked")
+    assert any("folded is not exact" in n for n in p.notes)
+
+
+def test_rows_and_reduced_precision_guard(make_model):
+    model = _random_memory(make_model("cnn"))
+    x = torch.randn(30, 1, 16, 16, generator=torch.Generator().manual_seed(3))
+    p = Predictor(model, x)
+    rows = torch.tensor([5, 1, 29])
+    torch.testing.assert_close(p.logits([2], rows=rows), p.logits([2])[rows])
+    strict = Predictor(model, x, precision="bfloat16", min_agreement=1.01)  # no agreement can pass
+    assert strict.dtype == torch.float32 and any("bfloat16 refused" in n for n in strict.notes)
+    loose = Predictor(model, x, precision="bfloat16", min_agreement=0.0)
+    assert loose.dtype == torch.bfloat16 and relative_error(loose.logits([2]), p.logits([2])) < 0.1
+    with pytest.raises(ValueError, match="precision must be"):
+        Predictor(model, x, precision="float8")
+
+
+def test_a_gate_inside_the_prefix_turns_the_prefix_cache_off(tiny_info):
+    from wfexplain.filtering import FilteredModel
+    from wfexplain.sites import GateSite
+
+    model = FilteredModel("cnn", tiny_info(), sites=[GateSite("features.0", "channels", 32),
+                                                     GateSite("features.5", "channels", 64)])
+    p = _check(_random_memory(model), torch.randn(5, 1, 16, 16), "folded")
+    assert any("features.0" in n and "inside the prefix" in n for n in p.notes)
