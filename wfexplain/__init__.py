@@ -7,12 +7,13 @@ Filtering" (arXiv 2304.02049). Public API: :func:`load`, :func:`save`, :func:`wr
 """
 
 from ._version import __version__
-from .api import evaluate, probe, save, ungated_copy, unlearn, wrap
+from .api import evaluate, probe, save, unlearn, wrap
 from .backbones import create_backbone, list_backbones
 from .checkpoint import CheckpointError, load
 from .configs import RemovalConfig, UnlearnConfig
 from .filtering import FilteredModel, bake
 from .gate_coverage import coverage
+from .gates import ungated_copy
 from .manifest import Manifest
 from .removal import remove
 from .sites import GateSite

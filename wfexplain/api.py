@@ -32,7 +32,6 @@ from .evaluation import evaluate as _evaluate
 from .filtering import FilteredModel, Sites, bake_gates
 from .gate_coverage import Coverage, inert_sites, record
 from .gates import strip_hooks
-from .gates import ungated_copy as gates_ungated_copy
 from .heads import Trace, trace_heads
 from .inference import relative_error
 from .layout import check_layout
@@ -166,11 +165,6 @@ class UngatedLayersWarning(UserWarning):
 
 class InertSitesWarning(UserWarning):
     """:func:`wrap` kept gate sites whose gate, zeroed alone, never changed the output in the probe."""
-
-
-def ungated_copy(module: nn.Module) -> nn.Module:
-    """A deep copy of a network without the gates a :class:`FilteredModel` installed on it (ready to wrap again)."""
-    return gates_ungated_copy(module)
 
 
 @torch.no_grad()

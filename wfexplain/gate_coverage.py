@@ -134,7 +134,7 @@ def coverage(model: FilteredModel, probe: bool | None = None, budget_s: float = 
     :func:`wfexplain.layout.check_layout`). ``probe``: also find the inert sites (None: only where one batched
     pass over them is estimated to take under ``budget_s`` seconds)."""
     known = _RECORDED.get(model)
-    if known is not None and (known.inert is not None or probe is False):
+    if known is not None and (known.inert is not None or not probe):  # "where cheap" was decided when it was recorded
         return known
     net, size = model.backbone, model.info.input_size
     left = skipped(net, model.heads)

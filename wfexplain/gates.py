@@ -212,14 +212,14 @@ def strip_hooks(module: nn.Module) -> nn.Module:
 
 
 def ungated_copy(module: nn.Module) -> nn.Module:
-    """A deep copy of ``module`` without its gate hooks (``module`` keeps them).
+    """A deep copy of ``module`` without the gates a FilteredModel installed on it (``module`` keeps them), ready
+    to wrap again.
 
     The copy is made together with the hooks' handles, so each copied handle refers to the copy's own hook
     dictionaries (``RemovableHandle`` pickles the dictionary it removes from); removing those handles strips
     the copy alone, through torch's public API.
     """
-    owned = {id(m): _HANDLES.get(m, []) for m in module.modules()}
-    copied, handles = copy.deepcopy((module, [h for hs in owned.values() for h in hs]))
+    copied, handles = copy.deepcopy((module, [h for m in module.modules() for h in _HANDLES.get(m, [])]))
     for handle in handles:
         handle.remove()
     return copied

@@ -43,7 +43,8 @@ def _scan(root: Path) -> list[tuple[str, Path]]:
 
 def _roots() -> list[tuple[str, Path, Path]]:
     """``(id prefix, root, folder the prefix stands for)``: shipped (bare names), user, then the extra roots."""
-    roots = [("", SHIPPED_DIR, SHIPPED_DIR), ("user/", user_checkpoint_dir(), user_checkpoint_dir())]
+    roots = [("", SHIPPED_DIR, SHIPPED_DIR)] if SHIPPED_DIR is not None else []
+    roots.append(("user/", user_checkpoint_dir(), user_checkpoint_dir()))
     for root in extra_checkpoint_roots():
         folder = root.parent if (root / MANIFEST_FILE).is_file() else root  # a checkpoint itself: parent/NAME
         roots.append((f"{folder.name or 'root'}/", root, folder))

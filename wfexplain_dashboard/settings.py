@@ -42,7 +42,7 @@ def _paths(variable: str) -> list[Path]:
     return [Path(os.path.abspath(os.path.expanduser(p))) for p in os.environ.get(variable, "").split(os.pathsep) if p.strip()]
 
 
-SHIPPED_DIR = shipped_dir() or Path("/nonexistent/wfexplain-shipped-checkpoints")  # a checkout's, or the installed ones
+SHIPPED_DIR = shipped_dir()  # a checkout's, or the installed ones; None: none here
 DEFAULT_CHECKPOINT = "fmnist-cnn"
 EVAL_LIMIT = env_int("WFEXPLAIN_EVAL_LIMIT", 2000)
 DEVICE = os.environ.get("WFEXPLAIN_DEVICE", "cpu")

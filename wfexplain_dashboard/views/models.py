@@ -94,7 +94,7 @@ def _target(name: str) -> Path | None:
         st.error("Give a plain directory name (letters, digits, dots, dashes, underscores; up to 64 characters).")
         return None
     out = (USER_DIR / name).resolve()
-    if out.is_relative_to(SHIPPED_DIR.resolve()):
+    if SHIPPED_DIR is not None and out.is_relative_to(SHIPPED_DIR.resolve()):
         st.error("That would overwrite a shipped checkpoint; choose another name.")
         return None
     if out.exists() or out.is_symlink():
