@@ -160,3 +160,34 @@ class SSDConfig(Checked):
     lambda_: float = in_range(1.0, 0, open_lo=True)  # dampening: beta = min(lambda * imp_D / imp_Df, 1) (paper: 1)
     batch_size: int = in_range(64, 1)  # images per gradient batch for both importances (official code: 64)
     train_images: int = in_range(20000, 0)  # seeded subset of retain+forget that estimates imp_D (0: all)
+
+
+@dataclass(frozen=True)
+class ScrubConfig(Checked):
+    """Recipe for SCRUB, teacher-student max/min distillation (``baselines.scrub.Config``; the module maps it to
+    the reference code's ``sgda_*``, ``msteps`` and ``kd_T``)."""
+
+    steps: int = in_range(150, 1)  # min steps: retain batches, gamma * CE + alpha * KL (reference: every epoch)
+    max_steps: int = in_range(20, 0)  # max steps: forget batches ascending the KL, early (reference: msteps epochs; more diverge)
+    max_every: int = in_range(2, 1)  # a max step before every max_every-th min step until max_steps are done
+    batch_size: int = in_range(128, 1)  # retain images per min step (reference sgda_batch_size: 128)
+    forget_batch_size: int = in_range(32, 1)  # forget images per max step (reference del_batch_size: 32)
+    lr: float = in_range(0.001, 0, open_lo=True)  # SGD peak learning rate, cosine decay to 0 over all steps (reference: 5e-4)
+    momentum: float = in_range(0.9, 0)  # SGD momentum (reference sgda_momentum: 0.9)
+    weight_decay: float = in_range(5e-4, 0)  # SGD weight decay (reference sgda_weight_decay: 5e-4)
+    temperature: float = in_range(4.0, 0, open_lo=True)  # distillation temperature T (reference kd_T: 4)
+    alpha: float = in_range(0.001, 0)  # weight of the retain KL in the min loss (reference: 0.001)
+    gamma: float = in_range(0.99, 0)  # weight of the retain CE in the min loss (reference: 0.99)
+
+
+@dataclass(frozen=True)
+class L1SparseConfig(Checked):
+    """Recipe for ℓ1-sparse unlearning, fine-tuning plus a decaying ℓ1 penalty (``baselines.l1_sparse.Config``)."""
+
+    steps: int = in_range(150, 1)  # SGD steps on retain batches (as fine-tuning's default)
+    batch_size: int = in_range(128, 1)  # retain images per step
+    lr: float = in_range(0.05, 0, open_lo=True)  # SGD peak learning rate (cosine decay to 0)
+    momentum: float = in_range(0.9, 0)  # SGD momentum
+    weight_decay: float = in_range(5e-4, 0)  # SGD weight decay (on top of the ℓ1 term, as in the reference)
+    alpha: float = in_range(5e-4, 0)  # peak ℓ1 weight gamma: the penalty is alpha_t * sum |theta|
+    no_l1_steps: int = in_range(0, 0)  # last steps without the ℓ1 term (reference no_l1_epochs); alpha_t decays to 0 before

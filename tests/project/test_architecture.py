@@ -17,7 +17,8 @@ MAX_LINES = 350
 # Groups of the library, lowest first: a module may import only from its own rank or below.
 RANKS = {
     0: {"data", "forget", "atomic", "construction", "heads", "integrity", "sites", "layout",
-        "gates", "hooks", "distributed", "objectives", "latex", "hfdir", "spreadsheet", "history", "configs", "_version"},
+        "gates", "hooks", "distributed", "objectives", "latex", "hfdir", "spreadsheet", "history", "configs", "methods",
+        "_version"},
     1: {"backbones", "filtering", "engine", "manifest", "checkpoint", "upgrade", "shipped", "splits"},
     2: {"evaluation", "pipeline", "api", "gate_coverage", "importing", "preprocessing",
         "baselines", "inference", "answers", "removal", "baked"},

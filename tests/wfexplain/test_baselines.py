@@ -9,24 +9,28 @@ from wfexplain.baselines import (
     _common,
     default_config,
     finetune,
-    list_baselines,
+    l1_sparse,
     neggrad_plus,
     random_labels,
     run_baseline,
     salun,
+    scrub,
     ssd,
 )
 from wfexplain.data import TensorImages
 from wfexplain.engine import TrainConfig, train_classifier
 
 FORGET = 0  # the class every test forgets
-NAMES = ["finetune", "neggrad_plus", "random_labels", "salun", "ssd"]
+NAMES = ["finetune", "l1_sparse", "neggrad_plus", "random_labels", "salun", "scrub", "ssd"]  # registration order
 # Tiny budgets: a few steps on 16x16 images keep every run well under a second.
 TINY = {
     "finetune": finetune.Config(steps=20, batch_size=32, lr=0.1),
+    "l1_sparse": l1_sparse.Config(steps=20, batch_size=32, lr=0.1, alpha=1e-3),
     "neggrad_plus": neggrad_plus.Config(steps=20, batch_size=32, forget_batch_size=16, lr=0.01, beta=0.9),
     "random_labels": random_labels.Config(steps=20, batch_size=32, forget_batch_size=16, lr=0.02),
     "salun": salun.Config(mask_batch_size=32, steps=20, batch_size=32, forget_batch_size=16, lr=0.02),
+    # Unbounded KL ascent: two max steps at temperature 1 already move the forget set far from the teacher.
+    "scrub": scrub.Config(steps=20, max_steps=2, max_every=2, batch_size=32, forget_batch_size=16, lr=0.1, temperature=1.0),
     # One forget class of three: imp_Df / imp_D stays near 3, so alpha must be below it.
     "ssd": ssd.Config(alpha=2.0, lambda_=1.0, batch_size=16, train_images=96),
 }
@@ -133,10 +137,10 @@ def test_should_stop_cancels(setup, name, after):
 
 
 def test_registry():
-    assert list_baselines() == NAMES and set(BASELINES) == set(NAMES)
+    assert list(BASELINES) == NAMES
     for name in NAMES:
         cfg = default_config(name)
-        assert isinstance(cfg, dict) and cfg == BASELINES[name].Config().__dict__
+        assert isinstance(cfg, dict) and cfg == BASELINES[name].config().__dict__
     with pytest.raises(ValueError, match="unknown baseline 'retrain'") as err:
         run_baseline("retrain", torch.nn.Linear(2, 2), [], [], 2)
     for name in NAMES:
@@ -154,6 +158,20 @@ def test_config_validation():
         salun.Config(mask_ratio=0.0)
     with pytest.raises(ValueError):
         ssd.Config(alpha=0)
+    with pytest.raises(ValueError):
+        scrub.Config(temperature=0.0)
+    with pytest.raises(ValueError):
+        l1_sparse.Config(alpha=-1e-4)
+
+
+def test_every_grid_has_six_points_of_config_fields():
+    for name, method in BASELINES.items():
+        fields = set(method.default_config())
+        points = method.grid_points()
+        assert len(points) == 6 and len({tuple(p.items()) for p in points}) == 6, name
+        for point in points:
+            assert set(point) <= fields, (name, point)
+            method.config(**point)  # every point is a valid config
 
 
 def test_cfg_as_dict_overrides_defaults(setup):
@@ -200,3 +218,43 @@ def test_salun_updates_only_salient_weights(setup):
     moved = sum(int((new[n] != old[n]).sum()) for n in old)
     assert 0.3 * total < moved <= round(cfg.mask_ratio * total)
     assert out["steps"] == out["mask_batches"] + out["train_steps"] == 3 + cfg.steps
+
+
+def forget_kl(model: torch.nn.Module, teacher: torch.nn.Module, ds, temperature: float) -> float:
+    x = torch.stack([ds[i][0] for i in range(len(ds))])
+    with torch.no_grad():
+        return float(scrub.distill_kl(model.eval()(x), teacher.eval()(x), temperature))
+
+
+def test_scrub_schedule_interleaves_max_steps_early():
+    plan = scrub.schedule(scrub.Config(steps=6, max_steps=2, max_every=2))
+    assert plan == [True, False, False, True, False, False, False, False]
+    assert scrub.schedule(scrub.Config(steps=3, max_steps=0)) == [False] * 3
+    assert sum(scrub.schedule(scrub.Config(steps=5, max_steps=10, max_every=2))) == 3  # one per 2 min steps at most
+
+
+def test_scrub_max_steps_push_the_forget_set_away_from_the_teacher(setup):
+    net, retain, forget, *_ = setup
+    cfg = TINY["scrub"]
+    out = scrub.unlearn(net, retain, forget, 3, cfg, seed=0)
+    assert (out["max_steps"], out["min_steps"]) == (2, 20) and out["steps"] == 22
+    no_max = scrub.unlearn(net, retain, forget, 3, scrub.Config(**{**cfg.__dict__, "max_steps": 0}), seed=0)
+    assert no_max["steps"] == no_max["min_steps"] == 20
+    kl, kl_no_max = (forget_kl(o["model"], net, forget, cfg.temperature) for o in (out, no_max))
+    assert kl > 10 * max(kl_no_max, 1e-3), (kl, kl_no_max)
+    retain_kl = forget_kl(out["model"], net, retain, cfg.temperature)
+    assert retain_kl < kl / 2, (retain_kl, kl)  # the min steps keep the retained classes near the teacher
+
+
+def test_l1_sparse_is_finetuning_plus_a_decaying_l1_term(setup):
+    net, retain, forget, *_ = setup
+    cfg = TINY["l1_sparse"]
+    plain = finetune.Config(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr)
+    ft = finetune.unlearn(net, retain, forget, 3, plain, seed=0)["model"]
+    zero = l1_sparse.unlearn(net, retain, forget, 3, l1_sparse.Config(**{**cfg.__dict__, "alpha": 0.0}), seed=0)["model"]
+    assert_same(state(zero), state(ft))  # alpha = 0: exactly fine-tuning
+    sparse = l1_sparse.unlearn(net, retain, forget, 3, cfg, seed=0)["model"]
+    norms = [float(l1_sparse.l1_norm(m)) for m in (net, ft, sparse)]
+    assert norms[2] < norms[1] - 0.01 * norms[0], norms
+    assert [l1_sparse.l1_weight(l1_sparse.Config(steps=4, alpha=1.0), t) for t in range(4)] == [1.0, 0.75, 0.5, 0.25]
+    assert [l1_sparse.l1_weight(l1_sparse.Config(steps=4, alpha=1.0, no_l1_steps=2), t) for t in range(4)] == [1.0, 0.5, 0, 0]

@@ -16,7 +16,7 @@ CONFIGS = [c for _, c in inspect.getmembers(configs, inspect.isclass)
 
 
 def test_every_recipe_is_here_including_the_baselines_and_the_public_ones():
-    assert {m.Config for m in BASELINES.values()} <= set(CONFIGS)
+    assert {m.config for m in BASELINES.values()} <= set(CONFIGS)
     assert {wfexplain.UnlearnConfig, wfexplain.RemovalConfig, wfexplain.engine.TrainConfig} <= set(CONFIGS)
 
 

@@ -77,17 +77,19 @@ def test_retrain_oracles_and_benchmarks_behind_symlinks_are_refused(ck, tmp_path
 
     probe = Probe(torch.zeros(2, 1, 16, 16), torch.zeros(2, dtype=torch.long), torch.zeros(2, 1, 16, 16),
                   torch.zeros(2, dtype=torch.long))
+    train = [(torch.zeros(1, 16, 16), 0)]
     with pytest.raises(CheckpointError, match="leads outside"):
-        RunStore(ck, read_manifest(ck), None, None, probe)
+        RunStore(ck, read_manifest(ck), train, RunStore.probe_inputs(None, None, probe))
     (ck / "benchmark-runs").unlink()
-    store = RunStore(ck, read_manifest(ck), None, None, probe)
+    store = RunStore(ck, read_manifest(ck), train, RunStore.probe_inputs(None, None, probe))
     store.root.mkdir(parents=True)
     (store.root / "seed0").symlink_to(outside)  # deeper down, where results are written
     with pytest.raises(CheckpointError, match="leads outside"):
-        store.put(0, 0, "finetune", {}, {})
+        store.put(0, (0,), "finetune", {}, {"metrics": {}, "per_class_accuracy": [], "forget_predictions": [],
+                                            "forget_scores": []})
     with pytest.raises(CheckpointError, match="leads outside"):
         store.get_round(0, {})
-    assert not list(outside.glob("class0*")) and not list(outside.glob("wf-round*"))
+    assert not list(outside.glob("set0*")) and not list(outside.glob("wf-round*"))
 
 
 def test_within_resolves_dot_dot_and_symlinks(tmp_path):

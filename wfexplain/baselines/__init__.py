@@ -23,61 +23,53 @@ Contract shared by all of them:
   extras): ``model`` is the unlearned copy in eval mode with ``net``'s ``requires_grad``
   flags, or ``None`` when cancelled; ``steps`` counts the gradient batches actually run.
 
-Methods (:data:`BASELINES`): ``finetune`` (FT), ``neggrad_plus`` (NegGrad+),
-``random_labels`` (RL), ``salun`` (SalUn) and ``ssd`` (Selective Synaptic Dampening).
+Each module registers itself at its end as a :class:`wfexplain.methods.Method` (key, label, paper,
+reference code, config, run function, tuning grid); importing this package registers them all, and
+:data:`BASELINES` is derived from the registry: ``finetune`` (FT), ``neggrad_plus`` (NegGrad+),
+``random_labels`` (RL), ``salun`` (SalUn), ``ssd`` (Selective Synaptic Dampening), ``scrub`` (SCRUB)
+and ``l1_sparse`` (ℓ1-sparse).
 """
 
 from __future__ import annotations
-
-import dataclasses
-from types import ModuleType
 
 from torch import nn
 from torch.utils.data import Dataset
 
 from ..engine import Progress, StopFlag
-from . import finetune, neggrad_plus, random_labels, salun, ssd
+from ..methods import Method, get_method, methods
+from . import finetune, l1_sparse, neggrad_plus, random_labels, salun, scrub, ssd  # noqa: F401  (each registers itself)
 
-BASELINES: dict[str, ModuleType] = {
-    "finetune": finetune,
-    "neggrad_plus": neggrad_plus,
-    "random_labels": random_labels,
-    "salun": salun,
-    "ssd": ssd,
-}
+BASELINES: dict[str, Method] = methods("baseline")
 
 
-def list_baselines() -> list[str]:
-    return list(BASELINES)
-
-
-def get_baseline(name: str) -> ModuleType:
-    """The module of a baseline; ``ValueError`` naming the valid ones for an unknown name."""
+def get_baseline(name: str) -> Method:
+    """The registered baseline ``name``; ``ValueError`` naming the valid ones otherwise."""
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)}")
-    return BASELINES[name]
+    return get_method(name)
 
 
 def default_config(name: str) -> dict:
     """The default ``Config`` of a baseline as a plain dict (for manifests)."""
-    return dataclasses.asdict(get_baseline(name).Config())
+    return get_baseline(name).default_config()
 
 
 def run_baseline(name: str, net: nn.Module, retain: Dataset, forget: Dataset, num_classes: int, cfg=None, seed: int = 0,
                  progress: Progress | None = None, should_stop: StopFlag | None = None) -> dict:
     """Run one baseline by name. Returns its result dict (see module doc).
 
-    ``cfg`` is the module's ``Config``, a dict of overrides of its defaults (e.g. from a
-    manifest written with :func:`default_config`), or ``None`` for the defaults.
+    ``cfg`` is the method's config, a dict of overrides of its defaults (e.g. from a manifest written with
+    :func:`default_config`), or ``None`` for the defaults.
     """
-    module = get_baseline(name)
+    method = get_baseline(name)
+    assert method.config is not None and method.run is not None  # a registered baseline has both
     if cfg is None:
-        cfg = module.Config()
+        cfg = method.config()
     elif isinstance(cfg, dict):
-        cfg = module.Config(**cfg)
-    elif not isinstance(cfg, module.Config):
-        raise TypeError(f"cfg for {name!r} must be a {module.__name__}.Config or a dict, got {type(cfg).__name__}")
-    return module.unlearn(net, retain, forget, num_classes, cfg, seed=seed, progress=progress, should_stop=should_stop)
+        cfg = method.config(**cfg)
+    elif not isinstance(cfg, method.config):
+        raise TypeError(f"cfg for {name!r} must be a {method.config.__name__} or a dict, got {type(cfg).__name__}")
+    return method.run(net, retain, forget, num_classes, cfg, seed=seed, progress=progress, should_stop=should_stop)
 
 
-__all__ = ["BASELINES", "default_config", "get_baseline", "list_baselines", "run_baseline"]
+__all__ = ["BASELINES", "default_config", "get_baseline", "run_baseline"]

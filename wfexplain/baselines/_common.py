@@ -102,3 +102,40 @@ def train_loop(model: nn.Module, steps: int, step_fn: Callable[[], dict[str, tor
         if progress:
             progress(step + 1, steps, dict(avg))
     return steps, False
+
+
+Penalty = Callable[[nn.Module, int], tuple[torch.Tensor | None, dict[str, torch.Tensor]]]
+
+
+def finetune_copy(net: nn.Module, retain: Dataset, cfg, seed: int, progress: Progress | None,
+                  should_stop: StopFlag | None, penalty: Penalty | None = None) -> dict:
+    """Fine-tune a copy of ``net`` on ``retain``: ``cfg.steps`` SGD steps (``cfg.lr``, ``momentum``, ``weight_decay``,
+    cosine decay) on the cross-entropy of retain batches of ``cfg.batch_size``, plus ``penalty(model, step)`` (a term
+    added to the loss, or None, and the metrics it reports). The shared loop of fine-tuning and ℓ1-sparse.
+    Returns the common result dict."""
+    start = time.perf_counter()
+    check_data(retain, None)
+    model, flags = trainable_copy(net)
+    device = device_of(model)
+    g = torch.Generator().manual_seed(seed)
+    stream = batches(retain, cfg.batch_size, g)
+    opt = sgd(model, cfg.lr, cfg.momentum, cfg.weight_decay)
+    sched = cosine(opt, cfg.steps)
+    done = 0
+
+    def step() -> dict:
+        nonlocal done
+        x, y = next(stream)
+        retain_ce = ce(model(x.to(device)), y.to(device))
+        term, metrics = penalty(model, done) if penalty else (None, {})
+        loss = retain_ce if term is None else retain_ce + term
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        done += 1
+        return {"loss": loss.detach(), **({"retain_ce": retain_ce.detach()} if penalty else {}), **metrics}
+
+    with seeded(seed, device):
+        steps, cancelled = train_loop(model, cfg.steps, step, progress, should_stop)
+    return finish(model, flags, steps, start, cancelled)

@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 
 from ..configs import NegGradPlusConfig as Config
 from ..engine import Progress, StopFlag
+from ..methods import Method, register_method
 from ._common import (
     batches,
     ce,
@@ -66,3 +67,10 @@ def unlearn(net: nn.Module, retain: Dataset, forget: Dataset, num_classes: int, 
     with seeded(seed, device):
         steps, cancelled = train_loop(model, cfg.steps, step, progress, should_stop)
     return finish(model, flags, steps, start, cancelled)
+
+
+register_method(Method(
+    "neggrad_plus", "NegGrad+", "baseline", "descent on retain, ascent on forget",
+    "Kurmanji et al., Towards Unbounded Machine Unlearning, NeurIPS 2023",
+    "https://github.com/meghdadk/SCRUB",
+    config=Config, run=unlearn, grid={"steps": (100, 200, 400), "lr": (0.005, 0.01)}))

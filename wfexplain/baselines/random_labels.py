@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 
 from ..configs import RandomLabelsConfig as Config
 from ..engine import Progress, StopFlag
+from ..methods import Method, register_method
 from ._common import (
     batches,
     ce,
@@ -76,3 +77,10 @@ def unlearn(net: nn.Module, retain: Dataset, forget: Dataset, num_classes: int, 
     with seeded(seed, device):
         steps, cancelled = train_loop(model, cfg.steps, step, progress, should_stop)
     return finish(model, flags, steps, start, cancelled)
+
+
+register_method(Method(
+    "random_labels", "Random labels", "baseline", "forget images relabelled at random, plus retain",
+    "Golatkar et al., CVPR 2020; Fan et al., SalUn, ICLR 2024 (“RL”)",
+    "https://github.com/OPTML-Group/Unlearn-Saliency",
+    config=Config, run=unlearn, grid={"steps": (100, 200, 400), "lr": (0.005, 0.01)}))

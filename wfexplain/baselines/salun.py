@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..configs import SalUnConfig as Config
 from ..data.base import dataset_len
 from ..engine import Progress, StopFlag
+from ..methods import Method, register_method
 from ._common import batches, ce, check_data, cosine, device_of, finish, seeded, sgd, train_loop, trainable_copy
 from .random_labels import relabel_step
 
@@ -116,3 +117,10 @@ def unlearn(net: nn.Module, retain: Dataset, forget: Dataset, num_classes: int, 
     with seeded(seed, device):
         steps, cancelled = train_loop(model, cfg.steps, step, shifted if progress else None, should_stop)
     return finish(model, flags, done + steps, start, cancelled, mask_batches=done, train_steps=steps)
+
+
+register_method(Method(
+    "salun", "SalUn", "baseline", "random labels on the most forget-salient half of the weights",
+    "Fan et al., SalUn, ICLR 2024",
+    "https://github.com/OPTML-Group/Unlearn-Saliency",
+    config=Config, run=unlearn, grid={"steps": (100, 200, 400), "lr": (0.005, 0.01)}))

@@ -48,6 +48,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 from ..configs import SSDConfig as Config
 from ..data.base import dataset_len
 from ..engine import Progress, StopFlag
+from ..methods import Method, register_method
 from ._common import ce, check_data, device_of, finish, seeded, trainable_copy
 
 
@@ -125,3 +126,10 @@ def unlearn(net: nn.Module, retain: Dataset, forget: Dataset, num_classes: int, 
     selected = dampen(model, imp_d, imp_f, cfg.alpha, cfg.lambda_)
     n_params = sum(p.numel() for p in model.parameters())
     return finish(model, flags, done, start, False, selected=selected, selected_fraction=selected / n_params)
+
+
+register_method(Method(
+    "ssd", "SSD", "baseline", "selective synaptic dampening (Fisher importances), no training",
+    "Foster et al., Fast Machine Unlearning Without Retraining Through Selective Synaptic Dampening, AAAI 2024",
+    "https://github.com/if-loops/selective-synaptic-dampening",
+    config=Config, run=unlearn, grid={"alpha": (6.0, 8.0, 10.0), "lambda_": (0.5, 1.0)}))

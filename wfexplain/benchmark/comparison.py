@@ -5,10 +5,10 @@ This module turns it into pandas tables with no Streamlit involved:
 
 * :func:`read_benchmark` loads and checks the file (clear errors naming the file and the key).
 * :func:`comparison_table` is methods x metrics, ``(metric, "mean" | "std")`` columns, for the
-  mean over all benchmarked forget classes or for one class.
+  mean over the benchmarked single classes, over the sets of one size, or for one forget set.
 * :func:`gap_to_retrain` is each method's mean minus the Retrain oracle's, per metric.
-* :func:`best_per_column` picks, per metric and by the metric's direction
-  (:data:`wfexplain.benchmark.catalogue.METRICS`), the best *unlearning method*: ``"original"`` (no
+* :func:`best_per_column` picks, per metric, the best *unlearning method*: the closest to Retrain (time:
+  the fastest; :attr:`~wfexplain.benchmark.catalogue.Metric.versus_retrain`); ``"original"`` (no
   unlearning) and ``"retrain"`` (the oracle everything is measured against) are references,
   not contestants.
 * :func:`pareto_front` finds the methods no other method beats on forget quality (↑), retain
@@ -29,25 +29,19 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import within
-from .catalogue import BENCHMARK_FILE, METHODS, METRICS
+from ..methods import method_label, methods
+from .catalogue import BENCHMARK_FILE, METRICS, method_keys
 
 FILENAME = BENCHMARK_FILE
-REFERENCES = ("original", "retrain")  # shown, but never "best": no unlearning, and the oracle
-REQUIRED_KEYS = ("class_names", "forget_classes", "methods", "per_class")
+REFERENCES = tuple(methods("reference"))  # shown, but never "best": no unlearning, and the oracle
+REQUIRED_KEYS = ("class_names", "forget_classes", "methods", "per_set")
 STATS = ("mean", "std")
-METHOD_LABELS = {"original": "Original (no unlearning)", "retrain": "Retrain (oracle)", "wf": "WF (weight filtering)",
-                 "finetune": "Fine-tune", "neggrad_plus": "NegGrad+", "random_labels": "Random labels", "salun": "SalUn",
-                 "ssd": "SSD"}
-
-
-def method_label(method: str) -> str:
-    """A display name for a method key (unknown keys, e.g. brought-your-own networks, as they are)."""
-    return METHOD_LABELS.get(method, method)
+__all__ = ["method_label"]  # re-exported for the pages
 
 
 def is_percent(metric: str) -> bool:
-    """Whether a metric is a fraction in [0, 1] shown as a percentage (accuracies and MIA-efficacy)."""
-    return "accuracy" in metric or metric == "mia_efficacy"
+    """Whether a metric is a fraction in [0, 1] shown as a percentage (its unit is ``%``)."""
+    return metric in METRICS and METRICS[metric].percent
 
 
 # ---------------------------------------------------------------- reading
@@ -77,6 +71,9 @@ def read_benchmark(path: str | os.PathLike) -> dict:
         bench = json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{file} is not valid JSON: {e}") from None
+    if isinstance(bench, dict) and "per_set" not in bench and isinstance(bench.get("per_class"), dict):
+        bench["per_set"] = bench.pop("per_class")  # written before forget sets: single classes, keyed alike
+        bench.setdefault("protocol", "earlier (before the fair-tuning protocol of docs/benchmark.md)")
     check_benchmark(bench, str(file))
     return bench
 
@@ -95,7 +92,7 @@ def check_benchmark(bench, source: str = "the benchmark") -> dict:
     for key in REQUIRED_KEYS:
         if key not in bench:
             raise ValueError(f"{source} has no {key!r} key (expected the output of `wfexplain benchmark`)")
-    for key in ("methods", "per_class"):
+    for key in ("methods", "per_set"):
         if not isinstance(bench[key], dict):
             raise ValueError(f"{source}: {key!r} must be an object, got {type(bench[key]).__name__}")
     if not bench["methods"]:
@@ -103,9 +100,9 @@ def check_benchmark(bench, source: str = "the benchmark") -> dict:
     for method, metrics in bench["methods"].items():
         if not isinstance(metrics, dict):
             raise ValueError(f"{source}: 'methods'.{method!r} must map metric names to {{mean, std}}")
-    for c, entries in bench["per_class"].items():
+    for c, entries in bench["per_set"].items():
         if not isinstance(entries, dict):
-            raise ValueError(f"{source}: 'per_class'.{c!r} must map methods to their results")
+            raise ValueError(f"{source}: 'per_set'.{c!r} must map methods to their results")
     if not isinstance(bench["class_names"], list) or not isinstance(bench["forget_classes"], list):
         raise ValueError(f"{source}: 'class_names' and 'forget_classes' must be lists")
     return bench
@@ -128,38 +125,51 @@ def _stat(entry, stat: str) -> float:
     return as_float(entry) if stat == "mean" else math.nan  # a bare number: a mean without spread
 
 
-def order_methods(methods) -> list[str]:
-    """Original, Retrain, then :data:`~wfexplain.benchmark.catalogue.METHODS` order, then any others (as given)."""
-    known = [m for m in ("original", *METHODS) if m in methods]
-    return known + [m for m in methods if m not in known]
+def order_methods(names) -> list[str]:
+    """The registry's order (references, ours, baselines), then any others (as given)."""
+    known = [m for m in method_keys() if m in names]
+    return known + [m for m in names if m not in known]
+
+
+def benchmarked_sets(bench: dict) -> list[str]:
+    """The keys (``"0"``, ``"0-6"``) of the forget sets with results, in ``forget_sets`` order."""
+    per = bench.get("per_set", {})
+    listed = [s if isinstance(s, str) else "-".join(map(str, s if isinstance(s, list) else [s]))
+              for s in bench.get("forget_sets") or bench.get("forget_classes", [])]
+    listed = [k for k in dict.fromkeys(listed) if k in per]
+    return listed + [k for k in per if k not in listed]
 
 
 def benchmarked_classes(bench: dict) -> list[int]:
-    """The forget classes that have per-class results, in ``forget_classes`` order."""
-    per = bench.get("per_class", {})
-    listed = [int(c) for c in bench.get("forget_classes", []) if str(c) in per]
-    return listed + sorted(int(c) for c in per if int(c) not in listed)
+    """The single forget classes with results."""
+    return [int(k) for k in benchmarked_sets(bench) if k.isdigit()]
 
 
-def comparison_table(bench: dict, forget_class: int | None = None) -> pd.DataFrame:
+def comparison_table(bench: dict, forget: int | str | None = None, size: int | None = None) -> pd.DataFrame:
     """Methods x metrics: rows are methods, columns ``(metric, "mean" | "std")``.
 
     Args:
         bench: a ``benchmark.json`` dict.
-        forget_class: None for the aggregate over every benchmarked forget class
-            (``bench["methods"]``), else one class (``bench["per_class"][str(c)]``).
+        forget: a forget set's key (``"0-6"``) or a class: its results over seeds (``bench["per_set"][key]``).
+        size: with ``forget`` None, the mean over the sets of that size (``bench["by_size"]``); None: over the
+            single classes (``bench["methods"]``).
 
     Columns follow :data:`~wfexplain.benchmark.catalogue.METRICS` (every one, NaN where a method lacks it),
-    then any other metric found. Raises :class:`KeyError` for a class that was not benchmarked.
+    then any other metric found. Raises :class:`KeyError` for a set or size that was not benchmarked.
     """
-    if forget_class is None:
+    if forget is None and size is None:
         entries = bench["methods"]
+    elif forget is None:
+        by_size = bench.get("by_size") or {}
+        if str(size) not in by_size:
+            raise KeyError(f"no forget sets of {size} classes were benchmarked")
+        entries = by_size[str(size)]
     else:
-        per = bench.get("per_class", {})
-        if str(forget_class) not in per:
-            raise KeyError(f"forget class {forget_class} was not benchmarked (benchmarked: "
-                           f"{', '.join(map(str, benchmarked_classes(bench))) or 'none'})")
-        entries = {m: (e.get("metrics", {}) if isinstance(e, Mapping) else {}) for m, e in per[str(forget_class)].items()}
+        per = bench.get("per_set", {})
+        if str(forget) not in per:
+            raise KeyError(f"forget set {forget} was not benchmarked (benchmarked: "
+                           f"{', '.join(benchmarked_sets(bench)) or 'none'})")
+        entries = {m: (e.get("metrics", {}) if isinstance(e, Mapping) else {}) for m, e in per[str(forget)].items()}
     methods = order_methods(list(entries))
     found = [k for m in methods for k in entries[m] if k not in METRICS]
     metrics = [*METRICS, *dict.fromkeys(found)]
@@ -190,7 +200,7 @@ TIE = 1e-9  # values this close count as equal
 def best_per_column(table: pd.DataFrame) -> dict[str, list[str]]:
     """Per metric, the best unlearning method(s): the closest to Retrain, the oracle every method imitates.
 
-    Without a Retrain row (or for the time, which Retrain does not set a target for) the metric's
+    Without a Retrain row (or for a metric not read against Retrain, the time) the metric's
     direction decides instead. ``"original"`` and ``"retrain"`` are not contestants, nor are NaN
     values or metrics of unknown direction. Every method tied for best is listed (in table order).
     """
@@ -204,7 +214,7 @@ def best_per_column(table: pd.DataFrame) -> dict[str, list[str]]:
         col = m[metric].dropna()
         if col.empty:
             continue
-        target = reference[metric] if reference is not None and metric != "seconds" else math.nan
+        target = reference[metric] if reference is not None and METRICS[metric].versus_retrain else math.nan
         by_direction = col if METRICS[metric].higher_is_better else -col
         score = by_direction if math.isnan(target) else -(col - target).abs()
         best[metric] = [str(k) for k, v in score.items() if v >= score.max() - TIE]

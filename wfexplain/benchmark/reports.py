@@ -10,31 +10,42 @@ import pandas as pd
 from .. import distributed as dist
 from ..atomic import atomic_write, dir_lock, within, write_json
 from ..checkpoint import CheckpointError, is_checkpoint, read_manifest
+from ..methods import method_label
 from ..spreadsheet import csv_safe
-from .catalogue import BENCHMARK_FILE, METRICS
-from .comparison import benchmarked_classes, comparison_table, gap_to_retrain
+from .catalogue import BENCHMARK_FILE
+from .comparison import (
+    REFERENCES,
+    benchmarked_sets,
+    column_header,
+    comparison_table,
+    gap_to_retrain,
+    is_percent,
+    means,
+)
 
 
-def benchmark_table(bench: dict, fmt: str = "md") -> str:
-    """Methods x metrics (mean ± std, gap to Retrain in brackets) as Markdown or LaTeX (booktabs)."""
-    methods = bench["methods"]
-    ref = methods.get("retrain", {})
-    cols = list(METRICS)
-    pct = {k for k in cols if "accuracy" in k or k in ("mia_efficacy",)}
+def benchmark_table(bench: dict, fmt: str = "md", size: str = "1") -> str:
+    """Methods x metrics (mean ± std, gap to Retrain in brackets) as Markdown or LaTeX (booktabs), over the
+    forget sets of ``size`` classes (``bench["by_size"]``; ``"1"``: the single classes, ``bench["methods"]``)."""
+    table = comparison_table(bench, None, None if size == "1" else int(size))
+    mean, std = means(table), table.xs("std", axis=1, level="stat")
+    cols = [k for k in mean.columns if not mean[k].isna().all()]  # a file's extra metrics too; none that is empty
+    gap = gap_to_retrain(table)
 
     def cell(m: str, k: str) -> str:
-        v = methods[m].get(k, {"mean": float("nan"), "std": float("nan")})
-        mean, std = v["mean"], v["std"]
-        if math.isnan(mean):
+        if math.isnan(mean.at[m, k]):
             return "–"
-        scale = 100.0 if k in pct else 1.0
-        text = f"{mean * scale:.1f} ± {std * scale:.1f}" if k in pct else f"{mean:.3g} ± {std:.2g}"
-        if m not in ("retrain", "original") and k in ref and not math.isnan(ref[k]["mean"]):
-            text += f" ({(mean - ref[k]['mean']) * scale:+.1f})" if k in pct else f" ({mean - ref[k]['mean']:+.3g})"
+        scale = 100.0 if is_percent(k) else 1.0
+        s = std.at[m, k] * scale
+        text = (f"{mean.at[m, k] * scale:.1f}" + ("" if math.isnan(s) else f" ± {s:.1f}") if is_percent(k) else
+                f"{mean.at[m, k]:.3g}" + ("" if math.isnan(s) else f" ± {s:.2g}"))
+        g = gap.at[m, k] * scale
+        if m not in REFERENCES and not math.isnan(g):
+            text += f" ({g:+.1f})" if is_percent(k) else f" ({g:+.3g})"
         return text
 
-    head = [f"{METRICS[k].label}{' (%)' if k in pct else ''} {METRICS[k].arrow}" for k in cols]
-    rows = [[m, *(cell(m, k) for k in cols)] for m in methods]
+    head = [column_header(k) for k in cols]
+    rows = [[method_label(m), *(cell(m, k) for k in cols)] for m in mean.index]
     if fmt == "md":
         lines = ["| method | " + " | ".join(head) + " |", "|---" * (len(cols) + 1) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -50,17 +61,20 @@ def benchmark_table(bench: dict, fmt: str = "md") -> str:
 
 
 def benchmark_csv(bench: dict) -> bytes:
-    """Every benchmarked number as a long table, one row per (forget class, method, metric): ``forget_class``
-    (``all`` = the mean over the benchmarked classes), ``method``, ``metric``, ``mean``, ``std`` and
-    ``gap_to_retrain`` (mean − Retrain's). Raw values (accuracies as fractions, times in seconds); text cells made
-    inert for spreadsheets (:func:`wfexplain.spreadsheet.csv_safe`, the OWASP CSV-injection rule)."""
+    """Every benchmarked number as a long table, one row per (forget set, method, metric): ``forget_set``
+    (``0-6``; ``all-1``, ``all-2``, ``all-3`` = the mean over the sets of that size), ``method``, ``metric``,
+    ``mean``, ``std`` and ``gap_to_retrain`` (mean − Retrain's). Raw values (accuracies as fractions, times in
+    seconds); text cells made inert for spreadsheets (:func:`wfexplain.spreadsheet.csv_safe`, the OWASP
+    CSV-injection rule)."""
     rows = []
-    for c in [None, *benchmarked_classes(bench)]:
-        table = comparison_table(bench, c)
+    sizes = list(bench.get("by_size") or {"1": None})
+    for label, forget, size in [*((f"all-{k}", None, int(k)) for k in sizes),
+                                *((k, k, None) for k in benchmarked_sets(bench))]:
+        table = comparison_table(bench, forget, None if size == 1 else size)
         gap = gap_to_retrain(table)
         for method in table.index:
             for metric in table.columns.get_level_values("metric").unique():
-                rows.append({"forget_class": "all" if c is None else c, "method": method, "metric": metric,
+                rows.append({"forget_set": label, "method": method, "metric": metric,
                              "mean": table.loc[method, (metric, "mean")], "std": table.loc[method, (metric, "std")],
                              "gap_to_retrain": gap.loc[method, metric]})
     return csv_safe(pd.DataFrame(rows)).to_csv(index=False, float_format="%.9g").encode("utf-8")
@@ -82,11 +96,31 @@ def write_benchmark(bench: dict, directory: Path) -> list[Path]:
             raise CheckpointError(f"{directory} changed while it was benchmarked (its weight files differ); the "
                                   "benchmark was not written there: pass --out, or run it again")
         write_json(paths[0], bench)
-        cost = bench["cost"]
-        md = (benchmark_table(bench, "md") + f"\nWF, all {len(bench['class_names'])} classes: "
-              f"{cost['wf_all_classes_seconds']:.0f} s; Retrain, one class: {cost['retrain_one_class_seconds']:.0f} s; "
-              f"ratio {cost['ratio']:.2f}.\n")
+        md = benchmark_markdown(bench)
         atomic_write(paths[1], lambda tmp: Path(tmp).write_text(md))
         atomic_write(paths[2], lambda tmp: Path(tmp).write_text(benchmark_table(bench, "tex")))
         atomic_write(paths[3], lambda tmp: Path(tmp).write_bytes(benchmark_csv(bench)))
     return paths
+
+
+def benchmark_markdown(bench: dict) -> str:
+    """``benchmark.md``: a table per set size, the cost at parity and the tuning's choices."""
+    parts = []
+    for size in bench.get("by_size") or {"1": None}:
+        title = "single classes" if size == "1" else f"sets of {size} classes"
+        parts += [f"## {title}\n", benchmark_table(bench, "md", size)]
+    parity = (bench.get("cost") or {}).get("parity")
+    if parity:
+        req = ", ".join(f"{k} of {s} class(es)" for s, k in parity["requests"].items())
+        parts += [f"## Cost at parity: answering {req}\n", "| method | seconds |", "|---|---|"]
+        parts += [f"| {method_label(m)} | {t:.0f} |" for m, t in sorted(parity["totals"].items(), key=lambda x: x[1])]
+        parts.append(f"\nWF and WF + removal pay one round for every class ({parity['wf_round_seconds']:.0f} s) once.\n")
+    tuning = bench.get("tuning")
+    if tuning:
+        parts += ["## Tuning (validation split only)\n", f"Rule: {tuning['rule']}\n",
+                  "| method | budget | grid | chosen per set |", "|---|---|---|---|"]
+        for m, chosen in tuning["chosen"].items():
+            grid = "; ".join(f"{k} ∈ {{{', '.join(map(str, v))}}}" for k, v in tuning["grids"][m].items())
+            picks = "; ".join(f"{k}: " + ", ".join(f"{f}={v}" for f, v in c.items()) for k, c in chosen.items())
+            parts.append(f"| {method_label(m)} | {tuning['budget'][m]} | {grid} | {picks} |")
+    return "\n".join(parts) + "\n"

@@ -1,40 +1,37 @@
-"""Compare weight filtering with the Retrain oracle and five baseline unlearning methods.
+"""Compare weight filtering with the Retrain oracle and the baselines, on single classes and combinations.
 
-Every method turns the same original network into a plain network for one forget set:
-Retrain trains from scratch without the forget classes, WF bakes the memory matrices
-(:func:`wfexplain.filtering.bake`, no training per class), the baselines of
-:mod:`wfexplain.baselines` fine-tune a copy. Each result is scored with the metrics of
-:mod:`wfexplain.evaluation.metrics` (docs/benchmark.md) and shown as its gap to Retrain.
+Every method of the registry (:mod:`wfexplain.methods`) turns the same original network into a plain network
+for one forget set (:class:`~wfexplain.benchmark.unlearning.Unlearner`). First each method is tuned on the
+validation split with the same budget (:mod:`~wfexplain.benchmark.tuning`); then the test images are loaded and
+every (seed, forget set, method) is scored with the metrics of the catalogue (docs/benchmark.md), kept in the run
+store as it finishes, aggregated, and shown as its gap to Retrain.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import os
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import Subset
 
 from .. import forget as forget_sets
 from ..backbones import BuildRefused, weight_shapes
-from ..baselines import default_config, run_baseline
 from ..checkpoint import CheckpointError, Manifest, load, package_versions, read_tensors
-from ..configs import UnlearnConfig
 from ..data import subset_tensors
-from ..engine import Progress, StopFlag, reset_memory, train_memory
-from ..filtering import FilteredModel, bake
-from ..pipeline import load_oracle, retrain
-from ..splits import checkpoint_split, checkpoint_train_split
-from .catalogue import BENCHMARK_FILE, METHODS, METRICS
+from ..engine import Progress, StopFlag
+from ..methods import get_method
+from ..splits import checkpoint_split, checkpoint_train_split, checkpoint_validation_split
+from .aggregate import add_attack, aggregate, cost_at_parity, requests, stats
+from .catalogue import BENCHMARK_FILE, benchmark_sets, method_keys
 from .reports import write_benchmark
 from .scoring import Probe, _outputs, score
 from .store import RunStore
+from .tuning import TUNED_ROLES, Validation, base_configs, full_config, tune
+from .unlearning import Unlearner
 
 # ---------------------------------------------------------------- the benchmark
 
@@ -45,36 +42,51 @@ class BenchmarkConfig:
 
     Attributes:
         forget_classes: classes forgotten one at a time (default: all).
+        pairs, triples: seeded pairs and triples of classes also forgotten (:func:`benchmark_sets`).
         seeds: seeds 0..seeds-1; every method (Retrain and the WF round included) reruns per seed.
-        methods: subset of :data:`METHODS` (default: all; Retrain is always run, it is the reference).
+        combination_seeds: seeds for the pairs and triples (default: ``seeds``; each needs its own Retrain oracles).
+        methods: registered methods to run (default: all; Retrain is always run, it is the reference).
+        tune: choose every method's hyperparameters on the validation split first (same grid budget per method,
+            :mod:`~wfexplain.benchmark.tuning`); False: defaults (and ``overrides``) as they are.
+        tune_only: stop after the tuning (its points stay in the run store) and return ``{"tuning": ...}``; nothing is
+            written and the test split is never read (a long run split by methods tunes first, then scores).
         limit: test images (seeded, class-stratified; default: the whole test split).
-        train_limit: training images the train-split metrics, the MIA and the probe use.
-        wf_round: ``"run"`` reruns WF's unlearning round (all classes at once) per seed and times
-            it; ``"checkpoint"`` uses the checkpoint's memory and the round time in its manifest.
-        extra: bring your own: method name -> safetensors state dict of the same backbone that
-            forgot the (single) forget class elsewhere; scored like the others, no time.
+        train_limit: training images the train-split metrics, the MIA, the attack and the probe use.
+        val_limit: validation images the tuning scores on (default: all).
+        wf_round: ``"run"`` reruns WF's round (all classes at once) per seed and configuration and times it;
+            ``"checkpoint"`` uses the checkpoint's memory and recorded time for the checkpoint's own configuration.
+        extra: bring your own: method name -> safetensors state dict of the same backbone that forgot the
+            (single) forget class elsewhere; scored like the others, no time.
         data_dir: the dataset's directory (default: the one the checkpoint recorded).
-        out: directory for ``benchmark.json``/``.md``/``.tex`` (``"auto"``: the checkpoint; None: write nothing).
+        device: where every network is trained and scored (``cpu``, ``cuda``, ``cuda:N``); results are stored alike.
+        out: directory for ``benchmark.json``/``.md``/``.tex``/``.csv`` (``"auto"``: the checkpoint; None: nothing).
         save_oracles: store Retrain oracles trained here under ``<checkpoint>/retrain/`` (reused next time).
-        overrides: baseline name -> hyperparameters that replace its defaults (stored in ``config``).
-        resume: keep every scored result (and WF round) in the checkpoint's run store
-            (:mod:`wfexplain.benchmark.store`) and reuse stored ones; False computes everything and stores nothing.
-        force: replace an existing ``benchmark.json`` that covers classes or seeds this run does not
-            (without it that is a ``FileExistsError``, raised before any work).
+        overrides: method -> fixed hyperparameters replacing its defaults (tuning varies its grid's fields on top).
+        grids: method -> tuning grid replacing the registered one (every method the same number of points).
+        resume: keep every scored result, tuning point and WF round in the checkpoint's run store and reuse them.
+        force: replace an existing ``benchmark.json`` that covers sets or seeds this run does not.
         command: the command line, recorded in ``benchmark.json``.
     """
 
     forget_classes: tuple[int, ...] | None = None
+    pairs: int = 0
+    triples: int = 0
     seeds: int = 3
+    combination_seeds: int | None = None
     methods: tuple[str, ...] | None = None
+    tune: bool = True
+    tune_only: bool = False
     limit: int | None = None
     train_limit: int = 10_000
+    val_limit: int | None = None
     wf_round: str = "run"
     extra: dict[str, str] = field(default_factory=dict)
     data_dir: str | None = None
+    device: str = "cpu"
     out: str | None = "auto"
     save_oracles: bool = True
     overrides: dict[str, dict] = field(default_factory=dict)
+    grids: dict[str, dict] = field(default_factory=dict)
     resume: bool = True
     force: bool = False
     command: str = ""
@@ -82,231 +94,167 @@ class BenchmarkConfig:
 
 def run_benchmark(checkpoint: str | os.PathLike, config: BenchmarkConfig = BenchmarkConfig(),
                   progress: Progress | None = None, should_stop: StopFlag | None = None) -> dict | None:
-    """Run every method on every forget class (one at a time) and seed; aggregate mean and std.
+    """Tune on validation, then score every method on every forget set and seed; aggregate mean and std.
 
     Returns:
         The ``benchmark.json`` dict (docs/formats.md), or None when cancelled.
     """
-    forget_classes, seeds, methods, limit, train_limit = (config.forget_classes, config.seeds, config.methods,
-                                                          config.limit, config.train_limit)
-    wf_round, extra, data_dir, out, save_oracles = (config.wf_round, config.extra, config.data_dir, config.out,
-                                                    config.save_oracles)
-    overrides, resume, force, command = config.overrides, config.resume, config.force, config.command
-    base = load(checkpoint)
+    c = config
+    base = load(checkpoint).to(c.device)
     manifest, info, n = base.checkpoint_manifest(), base.info, base.num_classes
-    classes = forget_sets.classes(forget_classes if forget_classes is not None else range(n), n, allow_empty=False)
-    chosen = ["retrain", *[m for m in (methods or METHODS) if m != "retrain"]]
-    unknown = [m for m in chosen if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"seeds must be an integer ≥ 1, got {seeds!r}")
-    if out is not None and not force:
-        _check_replaces_less(Path(checkpoint) if out == "auto" else Path(out), classes, seeds)
-    if wf_round not in ("run", "checkpoint"):
-        raise ValueError(f"wf_round must be 'run' or 'checkpoint', got {wf_round!r}")
-    if "wf" in chosen and not manifest.unlearned:
-        raise ValueError(f"{checkpoint} has no memory matrices yet: run `wfexplain unlearn --checkpoint {checkpoint}` first")
-    overrides = overrides or {}
-    byo = {name: _load_state(manifest, path) for name, path in (extra or {}).items()}
-    if byo and len(classes) != 1:
+    classes = forget_sets.classes(c.forget_classes if c.forget_classes is not None else range(n), n, allow_empty=False)
+    sets = benchmark_sets(n, classes, c.pairs, c.triples)
+    for name, v in (("seeds", c.seeds), ("combination_seeds", c.combination_seeds)):
+        if (v is not None or name == "seeds") and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"{name} must be an integer ≥ 1, got {v!r}")
+    set_seeds = {forget_sets.key(s): c.seeds if len(s) == 1 or c.combination_seeds is None else
+                 min(c.combination_seeds, c.seeds) for s in sets}
+    if c.wf_round not in ("run", "checkpoint"):
+        raise ValueError(f"wf_round must be 'run' or 'checkpoint', got {c.wf_round!r}")
+    if c.out is not None and not c.force:
+        _check_replaces_less(Path(checkpoint) if c.out == "auto" else Path(c.out), sets, c.seeds)
+    chosen = _chosen_methods(c, manifest, checkpoint)
+    byo = {name: _load_state(manifest, path) for name, path in (c.extra or {}).items()}
+    if byo and len(sets) != 1:
         raise ValueError("a network brought from elsewhere forgot one class: pass exactly one forget class with it")
 
-    train = checkpoint_train_split(manifest, data_dir)
-    test = checkpoint_split(manifest, "test", data_dir)
-    data = Probe(*subset_tensors(test, limit)[:2], *subset_tensors(train, train_limit)[:2])
-    total = len(classes) * seeds * (len(chosen) + len(byo)) + (seeds if "wf" in chosen and wf_round == "run" else 0)
-    done = 0
-
-    def tick(**what):
-        nonlocal done
-        done += 1
-        if progress:
-            progress(done, total, what)
-
-    def stop() -> bool:
-        return bool(should_stop and should_stop())
-
-    configs = {"original": None, **_configs(manifest, chosen, overrides)}
-    if "wf" in configs:  # WF's results depend on how its memory was obtained too
-        configs["wf"] = {"unlearn": configs["wf"], "round": wf_round}
-    # keyed by the weights, the exact images scored and the training split unlearned on (another --data-dir: another store)
-    store = RunStore(checkpoint, manifest, limit, train_limit, data, train) if resume else None
-    runs: dict[str, dict[int, list[dict]]] = {m: {c: [] for c in classes} for m in ["original", *chosen, *byo]}
-    times: dict[str, list[float]] = {m: [] for m in runs}
-    wf_seconds: list[float] = []
-    sources: dict[str, set[str]] = {"retrain": set(), "wf": set()}
-    for seed in range(seeds):
+    train = checkpoint_train_split(manifest, c.data_dir)
+    tuning, val_note = None, None
+    if c.tune:
+        val, val_note = _validation(manifest, c)
+        tune_store = RunStore(checkpoint, manifest, train, RunStore.validation_inputs(val.x, val.y)) \
+            if c.resume else None
+        unlearner = Unlearner(checkpoint, base, train, tune_store, c.wf_round, c.data_dir, c.save_oracles, should_stop,
+                              c.device)
+        tuning = tune(unlearner, chosen, sets, val, base_configs(chosen, manifest.unlearn_config, c.overrides),
+                      c.grids, tune_store, progress, should_stop)
+        if tuning is None:
+            return None
+    if c.tune_only:
+        return {"tuning": tuning}
+    # the test split is read only now, after every choice was made on validation
+    test = checkpoint_split(manifest, "test", c.data_dir)
+    data = Probe(*subset_tensors(test, c.limit)[:2], *subset_tensors(train, c.train_limit)[:2])
+    store = RunStore(checkpoint, manifest, train, RunStore.probe_inputs(c.limit, c.train_limit, data)) \
+        if c.resume else None
+    unlearner = Unlearner(checkpoint, base, train, store, c.wf_round, c.data_dir, c.save_oracles, should_stop, c.device)
+    base_cfg = base_configs(chosen, manifest.unlearn_config, c.overrides)
+    configs = {m: {forget_sets.key(s): _config(m, s, manifest, tuning, base_cfg) for s in sets} for m in chosen}
+    runs = ["original", *chosen, *byo]
+    total, done = sum(set_seeds.values()) * (len(runs) - 1), 0
+    results: dict[str, dict[str, list[dict]]] = {m: {forget_sets.key(s): [] for s in sets} for m in runs}
+    for seed in range(c.seeds):
         torch.manual_seed(10_000 + seed)
-        random_net = manifest.build_network(weight_shapes(base.backbone)).eval()
-        wf_model = None
-        if "wf" in chosen:
-            wf_model, secs, source = _wf_round(checkpoint, base, train, seed, wf_round, should_stop, store, configs["wf"])
-            if wf_model is None:
-                return None
-            wf_seconds.append(secs)
-            sources["wf"].add(source)
-            if wf_round == "run":
-                tick(method="wf round", seed=seed)
-        for c in classes:
-            p_random = None
-            for m in ["original", *chosen, *byo]:
-                if stop():
+        random_net = manifest.build_network(weight_shapes(base.backbone)).to(c.device).eval()
+        for s in sets:
+            k, p_random = forget_sets.key(s), None
+            if seed >= set_seeds[k]:
+                continue
+            for m in runs:
+                if should_stop and should_stop():
                     return None
-                result = store.get(seed, c, m, configs[m]) if store and m in configs else None
-                if result is not None:
-                    if m == "retrain":  # WF's cost is its round's (above)
-                        sources["retrain"].add("stored result of an earlier run (timed then)")
-                else:
-                    net, secs = _unlearn(m, c, seed, checkpoint, base, (wf_model, wf_seconds[-1] if wf_seconds else 0.0),
-                                         train, byo, n, configs, data_dir, should_stop, save_oracles, sources)
+                cfg = configs.get(m, {}).get(k)
+                result = store.get(seed, s, m, cfg) if store and m not in byo else None
+                if result is None:
+                    net, secs = (byo[m], float("nan")) if m in byo else unlearner.make(m, s, seed, cfg)
                     if net is None:
                         return None
-                    if p_random is None:  # the random network's output on this class, once
-                        p_random, _ = _outputs(random_net, data.x_train[data.y_train == c])
-                    result = score(net, base.heads, data, [c], n, p_random, seed)
+                    if p_random is None:  # the random network's output on this set, once
+                        p_random, _ = _outputs(random_net, data.x_train[torch.isin(data.y_train, torch.tensor(s))])
+                    result = score(net, base.heads, data, list(s), n, p_random, seed)
                     result["metrics"]["seconds"] = secs
-                    if store and m in configs:
-                        store.put(seed, c, m, configs[m], result)
-                runs[m][c].append(result)
-                times[m].append(result["metrics"]["seconds"])
+                    if store and m not in byo:
+                        store.put(seed, s, m, cfg, result)
+                results[m][k].append(result)
                 if m != "original":
-                    tick(method=m, forget_class=c, seed=seed)
-
-    bench = _aggregate(runs, classes)
-    retrain_one = _nanmean(times["retrain"])
-    wf_all = _nanmean(wf_seconds) if wf_seconds else float("nan")
+                    done += 1
+                    if progress:
+                        progress(done, total, {"method": m, "forget": list(s), "seed": seed})
+    add_attack(results)
+    summary = aggregate(results, sets, forget_sets.key)
+    wf_cfg = configs["wf"][forget_sets.key(sets[0])] if "wf" in chosen else None  # one round serves every set
+    round_seconds = stats([unlearner.round_seconds(seed, wf_cfg) for seed in range(c.seeds)])["mean"] \
+        if wf_cfg is not None else float("nan")
     bench = {
         "checkpoint": str(checkpoint), "weights": dict(manifest.files),  # file -> SHA-256: what was benchmarked
         "dataset": info.name, "backbone": manifest.backbone,
-        "class_names": list(info.class_names), "forget_classes": classes, "seeds": seeds,
+        "class_names": list(info.class_names), "forget_classes": classes,
+        "forget_sets": [list(s) for s in sets], "seeds": c.seeds,
         "num_test_images": len(data.y_test), "num_train_images_scored": len(data.y_train),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"), "command": command,
-        **bench,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"), "command": c.command,
+        **summary,
         "cost": {
-            "wf_all_classes_seconds": wf_all, "retrain_one_class_seconds": retrain_one,
-            "ratio": wf_all / retrain_one if retrain_one else float("nan"),
-            "one_class_seconds": {m: _nanmean(times[m]) for m in chosen},
-            "wf_seconds_source": " + ".join(sorted(sources["wf"])),
-            "retrain_seconds_source": " + ".join(sorted(sources["retrain"])),
+            "wf_round_seconds": round_seconds,
+            "one_request_seconds": {m: summary["methods"].get(m, {}).get("seconds", {}).get("mean") for m in chosen},
+            "parity": cost_at_parity(summary["by_size"], round_seconds, requests(n)),
+            "tuning_seconds": tuning["seconds"] if tuning else {},
+            "wf_seconds_source": " + ".join(sorted(unlearner.sources["wf"])),
+            "retrain_seconds_source": " + ".join(sorted(unlearner.sources["retrain"])),
         },
-        "config": _configs(manifest, chosen, overrides),
+        "selection": {"tuned": c.tune, "validation": val_note, "test_read_after_choosing": True},
+        "tuning": tuning,
+        "config": {m: configs[m] for m in chosen},
         "versions": package_versions(),
     }
-    if out is not None:
-        write_benchmark(bench, Path(checkpoint) if out == "auto" else Path(out))
+    if c.out is not None:
+        write_benchmark(bench, Path(checkpoint) if c.out == "auto" else Path(c.out))
     return bench
 
 
-def _wf_round(checkpoint, base: FilteredModel, train, seed: int, wf_round: str, should_stop,
-              store: RunStore | None, config) -> tuple[FilteredModel | None, float, str]:
-    """WF's model for ``seed``: the checkpoint's memory, a stored round or a new round (all classes at once)."""
-    manifest = base.checkpoint_manifest()
-    if wf_round == "checkpoint":
-        return base, float(manifest.timings.get("unlearn_seconds", float("nan"))), \
-            "checkpoint manifest (unlearn_seconds)"
-    model = copy.deepcopy(base)  # the same network and memory, trained afresh below
-    stored = store.get_round(seed, config, model.memory) if store else None  # validated: names, shapes, finite
-    if stored is not None:
-        memory, seconds = stored
-        with torch.no_grad():
-            for k, p in model.memory.items():
-                p.copy_(memory[k])
-        return model.eval(), seconds, "stored round of an earlier run (timed then)"
-    reset_memory(model)
-    assert manifest.unlearn_config is not None  # run_benchmark runs WF only on a checkpoint with memory matrices
-    cfg = UnlearnConfig(**{**manifest.unlearn_config, "seed": seed})
-    r = train_memory(model, train, cfg, should_stop=should_stop)
-    if r["cancelled"]:
-        return None, r["seconds"], ""
-    if store:
-        store.put_round(seed, config, model.memory, r["seconds"])
-    return model.eval(), r["seconds"], "measured in this run"
+def _chosen_methods(c: BenchmarkConfig, manifest: Manifest, checkpoint) -> list[str]:
+    known = method_keys()
+    asked = list(c.methods or [m for m in known if m != "original"])
+    unknown = [m for m in asked if m not in known]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+    chosen = ["retrain", *[m for m in dict.fromkeys(asked) if m not in ("retrain", "original")]]
+    if any(m in chosen for m in ("wf", "wf_removed")) and not manifest.unlearned:
+        raise ValueError(f"{checkpoint} has no memory matrices yet: run `wfexplain unlearn --checkpoint {checkpoint}` first")
+    if "wf_removed" in chosen and "wf" not in chosen:
+        chosen.insert(1, "wf")  # wf_removed starts from WF's round
+    return chosen
 
 
-def _unlearn(method: str, c: int, seed: int, checkpoint, base: FilteredModel, wf: tuple[FilteredModel | None, float],
-             train, byo: dict[str, nn.Module], n: int, configs: dict, data_dir, should_stop, save_oracles: bool,
-             sources: dict[str, set[str]]) -> tuple[nn.Module | None, float]:
-    """The network ``method`` makes of the original for forget class ``c`` and its seconds (None: cancelled).
-
-    ``wf``: the seed's WF model and round seconds; WF's time for one class is the round plus baking.
-    """
-    if method == "original":
-        return base.backbone, float("nan")
-    if method in byo:
-        return byo[method], float("nan")
-    if method == "retrain":
-        net, secs, stale = load_oracle(checkpoint, base.checkpoint_manifest(), [c], seed)
-        if net is not None:
-            sources["retrain"].add("stored oracle (its manifest's train_seconds)")
-            return net, secs
-        r = retrain(checkpoint, [c], seed, data_dir, should_stop=should_stop, save=save_oracles, overwrite=stale)
-        sources["retrain"].add("measured in this run")
-        return (None, r["seconds"]) if r["cancelled"] else (r["model"], r["seconds"])
-    if method == "wf":
-        assert wf[0] is not None  # WF is scored only after its round gave a model (a cancelled round stops the run)
-        start = time.perf_counter()
-        baked = bake(wf[0], [c])
-        return baked, wf[1] + time.perf_counter() - start
-    forget_idx = torch.nonzero(train.targets == c).flatten().tolist()
-    retain_idx = torch.nonzero(train.targets != c).flatten().tolist()
-    r = run_baseline(method, base.backbone, Subset(train, retain_idx), Subset(train, forget_idx), n,
-                     cfg=configs[method], seed=seed, should_stop=should_stop)
-    return (None, r["seconds"]) if r["cancelled"] else (r["model"], r["seconds"])
+def _validation(manifest: Manifest, c: BenchmarkConfig) -> tuple[Validation, dict]:
+    """The validation tensors the tuning scores on, and what they are (refused when the checkpoint has none)."""
+    recorded = manifest.validation
+    if not recorded:
+        raise ValueError("tuning needs a validation split, and this checkpoint records none: re-make it with "
+                         "`wfexplain train --val-fraction 0.1`, or benchmark untuned (--no-tune)")
+    x, y, _ = subset_tensors(checkpoint_validation_split(manifest, c.data_dir), c.val_limit)
+    return Validation(x, y), {**recorded, "images_scored": len(y)}
 
 
-def _aggregate(runs: dict[str, dict[int, list[dict]]], classes: list[int]) -> dict:
-    methods: dict[str, dict] = {}
-    per_class: dict[str, dict[str, dict]] = {str(c): {} for c in classes}
-    for m, by_class in runs.items():
-        every = [r["metrics"] for c in classes for r in by_class[c]]
-        methods[m] = {k: _stats([r[k] for r in every]) for k in METRICS}
-        for c in classes:
-            rs = by_class[c]
-            per_class[str(c)][m] = {
-                "metrics": {k: _stats([r["metrics"][k] for r in rs]) for k in METRICS},
-                "per_class_accuracy": torch.tensor([r["per_class_accuracy"] for r in rs]).nanmean(0).tolist(),
-                "forget_predictions": torch.tensor([r["forget_predictions"] for r in rs]).mean(0).tolist(),
-            }
-    return {"methods": methods, "per_class": per_class}
-
-
-def _stats(values: list[float]) -> dict[str, float]:
-    t = torch.tensor(values, dtype=torch.float64)
-    t = t[~t.isnan()]
-    if len(t) == 0:
-        return {"mean": float("nan"), "std": float("nan")}
-    return {"mean": t.mean().item(), "std": t.std(unbiased=False).item()}
-
-
-def _nanmean(values: list[float]) -> float:
-    return _stats(values)["mean"]
-
-
-def _configs(manifest: Manifest, chosen: list[str], overrides: dict[str, dict]) -> dict:
-    out = {"retrain": manifest.train_config, "wf": manifest.unlearn_config}
-    out.update({m: {**default_config(m), **overrides.get(m, {})} for m in chosen if m not in out})
-    return {m: out[m] for m in chosen}
+def _config(method: str, s: tuple[int, ...], manifest: Manifest, tuning: dict | None, base: dict) -> dict | None:
+    """The full configuration ``method`` runs with on set ``s``: its base (:func:`base_configs`) with the tuned point."""
+    if get_method(method).role not in TUNED_ROLES:
+        return manifest.train_config if method == "retrain" else None
+    if tuning is None:
+        return full_config(method, {}, base)
+    k = forget_sets.key(s)
+    chosen_wf = full_config("wf", tuning["chosen"]["wf"][k], base)
+    return full_config(method, tuning["chosen"][method][k], base, chosen_wf)
 
 
 # ---------------------------------------------------------------- helpers
 
 
-def _check_replaces_less(directory: Path, classes: list[int], seeds: int) -> None:
-    """Refuse to replace a benchmark.json that covers more than this run will."""
+def _check_replaces_less(directory: Path, sets: list[tuple[int, ...]], seeds: int) -> None:
+    """Refuse to replace a benchmark.json that covers more forget sets or seeds than this run will."""
     path = directory / BENCHMARK_FILE
     try:
         old = json.loads(path.read_text())
-        old_classes, old_seeds = set(old["forget_classes"]), int(old["seeds"])
+        old_sets = {forget_sets.key(s) for s in old.get("forget_sets") or [[c] for c in old["forget_classes"]]}
+        old_seeds = int(old["seeds"])
     except FileNotFoundError:
         return
     except (OSError, ValueError, KeyError, TypeError):
         raise FileExistsError(f"{path} exists and is not a readable benchmark") from None
-    lost = sorted(old_classes - set(classes))
+    lost = sorted(old_sets - {forget_sets.key(s) for s in sets})
     if lost or old_seeds > seeds:
-        raise FileExistsError(f"{path} covers {len(old_classes)} class(es) x {old_seeds} seed(s); this run "
-                              f"({len(classes)} x {seeds}) would replace it with less"
-                              + (f" (classes {lost} dropped)" if lost else "") + "; use --out for a partial run")
+        raise FileExistsError(f"{path} covers {len(old_sets)} forget set(s) x {old_seeds} seed(s); this run "
+                              f"({len(sets)} x {seeds}) would replace it with less"
+                              + (f" (sets {', '.join(lost)} dropped)" if lost else "") + "; use --out for a partial run")
 
 
 def _load_state(manifest: Manifest, path: str | os.PathLike) -> nn.Module:

@@ -1,34 +1,35 @@
-"""The benchmark's run store: every scored (seed, forget class, method) kept on disk as it finishes.
+"""The benchmark's run store: every scored (seed, forget set, method) and tuning point kept on disk as it finishes.
 
 A full benchmark (every class, several seeds, a Retrain per class and seed) takes hours on a
 CPU. With the store, an interrupted ``wfexplain benchmark`` resumes where it stopped, two
 processes given disjoint ``--forget`` lists fill the same store, and a last run over all
-classes only aggregates. Layout, beside the checkpoint::
+classes only aggregates. Layout, beside the checkpoint (``<set>``: the forget set's key, ``0`` or ``0-6``)::
 
-    <checkpoint>/benchmark-runs/<key>/store.json                       what the key stands for
-    <checkpoint>/benchmark-runs/<key>/seed<S>/wf-round-<cfg>.safetensors   WF's round (memory + seconds)
-    <checkpoint>/benchmark-runs/<key>/seed<S>/class<C>/<method>-<cfg>.json one scored result
+    <checkpoint>/benchmark-runs/<key>/store.json                          what the key stands for
+    <checkpoint>/benchmark-runs/<key>/seed<S>/wf-round-<cfg>.safetensors      WF's round (memory + seconds)
+    <checkpoint>/benchmark-runs/<key>/seed<S>/set<set>/<method>-<cfg>.json    one scored result (test data)
+    <checkpoint>/benchmark-runs/<key>/seed<S>/set<set>/tune-<method>-<cfg>.json  one tuning point (validation)
 
-Keyed by everything a result depends on. ``<key>`` digests (:meth:`RunStore.key_inputs`, written
-to ``store.json``): the SHA-256 of every weight file of the checkpoint; the SHA-256 of the exact
-test and training images and labels scored (the preprocessed tensors of the seeded, stratified
-subsets after ``limit``/``train_limit``, :func:`tensor_digest`), so another ``--data-dir`` is
-another store; the SHA-256 of the training images and labels the methods unlearn on and Retrain
-trains on (:func:`dataset_digest`: file bytes or pixels, in order); the preprocessing; the limits;
-and :data:`SCORING_VERSION`. ``<cfg>`` digests one method's configuration as the runner passes it:
-a baseline's full hyperparameters (defaults plus overrides), Retrain's training recipe (the
-checkpoint's ``train_config``), WF's unlearning config and how its round is obtained
-(``wf_round``); the seed, forget class and method are in the path. Changing one baseline's
-hyperparameters thus recomputes that baseline only.
+Keyed by everything a result depends on. ``<key>`` digests (written to ``store.json``): the SHA-256 of
+every weight file of the checkpoint; the preprocessing; the SHA-256 of the training images and labels the
+methods unlearn on and Retrain trains on (:func:`dataset_digest`: file bytes or pixels, in order); what the
+results are scored on: for the benchmark's results (:meth:`RunStore.probe_inputs`) the exact test and
+training images and labels scored (the preprocessed tensors after ``limit``/``train_limit``,
+:func:`tensor_digest`), for tuning points (:meth:`RunStore.validation_inputs`) the validation images, so the
+two never share a directory; and :data:`SCORING_VERSION`. Another ``--data-dir`` is another store.
+``<cfg>`` digests one method's full configuration as the runner passes it (a baseline's hyperparameters,
+Retrain's training recipe, WF's unlearning config and how its round is obtained, ``wf_removed``'s WF and
+removal configs); the seed, forget set and method are in the path. Changing one baseline's hyperparameters
+thus recomputes that baseline only.
 
-Validated on read: a result file records the full store key, its seed, class, method and the
-SHA-256 of its configuration, and :meth:`RunStore.get` returns it only when all of these match and
-its content is a result (every metric of the catalogue a finite number in its range or null, the
-per-class lists of the right length, in [0, 1]); a WF round file must record the same and hold
-finite matrices of the expected names and shapes. Anything else (absent, unreadable, copied from
-another store, tampered) is ignored and recomputed, then overwritten. A stored result keeps the
-seconds measured when it was computed. Files are written atomically, as strict JSON (a NaN is
-stored as null and read back as NaN).
+Validated on read: a file records the full store key, its seed, forget set, method and the SHA-256 of
+its configuration, and is used only when all of these match and its content is valid (a result: every
+scored metric of the catalogue a number within its :attr:`Metric.bounds` or null, the per-class lists of the
+right length, in [0, 1], the forget-set scores finite; a tuning point: accuracies in [0, 1]); a WF round
+file must record the same and hold finite matrices of the expected names and shapes. Anything else
+(absent, unreadable, copied from another store, tampered) is ignored and recomputed, then overwritten. A
+stored result keeps the seconds measured when it was computed. Files are written atomically, as strict
+JSON (a NaN is stored as null and read back as NaN).
 """
 
 from __future__ import annotations
@@ -46,16 +47,17 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Subset
 
+from .. import forget as forget_sets
 from ..atomic import atomic_write, dir_lock, write_json
 from ..checkpoint import inside
 from ..data import ImageFolderImages, TensorImages
 from ..manifest import Manifest
 from .catalogue import METRICS
-from .scoring import Probe
+from .scoring import SCORED, Probe
 
 RUNS_DIR = "benchmark-runs"
-SCORING_VERSION = 2  # bump when score() changes what a stored result means (2: self-describing, validated files)
-_FRACTIONS = {m for m in METRICS if m not in ("relearn_steps", "seconds")}  # metrics in [0, 1]; the others ≥ 0
+SCORING_VERSION = 3  # bump when score() changes what a stored result means (3: forget sets, privacy metrics)
+STORED = (*SCORED, "seconds")  # the metrics a stored result holds
 
 
 def digest(obj) -> str:
@@ -109,7 +111,7 @@ def dataset_digest(ds) -> str:
     return h.hexdigest()
 
 
-def _number(v, low: float, high: float = math.inf) -> bool:
+def _number(v, low: float = -math.inf, high: float = math.inf) -> bool:
     """A JSON number (not a bool, not NaN/Infinity: those are written as null) in ``[low, high]``."""
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and low <= v <= high
 
@@ -119,11 +121,14 @@ def check_result(result, num_classes: int) -> str:
     if not isinstance(result, dict):
         return "not an object"
     metrics = result.get("metrics")
-    if not isinstance(metrics, dict) or set(metrics) != set(METRICS):
+    if not isinstance(metrics, dict) or set(metrics) != set(STORED):
         return "metrics missing or unexpected"
     for name, v in metrics.items():
-        if v is not None and not _number(v, 0.0, 1.0 if name in _FRACTIONS else math.inf):
+        if v is not None and not _number(v, *METRICS[name].bounds):
             return f"metric {name} is {v!r}"
+    scores = result.get("forget_scores")
+    if not isinstance(scores, list) or not all(_number(v) for v in scores):
+        return "forget_scores is not a list of finite numbers"
     for name, nullable in (("per_class_accuracy", True), ("forget_predictions", False)):
         values = result.get(name)
         if not isinstance(values, list) or len(values) != num_classes:
@@ -134,71 +139,94 @@ def check_result(result, num_classes: int) -> str:
 
 
 class RunStore:
-    """Scored results of one checkpoint, one choice of scored images and one training split (see the module doc)."""
+    """Results of one checkpoint and one training split, plus what else they were computed on (see the module doc)."""
 
-    def __init__(self, checkpoint: str | os.PathLike, manifest: Manifest, limit: int | None, train_limit: int | None,
-                 data: Probe, train=None):
-        """``manifest``: the checkpoint's (loaded, so its digests were checked); ``data``: the images every
-        network is scored on; ``train``: the training split the methods unlearn on (None: not keyed)."""
+    def __init__(self, checkpoint: str | os.PathLike, manifest: Manifest, train, scored: Mapping):
+        """``manifest``: the checkpoint's (loaded, so its digests were checked); ``train``: the training split the
+        methods unlearn on; ``scored``: what the results are scored on (:meth:`probe_inputs`, the test and training
+        images; or :meth:`validation_inputs`, the tuning's validation images)."""
         self.num_classes = manifest.dataset.num_classes
-        self.inputs = self.key_inputs(manifest, limit, train_limit, data, train)
+        self.inputs = {
+            "weights_sha256": dict(sorted(manifest.files.items())),
+            "preprocessing": dataclasses.asdict(manifest.dataset),
+            "unlearning_split_sha256": dataset_digest(train), "num_unlearning_images": len(train),
+            **scored, "scoring_version": SCORING_VERSION,
+        }
         self.key = full_digest(self.inputs)
         self.root = inside(checkpoint, f"{RUNS_DIR}/{self.key[:16]}")  # refused if a symlink leads it elsewhere
         self.lock = dir_lock(checkpoint)  # a write into the checkpoint never races the checkpoint's own swap
 
     @staticmethod
-    def key_inputs(manifest: Manifest, limit: int | None, train_limit: int | None, data: Probe, train=None) -> dict:
-        """What the store's key stands for (also written to ``store.json``)."""
+    def probe_inputs(limit: int | None, train_limit: int | None, data: Probe) -> dict:
+        """What scored results depend on: the exact test and training images and labels scored."""
         return {
-            "weights_sha256": dict(sorted(manifest.files.items())),
-            "preprocessing": dataclasses.asdict(manifest.dataset),
             "limit": limit, "train_limit": train_limit,
             "test_images_sha256": tensor_digest(data.x_test), "test_labels_sha256": tensor_digest(data.y_test),
             "num_test_images": len(data.y_test),
             "train_images_sha256": tensor_digest(data.x_train), "train_labels_sha256": tensor_digest(data.y_train),
             "num_train_images_scored": len(data.y_train),
-            "unlearning_split_sha256": None if train is None else dataset_digest(train),
-            "num_unlearning_images": None if train is None else len(train),
-            "scoring_version": SCORING_VERSION,
         }
 
-    def _stamp(self, seed: int, forget_class: int | None, method: str, config) -> dict:
+    @staticmethod
+    def validation_inputs(x: torch.Tensor, y: torch.Tensor) -> dict:
+        """What tuning points depend on: the exact validation images and labels scored."""
+        return {"validation_images_sha256": tensor_digest(x), "validation_labels_sha256": tensor_digest(y),
+                "num_validation_images": len(y)}
+
+    def _stamp(self, seed: int, forget: tuple[int, ...] | None, method: str, config) -> dict:
         """What a stored file records about itself (checked on read)."""
-        return {"store_key": self.key, "seed": seed, "forget_class": forget_class, "method": method,
-                "config_sha256": full_digest(config)}
+        return {"store_key": self.key, "seed": seed, "forget": None if forget is None else forget_sets.key(forget),
+                "method": method, "config_sha256": full_digest(config)}
 
-    def _result_path(self, seed: int, forget_class: int, method: str, config) -> Path:
-        return inside(self.root, f"seed{seed}/class{forget_class}/{method}-{digest(config)}.json")  # no symlink out
+    def _path(self, seed: int, forget: tuple[int, ...], name: str, config) -> Path:
+        return inside(self.root, f"seed{seed}/set{forget_sets.key(forget)}/{name}-{digest(config)}.json")  # no symlink out
 
-    def get(self, seed: int, forget_class: int, method: str, config) -> dict | None:
-        """The stored result, or None: absent, unreadable, recorded for another store key, seed, class,
-        method or configuration, or not a valid result (see :func:`check_result`). It is then recomputed."""
-        path = self._result_path(seed, forget_class, method, config)
+    def _read(self, path: Path, stamp: dict) -> dict | None:
         try:
             stored = json.loads(path.read_text())
         except (OSError, ValueError):
             return None
-        stamp = self._stamp(seed, forget_class, method, config)
         if not isinstance(stored, dict) or any(stored.get(k) != v or type(stored.get(k)) is not type(v)
                                                for k, v in stamp.items()):
             return None
-        if check_result(stored, self.num_classes):
+        return stored
+
+    def get(self, seed: int, forget: tuple[int, ...], method: str, config) -> dict | None:
+        """The stored result, or None: absent, unreadable, recorded for another store key, seed, forget set,
+        method or configuration, or not a valid result (see :func:`check_result`). It is then recomputed."""
+        stored = self._read(self._path(seed, forget, method, config), self._stamp(seed, forget, method, config))
+        if stored is None or check_result(stored, self.num_classes):
             return None
         nan = lambda v: math.nan if v is None else float(v)  # noqa: E731 (strict JSON: null)
         return {"metrics": {k: nan(v) for k, v in stored["metrics"].items()},
                 "per_class_accuracy": [nan(v) for v in stored["per_class_accuracy"]],
-                "forget_predictions": [float(v) for v in stored["forget_predictions"]]}
+                "forget_predictions": [float(v) for v in stored["forget_predictions"]],
+                "forget_scores": [float(v) for v in stored["forget_scores"]]}
 
-    def put(self, seed: int, forget_class: int, method: str, config, result: dict) -> None:
+    def put(self, seed: int, forget: tuple[int, ...], method: str, config, result: dict) -> None:
         with self.lock:
-            self._put(seed, forget_class, method, config, result)
+            write_json(self.root / "store.json", self.inputs)  # rewritten each time: a damaged one is repaired
+            write_json(self._path(seed, forget, method, config),
+                       {**self._stamp(seed, forget, method, config), "config": config,
+                        **{k: result[k] for k in ("metrics", "per_class_accuracy", "forget_predictions",
+                                                  "forget_scores")}})
 
-    def _put(self, seed: int, forget_class: int, method: str, config, result: dict) -> None:
-        write_json(self.root / "store.json", self.inputs)  # rewritten each time: a damaged one is repaired
-        write_json(self._result_path(seed, forget_class, method, config),
-                   {**self._stamp(seed, forget_class, method, config), "config": config,
-                    "metrics": result["metrics"], "per_class_accuracy": result["per_class_accuracy"],
-                    "forget_predictions": result["forget_predictions"]})
+    def get_point(self, seed: int, forget: tuple[int, ...], method: str, config) -> dict[str, float] | None:
+        """A stored tuning point (validation ``forget`` and ``retain`` accuracy, ``seconds``), or None."""
+        stamp = self._stamp(seed, forget, f"tune-{method}", config)
+        stored = self._read(self._path(seed, forget, f"tune-{method}", config), stamp)
+        point = stored.get("point") if stored else None
+        if not isinstance(point, dict) or set(point) != {"forget", "retain", "seconds"} or not all(
+                _number(point[k], 0.0, 1.0) for k in ("forget", "retain")) or not (
+                point["seconds"] is None or _number(point["seconds"], 0.0)):
+            return None
+        return {k: math.nan if v is None else float(v) for k, v in point.items()}
+
+    def put_point(self, seed: int, forget: tuple[int, ...], method: str, config, point: dict[str, float]) -> None:
+        with self.lock:
+            write_json(self.root / "store.json", self.inputs)
+            write_json(self._path(seed, forget, f"tune-{method}", config),
+                       {**self._stamp(seed, forget, f"tune-{method}", config), "config": config, "point": point})
 
     def _round_path(self, seed: int, config) -> Path:
         return inside(self.root, f"seed{seed}/wf-round-{digest(config)}.safetensors")

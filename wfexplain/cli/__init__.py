@@ -30,7 +30,7 @@ from filelock import Timeout
 from .. import distributed as dist
 from .._version import __version__
 from ..backbones import list_backbones
-from ..benchmark.catalogue import METHODS
+from ..benchmark.catalogue import method_keys
 from ..checkpoint import CheckpointError
 from ..configs import RemovalConfig, TrainConfig, UnlearnConfig
 from ..data import INTERPOLATIONS, DatasetError, list_datasets
@@ -149,25 +149,40 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime_args(p)
     p.set_defaults(func=C.cmd_retrain)
 
-    p = sub.add_parser("benchmark", help="Retrain vs WF vs five baselines on every metric, over seeds")
-    p.add_argument("--checkpoint", required=True)
+    p = sub.add_parser("benchmark", help="Retrain vs WF vs every baseline, tuned on validation, on every metric, over "
+                                         "seeds, single classes and combinations")
+    p.add_argument("--checkpoint", help="the checkpoint directory (required but with --list)")
+    p.add_argument("--list", action="store_true", help="print the methods (grids, papers) and metrics, then exit")
     p.add_argument("--forget", type=INDEX, nargs="*", help="classes forgotten one at a time (default: all)")
-    p.add_argument("--seeds", type=COUNT, default=3, help="seeds per method and class (default 3)")
-    p.add_argument("--methods", nargs="*", choices=METHODS, metavar="METHOD",
-                   help=f"subset of: {' '.join(METHODS)}")
+    p.add_argument("--pairs", type=INDEX, default=0, help="also forget this many seeded pairs of classes (default 0)")
+    p.add_argument("--triples", type=INDEX, default=0, help="also forget this many seeded triples (default 0)")
+    p.add_argument("--seeds", type=COUNT, default=3, help="seeds per method and forget set (default 3)")
+    p.add_argument("--combination-seeds", type=COUNT,
+                   help="seeds for the pairs and triples (default: --seeds; each seed needs its own Retrain oracles)")
+    methods = [m for m in method_keys() if m != "original"]
+    p.add_argument("--methods", nargs="*", choices=methods, metavar="METHOD", help=f"subset of: {' '.join(methods)}")
+    p.add_argument("--no-tune", action="store_true",
+                   help="skip the tuning on the validation split (every method's grid, same budget) and run defaults")
+    p.add_argument("--tune-only", action="store_true",
+                   help="stop after the tuning (its points are kept in the run store; the test split is not read)")
     p.add_argument("--limit", type=COUNT, help="test images (seeded, class-stratified; default all)")
-    p.add_argument("--train-limit", type=COUNT, default=10_000, help="training images behind train metrics, MIA, probe")
+    p.add_argument("--train-limit", type=COUNT, default=10_000,
+                   help="training images behind train metrics, MIA, attack, probe")
+    p.add_argument("--val-limit", type=COUNT, help="validation images the tuning scores on (default all)")
     p.add_argument("--wf-round", choices=["run", "checkpoint"], default="run",
-                   help="rerun and time WF's all-class round per seed (default) or reuse the checkpoint's memory")
+                   help="rerun and time WF's all-class round per seed (default) or reuse the checkpoint's memory "
+                        "for its own configuration")
     p.add_argument("--byo", nargs="*", metavar="NAME=PATH",
                    help="score your own safetensors state dict(s) of the same backbone (one forget class)")
     p.add_argument("--out", help="directory for benchmark.json/.md/.tex (default: the checkpoint)")
     p.add_argument("--force", action="store_true",
-                   help="replace a benchmark.json that covers classes or seeds this run does not")
+                   help="replace a benchmark.json that covers forget sets or seeds this run does not")
     p.add_argument("--no-store", action="store_true",
                    help="neither reuse nor keep results in <checkpoint>/benchmark-runs/ (default: an interrupted or "
                         "partial run resumes from there)")
     p.add_argument("--json", action="store_true", help="print the benchmark JSON to stdout")
+    p.add_argument("--device", type=device, default="cpu",
+                   help="cpu (default), cuda or cuda:N: where every network trains and is scored")
     _add_data_args(p)
     p.set_defaults(func=C.cmd_benchmark)
 
@@ -287,7 +302,7 @@ def _run(args) -> int:
     try:
         if hasattr(args, "device"):
             args.device = dist.resolve_device(args.device)
-            with dist.session(args.device, args.backend):
+            with dist.session(args.device, getattr(args, "backend", None)):  # benchmark: one process, no backend
                 rc = args.func(args)
         else:
             rc = args.func(args)

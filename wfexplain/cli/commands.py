@@ -158,8 +158,14 @@ def cmd_retrain(args) -> int:
 
 
 def cmd_benchmark(args) -> int:
+    from ..benchmark.catalogue import markdown_tables
     from ..benchmark.runner import BenchmarkConfig, run_benchmark
 
+    if args.list:
+        print(markdown_tables(), end="")
+        return 0
+    if not args.checkpoint:
+        raise UsageError("--checkpoint", "is required (or --list)")
     extra = {}
     for item in args.byo or []:
         name, sep, path = item.partition("=")
@@ -172,16 +178,23 @@ def cmd_benchmark(args) -> int:
     bar, progress = _bar("benchmark")
     with _Interrupt() as stop:
         config = BenchmarkConfig(
-            forget_classes=tuple(args.forget) if args.forget is not None else None, seeds=args.seeds,
-            methods=tuple(args.methods) if args.methods else None, limit=args.limit, train_limit=args.train_limit,
-            wf_round=args.wf_round, extra=extra, data_dir=args.data_dir, out=args.out or "auto",
+            forget_classes=tuple(args.forget) if args.forget is not None else None, pairs=args.pairs,
+            triples=args.triples, seeds=args.seeds, combination_seeds=args.combination_seeds,
+            methods=tuple(args.methods) if args.methods else None,
+            tune=not args.no_tune, tune_only=args.tune_only, limit=args.limit, train_limit=args.train_limit,
+            val_limit=args.val_limit,
+            wf_round=args.wf_round, extra=extra, data_dir=args.data_dir, device=str(args.device), out=args.out or "auto",
             command="wfexplain " + " ".join(sys.argv[1:]), resume=not args.no_store, force=args.force)
         bench = run_benchmark(args.checkpoint, config, progress, stop)
     bar.close()
     if bench is None:
         log("cancelled: nothing written")
         return 130
-    log(f"wrote benchmark.json, benchmark.md, benchmark.tex to {args.out or args.checkpoint}")
+    if args.tune_only:
+        if args.json:
+            print(dumps(bench["tuning"]))
+        return 0
+    log(f"wrote benchmark.json, .md, .tex and .csv to {args.out or args.checkpoint}")
     if args.json:
         print(dumps(bench))
     else:

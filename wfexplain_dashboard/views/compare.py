@@ -1,7 +1,5 @@
 """Compare: WF against the Retrain oracle and the baselines, from the checkpoint's benchmark.json."""
 
-import math
-
 import pandas as pd
 import streamlit as st
 
@@ -10,25 +8,22 @@ from wfexplain.benchmark import comparison, layout, reports
 from wfexplain.benchmark.catalogue import METRICS
 from wfexplain_dashboard.job_panel import job_panel, running, start_job
 from wfexplain_dashboard.jobs import Job
-from wfexplain_dashboard.resources import current, eval_data, predictions
-from wfexplain_dashboard.scoring import live_scores
+from wfexplain_dashboard.resources import current
 from wfexplain_dashboard.settings import job_caps
-from wfexplain_dashboard.text import escape_markdown, public_text
+from wfexplain_dashboard.text import public_text
+from wfexplain_dashboard.views import compare_parts as parts
+from wfexplain_dashboard.views.compare_parts import md
 
 JOB, RESULT, COLLECTED = "compare_job", "compare_result", "compare_collected"
-MEAN = "mean"  # the forget-class choice "all classes (mean)"
-
-
-def md(value, limit: int = 100) -> str:
-    """Data (a class name, a benchmark.json field) escaped for a line of markdown: nothing in it links or formats."""
-    return escape_markdown(str(value), limit)
-
 
 view = current()
+manifest = view.model.checkpoint_manifest()
+COMMAND = layout.benchmark_command(layout.shown_path(view.path), view.model.num_classes, tune=bool(manifest.validation))
 st.title("Compare")
-st.caption("Weight filtering (WF) against the Retrain oracle (trained from scratch without the forgotten class) and "
-           "the baseline unlearning methods, on every metric of `wfexplain benchmark`. Cells are mean ± std over "
-           "seeds; [brackets] = gap to Retrain (percentage points for accuracies); ↑/↓ = higher/lower is better.")
+st.caption("Weight filtering (WF) against the Retrain oracle (trained from scratch without the forget set) and the "
+           "baseline unlearning methods, each tuned on the validation split with the same budget, on every metric of "
+           "`wfexplain benchmark`. Cells are mean ± std over seeds; [brackets] = gap to Retrain (percentage points "
+           "for accuracies); ↑/↓ = the direction the literature reads a metric in.")
 
 
 def _collect() -> None:
@@ -42,15 +37,9 @@ def _collect() -> None:
         st.session_state[COLLECTED] = job
 
 
-def _seconds(v) -> str:
-    v = comparison.as_float(v)
-    return "—" if math.isnan(v) else f"{v:,.1f} s" if v < 600 else f"{v / 60:,.1f} min"
-
-
 def _show(bench: dict, from_session: bool) -> None:
     names = [str(n) for n in bench["class_names"]]
-    name = lambda i: names[i] if 0 <= i < len(names) else str(i)  # noqa: E731
-    classes = comparison.benchmarked_classes(bench)
+    set_keys = comparison.benchmarked_sets(bench)
     if from_session:
         st.success("Showing the benchmark run in this session (not saved to benchmark.json).")
         if st.button("Show the saved benchmark.json instead", key="compare_drop_result"):
@@ -60,27 +49,30 @@ def _show(bench: dict, from_session: bool) -> None:
         st.caption(f"From `{view.name}/benchmark.json`" + (f", created {md(bench['created'])}" if bench.get(
             "created") else "") + (f" by `{public_text(str(bench['command'])).replace('`', chr(39))}`"
                                    if bench.get("command") else "") + ".")
+    sizes = [len(layout.set_classes(k)) for k in set_keys]
+    singles = ", ".join(layout.class_name(int(k), names) for k in set_keys if k.isdigit())
     st.caption(f"{md(bench.get('dataset', '?'))} · {md(bench.get('backbone', '?'))} · {md(bench.get('seeds', '?'))} "
-               f"seed(s) · {md(bench.get('num_test_images', '?'))} test images · forget classes, one at a time: "
-               + (md(", ".join(map(name, classes)), 2000) or "none"))
-    if stale := comparison.weights_mismatch(bench, view.model.checkpoint_manifest().files):
+               f"seed(s) · {md(bench.get('num_test_images', '?'))} test images · forget sets: {sizes.count(1)} single "
+               f"class(es) ({md(singles, 2000) or 'none'}), {sizes.count(2)} pair(s), {sizes.count(3)} triple(s)")
+    if stale := comparison.weights_mismatch(bench, manifest.files):
         st.warning(f"This benchmark was made for other weights ({md(', '.join(stale), 400)} differ from the loaded "
-                   "checkpoint's): its results do not describe this model. Re-run `wfexplain benchmark`.")
+                   f"checkpoint's): its results do not describe this model. Re-run it with {parts.RUN_BELOW}.")
     if names != list(view.model.class_names):
         st.warning(f"The benchmark's classes ({md(', '.join(names), 2000)}) differ from the loaded checkpoint's; "
                    "labels follow the benchmark.")
+    parts.banners(bench)
 
-    # ------------------------------------------------------------ which forget class
-    options = [MEAN, *classes]
-    default = next((c for c in view.forget if c in classes), classes[0] if classes else MEAN)
+    # ------------------------------------------------------------ what the tables show
+    options = layout.table_choices(bench, set_keys)
     choice = st.selectbox(
-        "Forget class", options, index=options.index(default),
-        format_func=lambda c: f"all {len(classes)} classes (mean)" if c == MEAN else f"{c}: {name(c)}",
-        help="One benchmarked forget class, or the mean over all of them. Default: the sidebar's forget set.")
-    c = None if choice == MEAN else int(choice)
-    table = comparison.comparison_table(bench, c)
+        "Forget set", options, index=options.index(layout.default_choice(view.forget, options)),
+        format_func=lambda k: layout.choice_label(k, set_keys, names),
+        help="The mean over the benchmarked sets of one size, or one forget set (its results over seeds). Default: "
+             "the sidebar's forget set when it was benchmarked.")
+    forget, size = layout.table_args(choice)
+    table = comparison.comparison_table(bench, forget, size)
 
-    # ------------------------------------------------------------ the table
+    # ------------------------------------------------------------ the tables
     st.subheader("Methods × metrics")
     shown = comparison.formatted_table(table)
     best = comparison.best_per_column(table)
@@ -88,7 +80,7 @@ def _show(bench: dict, from_session: bool) -> None:
     style = pd.DataFrame("", index=shown.index, columns=shown.columns)
     for row, col in marked:
         style.loc[row, col] = "background-color: rgba(44, 160, 44, 0.18); font-weight: bold"
-    groups = layout.metric_groups(list(comparison.means(table).columns))
+    groups = layout.metric_groups(layout.measured_metrics(table))
     for title, metrics in groups:  # a few columns per table: each fits the page, no horizontal scrolling
         cols = [comparison.column_header(k) for k in metrics]
         st.markdown(f"**{title}**")
@@ -96,14 +88,19 @@ def _show(bench: dict, from_session: bool) -> None:
     st.caption(f"{comparison.BEST_MARK} best per column among the unlearning methods: the closest to Retrain (the "
                "time: the lowest); every tied method is marked \"(tie)\"; "
                "Original (no unlearning) and Retrain (the oracle) are references and take no part. "
-               "– = not measured (e.g. no time for the original model).")
+               "– = not measured (e.g. no time for the original model); metrics measured for no method are left out.")
+    by_size = str(size or (len(layout.set_classes(forget)) if forget else 1))
+    by_size = by_size if by_size == "1" or by_size in (bench.get("by_size") or {}) else "1"
+    what = layout.SIZE_NAMES.get(int(by_size), f"sets of {by_size}")
     d = st.columns(3)
     d[0].download_button("All numbers (.csv)", reports.benchmark_csv(bench), "benchmark.csv", "text/csv",
-                         on_click="ignore", help="Every forget class, method and metric: mean, std, gap to Retrain.")
-    d[1].download_button("Table (.tex)", reports.benchmark_table(bench, "tex"), "benchmark.tex", "text/x-tex",
-                         on_click="ignore", help="The mean over the benchmarked classes, booktabs.")
-    d[2].download_button("Table (.md)", reports.benchmark_table(bench, "md"), "benchmark.md", "text/markdown",
-                         on_click="ignore")
+                         on_click="ignore", help="Every forget set (and size), method and metric: mean, std, gap to "
+                                                 "Retrain.")
+    d[1].download_button(f"Table of {what} (.tex)", reports.benchmark_table(bench, "tex", by_size),
+                         f"benchmark-{by_size}.tex", "text/x-tex", on_click="ignore",
+                         help=f"The mean over the benchmarked {what}, booktabs.")
+    d[2].download_button(f"Table of {what} (.md)", reports.benchmark_table(bench, "md", by_size),
+                         f"benchmark-{by_size}.md", "text/markdown", on_click="ignore")
     with st.expander("Gap to Retrain (method − Retrain; the closer to 0, the closer to the oracle)"):
         gap = comparison.gap_to_retrain(table).drop(index=[r for r in comparison.REFERENCES if r in table.index])
         gap = (gap * [100.0 if comparison.is_percent(k) else 1.0 for k in gap.columns]).rename(index=comparison.method_label)
@@ -112,26 +109,7 @@ def _show(bench: dict, from_session: bool) -> None:
             st.dataframe(gap[metrics].rename(columns=comparison.column_header).style.format("{:+.3g}", na_rep="–"),
                          width="stretch")
 
-    # ------------------------------------------------------------ cost
-    cost = bench.get("cost") or {}
-    if cost:
-        st.subheader("Cost")
-        k = st.columns(3)
-        k[0].metric(f"WF, all {len(names)} classes (↓)", _seconds(cost.get("wf_all_classes_seconds")),
-                    help="One unlearning round learns every class's filter; forgetting any class or set afterwards "
-                         "needs no training. " + md(cost.get("wf_seconds_source", ""), 1000))
-        k[1].metric("Retrain, one class (↓)", _seconds(cost.get("retrain_one_class_seconds")),
-                    help="Training from scratch without one class. " + md(cost.get("retrain_seconds_source", ""), 1000))
-        ratio = comparison.as_float(cost.get("ratio"))
-        k[2].metric("Ratio: WF all / Retrain one (↓)", "—" if math.isnan(ratio) else f"{ratio:.2f}×",
-                    help="Below 1: WF forgets all classes for less than a single Retrain costs.")
-        one = cost.get("one_class_seconds") or {}
-        if one:
-            order = comparison.order_methods(list(one))
-            st.dataframe(pd.DataFrame({"time to forget one class (s) ↓": [comparison.as_float(one[m]) for m in order]},
-                                      index=pd.Index([comparison.method_label(m) for m in order], name="method")
-                                      ).style.format("{:,.1f}", na_rep="–"))
-            st.caption("WF's one-class time includes its whole unlearning round (all classes) plus baking the filter.")
+    parts.cost(bench)
 
     # ------------------------------------------------------------ trade-off
     st.subheader("Trade-off")
@@ -150,82 +128,26 @@ def _show(bench: dict, from_session: bool) -> None:
     else:
         st.caption("No forget/retain accuracies to plot.")
 
-    # ------------------------------------------------------------ per-class views
-    entries = bench["per_class"][str(c)] if c is not None else {}
-    _ab(entries, names, c, classes, bench.get("num_test_images"))
-    if c is None:
-        st.info("Pick a single forget class above for the chart of where its predictions go.")
+    parts.tuning(bench, lambda k: layout.set_name(k, names))
+
+    # ------------------------------------------------------------ one forget set's views
+    entries = bench["per_set"][forget] if forget is not None else {}
+    parts.ab(view, entries, names, forget, set_keys, bench.get("num_test_images"))
+    if forget is None:
+        st.info("Pick one forget set above for the chart of where its predictions go.")
         return
-    st.subheader(f"Where class {md(name(c))}'s predictions go")
-    preds = {comparison.method_label(m): entries[m]["forget_predictions"]
-             for m in comparison.order_methods(list(entries)) if entries[m].get("forget_predictions")}
-    if preds:
-        ref = comparison.method_label("retrain")
-        try:
-            st.plotly_chart(figures.forget_predictions_heatmap(preds, names, c, ref if ref in preds else None,
-                                                               comparison.prediction_distances(preds, ref)),
-                            key="compare_predictions")
-        except ValueError as e:
-            st.error(f"Cannot draw the predictions: {md(e, 600)}")
-        st.caption("Retrain sends the forgotten class's images to the classes they resemble; a method that matches "
-                   "that row forgets like the oracle, one that piles them on a single class is easy to detect.")
-    else:
-        st.caption("No prediction distributions in this benchmark.")
-
-
-def _ab(entries: dict, names: list[str], c: int | None, classes: list[int], num_test) -> None:
-    """Per-class accuracy of two methods, both on the benchmark's test images or both on the live evaluation subset."""
-    st.subheader("A/B: per-class accuracy")
-    with_acc = [m for m in comparison.order_methods(list(entries)) if entries[m].get("per_class_accuracy")]
-    sources = ([layout.BENCHMARK] if with_acc else []) + [layout.LIVE]
-    live_names = list(view.model.class_names)
-    forget = ", ".join(f"{k}: {md(live_names[k])}" for k in view.forget) or "none"  # radio labels are markdown
-    n_test = "?" if math.isnan(comparison.as_float(num_test)) else f"{comparison.as_float(num_test):,.0f}"
-    label = {layout.BENCHMARK: f"Benchmark: its {n_test} test images, forget class "
-                                   f"{c}: {md(names[c]) if c is not None and 0 <= c < len(names) else c} (Retrain, the "
-                                   "baselines)",
-             layout.LIVE: f"Live: the dashboard's evaluation subset, the sidebar's forget set ({forget})"}
-    src = st.radio("Images (A and B are always measured on the same ones)", sources, format_func=label.get,
-                   index=sources.index(layout.ab_default_source(view.forget, c, bool(with_acc))),
-                   key=f"compare_ab_source_{len(sources)}", help="The benchmark scored every method on its own test "
-                   "images; the live view evaluates the loaded checkpoint on the dashboard's smaller evaluation subset. "
-                   "Bars from the two would differ by the images, not only by the method, so one chart never mixes them.")
-    if src == layout.BENCHMARK:
-        choices = {m: (comparison.method_label(m), entries[m]["per_class_accuracy"]) for m in with_acc}
-        defaults, forgotten, shown_names = ("wf", "retrain"), [c], names
-        images = f"the benchmark's {n_test} test images"
-    else:
-        y = eval_data(view).targets.numpy()
-        s = live_scores(y, predictions(view, ())[0], predictions(view, view.forget)[0], view.model.num_classes,
-                        view.forget)
-        choices = {"wf_live": ("WF, live (the sidebar's forget set)", s["per_class"]),
-                   "original_live": ("Original (no unlearning), live", s["original_per_class"])}
-        defaults, forgotten, shown_names = ("wf_live", "original_live"), list(view.forget), live_names
-        images = f"the dashboard's {len(y):,} evaluation images"
-        st.caption(layout.live_set_note(view.forget, classes, [md(n) for n in live_names])
-                   + (f" This benchmark has no per-class accuracies for class {c}." if c is not None and not with_acc
-                      else ""))
-    keys = list(choices)
-    left, right = st.columns(2)
-    a = left.selectbox("Method A", keys, format_func=lambda m: choices[m][0], key=f"compare_a_{src}",
-                       index=keys.index(defaults[0]) if defaults[0] in keys else 0)
-    b = right.selectbox("Method B", keys, format_func=lambda m: choices[m][0], key=f"compare_b_{src}",
-                        index=keys.index(defaults[1]) if defaults[1] in keys else min(1, len(keys) - 1))
-    try:
-        st.plotly_chart(figures.ab_accuracy_bars(choices[a][1], choices[b][1], shown_names, forgotten, choices[a][0],
-                                                 choices[b][0], images), key="compare_ab")
-    except ValueError as e:
-        st.error(f"Cannot draw the per-class accuracies: {md(e, 600)}")
-    st.caption(f"Both bars: {images}.")
+    parts.where_predictions_go(entries, names, forget)
 
 
 def _glossary(bench: dict | None) -> None:
     with st.expander("Glossary: the metrics"):
-        st.markdown("\n".join(f"- **{m.label}** {m.arrow} ({'higher' if m.higher_is_better else 'lower'} is better) "
-                              f"— {m.formula}. *{m.reference}*" for m in METRICS.values())
+        st.markdown("\n".join(f"- **{m.label}** {m.arrow} ({m.family}; best: "
+                              f"{'closest to Retrain' if m.versus_retrain else 'highest' if m.higher_is_better else 'lowest'}) — "
+                              f"{m.formula}. "
+                              f"*{m.reference}*" for m in METRICS.values())
                     + "\n- **Forget quality** ↑ (trade-off plot) — 1 − forget acc. (test).")
     if bench and bench.get("config"):
-        with st.expander("Hyperparameters of each method"):
+        with st.expander("Hyperparameters of each method (per forget set)"):
             st.json(bench["config"], expanded=1)
 
 
@@ -240,9 +162,8 @@ else:
     try:
         bench = comparison.read_benchmark(view.path)
     except FileNotFoundError:
-        st.info(f"No benchmark for this checkpoint yet (`{view.name}/benchmark.json` does not exist). "
-                f"Create it with `wfexplain benchmark --checkpoint {view.name}`, or run a quick one-class benchmark "
-                "below.")
+        st.info(f"No benchmark for this checkpoint yet (`{view.name}/benchmark.json` does not exist). Create it with "
+                f"{parts.RUN_BELOW}, or run a quick one-class benchmark there.")
     except ValueError as e:
         st.error(f"Cannot read the benchmark: {md(public_text(str(e)), 600)}")
 if bench is not None:
@@ -254,34 +175,43 @@ if bench is not None:
 _glossary(bench)
 
 # ---------------------------------------------------------------- run one
-st.header("Run a benchmark for the current forget set")
+st.header("Run a benchmark")
+st.write("The full benchmark (every class alone, seeded pairs and triples, three seeds, every method tuned on the "
+         "validation split with the same budget) runs from a shell on the server, into this checkpoint's "
+         "benchmark.json:")
+st.code(COMMAND, language="bash")
+if not manifest.validation:
+    st.caption("This checkpoint records no validation split to tune on, hence `--no-tune` (every method at its "
+               "defaults); train with `--val-fraction 0.1` for a tuned benchmark.")
+if not manifest.unlearned:
+    st.caption("This checkpoint has no memory matrices yet: WF needs `wfexplain unlearn` on it first.")
 busy = running(JOB)
 names = list(view.model.class_names)
 candidates = list(view.forget) or list(range(len(names)))
-st.write("Trains the Retrain oracle from scratch (or reuses a stored one), runs every baseline for one seed, takes WF "
-         "from the checkpoint's memory matrices (no training per class; its round time from the manifest) and scores "
-         "them all: minutes on a CPU. Nothing is written to benchmark.json; the result replaces the file's on "
-         f"this page until you clear it. For several seeds or all classes use `wfexplain benchmark --checkpoint {view.name}`.")
+st.write("Or a quick one here, for one class: trains the Retrain oracle from scratch, runs every baseline once with "
+         "its default hyperparameters (untuned), takes WF from the checkpoint's memory matrices (its round time from "
+         "the manifest) and scores them all: minutes on a CPU. Nothing is written to benchmark.json; the result "
+         "replaces the file's on this page until you clear it.")
 if not view.forget:
     st.caption("No forget set in the sidebar: choose any class here.")
-target = st.selectbox("Forget class to benchmark", candidates, format_func=lambda i: f"{i}: {names[i]}", disabled=busy)
+target = st.selectbox("Forget class to benchmark", candidates, format_func=lambda i: layout.class_name(i, names),
+                      disabled=busy)
 if st.button("Run benchmark", type="primary", disabled=busy, key="compare_run"):
     path, cls = view.path, int(target)
 
     def run(progress, stop) -> dict:
         from wfexplain.benchmark.runner import BenchmarkConfig, run_benchmark
 
-        # The checkpoint's own memory (no WF rerun) and nothing written, shipped directories included.
-        bench = run_benchmark(path, BenchmarkConfig(forget_classes=(cls,), seeds=1, wf_round="checkpoint", out=None,
-                                                    save_oracles=False, resume=False), progress, stop)
+        # The checkpoint's own memory (no WF rerun), no tuning, and nothing written, shipped directories included.
+        bench = run_benchmark(path, BenchmarkConfig(forget_classes=(cls,), seeds=1, tune=False, wf_round="checkpoint",
+                                                    out=None, save_oracles=False, resume=False), progress, stop)
         if bench is None:  # cancelled
             return {"cancelled": True}
         comparison.check_benchmark(bench, "the benchmark run")
         return {"bench": bench, "path": path, "cancelled": False}
 
-    recipe = view.model.checkpoint_manifest()
     try:  # the Retrain oracle is a full training of the checkpoint's recipe: within this server's limits
-        job_caps().check(epochs=(recipe.train_config or {}).get("epochs"), train_images=recipe.train_images)
+        job_caps().check(epochs=(manifest.train_config or {}).get("epochs"), train_images=manifest.train_images)
     except ValueError as e:
         st.error(f"Cannot start: {e}")
     else:

@@ -35,35 +35,65 @@ def test_read_benchmark_errors(tmp_path, make_bench):
     with pytest.raises(ValueError, match="JSON object"):
         comparison.read_benchmark(file)
     bench = make_bench()
-    del bench["per_class"]
+    del bench["per_set"]
     file.write_text(json.dumps(bench))
-    with pytest.raises(ValueError, match=rf"{tmp_path}.*benchmark\.json has no 'per_class' key"):
+    with pytest.raises(ValueError, match=rf"{tmp_path}.*benchmark\.json has no 'per_set' key"):
         comparison.read_benchmark(tmp_path)
-    file.write_text(json.dumps(make_bench()).replace('"zrf": {"mean": 0.5', '"zrf": {"mean": NaN'))
+    file.write_text(json.dumps(make_bench()).replace('"zrf_paper": {"mean": 0.5', '"zrf_paper": {"mean": NaN'))
     assert comparison.read_benchmark(file)["class_names"] == NAMES  # NaN (json.dumps's output) is accepted
 
 
-def test_comparison_table_mean_and_per_class_with_missing_values(make_bench):
+def test_an_older_benchmark_is_read_with_its_protocol_noted(tmp_path, make_old_bench):
+    """A file written before the fair-tuning protocol: per_class becomes per_set, the protocol is noted, the old
+    metrics are kept as extra columns (the page puts them in "Other" tables) and the new ones are empty."""
+    (tmp_path / "benchmark.json").write_text(json.dumps(make_old_bench()))
+    bench = comparison.read_benchmark(tmp_path)
+    assert "per_class" not in bench and list(bench["per_set"]) == ["3", "5"]
+    assert bench["protocol"].startswith("earlier")
+    assert comparison.benchmarked_sets(bench) == ["3", "5"] and comparison.benchmarked_classes(bench) == [3, 5]
+    assert layout.table_choices(bench, ["3", "5"]) == ["all-1", "3", "5"]  # no by_size: the single classes' mean
+    table = comparison.comparison_table(bench, "5")
+    assert list(table.columns.get_level_values("metric").unique())[-3:] == ["mia_efficacy", "zrf", "relearn_steps"]
+    measured = layout.measured_metrics(table)
+    assert "zrf_paper" not in measured and "attack_auc" not in measured
+    assert layout.metric_groups(measured) == [
+        ("Forgetting", ["forget_accuracy_test", "forget_accuracy_train"]),
+        ("Utility", ["retain_accuracy_test", "retain_accuracy_train"]), ("Residual knowledge", ["probe_accuracy"]),
+        ("Cost", ["seconds"]), ("Other", ["mia_efficacy", "zrf", "relearn_steps"])]
+    current = make_old_bench()
+    current["per_set"] = current.pop("per_class")  # the current schema: nothing upgraded, no protocol note
+    (tmp_path / "benchmark.json").write_text(json.dumps(current))
+    assert "protocol" not in comparison.read_benchmark(tmp_path)
+
+
+def test_comparison_table_mean_size_and_set_with_missing_values(make_bench):
     bench = make_bench()
-    bench["methods"]["wf"]["zrf"] = {"mean": None, "std": None}  # JSON null
+    bench["methods"]["wf"]["zrf_paper"] = {"mean": None, "std": None}  # JSON null
     table = comparison.comparison_table(bench)
-    assert list(table.index) == list(ALL)  # original, retrain, then METHODS order
+    assert list(table.index) == list(ALL)  # original, retrain, then the registry's order
     assert list(table.columns.get_level_values("metric").unique()) == list(METRICS)
     assert table.loc["wf", ("retain_accuracy_test", "mean")] == 0.97
     assert table.loc["wf", ("retain_accuracy_test", "std")] == 0.002
     assert math.isnan(table.loc["original", ("seconds", "mean")])  # no time for the original model
-    assert math.isnan(table.loc["wf", ("zrf", "mean")])
+    assert math.isnan(table.loc["wf", ("zrf_paper", "mean")])
     per = comparison.comparison_table(bench, 5)
     assert per.loc["wf", ("forget_accuracy_test", "mean")] == pytest.approx(0.015)  # 0.01 + 0.001 * 5
-    with pytest.raises(KeyError, match="forget class 7 was not benchmarked"):
+    pair = comparison.comparison_table(bench, "3-5")
+    assert pair.loc["wf", ("forget_accuracy_test", "mean")] == pytest.approx(0.018)  # 0.01 + 0.001 * (3 + 5)
+    pairs = comparison.comparison_table(bench, size=2)
+    assert pairs.loc["wf", ("forget_accuracy_test", "mean")] == pytest.approx(0.03)  # by_size["2"]: shift 0.02
+    assert comparison.benchmarked_sets(bench) == ["3", "5", "3-5", "1-4"]
+    with pytest.raises(KeyError, match="forget set 7 was not benchmarked"):
         comparison.comparison_table(bench, 7)
+    with pytest.raises(KeyError, match="no forget sets of 3 classes"):
+        comparison.comparison_table(bench, size=3)
 
 
 def test_gap_to_retrain_and_best_per_column_follow_direction():
     table = pd.DataFrame({"forget_accuracy_test": [0.9, 0.0, 0.1, 0.05, 0.3],
                           "retain_accuracy_test": [0.99, 0.95, 0.97, 0.90, 0.999],
                           "seconds": [math.nan, 100.0, 20.0, 5.0, math.nan],
-                          "zrf": [math.nan] * 5},
+                          "zrf_paper": [math.nan] * 5},
                          index=["original", "retrain", "wf", "ssd", "finetune"])
     gap = comparison.gap_to_retrain(table)
     assert gap.loc["wf", "forget_accuracy_test"] == pytest.approx(0.1)
@@ -72,7 +102,7 @@ def test_gap_to_retrain_and_best_per_column_follow_direction():
     assert math.isnan(gap.loc["finetune", "seconds"])
     best = comparison.best_per_column(table)
     # Closest to Retrain: forget acc. 0.05 away (ssd); retain 0.02 away (wf, although finetune's 0.999 is higher:
-    # Retrain's 0.95 is the target); references never compete. Time: lower is better, NaN skipped; zrf: nobody.
+    # Retrain's 0.95 is the target); references never compete. Time: lower is better, NaN skipped; ZRF: nobody.
     assert best == {"forget_accuracy_test": ["ssd"], "retain_accuracy_test": ["wf"], "seconds": ["ssd"]}
     tied = table.copy()
     tied.loc["finetune", "forget_accuracy_test"] = 0.05  # as close to Retrain as ssd
@@ -102,14 +132,15 @@ def test_formatted_table_marks_best_and_gaps(make_bench):
     shown = comparison.formatted_table(comparison.comparison_table(make_bench()))
     header = comparison.column_header("forget_accuracy_test")
     assert header == "Forget acc. (test) (%) ↓"
-    assert comparison.column_header("zrf") == "ZRF ↑"
+    assert comparison.column_header("zrf_paper") == "ZRF (paper) ↑"
+    assert comparison.column_header("zrf") == "zrf"  # an older benchmark's metric: its key
     assert list(shown.index) == [comparison.method_label(m) for m in ALL]
     assert shown.loc["WF (weight filtering)", header] == "1.0 ± 1.0 [+1.0] ★"
     assert shown.loc["Retrain (oracle)", header] == "0.0 ± 1.0"  # references: no gap, no star
     assert shown.loc["Original (no unlearning)", comparison.column_header("seconds")] == "–"
     assert shown.loc["SSD", comparison.column_header("seconds")] == "5 ± 1 [-95] ★"
     stars = shown.apply(lambda col: col.str.contains(comparison.BEST_MARK).sum())
-    zrf = comparison.column_header("zrf")
+    zrf = comparison.column_header("zrf_paper")
     assert (stars.drop(zrf) == 1).all()
     # ZRF: Retrain's 0.5 is the target, so SalUn's higher 0.9 is not best; the five methods at 0.5 tie.
     assert not shown.loc["SalUn", zrf].endswith("★") and stars[zrf] == 5
@@ -118,12 +149,12 @@ def test_formatted_table_marks_best_and_gaps(make_bench):
 
 def test_degraded_benchmark_without_retrain_or_some_metrics(make_bench):
     bench = make_bench(methods=("original", "wf", "ssd"))
-    bench["methods"]["ssd"] = {"zrf": 0.4}  # a bare number, no std; every other metric missing
+    bench["methods"]["ssd"] = {"zrf_paper": 0.4}  # a bare number, no std; every other metric missing
     table = comparison.comparison_table(bench)
     assert comparison.gap_to_retrain(table).isna().all().all()
-    assert comparison.best_per_column(table)["zrf"] == ["wf"]  # no Retrain: by direction, 0.5 > 0.4
+    assert comparison.best_per_column(table)["zrf_paper"] == ["wf"]  # no Retrain: by direction, 0.5 > 0.4
     shown = comparison.formatted_table(table)
-    assert shown.loc["SSD", "ZRF ↑"] == "0.4"
+    assert shown.loc["SSD", "ZRF (paper) ↑"] == "0.4"
     assert shown.loc["SSD", comparison.column_header("seconds")] == "–"
     assert shown.loc["WF (weight filtering)", comparison.column_header("seconds")] == "20 ± 1 ★"  # no gap: no Retrain
     pts = comparison.tradeoff_points(table)
@@ -165,27 +196,35 @@ def test_figures_build():
 # ---------------------------------------------------------------- the table fits the page
 
 
-def test_metric_groups_split_every_metric_into_narrow_tables():
+def test_metric_groups_follow_the_catalogue_families_in_narrow_tables():
     groups = layout.metric_groups(list(METRICS))
-    assert [t for t, _ in groups] == ["Forgetting", "Utility and cost", "Privacy and residual knowledge"]
+    assert [t for t, _ in groups] == ["Forgetting (1/2)", "Forgetting (2/2)", "Utility", "Privacy",
+                                      "Residual knowledge (1/2)", "Residual knowledge (2/2)", "Cost"]
+    for title, ms in groups:
+        assert {METRICS[m].family for m in ms} == {title.split(" (")[0]}  # each table: one family
     flat = [m for _, ms in groups for m in ms]
-    assert sorted(flat) == sorted(METRICS) and len(flat) == len(set(flat))  # every metric, once
+    assert flat == list(METRICS)  # every metric, once, in the catalogue's order (its families in FAMILIES order)
     assert all(len(ms) <= layout.MAX_COLUMNS for _, ms in groups)
-    assert layout.metric_groups([*METRICS, "a", "b", "c", "d"])[-2:] == [("Other", ["a", "b", "c"]),
-                                                                             ("Other", ["d"])]
-    assert layout.metric_groups(["seconds", "zrf"]) == [("Forgetting", ["zrf"]), ("Utility and cost", ["seconds"])]
+    assert layout.metric_groups([*METRICS, "a", "b", "c", "d"])[-2:] == [("Other (1/2)", ["a", "b"]),
+                                                                             ("Other (2/2)", ["c", "d"])]
+    assert layout.metric_groups(["seconds", "zrf", "zrf_code", "mia_efficacy", "relearn_steps"]) == [
+        ("Forgetting", ["zrf_code"]), ("Cost", ["seconds"]), ("Other", ["zrf", "mia_efficacy", "relearn_steps"])]
+    assert layout.metric_groups([]) == []
     frame = pd.DataFrame({"ab": ["1", "12345"]}, index=pd.Index(["x", "yyy"], name="method"))
     assert layout.text_width(frame) == len("method") + len("12345")
 
 
-@pytest.mark.parametrize("source", ["hand-made", *SHIPPED], ids=str)
-def test_every_family_table_is_narrow_enough(source, make_bench):
+@pytest.mark.parametrize("source", ["hand-made", "hand-made, old", *SHIPPED], ids=str)
+def test_every_family_table_is_narrow_enough(source, make_bench, make_old_bench, tmp_path):
     """Each family table stays under MAX_TABLE_CHARS characters a row: no horizontal scrolling on a wide page."""
+    if source == "hand-made, old":
+        (tmp_path / "benchmark.json").write_text(json.dumps(make_old_bench()))
+        source = tmp_path
     bench = make_bench() if source == "hand-made" else comparison.read_benchmark(source)
-    for c in [None, *comparison.benchmarked_classes(bench)]:
-        table = comparison.comparison_table(bench, c)
+    for choice in layout.table_choices(bench, comparison.benchmarked_sets(bench)):
+        table = comparison.comparison_table(bench, *layout.table_args(choice))
         shown = comparison.formatted_table(table)
-        for _, metrics in layout.metric_groups(list(comparison.means(table).columns)):
+        for _, metrics in layout.metric_groups(layout.measured_metrics(table)):
             part = shown[[comparison.column_header(m) for m in metrics]]
             assert layout.text_width(part) <= layout.MAX_TABLE_CHARS, part.to_string()
 
@@ -199,15 +238,93 @@ def test_ab_default_source_and_live_set_note():
     bench, live = layout.BENCHMARK, layout.LIVE
     assert layout.ab_default_source((), 3, True) == bench  # no live set: the benchmark's class
     assert layout.ab_default_source((3,), 3, True) == bench
-    assert layout.ab_default_source((3, 5), 3, True) == live  # several classes: only live covers them
+    assert layout.ab_default_source((3,), (3,), True) == bench
+    assert layout.ab_default_source((5, 3), (3, 5), True) == bench  # the benchmarked pair shown
+    assert layout.ab_default_source((3, 5), 3, True) == live  # the set is not the one shown: only live covers it
+    assert layout.ab_default_source((3,), (3, 5), True) == live
     assert layout.ab_default_source((5,), 3, True) == live
     assert layout.ab_default_source((3,), 3, False) == live
     assert layout.ab_default_source((), None, True) == live
-    note = lambda f: layout.live_set_note(f, [3, 5], NAMES)  # noqa: E731
+    note = lambda f: layout.live_set_note(f, ["3", "5", "1-4"], NAMES)  # noqa: E731
     assert note(()).startswith("No forget set")
-    assert "(3: 3, 5: 5) has 2 classes" in note((5, 3)) and "only for single benchmarked" in note((3, 5))
+    assert "(3: 3, 5: 5) has 2 classes and was not benchmarked" in note((5, 3))
+    assert "only for its own forget sets" in note((3, 5))
     assert "was not benchmarked" in note((4,))
     assert note((5,)).startswith("Class 5: 5 is benchmarked")
+    assert note((4, 1)).startswith("The set 1: 1, 4: 4 is benchmarked")
+
+
+def test_what_the_tables_show(make_bench):
+    """The selector: the mean over each set size benchmarked, then every forget set, named by its classes."""
+    bench = make_bench()
+    keys = comparison.benchmarked_sets(bench)
+    choices = layout.table_choices(bench, keys)
+    assert choices == ["all-1", "all-2", "3", "5", "3-5", "1-4"]
+    assert [layout.choice_label(c, keys, NAMES) for c in choices] == [
+        "single classes (mean of 2)", "pairs (mean of 2)", "3: 3", "5: 5", "3: 3 + 5: 5", "1: 1 + 4: 4"]
+    assert [layout.table_args(c) for c in choices] == [(None, None), (None, 2), ("3", None), ("5", None),
+                                                       ("3-5", None), ("1-4", None)]
+    assert layout.default_choice((5,), choices) == "5"
+    assert layout.default_choice((5, 3), choices) == "3-5"  # the sidebar's set, benchmarked
+    assert layout.default_choice((4, 5), choices) == "5"  # not benchmarked: its first class benchmarked alone
+    assert layout.default_choice((7,), choices) == "3" and layout.default_choice((), choices) == "3"
+    assert layout.default_choice((), ["all-1", "all-2", "1-4"]) == "all-1"
+    hostile = ["a", "**b** [x](http://e.vil)\n# h", "c" * 100]
+    assert layout.set_name("1-2", hostile) == "1: **b** [x](http://e.vil) # h + 2: " + "c" * 40 + "…"  # one line, cut
+    assert layout.set_name("9", hostile) == "9: ?" and layout.set_key((4, 1, 4)) == "1-4"
+    assert layout.set_classes("1-4") == (1, 4)
+
+
+def test_cost_at_parity_and_tuning_tables(make_bench):
+    bench = make_bench()
+    parts = layout.parity_parts(bench["cost"]["parity"])
+    assert list(parts.index[:3]) == ["WF (weight filtering)", "SSD", "Fine-tune"]  # fastest first
+    assert parts.loc["WF (weight filtering)"].tolist() == [18.0, 2.0 * 55, 2.0 * 20]  # the round once; size 3 guessed
+    assert parts.loc["Retrain (oracle)"].tolist() == [0.0, 100.0 * 55, 100.0 * 20]
+    table = layout.parity_table(bench["cost"])
+    assert table.loc["WF (weight filtering)", "total (s) ↓"] == 18.0 + 2.0 * 75
+    assert table.loc["SSD", "45 × 2 classes (s)"] == 45 * 5.0
+    assert table.loc["SSD", "extrapolated sizes"] == "3"
+    assert table.loc["SSD", "tuning (s)"] == 24.0 and math.isnan(table.loc["Retrain (oracle)", "tuning (s)"])
+    assert table.loc["Fine-tune", "one request, 1 class (s)"] == 10.0
+    grid = layout.grid_table(bench["tuning"])
+    assert grid.loc["SSD", "grid"] == "alpha ∈ {6.0, 10.0}" and grid.loc["SSD", "points per set"] == 2
+    chosen = layout.chosen_table(bench["tuning"], lambda k: layout.set_name(k, NAMES))
+    assert len(chosen) == 6 * 4  # six tuned methods x four sets
+    row = chosen[(chosen["method"] == "Fine-tune") & (chosen["forget set"] == "3: 3 + 5: 5")].iloc[0]
+    assert row["chosen"] == "lr = 0.05" and row["distance to Retrain (val.) ↓"] == 0.02
+    assert layout.chosen_table({}).empty
+
+
+def test_downloadable_tables_of_a_file_read_back(tmp_path, make_bench, make_old_bench):
+    """A benchmark.json holds null where a value is NaN (the original model's time): the tables read it as missing."""
+    from wfexplain.benchmark.reports import benchmark_table
+
+    for make in (make_bench, make_old_bench):
+        (tmp_path / "benchmark.json").write_text(json.dumps(make()))
+        bench = comparison.read_benchmark(tmp_path)
+        assert bench["methods"]["original"]["seconds"]["mean"] is None
+        for size in bench.get("by_size") or ["1"]:
+            md = benchmark_table(bench, "md", size)
+            assert md.count("\n") == 2 + len(bench["methods"]) and "| Original (no unlearning) |" in md
+            assert benchmark_table(bench, "tex", size).startswith(r"\begin{tabular}")
+    bare = make_bench(methods=("original", "wf", "ssd"))
+    bare["methods"]["ssd"] = {"zrf_paper": 0.4}  # a bare number: a mean without spread
+    assert "| SSD | – | – | 0.4 |" in benchmark_table(bare, "md")  # no crash
+
+
+def test_the_suggested_command_runs_as_printed():
+    import shlex
+
+    cmd = layout.benchmark_command("/srv/check points/it's", 10)
+    assert shlex.split(cmd) == ["wfexplain", "benchmark", "--checkpoint", "/srv/check points/it's", "--pairs", "5",
+                                "--triples", "5"]
+    assert layout.benchmark_command("/c", 3, tune=False) == "wfexplain benchmark --checkpoint /c --pairs 3 --triples 1 --no-tune"
+    assert layout.benchmark_command("/c", 2) == "wfexplain benchmark --checkpoint /c --pairs 1"  # no triple of 2 classes
+    from wfexplain.cli import build_parser
+
+    args = build_parser().parse_args(shlex.split(cmd)[1:])
+    assert (args.checkpoint, args.pairs, args.triples) == ("/srv/check points/it's", 5, 5)
 
 
 # ---------------------------------------------------------------- trade-off labels
@@ -269,19 +386,28 @@ def test_shipped_benchmarks_describe_the_shipped_weights():
         assert bench["weights"] == files, bench_file
 
 
-def test_benchmark_csv_holds_every_number_in_long_form():
-    """benchmark.csv: one row per (forget class or "all", method, metric), the same numbers as the JSON."""
+@pytest.mark.parametrize("source", ["hand-made", *SHIPPED], ids=str)
+def test_benchmark_csv_holds_every_number_in_long_form(source, make_bench):
+    """benchmark.csv: one row per (forget set or "all-<size>", method, metric), the same numbers as the JSON."""
     import io
 
     from wfexplain.benchmark.reports import benchmark_csv
 
-    bench = json.loads((ROOT / "checkpoints" / "fmnist-cnn" / "benchmark.json").read_text())
-    df = pd.read_csv(io.BytesIO(benchmark_csv(bench)), dtype={"forget_class": str})
-    classes = comparison.benchmarked_classes(bench)
-    assert list(df.columns) == ["forget_class", "method", "metric", "mean", "std", "gap_to_retrain"]
-    assert len(df) == (1 + len(classes)) * len(bench["methods"]) * len(METRICS)
-    row = df[(df.forget_class == "all") & (df.method == "wf") & (df.metric == "forget_accuracy_test")].iloc[0]
+    bench = make_bench() if source == "hand-made" else comparison.read_benchmark(source)
+    df = pd.read_csv(io.BytesIO(benchmark_csv(bench)), dtype={"forget_set": str})
+    sets, sizes = comparison.benchmarked_sets(bench), list(bench.get("by_size") or ["1"])
+    metrics = comparison.comparison_table(bench).columns.get_level_values("metric").unique()  # an older file: + its own
+    assert list(df.columns) == ["forget_set", "method", "metric", "mean", "std", "gap_to_retrain"]
+    assert len(df) == (len(sizes) + len(sets)) * len(bench["methods"]) * len(metrics)
+    assert set(df.forget_set) == {*(f"all-{s}" for s in sizes), *sets}
+    row = df[(df.forget_set == "all-1") & (df.method == "wf") & (df.metric == "forget_accuracy_test")].iloc[0]
     assert math.isclose(row["mean"], bench["methods"]["wf"]["forget_accuracy_test"]["mean"], rel_tol=1e-8)
     retrain = bench["methods"]["retrain"]["forget_accuracy_test"]["mean"]
     assert math.isclose(row["gap_to_retrain"], row["mean"] - retrain, rel_tol=1e-6, abs_tol=1e-12)
-    assert (ROOT / "checkpoints" / "fmnist-cnn" / "benchmark.csv").read_bytes() == benchmark_csv(bench)  # shipped, current
+
+
+def test_a_page_names_a_checkpoint_without_revealing_the_servers_disk(tmp_path):
+    inside = tmp_path / "srv" / "checkpoints" / "fmnist-cnn"
+    inside.mkdir(parents=True)
+    assert layout.shown_path(inside, cwd=tmp_path / "srv") == "checkpoints/fmnist-cnn"  # runs as printed from there
+    assert layout.shown_path(inside, cwd=tmp_path / "elsewhere") == "fmnist-cnn"
