@@ -23,6 +23,7 @@ from .text import escape_markdown, public_text
 
 VIEWS = Path(__file__).resolve().parent / "views"
 PICK = "checkpoint_pick"  # the picker's session-state key
+FORGET_KEY = "forget_classes"  # the forget-set multiselect's session-state key (class names)
 RECORDED = "as recorded in the checkpoint"
 _ID_SHAPED = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
 
@@ -145,6 +146,7 @@ def app_pages() -> list:
         return st.Page(VIEWS / file, title=title, icon=f":material/{icon}:", url_path=url_path, **kw)
 
     return [
+        page("about.py", "About", "info", "about"),
         page("models.py", "Models", "model_training", "models"),
         page("forget.py", "Forget", "visibility_off", "home", default=True),
         page("memory.py", "Memory matrices", "grid_on", "memory"),
@@ -153,6 +155,11 @@ def app_pages() -> list:
         page("export.py", "Export", "download", "export"),
         page("forget.py", "Forget", "visibility_off", "forget", visibility="hidden"),
     ]
+
+
+def page_at(url_path: str):
+    """The page of :func:`app_pages` served at ``url_path``, for ``st.switch_page`` and ``st.page_link``."""
+    return next(p for p in app_pages() if p.url_path == url_path)  # "forget": the hidden entry, served at /forget
 
 
 def unknown_page(requested: str | None, known: list[str]) -> str | None:
@@ -191,17 +198,17 @@ def render_sidebar(page_path: str = "") -> View:
         names = list(model.class_names)
         if "_url_forget" in st.session_state:  # first run: the URL decides
             forget_url, notice = parse_forget(st.session_state.pop("_url_forget"), len(names))
-            st.session_state["forget_classes"] = [names[c] for c in forget_url]
+            st.session_state[FORGET_KEY] = [names[c] for c in forget_url]
             if notice:
                 st.info(notice)
-        previous = st.session_state.get("forget_classes", [])
+        previous = st.session_state.get(FORGET_KEY, [])
         kept = [c for c in previous if c in names]
         if kept != previous:  # only when needed: a write overrides the browser's value, and a click made during
-            st.session_state["forget_classes"] = kept  # this run would be lost
+            st.session_state[FORGET_KEY] = kept  # this run would be lost
             gone = ", ".join(escape_markdown(c) for c in previous if c not in names)
             st.info(f"{gone}: not {'a class' if len(previous) - len(kept) == 1 else 'classes'} of `{wanted}`, "
                     "so no longer in the forget set.")
-        chosen = st.multiselect("Forget classes", names, key="forget_classes",
+        chosen = st.multiselect("Forget classes", names, key=FORGET_KEY,
                                 help="Any subset is applied live (the product of their filters); the Forget page "
                                      "says how well sets of that size were trained and measured")
         forget = tuple(sorted(names.index(c) for c in chosen))

@@ -19,6 +19,7 @@ from wfexplain_dashboard.settings import EVAL_LIMIT
 
 CHECKPOINT = ROOT / "checkpoints" / "fmnist-cnn"
 PAGES = {  # page script -> title
+    "views/about.py": "About wfexplain",
     "views/models.py": "Models",
     "views/forget.py": "Forget",
     "views/memory.py": "Memory matrices",

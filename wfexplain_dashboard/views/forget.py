@@ -9,6 +9,7 @@ from wfexplain import figures
 from wfexplain.evaluation import quality
 from wfexplain_dashboard.resources import PRECOMPUTE, current, eval_data, live_answers, predictions
 from wfexplain_dashboard.scoring import live_scores
+from wfexplain_dashboard.sidebar import page_at
 from wfexplain_dashboard.text import escape_markdown, public_text
 
 ESTIMATE_ABOVE_S = 0.3  # a set that took longer than this to evaluate is first shown as an estimate
@@ -17,6 +18,8 @@ view = current()
 model, forget = view.model, view.forget
 names = list(model.class_names)
 st.title("Forget")
+st.page_link(page_at("about"), label="New here? What weight filtering is, and a first walk through the pages",
+             icon=":material/info:")
 
 start = time.perf_counter()  # the update time below covers the whole page, drawn last
 data = eval_data(view)
