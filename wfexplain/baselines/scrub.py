@@ -43,6 +43,14 @@ steps, and it decays along a cosine over all the steps (the reference's step dec
 ``lr_decay_epochs = [3, 5, 9]`` never fires within its 3 epochs). As in the reference, the student's
 BatchNorm statistics update on forget-only batches during max steps, and its dropout is on.
 
+These measurements were made on the first ``fmnist-cnn``'s test split (it held no validation split), so
+the benchmark does not rely on them: it tunes ``max_steps`` (the forgetting budget, the knob SCRUB
+is most sensitive to) and ``lr`` per forget set on the validation split, over the grid registered
+below. On the re-made ``fmnist-cnn``'s validation split the same defaults behave differently (class
+0: 10, 20, 30, 40 max steps leave 75%, 79%, 92%, 64% forget accuracy at 94.6%, 94.2%, 88.3%, 44.9%
+retain; class 2: 10 and 20 leave 17% and 0% at 94.3% and 92.0%): the ascent is as likely to sharpen
+the teacher's answer as to erase it.
+
 With the defaults (170 gradient batches, ~26 s): forget / retain test accuracy 1.9% / 93.3% for
 class 0, 0% / 88.9% for class 2 (original 88.9% / 92.7%), 0% / 94.8% for class 6 (original 75.3% /
 94.2%); with lr 0.001, 20 max steps and 100 or 400 min steps, 8.7% / 93.0% and 0.4% / 94.0% (class 0).
@@ -129,4 +137,4 @@ def unlearn(net: nn.Module, retain: Dataset, forget: Dataset, num_classes: int, 
 register_method(Method(
     "scrub", "SCRUB", "baseline", "distil the original on retain, move away from it on forget (max/min steps)",
     "Kurmanji et al., Towards Unbounded Machine Unlearning, NeurIPS 2023", "https://github.com/meghdadk/SCRUB",
-    config=Config, run=unlearn, grid={"steps": (100, 200, 400), "lr": (0.0005, 0.001)}))
+    config=Config, run=unlearn, grid={"max_steps": (10, 20, 40), "lr": (0.0005, 0.001)}))
