@@ -37,6 +37,7 @@ from ..data import INTERPOLATIONS, DatasetError, list_datasets
 from ..manifest import IMG_SIZE_RANGE
 from ..splits import VAL_FRACTION
 from . import commands as C
+from . import explanations as E
 from . import manage as M
 from .console import debug, error, log, logging_to_stderr
 from .options import COUNT, FRACTION, INDEX, UsageError, add_config_args, device, json_object, ranged
@@ -139,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     _add_runtime_args(p)
     p.set_defaults(func=C.cmd_evaluate)
+
+    p = sub.add_parser("explanations", help="do the memories explain? deletion curves of each class's components by "
+                                            "memory, activation, gradient x activation and random rankings")
+    E.add_arguments(p)
+    _add_data_args(p)
+    p.set_defaults(func=E.cmd_explanations)
 
     p = sub.add_parser("retrain", help="train the Retrain oracle: same recipe, from scratch, without the forget class(es)")
     p.add_argument("--checkpoint", required=True)

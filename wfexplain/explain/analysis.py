@@ -174,6 +174,16 @@ def class_similarity(memory: Memory, layers: Sequence[str] | None = None) -> tor
     return _cosine_similarity(s, zero_zero=0.0)
 
 
+def most_alike(memory: Memory) -> tuple[int, int]:
+    """The two classes whose memory rows are most alike (:func:`class_similarity`, the first pair of ties), sorted."""
+    sim = class_similarity(memory).clone()
+    if sim.shape[0] < 2:
+        raise ValueError("most_alike needs at least two classes")
+    sim.fill_diagonal_(-torch.inf)
+    a, b = divmod(int(sim.argmax()), sim.shape[1])
+    return min(a, b), max(a, b)
+
+
 def class_dendrogram(similarity) -> dict:
     """Average-linkage clustering of classes on the distance ``1 - similarity``.
 

@@ -1,7 +1,6 @@
 """About: what weight filtering is, the paper and the docs, and a first walk through the pages."""
 
 import streamlit as st
-import torch
 
 from wfexplain.explain import analysis
 from wfexplain_dashboard.resources import current
@@ -25,14 +24,6 @@ st.markdown(f"The method: Poppi et al., *Multi-Class Unlearning for Image Classi
             "`docs/` folder of the source tree; `wfexplain --help` lists the command line.")
 
 
-def _most_alike() -> tuple[int, int]:
-    """The two classes whose memory rows switch off the most alike components (cosine of suppression vectors)."""
-    sim = analysis.class_similarity(model).clone()
-    sim.fill_diagonal_(-torch.inf)
-    a, b = divmod(int(sim.argmax()), sim.shape[1])
-    return min(a, b), max(a, b)
-
-
 def _step(label: str, help_text: str, url_path: str, forget: list[int] | None, key: str) -> None:
     """A button that sets the sidebar's forget set (when given) and opens a page."""
     def choose() -> None:
@@ -45,7 +36,7 @@ def _step(label: str, help_text: str, url_path: str, forget: list[int] | None, k
 
 st.subheader("A first walk")
 first = 0
-pair = _most_alike() if model.num_classes > 2 else (0, 1)
+pair = analysis.most_alike(model)  # the pair whose filters switch off the most alike components
 named = lambda cs: " + ".join(escape_markdown(names[c], 40) for c in cs)  # noqa: E731 (class names are data)
 _step(f"1. Forget one class: {named([first])}", "The Forget page: accuracy per class before and after, and where "
       "the forgotten class's images now go.", "forget", [first], "walk_one")
