@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup data browser latex test test-fast lint typecheck run checkpoints
+.PHONY: setup data browser latex photos test test-fast lint typecheck run checkpoints
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -n "$(PYTHON)" || { echo "no python3 found: install Python 3.11 (Debian: apt-get install python3.11 python3.11-venv)"; exit 1; }
@@ -24,6 +24,9 @@ browser:
 latex:
 	@scripts/ensure_latex.sh
 
+photos: $(STAMP)
+	@PYTHON=$(BIN)/python scripts/ensure_photos.sh
+
 setup: data $(STAMP)
 
 lint: $(STAMP)
@@ -32,7 +35,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: setup browser latex lint typecheck
+test: setup browser latex photos lint typecheck
 	HF_HUB_OFFLINE=1 $(BIN)/pytest
 
 # The lane to run while working (about a minute): ruff, then every test not marked slow (docs/development.md#tests).

@@ -93,6 +93,26 @@ def eval_data(view: View) -> EvalData:
         st.stop()
 
 
+def ood_detector(view: View):
+    """The session checkpoint's out-of-distribution :class:`~wfexplain.explain.ood.Detector`, built once per checkpoint
+    and data (:func:`~wfexplain.explain.ood.checkpoint_detector`: thresholds on up to 2,000 validation images, the
+    Mahalanobis statistics on up to 5,000 training images, its rate measured on the evaluation subset's size of test
+    images); None when the checkpoint's training data cannot be read."""
+    try:
+        return _ood_detector(view.path, _stamp(view.path), view.data)
+    except (OSError, ValueError):  # DatasetError is an OSError, CheckpointError a ValueError
+        return None
+
+
+@st.cache_resource(show_spinner="Calibrating the out-of-distribution check on the checkpoint's own images…",
+                   max_entries=8)
+def _ood_detector(path: str, stamp: float, data: str | None):
+    from wfexplain.explain.ood import checkpoint_detector
+
+    root = data_choices()[data] if data is not None else None
+    return checkpoint_detector(_load(path, stamp), root, cal_limit=2000, fit_limit=5000, test_limit=EVAL_LIMIT)
+
+
 def predictions(view: View, forget: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """(predicted labels, softmax probabilities) on the evaluation subset under a forget set."""
     labels, probs = live_answers(view).get(tuple(forget))

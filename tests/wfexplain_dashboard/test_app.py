@@ -308,6 +308,9 @@ def test_explain_flags_an_upload_unlike_the_training_data(assert_clean, open_app
     assert_clean(at)
     (warning,) = [w.value for w in at.warning if "unlike the model's training data" in w.value]
     assert "std 0.00" in warning
+    assert "its features in 4 inner layers are " in warning and " standard deviations farther" in warning  # calibrated
+    assert "These checks flag about 5% of ordinary test images (" in warning and " of 500 measured); thresholds set on " \
+           "2,000 training images held out from the Mahalanobis fit (the checkpoint records no validation split" in warning
 
 
 def test_explain_answers_a_gif_with_a_message_and_keeps_its_methods_across_uploads(assert_clean, open_app):

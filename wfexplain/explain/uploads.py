@@ -134,20 +134,21 @@ def display_copy(im: Image.Image, side: int) -> Image.Image:
     return out
 
 
-def out_of_domain(x, top_probability: float, min_confidence: float = 0.5) -> list[str]:
-    """Reasons to think a model-ready input ``x`` ([1, C, H, W], normalised) is unlike the training data.
+def out_of_domain(model, x, detector) -> list[str]:
+    """Reasons, in words with numbers, to think a model-ready input ``x`` ([1, C, H, W], normalised) is unlike the
+    training data of ``model`` (a :class:`~wfexplain.filtering.FilteredModel`, scored unfiltered).
 
-    Two cheap signals: the model's top-1 probability below ``min_confidence``, and input statistics
-    far from those of normalised training images (mean near 0, std near 1 per image).
+    ``detector`` is a :class:`wfexplain.explain.ood.Detector` calibrated for ``model`` (max-softmax, energy and
+    Mahalanobis scores, and the pixel statistics); ``None`` when none could be built: then only the normalised pixel
+    statistics are checked (mean near 0 and std near 1 per image for training images).
     """
-    reasons = []
-    if top_probability < min_confidence:
-        reasons.append(f"the original model is unsure (top class at {top_probability:.0%}, under {min_confidence:.0%})")
-    mean, std = float(x.mean()), float(x.std())
-    if not -1.5 <= mean <= 1.5 or not 0.3 <= std <= 3.0:
-        reasons.append(f"its normalised pixels have mean {mean:+.2f} and std {std:.2f}, where training images have "
-                       "about 0 and 1")
-    return reasons
+    from . import ood
+
+    if detector is None:
+        mean, std = float(x.mean()), float(x.std())
+        usual = ood.PIXEL_MEAN[0] <= mean <= ood.PIXEL_MEAN[1] and ood.PIXEL_STD[0] <= std <= ood.PIXEL_STD[1]
+        return [] if usual else [ood.PIXEL_REASON.format(mean=mean, std=std)]
+    return detector.decide({k: float(v[0]) for k, v in ood.score(model, detector, x).items()})
 
 
 def preprocessing_text(info, size: tuple[int, int]) -> str:

@@ -16,7 +16,7 @@ from wfexplain.explain.uploads import (
     preprocessing_text,
     read_image,
 )
-from wfexplain_dashboard.resources import attribution, current, eval_data
+from wfexplain_dashboard.resources import attribution, current, eval_data, ood_detector
 from wfexplain_dashboard.text import escape_markdown
 
 PHOTO_SIDE = 256  # the photo as given is drawn (and exported) at most this many pixels on a side
@@ -75,9 +75,14 @@ with st.expander("Preprocessing: what the model sees", expanded=source == "Uploa
 # ---------------------------------------------------------------- predictions
 before = explain.top_k(model, x, None, k=3)[0]
 after = explain.top_k(model, x, list(forget) or None, k=3)[0]
-if source == "Upload" and (doubts := out_of_domain(x, before[0][1])):
-    st.warning("This image may be unlike the model's training data: " + "; ".join(doubts)
-               + ". Its predictions and explanations may mean little.")
+if source == "Upload":  # calibrated once per checkpoint on its own validation (or held-out training) images
+    detector = ood_detector(view)
+    if doubts := out_of_domain(model, x, detector):
+        checks = (detector.summary[0].upper() + detector.summary[1:] if detector is not None else
+                  "Only the pixel statistics were checked: the training data to calibrate the model's scores cannot "
+                  "be read")
+        st.warning("This image may be unlike the model's training data: " + "; ".join(doubts)
+                   + f". Its predictions and explanations may mean little. ({checks}.)")
 t1, t2 = st.columns(2)
 t1.markdown("**Original model, top 3**")
 t1.dataframe(pd.DataFrame([(names[c], f"{p:.1%}") for c, p in before], columns=["class", "probability"]),

@@ -132,17 +132,40 @@ def test_small_images_keep_their_size():
     assert out.size == (30, 40) and out.info["original_size"] == (30, 40)
 
 
-def test_out_of_domain_signals():
+def test_out_of_domain_without_a_detector_checks_the_pixel_statistics():
     import torch
 
     from wfexplain.explain.uploads import out_of_domain
 
     typical = torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    assert out_of_domain(typical, 0.97) == []
-    (unsure,) = out_of_domain(typical, 0.365)  # the dog photo: "Bag 36.5%"
-    assert "unsure (top class at 36%" in unsure or "unsure (top class at 37%" in unsure
+    assert out_of_domain(None, typical, None) == []
     saturated = torch.full((1, 3, 32, 32), 4.0)  # a flat, bright image far from the training statistics
-    assert any("mean +4.00 and std 0.00" in r for r in out_of_domain(saturated, 0.9))
+    assert out_of_domain(None, saturated, None) == [
+        "its normalised pixels have mean +4.00 and std 0.00, where training images have about 0 and 1"]
+
+
+def test_out_of_domain_gives_the_detectors_reasons(trained_bars):
+    import torch
+
+    import wfexplain
+    from wfexplain.explain import ood
+    from wfexplain.explain.uploads import out_of_domain
+
+    model = wfexplain.load(trained_bars)
+    rng = np.random.default_rng(0)
+    bars = []
+    for k in range(240):  # like bar_data: dark noise, a bright bar at a class-specific row
+        img = rng.integers(0, 80, size=(16, 16), dtype=np.uint8)
+        img[2 + 5 * (k % 3): 5 + 5 * (k % 3)] = 230
+        bars.append(img)
+    x = torch.stack([model.transform(Image.fromarray(b, "L")) for b in bars])
+    det = ood.calibrate(model, x[:120], torch.arange(120) % 3, x[120:], fpr=0.05)
+    assert out_of_domain(model, x[120:121], det) == det.decide(
+        {k: float(v[0]) for k, v in ood.score(model, det, x[120:121]).items()})
+    white = model.transform(Image.new("L", (16, 16), 255)).unsqueeze(0)
+    reasons = out_of_domain(model, white, det)
+    assert len(reasons) >= 2 and "its normalised pixels have mean +1.00 and std 0.00" in reasons[-1]
+    assert any("Mahalanobis" in r or "top class" in r or "energy" in r for r in reasons[:-1])
 
 
 def test_preprocessing_text_names_mode_resize_and_both_statistics():
