@@ -232,7 +232,7 @@ def _config(method: str, s: tuple[int, ...], manifest: Manifest, tuning: dict | 
     if tuning is None:
         return full_config(method, {}, base)
     k = forget_sets.key(s)
-    chosen_wf = full_config("wf", tuning["chosen"]["wf"][k], base)
+    chosen_wf = full_config("wf", tuning["chosen"]["wf"][k], base) if method == "wf_removed" else None
     return full_config(method, tuning["chosen"][method][k], base, chosen_wf)
 
 

@@ -148,6 +148,9 @@ def test_tuning_chooses_on_validation_with_the_same_budget_and_never_reads_test(
     assert bench["config"]["finetune"]["0"]["batch_size"] == 16  # on top of the fixed overrides
     assert bench["selection"]["tuned"] and bench["selection"]["validation"]["images_scored"] == len(
         bm.checkpoint_validation_split(load(path).checkpoint_manifest(), str(data)))
+    alone = run(path, [0], data_dir=str(data), methods=["finetune"], grids={"finetune": {"steps": (5, 15)}}, out=None,
+                **{**FAST, "tune": True})  # a baseline tuned without WF
+    assert set(alone["tuning"]["chosen"]) == {"finetune"} and alone["config"]["finetune"]["0"]["steps"] in (5, 15)
     with pytest.raises(ValueError, match="same tuning budget"):
         run(path, [0], data_dir=str(data), methods=["wf", "finetune"], out=None,
             grids={"wf": {"steps": (5,)}, "finetune": {"steps": (5, 15)}}, **{**FAST, "tune": True})
