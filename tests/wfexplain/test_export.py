@@ -62,13 +62,56 @@ def test_plotly_builders_traces_and_labels():
     assert len(fig.data) == 1 and list(fig.data[0].x)[:2] == ["a_b", "T-shirt/top"]
     assert np.asarray(fig.data[0].z)[0, 1] == pytest.approx(0.7) and all(_layer_titles(fig))
 
-    fig = F.sparsity_bars({"l1": [0.1] * 5, "l2": [0.2] * 5, "l3": [0.0] * 5}, NAMES, threshold=0.5)
-    assert len(fig.data) == 3 and all(_layer_titles(fig))
+    fig = F.sparsity_heatmap({"l1": [0.1] * 5, "l2": [0.2] * 5, "l3": [0.0] * 5}, NAMES, threshold=0.5)
+    assert len(fig.data) == 1 and all(_layer_titles(fig))
 
     fig = F.component_profile_bar([0.1, 0.9, 1.0, 0.5, 0.2], NAMES)
     assert len(fig.data) == 1 and all(_layer_titles(fig))
     with pytest.raises(ValueError, match="class names"):
         F.component_profile_bar([0.1, 0.9], NAMES)
+
+
+def test_set_and_many_layer_figures():
+    """The Memory page's forget-set heatmap, per-layer unique/shared/kept bars and layers x classes sparsity."""
+    from wfexplain.figures import dashboard as D
+
+    alpha = torch.rand(5, 6, generator=torch.Generator().manual_seed(0))
+    gate = alpha[3] * alpha[1]
+    fig = D.set_memory_heatmap(alpha, gate, NAMES, forget=[3, 1], order=[5, 4, 3, 2, 1, 0])
+    (trace,) = fig.data
+    assert list(trace.y) == ["∏ combined gate of the set", "a_b (forgotten)", "d (forgotten)", "T-shirt/top",
+                             "50% &amp; more", "e"]  # the set's rows first, names escaped once
+    z = np.asarray(trace.z)
+    np.testing.assert_allclose(z[0], gate.numpy()[[5, 4, 3, 2, 1, 0]], rtol=1e-6)
+    np.testing.assert_allclose(z[1:], alpha.numpy()[[1, 3, 0, 2, 4]][:, [5, 4, 3, 2, 1, 0]], rtol=1e-6)
+    assert (trace.zmin, trace.zmax) == (0.0, 1.0) and [s.y0 for s in fig.layout.shapes] == [0.5, 2.5]
+    binary = D.set_memory_heatmap(alpha, gate, NAMES, forget=[0], threshold=0.5).data[0]
+    assert set(np.unique(np.asarray(binary.z))) <= {0.0, 1.0}
+    with pytest.raises(ValueError, match="components"):
+        D.set_memory_heatmap(alpha, gate[:3], NAMES, forget=[0])
+
+    rows = [{"layer": f"blocks.{i}.<b>x</b>", "components": 8, "unique": i % 3, "shared": 2, "kept": 6 - i % 3}
+            for i in range(26)]
+    fig = D.set_components_bars(rows, threshold=0.5)
+    assert [t.name for t in fig.data] == ["unique to the set", "shared with a retained class", "kept (gate ≥ threshold)"]
+    assert fig.layout.barmode == "stack" and all(t.orientation == "h" for t in fig.data)
+    assert len({t.marker.color for t in fig.data}) == 3  # three fixed colours, however many layers
+    np.testing.assert_allclose(sum(np.asarray(t.x) for t in fig.data), 1.0)
+    assert fig.data[0].y[0] == "blocks.0.&lt;b&gt;x&lt;/b&gt;" and len(fig.data[0].y) == 26
+    assert fig.layout.yaxis.autorange == "reversed" and fig.layout.height >= 26 * 20 and all(_layer_titles(fig))
+    assert "<b>" not in fig.to_json()
+
+    sparsity = {f"l{i}": [i / 30] * 5 for i in range(26)}
+    fig = D.sparsity_heatmap(sparsity, NAMES, threshold=0.5)
+    (trace,) = fig.data
+    assert np.asarray(trace.z).shape == (26, 5) and list(trace.x)[2] == "50% &amp; more"
+    assert trace.zmin == 0.0 and trace.zmax == pytest.approx(25 / 30) and all(_layer_titles(fig))
+    assert fig.layout.height >= 26 * 20 and "alpha &lt; 0.5" in fig.layout.title.text
+    with pytest.raises(ValueError, match="class names"):
+        D.sparsity_heatmap({"l": [0.1, 0.2]}, NAMES)
+    hostile = ["<a href='http://evil.example'>x</a>", *NAMES[1:]]
+    for fig in (D.sparsity_heatmap({"l": [0.1] * 5}, hostile), D.set_memory_heatmap(alpha, gate, hostile, [0])):
+        assert "<a" not in fig.to_json() and "\\u003ca" not in fig.to_json().lower()
 
 
 # ---------------------------------------------------------------- matplotlib
@@ -102,7 +145,7 @@ def test_dashboard_figures_wrap_their_titles_and_memory_colours_match_the_paper(
     alpha = torch.rand(5, 6)
     figs = [F.memory_heatmap(alpha, NAMES), F.accuracy_bars([0.9] * 5, [0.5] * 5, NAMES, [0]),
             F.confusion_shift(np.eye(5), np.eye(5), NAMES), F.prediction_flow([0, 1], [1, 1], NAMES, [0]),
-            F.similarity_heatmap(np.eye(5), NAMES), F.sparsity_bars({"a": [0.1] * 5}, NAMES, 0.5),
+            F.similarity_heatmap(np.eye(5), NAMES), F.sparsity_heatmap({"a": [0.1] * 5}, NAMES, 0.5),
             F.component_profile_bar([0.2] * 5, NAMES, title="features.10[3]: alpha in each class's filter")]
     for fig in figs:
         lines = fig.layout.title.text.split("<br>")

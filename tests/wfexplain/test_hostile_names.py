@@ -54,7 +54,7 @@ def plotly_figures(names: list[str]) -> dict:
         "confusion_shift": figures.confusion_shift(cm, cm.T, names),
         "prediction_flow": figures.prediction_flow(y, (y + 1) % n, names, [0, 1, 7]),
         "similarity_heatmap": figures.similarity_heatmap(np.eye(n), names, order=list(range(n))[::-1]),
-        "sparsity_bars": figures.sparsity_bars({"features.<i>0</i>": acc, "head": acc / 2}, names, 0.5),
+        "sparsity_heatmap": figures.sparsity_heatmap({"features.<i>0</i>": acc, "head": acc / 2}, names, 0.5),
         "component_profile_bar": figures.component_profile_bar(acc, names, title=LINK_HTML),
         "tradeoff_scatter": figures.tradeoff_scatter(names[:4], [0.9, 0.5, 0.2, 0.7], [0.8, 0.9, 0.7, 0.6],
                                                      [1.0, 10.0, float("nan"), 100.0], front=[0, 1], original_retain=0.9),

@@ -21,8 +21,10 @@ if TYPE_CHECKING:
         history_curves,
         memory_heatmap,
         prediction_flow,
+        set_components_bars,
+        set_memory_heatmap,
         similarity_heatmap,
-        sparsity_bars,
+        sparsity_heatmap,
     )
     from .paper import FIGURE_FORMATS, FIGURE_MIME, attribution_figure, figure_bytes, memory_figure
 
@@ -30,14 +32,16 @@ _LAZY = {
     **dict.fromkeys(["B_COLOR", "REFERENCE_COLOR", "ab_accuracy_bars", "forget_predictions_heatmap", "tradeoff_scatter"],
                     "comparison"),
     **dict.fromkeys(["accuracy_bars", "component_profile_bar", "confusion_shift", "history_curves", "memory_heatmap",
-                     "prediction_flow", "similarity_heatmap", "sparsity_bars"], "dashboard"),
+                     "prediction_flow", "set_components_bars", "set_memory_heatmap", "similarity_heatmap",
+                     "sparsity_heatmap"], "dashboard"),
     **dict.fromkeys(["FIGURE_FORMATS", "FIGURE_MIME", "attribution_figure", "figure_bytes", "memory_figure"], "paper"),
 }
 
 __all__ = ["B_COLOR", "FIGURE_FORMATS", "FIGURE_MIME", "FILTERED_COLOR", "FORGOTTEN_COLOR", "ORIGINAL_COLOR", "REFERENCE_COLOR",
            "ab_accuracy_bars", "accuracy_bars", "attribution_figure", "component_profile_bar", "confusion_shift",
            "figure_bytes", "forget_predictions_heatmap", "history_curves", "memory_figure", "memory_heatmap", "prediction_flow",
-           "similarity_heatmap", "sparsity_bars", "to_numpy", "tradeoff_scatter"]
+           "set_components_bars", "set_memory_heatmap", "similarity_heatmap", "sparsity_heatmap", "to_numpy",
+           "tradeoff_scatter"]
 
 
 def __getattr__(name: str):

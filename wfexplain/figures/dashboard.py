@@ -169,26 +169,6 @@ def similarity_heatmap(sim, class_names: Sequence[str], order=None) -> go.Figure
     return fig
 
 
-def sparsity_bars(sparsity: Mapping[str, Sequence[float]], class_names: Sequence[str],
-                  threshold: float | None = None) -> go.Figure:
-    """Grouped bars: per class, the fraction of components its filter switches off, one
-    trace per layer (output of :func:`wfexplain.explain.analysis.sparsity`)."""
-    names = [plotly_text(c) for c in class_names]
-    fig = go.Figure()
-    for layer, values in sparsity.items():
-        vals = to_numpy(values).astype(float)
-        _check_names(names, len(vals), f"layer {layer!r}")
-        shown = plotly_text(layer)
-        fig.add_trace(go.Bar(name=shown, x=names, y=vals,
-                             hovertemplate=f"{shown}<br>%{{x}}: %{{y:.1%}} off<extra></extra>"))
-    cond = "alpha < threshold" if threshold is None else f"alpha < {threshold:g}"
-    fig.update_layout(barmode="group", **wrapped_title(f"Sparsity of each class's filter (fraction of components with {cond})"),
-                      xaxis=dict(title="forgotten class (filter)", type="category"),
-                      yaxis=dict(title="fraction of components switched off", range=[0, 1], tickformat=".0%"),
-                      legend=dict(title="layer"))
-    return fig
-
-
 def component_profile_bar(values, class_names: Sequence[str], title: str = "Component profile") -> go.Figure:
     """One component's alpha in each class's filter (low bar = switched off when that class is forgotten)."""
     vals = to_numpy(values).astype(float)
@@ -219,4 +199,91 @@ def history_curves(rows: Sequence[Mapping], stage: str) -> go.Figure:
     fig.update_layout(**wrapped_title(f"{plotly_text(stage)}: {len(rows)} reports over {total} steps"),
                       xaxis=dict(title="step", range=[0, total] if total else None), yaxis=dict(title="value"),
                       legend=dict(title="metric"))
+    return fig
+
+
+# ---------------------------------------------------------------- a forget set, and many layers
+
+SHARED_COLOR = "#e69f00"  # Okabe-Ito orange: apart from FORGOTTEN_COLOR in lightness too (colour-blind safe)
+KEPT_BAR_COLOR = "#d9d9d9"
+
+
+def _layer_height(n: int) -> int:
+    """Pixels for a chart with one row per layer: 26 ViT layers stay legible, 4 CNN layers stay compact."""
+    return int(min(1400, max(260, 140 + 24 * n)))
+
+
+def set_memory_heatmap(alpha, gate, class_names: Sequence[str], forget, order=None, threshold: float | None = None,
+                       title: str = "Memory matrix with the forget set's rows first") -> go.Figure:
+    """:func:`memory_heatmap` of one layer with the forget set on top: a first row "combined gate of the set"
+    (``g = prod_{c in S} alpha[c]``, on alpha's colour scale: 0 = switched off), then the set's classes (marked
+    "(forgotten)"), a dashed line, then the retained classes. ``order`` permutes the components of every row."""
+    a, g = to_numpy(alpha).astype(float), to_numpy(gate).astype(float).ravel()
+    names = _check_names(class_names, a.shape[0], "alpha")
+    if g.shape != (a.shape[1],):
+        raise ValueError(f"the gate has {g.size} components, alpha {a.shape[1]}")
+    chosen = sorted({int(c) for c in forget_list(forget) if 0 <= int(c) < len(names)})
+    rows = chosen + [c for c in range(len(names)) if c not in chosen]
+    labels = ["∏ combined gate of the set"] + [f"{names[c]} (forgotten)" if c in chosen else names[c] for c in rows]
+    fig = memory_heatmap(np.vstack([g[None], a[rows]]), labels, order=order, threshold=threshold, title=title)
+    fig.add_hline(y=0.5, line=dict(color="white", width=3))
+    if chosen and len(chosen) < len(names):
+        fig.add_hline(y=len(chosen) + 0.5, line=dict(color="white", width=2, dash="dash"))
+    fig.update_layout(height=max(300, 120 + 22 * len(labels)))
+    return fig
+
+
+def set_components_bars(rows: Sequence[Mapping], threshold: float | None = None, set_label: str = "the set") -> go.Figure:
+    """Horizontal stacked bars, one row per layer (network order, top to bottom), each summing to 1: the fraction
+    of the layer's ``K`` components the set switches off that are **unique** to it (red), **shared** with a
+    retained class's filter (orange), and **kept** (grey); rows of
+    :func:`wfexplain.explain.sets.set_components`. One bar per layer, three fixed colours, the counts on hover:
+    legible for 4 layers or 26, unlike one colour per layer."""
+    layers = [plotly_text(r["layer"]) for r in rows]
+    k = np.array([int(r["components"]) for r in rows])
+    fig = go.Figure()
+    parts = (("unique", "unique to the set", FORGOTTEN_COLOR), ("shared", "shared with a retained class", SHARED_COLOR),
+             ("kept", "kept (gate ≥ threshold)", KEPT_BAR_COLOR))
+    for key, name, color in parts:
+        n = np.array([int(r[key]) for r in rows])
+        fig.add_trace(go.Bar(name=name, y=layers, x=n / np.maximum(k, 1), orientation="h", marker_color=color,
+                             customdata=np.stack([n, k], axis=-1) if len(rows) else None,
+                             hovertemplate=f"%{{y}}<br>{name}: %{{customdata[0]}} of %{{customdata[1]}} "
+                                           "(%{x:.0%})<extra></extra>"))
+    cond = "combined gate < threshold" if threshold is None else f"combined gate < {threshold:g}"
+    fig.update_layout(barmode="stack", height=_layer_height(len(rows)),
+                      **wrapped_title(f"Components {set_label} switches off ({cond}), per layer: unique to the set "
+                                      "or shared with retained classes", 90),
+                      xaxis=dict(title="fraction of the layer's components", range=[0, 1], tickformat=".0%"),
+                      yaxis=dict(title="layer (network order)", autorange="reversed", type="category"),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0, traceorder="normal"))
+    return fig
+
+
+def sparsity_heatmap(sparsity: Mapping[str, Sequence[float]], class_names: Sequence[str],
+                     threshold: float | None = None) -> go.Figure:
+    """Heatmap layers (rows, network order) x classes (columns) of the fraction of components each class's filter
+    switches off (output of :func:`wfexplain.explain.analysis.sparsity`), the value printed in each cell.
+
+    Why a heatmap and not grouped bars (as before): grouped bars give every layer its own colour and
+    plotly's palette repeats after 10, so with a ViT's 26 layers the legend no longer tells layers apart and the 260
+    bars are slivers. Here layers sit on an axis (any number of them), one sequential single-hue scale (white to
+    red, colour-blind safe; red = off, as in the on/off memory heatmap) codes the fraction, and the depth profile of
+    a class reads down its column."""
+    names = [plotly_text(c) for c in class_names]
+    layers = list(sparsity)
+    for layer in layers:
+        _check_names(names, len(to_numpy(sparsity[layer])), f"layer {layer!r}")
+    z = np.array([to_numpy(sparsity[layer]).astype(float) for layer in layers]).reshape(len(layers), len(names))
+    top = float(z.max()) if z.size and z.max() > 0 else 1.0
+    fig = go.Figure(go.Heatmap(
+        z=z, x=names, y=[plotly_text(layer) for layer in layers], zmin=0.0, zmax=top, colorscale="Reds",
+        texttemplate="%{z:.0%}", textfont=dict(size=10), xgap=1, ygap=1,
+        colorbar=dict(title=dict(text="fraction<br>off"), tickformat=".0%"),
+        hovertemplate="%{y}<br>filter of %{x}: %{z:.1%} of components off<extra></extra>"))
+    cond = "alpha < threshold" if threshold is None else f"alpha < {threshold:g}"
+    fig.update_layout(height=_layer_height(len(layers)),
+                      **wrapped_title(f"Sparsity of each class's filter per layer (fraction of components with {cond})"),
+                      xaxis=dict(title="forgotten class (filter)", type="category"),
+                      yaxis=dict(title="layer (network order)", autorange="reversed", type="category"))
     return fig

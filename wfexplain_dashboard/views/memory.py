@@ -1,15 +1,18 @@
-"""Memory matrices: which components each class's filter switches off."""
+"""Memory matrices: which components each class's filter switches off, and what the sidebar's forget set switches off."""
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
 from wfexplain import figures
-from wfexplain.explain import analysis
-from wfexplain_dashboard.resources import current, eval_data
+from wfexplain.explain import analysis, sets
+from wfexplain_dashboard.resources import current, eval_data, predictions
+from wfexplain_dashboard.scoring import live_scores
+from wfexplain_dashboard.sidebar import page_at
 from wfexplain_dashboard.text import escape_markdown
 
 view = current()
-model = view.model
+model, forget = view.model, view.forget
 names = list(model.class_names)
 memory = model.memory
 layers = list(memory)
@@ -17,8 +20,31 @@ st.title("Memory matrices")
 st.caption("Row c of a layer's matrix is the filter that forgets class c: alpha = 1 keeps a component, "
            "alpha = 0 switches it off. Forgetting a set multiplies its rows.")
 
+
+def percent(x: float) -> str:
+    return "—" if np.isnan(x) else f"{x:.1%}"
+
+
+if forget:
+    st.subheader("Forget set: " + " + ".join(escape_markdown(n, 60) for n in view.forget_names))
+    data = eval_data(view)  # the Forget page's live scoring, from the same cached answers
+    s = live_scores(data.targets.numpy(), predictions(view, ())[0], predictions(view, forget)[0], model.num_classes,
+                    forget)
+    st.markdown(f"With this set filtered out, forget accuracy is **{percent(s['forget'])}** (↓ lower is better; "
+                f"original {percent(s['original_forget'])}) and retain accuracy **{percent(s['retain'])}** "
+                f"(↑ higher is better; original {percent(s['original_retain'])}) on the {len(data.targets):,} "
+                "test images the Forget page scores. Below: the components its filter switches off to get there.")
+    st.page_link(page_at("forget"), label="Forget page: where the set's images go", icon=":material/visibility_off:")
+else:
+    st.info("Choose classes to forget in the sidebar (**Forget classes**) to see what that set switches off in each "
+            "layer: its combined gate, and which components are unique to it or shared with the classes it keeps.")
+
+default = sets.default_layer(memory)
 a, b, c, d = st.columns([2, 1, 1, 1])
-layer = a.selectbox("Layer", layers, index=len(layers) - 1, format_func=lambda p: f"{p} ({memory[p].shape[1]} components)")
+layer = a.selectbox("Layer", layers, index=layers.index(default),
+                    format_func=lambda p: f"{p} ({memory[p].shape[1]} components)" + (" — default" if p == default else ""),
+                    help="Opens on the layer whose filters differ most between classes (largest mean spread of alpha "
+                         "over the classes); a layer every filter leaves alone is one flat colour.")
 mode = b.selectbox("Component order", analysis.ORDER_MODES,
                    help="original; grouped by the class each component is most specific to; or clustered")
 threshold = c.slider("Threshold", 0.0, 1.0, 0.5, 0.05, help="alpha below this counts as switched off")
@@ -27,14 +53,29 @@ binary = d.toggle("On/off", help="Off: alpha's values on the colour scale of the
 
 alpha = memory[layer]
 order = analysis.order_components(alpha, mode)
-st.plotly_chart(figures.memory_heatmap(alpha, names, order=None if mode == "original" else order,
-                                       threshold=threshold if binary else None))
+shown_order = None if mode == "original" else order
+if forget:
+    gates = sets.combined_gate(memory, forget)
+    st.caption("Top row: the set's combined gate (the product of its classes' rows, what the filter applies), on "
+               "the same scale; then the set's classes, a dashed line, and the classes it keeps.")
+    st.plotly_chart(figures.set_memory_heatmap(alpha, gates[layer], names, forget, order=shown_order,
+                                                   threshold=threshold if binary else None))
+    st.subheader("What the set switches off, per layer")
+    rows = sets.set_components(memory, forget, threshold)
+    total = sets.set_totals(rows)
+    st.caption(f"Over all {total['layers']} layers the set switches off {total['off']:,} of {total['components']:,} "
+               f"components ({total['off_fraction']:.1%}; combined gate < {threshold:.2f}): "
+               f"{total['unique']:,} unique to the set, {total['shared']:,} shared with at least one retained "
+               "class, whose own filter switches them off too.")
+    st.plotly_chart(figures.set_components_bars(rows, threshold, "the set"))
+else:
+    st.plotly_chart(figures.memory_heatmap(alpha, names, order=shown_order, threshold=threshold if binary else None))
 
 left, right = st.columns(2)
 with left:
     st.subheader("Sparsity per class")
-    st.caption(f"Fraction of components with alpha < {threshold:.2f}, per layer")
-    st.plotly_chart(figures.sparsity_bars(analysis.sparsity(memory, threshold), names, threshold))
+    st.caption(f"Fraction of components with alpha < {threshold:.2f}: one row per layer, one column per class")
+    st.plotly_chart(figures.sparsity_heatmap(analysis.sparsity(memory, threshold), names, threshold))
 with right:
     st.subheader("Class similarity")
     st.caption("Cosine of the classes' suppression vectors (1 − alpha) over all layers, dendrogram order")
