@@ -303,6 +303,10 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
 
 
+def _debug_traceback() -> None:
+    logging.getLogger("wfexplain.cli").debug("traceback of the internal error:", exc_info=True)
+
+
 def _run(args) -> int:
     start = time.perf_counter()
     debug(f"wfexplain {__version__}: {args.command}")
@@ -323,14 +327,17 @@ def _run(args) -> int:
     except (CheckpointError, DatasetError, dist.DistributedError, ValueError, Timeout, OSError) as e:
         error(str(e))
         return FAILURE
-    except RuntimeError as e:
-        if not (dist.launched() and dist.lost_peer(e)):
-            raise
-        error(f"lost contact with another rank, which failed (its error is above): {e}")
-        return FAILURE
     except KeyboardInterrupt:
         log("interrupted")
         return INTERRUPTED
+    except Exception as e:  # a bug, or a peer lost under torchrun: one line, never a traceback (-v shows it)
+        if isinstance(e, RuntimeError) and dist.launched() and dist.lost_peer(e):
+            error(f"lost contact with another rank, which failed (its error is above): {e}")
+            return FAILURE
+        _debug_traceback()
+        error(f"internal error ({type(e).__name__}: {e}); this is a bug in wfexplain: please report it with the "
+              "command line (-v shows where it happened)")
+        return FAILURE
     debug(f"done in {time.perf_counter() - start:.1f} s")
     return rc
 

@@ -134,3 +134,18 @@ def test_benchmark_refuses_to_replace_a_larger_table(ckpt, capsys):
     assert main(["benchmark", "--checkpoint", str(ckpt), "--forget", "0", "--seeds", "1", "--methods", "wf"]) == 1
     assert "would replace it with less" in capsys.readouterr().err
     assert snapshot(ckpt) == before
+
+
+def test_an_internal_error_is_one_line_not_a_traceback(monkeypatch, capsys):
+    """A bug surfaces as one line naming the exception, exit 1; the traceback only under -v."""
+    import wfexplain.cli.manage as manage
+
+    def broken(args):
+        raise KeyError("wf")
+
+    monkeypatch.setattr(manage, "cmd_list", broken)
+    assert main(["list"]) == 1
+    err = capsys.readouterr().err
+    assert "internal error (KeyError: 'wf')" in err and "Traceback" not in err
+    assert main(["list", "-v"]) == 1
+    assert "Traceback" in capsys.readouterr().err
