@@ -268,10 +268,12 @@ def prediction_distances(predictions: Mapping[str, Sequence[float]], reference: 
 # ---------------------------------------------------------------- display
 
 
-def _fmt(metric: str, value: float, signed: bool = False) -> str:
+def format_value(metric: str, value: float, signed: bool = False) -> str:
+    """A metric's value as the tables show it: percentages with one decimal, times of 100 s and more as whole seconds
+    ("4087", not "4.09e+03"), anything else with three significant digits; ``signed`` for gaps."""
     if is_percent(metric):
         return f"{value * 100:+.1f}" if signed else f"{value * 100:.1f}"
-    if metric == "seconds" and abs(value) >= 100:  # "4087", not "4.09e+03"
+    if metric == "seconds" and abs(value) >= 100:
         return f"{value:+.0f}" if signed else f"{value:.0f}"
     return f"{value:+.3g}" if signed else f"{value:.3g}"
 
@@ -307,10 +309,10 @@ def formatted_table(table: pd.DataFrame) -> pd.DataFrame:
                 cells[column_header(metric)] = "–"
                 continue
             s = std.at[method, metric]
-            text = _fmt(metric, v) + ("" if math.isnan(s) else f" ± {_fmt(metric, s)}")
+            text = format_value(metric, v) + ("" if math.isnan(s) else f" ± {format_value(metric, s)}")
             g = gap.at[method, metric]
             if method not in REFERENCES and not math.isnan(g):
-                text += f" [{_fmt(metric, g, signed=True)}]"
+                text += f" [{format_value(metric, g, signed=True)}]"
             if method in best.get(metric, ()):
                 text += f" {BEST_MARK}" + (" (tie)" if len(best[metric]) > 1 else "")
             cells[column_header(metric)] = text

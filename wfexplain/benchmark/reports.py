@@ -18,8 +18,8 @@ from .comparison import (
     benchmarked_sets,
     column_header,
     comparison_table,
+    format_value,
     gap_to_retrain,
-    is_percent,
     means,
 )
 
@@ -35,13 +35,10 @@ def benchmark_table(bench: dict, fmt: str = "md", size: str = "1") -> str:
     def cell(m: str, k: str) -> str:
         if math.isnan(mean.at[m, k]):
             return "–"
-        scale = 100.0 if is_percent(k) else 1.0
-        s = std.at[m, k] * scale
-        text = (f"{mean.at[m, k] * scale:.1f}" + ("" if math.isnan(s) else f" ± {s:.1f}") if is_percent(k) else
-                f"{mean.at[m, k]:.3g}" + ("" if math.isnan(s) else f" ± {s:.2g}"))
-        g = gap.at[m, k] * scale
+        s, g = std.at[m, k], gap.at[m, k]
+        text = format_value(k, mean.at[m, k]) + ("" if math.isnan(s) else f" ± {format_value(k, s)}")
         if m not in REFERENCES and not math.isnan(g):
-            text += f" ({g:+.1f})" if is_percent(k) else f" ({g:+.3g})"
+            text += f" ({format_value(k, g, signed=True)})"
         return text
 
     head = [column_header(k) for k in cols]
