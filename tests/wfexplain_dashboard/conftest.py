@@ -4,9 +4,11 @@ AppTest runs ``app.py`` (router + sidebar) in the test process; models and data 
 ``st.cache_resource``, so only the first test of a session pays for loading them.
 """
 
+import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -83,3 +85,32 @@ def start_job_fixture():
 def copy_checkpoint_fixture(shipped_checkpoint):
     """``copy_checkpoint(dest)``: the files of shipped fmnist-cnn that loading needs, copied to a new ``dest``."""
     return copy_checkpoint
+
+
+# ---------------------------------------------------------------- a checkpoint whose class names are hostile
+
+# Image folder names cannot hold "/", so these are the hostile names a dataset folder can have.
+FOLDER_NAMES = ["[text](http:evil.example)", "<a href='https:evil.example'>x", "=2+5", "-1+cmd|' C calc'!A0",
+                "**bold** _it_ `code` $x^2$", ":red[alert]", "![img](http:evil.example)", "<b>bold<b>", "@SUM(1+1)",
+                "# heading"]
+
+
+@pytest.fixture
+def hostile_checkpoint(tmp_path, copy_checkpoint):
+    """fmnist-cnn's weights, relabelled: an image folder whose 10 class folders have hostile names, 2 test images each."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for name in FOLDER_NAMES:
+            (tmp_path / "data" / split / name).mkdir(parents=True)
+            for i in range(2):
+                pixels = rng.integers(0, 255, (28, 28), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / "data" / split / name / f"{i}.png")
+    dest = copy_checkpoint(tmp_path / "user" / "evil")
+    manifest = json.loads((dest / "manifest.json").read_text())
+    manifest["dataset"].update(name="imagefolder", class_names=sorted(FOLDER_NAMES), mean=[0.5], std=[0.5])
+    manifest["data_dir"] = str(tmp_path / "data")
+    manifest["backbone_description"] = "see [docs](http://evil.example) <a href='x'>y</a>"
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    return dest

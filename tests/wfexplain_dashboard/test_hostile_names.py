@@ -4,10 +4,8 @@ A folder named ``<a href=...>x</a>`` or ``[text](http://evil)`` must be shown as
 markdown caption, a radio label or a chart. Plotly, CSV and matplotlib: tests/wfexplain/test_hostile_names.py.
 """
 
-import json
 import re
 
-import numpy as np
 import pytest
 
 from wfexplain_dashboard.text import escape_markdown
@@ -51,33 +49,6 @@ def test_escape_markdown_examples():
 
 
 UNESCAPED = re.compile(r"(?<!\\)(\]\(|<a|!\[|<b>|\*\*bold|:red\[)")
-# Image folder names cannot hold "/", so these are the hostile names a dataset folder can have.
-FOLDER_NAMES = ["[text](http:evil.example)", "<a href='https:evil.example'>x", "=2+5", "-1+cmd|' C calc'!A0",
-                "**bold** _it_ `code` $x^2$", ":red[alert]", "![img](http:evil.example)", "<b>bold<b>", "@SUM(1+1)",
-                "# heading"]
-
-
-@pytest.fixture
-def hostile_checkpoint(tmp_path, copy_checkpoint):
-    """fmnist-cnn's weights, relabelled: an image folder whose 10 class folders have hostile names, 2 test images each."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for name in FOLDER_NAMES:
-            (tmp_path / "data" / split / name).mkdir(parents=True)
-            for i in range(2):
-                pixels = rng.integers(0, 255, (28, 28), dtype=np.uint8)
-                Image.fromarray(pixels).save(tmp_path / "data" / split / name / f"{i}.png")
-    dest = copy_checkpoint(tmp_path / "user" / "evil")
-    manifest = json.loads((dest / "manifest.json").read_text())
-    manifest["dataset"].update(name="imagefolder", class_names=sorted(FOLDER_NAMES), mean=[0.5], std=[0.5])
-    manifest["data_dir"] = str(tmp_path / "data")
-    manifest["backbone_description"] = "see [docs](http://evil.example) <a href='x'>y</a>"
-    (dest / "manifest.json").write_text(json.dumps(manifest))
-    return dest
-
-
 @pytest.mark.slow
 def test_dashboard_pages_escape_hostile_class_names(hostile_checkpoint, monkeypatch, tmp_path, open_app, assert_clean):
     """A checkpoint whose class names (its image folders') are hostile: every page's markdown, captions, image

@@ -99,45 +99,21 @@ def test_memory_page_reads_on_a_26_layer_vit(open_app, assert_clean):
     assert all(a != "—" for a in accuracies(at))
 
 
-HOSTILE = ["[text](http:evil.example)", "<a href='https:evil.example'>x", "**bold** _it_", "# heading", "=2+5",
-           ":red[alert]", "<b>bold<b>", "![img](http:evil.example)", "@SUM(1+1)", "plain"]
-
-
-@pytest.fixture
-def hostile_checkpoint(tmp_path, copy_checkpoint):
-    """fmnist-cnn's weights, relabelled with hostile class-folder names (2 images per class and split)."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for name in HOSTILE:
-            (tmp_path / "data" / split / name).mkdir(parents=True)
-            for i in range(2):
-                Image.fromarray(rng.integers(0, 255, (28, 28), dtype=np.uint8)).save(
-                    tmp_path / "data" / split / name / f"{i}.png")
-    dest = copy_checkpoint(tmp_path / "user" / "evil")
-    manifest = json.loads((dest / "manifest.json").read_text())
-    manifest["dataset"].update(name="imagefolder", class_names=sorted(HOSTILE), mean=[0.5], std=[0.5])
-    manifest["data_dir"] = str(tmp_path / "data")
-    (dest / "manifest.json").write_text(json.dumps(manifest))
-    return dest
-
-
 def test_memory_page_escapes_hostile_class_names_in_the_set_view(hostile_checkpoint, monkeypatch, tmp_path, open_app,
                                                                  assert_clean):
     monkeypatch.setenv("WFEXPLAIN_USER_CHECKPOINTS", str(tmp_path / "user"))
     at = open_app("views/memory.py", ckpt="user/evil", forget="1,2")
     assert_clean(at)
     assert at.session_state["_view"].name == "user/evil"
-    names = sorted(HOSTILE)
-    assert names[1:3] == ["# heading", "**bold** _it_"]
+    names = at.session_state["_view"].model.class_names
+    assert list(names[1:3]) == ["# heading", "**bold** _it_ `code` $x^2$"]  # the fixture's names, sorted
     (heading,) = [s.value for s in at.subheader if s.value.startswith("Forget set:")]
-    assert heading == r"Forget set: # heading + \*\*bold\*\* \_it\_"
+    assert heading.startswith(r"Forget set: # heading + \*\*bold\*\* \_it\_")
     shown = [e.value for kind in ("markdown", "caption", "info", "subheader") for e in getattr(at, kind)]
     assert not [t for t in shown if re.search(r"(?<!\\)(\]\(|<a|!\[|<b>|\*\*bold|:red\[)", t)]
     specs = [el.proto.spec for el in at.get("plotly_chart")]
     assert any(SET_CHART in s for s in specs) and not [s for s in specs if "<a" in s or "\\u003ca" in s.lower()
                                                        or "<b>" in s]
     heat = chart(at, "Memory matrix with the forget set's rows first")["data"][0]
-    assert heat["y"][1:3] == ["# heading (forgotten)", "**bold** _it_ (forgotten)"]  # plotly renders no markdown
+    assert heat["y"][1:3] == ["# heading (forgotten)", "**bold** _it_ `code` $x^2$ (forgotten)"]  # no markdown in plotly
     assert "&lt;a href='https:evil.example'&gt;x" in heat["y"]
