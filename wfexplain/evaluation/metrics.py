@@ -44,7 +44,8 @@ def retain_accuracy(preds: torch.Tensor, targets: torch.Tensor, forget: Iterable
 def true_class_confidence(probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """``probs[i, targets[i]]``: the probability the model gives the true class of each sample, shape ``[B]``.
 
-    The feature of the confidence-based membership-inference attack (see :func:`mia_efficacy`).
+    The feature of the confidence-based membership-inference attack
+    (:func:`wfexplain.evaluation.privacy.mia_efficacy_salun`).
     """
     return probs.gather(1, targets.long().view(-1, 1).to(probs.device)).squeeze(1)
 
@@ -76,40 +77,6 @@ def zrf(p_model: torch.Tensor, p_random: torch.Tensor) -> float:
     if len(p_model) == 0:
         return float("nan")
     return 1.0 - js_divergence(p_model, p_random.to(p_model.device)).mean().item()
-
-
-def _numpy_1d(x) -> np.ndarray:
-    return np.asarray(torch.as_tensor(x).detach().cpu(), dtype=np.float64).reshape(-1)
-
-
-def mia_efficacy(member_conf, nonmember_conf, forget_conf, seed: int = 0) -> float:
-    """MIA-efficacy: fraction of the forget samples a membership-inference attack calls non-member.
-
-    The attack is an ``SVC(C=3, gamma="auto", kernel="rbf")`` on the 1-D true-class confidence
-    (:func:`true_class_confidence`), fit with class 1 = member (``member_conf``: retain-train samples) and
-    class 0 = non-member (``nonmember_conf``: test samples), both subsampled (seeded) to
-    ``n = min(len(member), len(nonmember))`` so the classes are balanced; it is then applied to ``forget_conf``
-    and ``MIA-efficacy = #{forget samples predicted non-member} / #{forget samples}``. Higher is better (more
-    forgotten; Retrain ~1 for class-wise forgetting); nan for no forget samples. Inputs are 1-D tensors or arrays.
-    Reference: Jia et al., "Model Sparsity Can Simplify Machine Unlearning", NeurIPS 2023; Fan et al., "SalUn",
-    ICLR 2024.
-    """
-    from sklearn.svm import SVC
-
-    member, nonmember, target = _numpy_1d(member_conf), _numpy_1d(nonmember_conf), _numpy_1d(forget_conf)
-    if len(member) == 0 or len(nonmember) == 0:
-        raise ValueError(f"mia_efficacy needs member and non-member samples to fit the attack "
-                         f"(got {len(member)} members, {len(nonmember)} non-members)")
-    if len(target) == 0:
-        return float("nan")
-    rng = np.random.default_rng(seed)
-    n = min(len(member), len(nonmember))
-    member = member[rng.permutation(len(member))[:n]]
-    nonmember = nonmember[rng.permutation(len(nonmember))[:n]]
-    x = np.concatenate([member, nonmember]).reshape(-1, 1)
-    y = np.concatenate([np.ones(n), np.zeros(n)])
-    clf = SVC(C=3, gamma="auto", kernel="rbf").fit(x, y)
-    return float((clf.predict(target.reshape(-1, 1)) == 0).mean())
 
 
 def probe_accuracy(train_features, train_targets, test_features, test_targets, forget: Iterable[int],

@@ -157,8 +157,7 @@ def mia_efficacy_salun(member_conf: ArrayLike, nonmember_conf: ArrayLike, forget
     of forget images called non-member. Higher is better (more forgotten); nan for no forget images.
     ``seed=None`` reproduces the reference; an int takes a seeded random subset of the members instead of the first
     (CIFAR's file order is already shuffled, so the two agree in distribution; pass a seed for class-sorted data).
-    Differs from :func:`metrics.mia_efficacy` only in the selection: that one subsamples both sets at random to
-    ``min(len(member), len(nonmember))``. Reference: Fan et al., "SalUn", ICLR 2024; Jia et al., NeurIPS 2023.
+    Reference: Fan et al., "SalUn", ICLR 2024; Jia et al., NeurIPS 2023.
     """
     from sklearn.svm import SVC
 

@@ -21,7 +21,7 @@ layer -> ``[N, K]`` tensor / array); nothing here modifies a model or runs one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -79,7 +79,7 @@ def set_totals(rows: Sequence[dict]) -> dict:
     return out
 
 
-def set_first(num_classes: int, forget: Sequence[int]) -> list[int]:
+def set_first(num_classes: int, forget: Iterable[int]) -> list[int]:
     """Row order that puts the set's classes first (ascending), then the retained ones (ascending)."""
     chosen = sorted({int(c) for c in forget if 0 <= int(c) < num_classes})
     return chosen + [c for c in range(num_classes) if c not in chosen]

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from ..explain.sets import set_first
 from ..forget import classes as forget_list
 from .common import (
     FILTERED_COLOR,
@@ -222,8 +223,8 @@ def set_memory_heatmap(alpha, gate, class_names: Sequence[str], forget, order=No
     names = _check_names(class_names, a.shape[0], "alpha")
     if g.shape != (a.shape[1],):
         raise ValueError(f"the gate has {g.size} components, alpha {a.shape[1]}")
-    chosen = sorted({int(c) for c in forget_list(forget) if 0 <= int(c) < len(names)})
-    rows = chosen + [c for c in range(len(names)) if c not in chosen]
+    chosen = {int(c) for c in forget_list(forget) if 0 <= int(c) < len(names)}
+    rows = set_first(len(names), chosen)
     labels = ["∏ combined gate of the set"] + [f"{names[c]} (forgotten)" if c in chosen else names[c] for c in rows]
     fig = memory_heatmap(np.vstack([g[None], a[rows]]), labels, order=order, threshold=threshold, title=title)
     fig.add_hline(y=0.5, line=dict(color="white", width=3))

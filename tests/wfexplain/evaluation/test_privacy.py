@@ -199,3 +199,14 @@ def test_mia_efficacy_salun_validates():
     with pytest.raises(ValueError):
         mia_efficacy_salun(np.ones(5), np.zeros(0), np.ones(3))
     assert math.isnan(mia_efficacy_salun(np.ones(5), np.zeros(5), np.zeros(0)))
+
+
+def test_mia_efficacy_salun_separates_forgotten_from_remembered():
+    rng = np.random.default_rng(0)
+    beta = lambda mean, sd, n: np.clip(rng.normal(mean, sd, n), 0.0, 1.0)  # noqa: E731
+    member, nonmember = beta(0.98, 0.01, 400), beta(0.2, 0.05, 400)
+    forgotten, remembered = beta(0.1, 0.02, 100), beta(0.99, 0.005, 100)
+    assert mia_efficacy_salun(member, nonmember, forgotten) == pytest.approx(1.0, abs=0.02)
+    assert mia_efficacy_salun(member, nonmember, remembered) == pytest.approx(0.0, abs=0.02)
+    assert mia_efficacy_salun(torch.from_numpy(member), torch.from_numpy(nonmember).float(),
+                              torch.from_numpy(forgotten)) == pytest.approx(1.0, abs=0.02)  # tensors work too

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from wfexplain.evaluation.metrics import js_divergence, mia_efficacy, probe_accuracy, relearn_steps, true_class_confidence, zrf
+from wfexplain.evaluation.metrics import js_divergence, probe_accuracy, relearn_steps, true_class_confidence, zrf
 
 LN2 = math.log(2)
 
@@ -77,59 +77,6 @@ def test_zrf_averages_per_sample_divergences():
 
 
 # ---------------------------------------------------------------- MIA-efficacy
-
-
-def _beta(rng, mean, sd, n):
-    return np.clip(rng.normal(mean, sd, n), 0.0, 1.0)
-
-
-def test_mia_efficacy_separates_forgotten_from_remembered():
-    rng = np.random.default_rng(0)
-    member, nonmember = _beta(rng, 0.98, 0.01, 400), _beta(rng, 0.2, 0.05, 400)
-    forgotten, remembered = _beta(rng, 0.1, 0.02, 100), _beta(rng, 0.99, 0.005, 100)
-    assert mia_efficacy(member, nonmember, forgotten) == pytest.approx(1.0, abs=0.02)
-    assert mia_efficacy(member, nonmember, remembered) == pytest.approx(0.0, abs=0.02)
-    # torch tensors (the output of true_class_confidence) work as well
-    assert mia_efficacy(torch.from_numpy(member), torch.from_numpy(nonmember).float(),
-                        torch.from_numpy(forgotten)) == pytest.approx(1.0, abs=0.02)
-
-
-def test_mia_efficacy_balances_members_and_nonmembers(monkeypatch):
-    import sklearn.svm
-
-    rng = np.random.default_rng(1)
-    # overlapping groups, 20x more members: an unbalanced SVC calls the overlap "member"
-    member, nonmember = rng.uniform(0.2, 1.0, 1000), rng.uniform(0.0, 0.5, 50)
-    forget = rng.uniform(0.05, 0.4, 200)
-    assert mia_efficacy(member, nonmember, forget, seed=0) >= 0.95
-
-    fits = []
-
-    class Recording(sklearn.svm.SVC):
-        def fit(self, x, y, sample_weight=None):
-            fits.append((x.shape, np.bincount(y.astype(int)).tolist(), self.get_params()))
-            return super().fit(x, y, sample_weight)
-
-    monkeypatch.setattr(sklearn.svm, "SVC", Recording)
-    mia_efficacy(member, nonmember, forget, seed=3)
-    ((shape, counts, params),) = fits
-    assert shape == (100, 1) and counts == [50, 50]
-    assert (params["C"], params["gamma"], params["kernel"]) == (3, "auto", "rbf")
-
-
-def test_mia_efficacy_is_seeded():
-    rng = np.random.default_rng(2)
-    member, nonmember, forget = rng.uniform(0.3, 1, 300), rng.uniform(0, 0.7, 40), rng.uniform(0, 1, 100)
-    assert mia_efficacy(member, nonmember, forget, seed=5) == mia_efficacy(member, nonmember, forget, seed=5)
-
-
-def test_mia_efficacy_empty_inputs():
-    some = np.array([0.9, 0.8, 0.95])
-    with pytest.raises(ValueError, match="member"):
-        mia_efficacy(np.array([]), some, some)
-    with pytest.raises(ValueError, match="non-member"):
-        mia_efficacy(some, torch.empty(0), some)
-    assert math.isnan(mia_efficacy(some, np.array([0.1, 0.2]), np.array([])))
 
 
 # ---------------------------------------------------------------- linear probe
