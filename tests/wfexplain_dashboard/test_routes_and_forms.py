@@ -51,12 +51,13 @@ def test_forget_url_path_opens_the_forget_page(resolve):
     assert registry["forget"] == registry[""] == str(ROOT / "wfexplain_dashboard" / "views" / "forget.py")
 
 
-@pytest.mark.parametrize(("url", "title"), [("", "Forget"), ("memory", "Memory matrices"), ("models", "Models"),
-                                            ("explain", "Explain"), ("compare", "Compare"), ("export", "Export")])
+@pytest.mark.parametrize(("url", "title"), [("", "Forget"), ("about", "About"), ("memory", "Memory matrices"),
+                                            ("models", "Models"), ("explain", "Explain"), ("compare", "Compare"),
+                                            ("export", "Export")])
 def test_every_page_path_resolves(url, title, resolve):
     (shown, url_path, _), registry, not_found = resolve(url)
     assert (shown, url_path, not_found) == (title, url, [])
-    assert set(registry) == {"", "forget", "memory", "models", "explain", "compare", "export"}
+    assert set(registry) == {"", "forget", "about", "memory", "models", "explain", "compare", "export"}
 
 
 @pytest.mark.parametrize("url", ["home", "nosuchpage"])
