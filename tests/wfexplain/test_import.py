@@ -201,7 +201,7 @@ def test_benchmark_and_export_work_on_an_imported_model(imported, tmp_path, caps
     assert main(["unlearn", "--checkpoint", str(imported["ckpt"]), "--out", str(ck), "--steps", "30",
                  "--batch-size", "16", "--lr", "0.05", "--eval-limit", "30"]) == 0
     assert main(["benchmark", "--checkpoint", str(ck), "--forget", "1", "--seeds", "1", "--methods", "wf", "finetune",
-                 "--train-limit", "30", "--wf-round", "checkpoint", "--json"]) == 0
+                 "--train-limit", "30", "--wf-round", "checkpoint", "--no-tune", "--json"]) == 0  # tuning: test_benchmark
     bench = json.loads(capsys.readouterr().out)
     assert bench["backbone"] == "timm:resnet10t"
     assert bench["methods"]["retrain"]["forget_accuracy_test"]["mean"] == 0.0  # never saw class 1
