@@ -134,10 +134,10 @@ def parity_parts(parity: Mapping) -> pd.DataFrame:
     """Methods (labels, fastest first) x :data:`ROUND`, :data:`MEASURED`, :data:`EXTRAPOLATED`: seconds to answer the
     requests of ``cost["parity"]``, split into WF's round (paid once) and the requests' own time."""
     rows = {}
-    for m in sorted(parity.get("totals", {}), key=lambda m: _num(parity["totals"][m])):
+    for m in sorted(parity.get("totals", {}), key=lambda m: as_float(parity["totals"][m])):
         sizes = parity.get("methods", {}).get(m, {}).values()
-        split = [sum(_num(v.get("seconds")) for v in sizes if bool(v.get("extrapolated")) is flag) for flag in (False, True)]
-        once = _num(parity.get("wf_round_seconds")) if m in ("wf", "wf_removed") else 0.0
+        split = [sum(as_float(v.get("seconds")) for v in sizes if bool(v.get("extrapolated")) is flag) for flag in (False, True)]
+        once = as_float(parity.get("wf_round_seconds")) if m in ("wf", "wf_removed") else 0.0
         rows[method_label(m)] = {ROUND: once, MEASURED: split[0], EXTRAPOLATED: split[1]}
     return pd.DataFrame.from_dict(rows, orient="index", columns=[ROUND, MEASURED, EXTRAPOLATED]).rename_axis("method")
 
@@ -148,19 +148,18 @@ def parity_table(cost: Mapping) -> pd.DataFrame:
     parity = cost.get("parity") or {}
     requests = parity.get("requests", {})
     rows = {}
-    for m, total in sorted(parity.get("totals", {}).items(), key=lambda x: _num(x[1])):
+    for m, total in sorted(parity.get("totals", {}).items(), key=lambda x: as_float(x[1])):
         sizes = parity.get("methods", {}).get(m, {})
-        row: dict[str, float | str] = {"total (s) ↓": _num(total)}
-        row.update({f"{k} × {s} class{'es' if s != '1' else ''} (s)": _num(sizes.get(s, {}).get("seconds"))
+        row: dict[str, float | str] = {"total (s) ↓": as_float(total)}
+        row.update({f"{k} × {s} class{'es' if s != '1' else ''} (s)": as_float(sizes.get(s, {}).get("seconds"))
                     for s, k in requests.items()})
         row["extrapolated sizes"] = ", ".join(s for s, v in sizes.items() if v.get("extrapolated")) or "—"
-        row["one request, 1 class (s)"] = _num((cost.get("one_request_seconds") or {}).get(m))
-        row["tuning (s)"] = _num((cost.get("tuning_seconds") or {}).get(m))
+        row["one request, 1 class (s)"] = as_float((cost.get("one_request_seconds") or {}).get(m))
+        row["tuning (s)"] = as_float((cost.get("tuning_seconds") or {}).get(m))
         rows[method_label(m)] = row
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("method")
 
 
-_num = as_float  # JSON null and anything not a number: NaN
 
 
 def _values(config: Mapping) -> str:
@@ -173,7 +172,7 @@ def grid_table(tuning: Mapping) -> pd.DataFrame:
     return pd.DataFrame({
         "points per set": [budget.get(m) for m in grids],
         "grid": ["; ".join(f"{k} ∈ {{{', '.join(map(str, v))}}}" for k, v in g.items()) or "—" for g in grids.values()],
-        "tuning (s)": [_num(seconds.get(m)) for m in grids]}, index=pd.Index([method_label(m) for m in grids], name="method"))
+        "tuning (s)": [as_float(seconds.get(m)) for m in grids]}, index=pd.Index([method_label(m) for m in grids], name="method"))
 
 
 def chosen_table(tuning: Mapping, name: Callable[[str], str] = str) -> pd.DataFrame:
@@ -185,8 +184,8 @@ def chosen_table(tuning: Mapping, name: Callable[[str], str] = str) -> pd.DataFr
             tried = (tuning.get("points") or {}).get(m, {}).get(k, [])
             point: Mapping = next((p for p in tried if p.get("config") == config), {})
             rows.append({"method": method_label(m), "forget set": name(k), "chosen": _values(config),
-                         "forget acc. (val.)": _num(point.get("forget")), "retain acc. (val.)": _num(point.get("retain")),
-                         "distance to Retrain (val.) ↓": _num(point.get("distance"))})
+                         "forget acc. (val.)": as_float(point.get("forget")), "retain acc. (val.)": as_float(point.get("retain")),
+                         "distance to Retrain (val.) ↓": as_float(point.get("distance"))})
     return pd.DataFrame(rows, columns=["method", "forget set", "chosen", "forget acc. (val.)", "retain acc. (val.)",
                                        "distance to Retrain (val.) ↓"])
 
