@@ -115,7 +115,7 @@ while answers.done < answers.total:  # the steady state: singles and pairs preco
 names = ["Pullover", "Coat", "Shirt", "Bag", "Sandal", "Sneaker", "Dress"]
 def page_ms():  # the page's own "Update time" metric: the script from its first line to its last
     (m,) = [m for m in at.metric if m.label == "Update time"]
-    return float(m.value.split()[0]) / 1e3
+    return float(m.value.split()[0].replace(",", "")) / 1e3
 reruns, pages, singles = [], [], []
 for i in range(int(sys.argv[2])):
     at.multiselect(key="forget_classes").set_value([names[i % 7], names[(i + 2) % 7], names[(i + 4) % 7]])

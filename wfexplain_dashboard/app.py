@@ -7,10 +7,13 @@ the first run of this file.) The default page, Forget, is served at ``/`` and at
 (:func:`wfexplain_dashboard.sidebar.app_pages` says how).
 """
 
+import time
+
 import streamlit as st
 
 from wfexplain_dashboard.sidebar import app_pages, page_notice, render_sidebar
 
+st.session_state["_run_started"] = time.perf_counter()  # pages report what the user waited from here
 st.set_page_config(page_title="wfexplain", page_icon=":material/filter_alt:", layout="wide")
 
 PAGES = app_pages()

@@ -70,6 +70,12 @@ def data_choices() -> dict[str, Path]:
     return out
 
 
+def data_path(data_id: str | None) -> str | None:
+    """The directory of a :func:`data_choices` id (None, or an id no longer offered: the checkpoint's recorded one)."""
+    path = data_choices().get(data_id) if data_id else None
+    return str(path) if path is not None else None
+
+
 @dataclass(frozen=True)
 class JobCaps:
     """What a dashboard page may request of one job; pages use them as widget maxima and :meth:`check` again."""

@@ -25,6 +25,7 @@ VIEWS = Path(__file__).resolve().parent / "views"
 PICK = "checkpoint_pick"  # the picker's session-state key
 FORGET_KEY = "forget_classes"  # the forget-set multiselect's session-state key (class names)
 RECORDED = "as recorded in the checkpoint"
+NOTICES = "_notices"  # session-state key: [kind, text, view] of each notice still shown
 _ID_SHAPED = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
 
 
@@ -48,6 +49,21 @@ def refusal(requested: str, fallback: str, catalogue: dict | None = None) -> str
     known = requested in (catalogue or {}) or _ID_SHAPED.fullmatch(requested[:200])
     what = f"Checkpoint “{escape_markdown(requested)}”" if known else "The requested checkpoint"
     return f"{what} is not available on this server; showing {escape_markdown(fallback)}."
+
+
+def _notice(kind: str, text: str) -> None:
+    """Keep a notice about the link or the view until the user changes the view (it outlives reruns: a page that
+    draws itself twice, e.g. an estimate then all images, must not make it vanish); :func:`_show_notices` draws it."""
+    st.session_state.setdefault(NOTICES, []).append([kind, text, None])
+
+
+def _show_notices(view_key: tuple) -> None:
+    """Draw the notices made for this view (new ones are adopted by it); drop those of a view the user left."""
+    kept = [n for n in st.session_state.get(NOTICES, []) if n[2] in (None, view_key)]
+    for n in kept:
+        n[2] = view_key
+        {"info": st.info, "warning": st.warning}[n[0]](n[1])
+    st.session_state[NOTICES] = kept
 
 
 def _init_from_url() -> None:
@@ -96,7 +112,7 @@ def _model_card(view: View) -> None:
     st.caption(  # backbone and dataset names are manifest data: escaped
         f"**{escape_markdown(m.backbone_name, 60)}** on **{escape_markdown(m.info.name, 60)}** · {m.num_classes} classes · "
         f"{sum(s.size for s in m.sites):,} gated components in {len(m.sites)} layers"
-        + (f" · test accuracy {acc:.1%}" if acc is not None else "")
+        + (f" · test accuracy {acc:.1%} (the full test split, recorded when trained)" if acc is not None else "")
     )
 
 
@@ -114,16 +130,17 @@ def _choose_model(catalogue: dict) -> tuple[str, object]:
     requested = st.session_state.get(PICK, st.session_state["_ckpt"])  # the picker once drawn, else the URL
     if requested not in catalogue:  # from the URL, or gone from the disk since
         fallback = _fallback(previous, requested, catalogue)
-        st.warning(refusal(requested, fallback, catalogue))
+        _notice("warning", refusal(requested, fallback, catalogue))
         requested = fallback
     model = _try_load(requested, catalogue)
     if model is None:
         fallback = _fallback(previous, requested, catalogue)
         if fallback is not None:
-            st.warning(refusal(requested, fallback, catalogue))
+            _notice("warning", refusal(requested, fallback, catalogue))
             model = previous.model if previous is not None and previous.name == fallback else (
                 _try_load(fallback, catalogue))
         if model is None:  # nothing else loads: the errors and the picker are the page
+            _show_notices((requested, ()))
             _picker(catalogue, requested)
             st.stop()
         requested = fallback
@@ -200,19 +217,20 @@ def render_sidebar(page_path: str = "") -> View:
             forget_url, notice = parse_forget(st.session_state.pop("_url_forget"), len(names))
             st.session_state[FORGET_KEY] = [names[c] for c in forget_url]
             if notice:
-                st.info(notice)
+                _notice("info", notice)
         previous = st.session_state.get(FORGET_KEY, [])
         kept = [c for c in previous if c in names]
         if kept != previous:  # only when needed: a write overrides the browser's value, and a click made during
             st.session_state[FORGET_KEY] = kept  # this run would be lost
             gone = ", ".join(escape_markdown(c) for c in previous if c not in names)
-            st.info(f"{gone}: not {'a class' if len(previous) - len(kept) == 1 else 'classes'} of `{wanted}`, "
-                    "so no longer in the forget set.")
+            _notice("info", f"{gone}: not {'a class' if len(previous) - len(kept) == 1 else 'classes'} of "
+                            f"`{wanted}`, so no longer in the forget set.")
         chosen = st.multiselect("Forget classes", names, key=FORGET_KEY,
                                 help="Any subset is applied live (the product of their filters); the Forget page "
                                      "says how well sets of that size were trained and measured")
         forget = tuple(sorted(names.index(c) for c in chosen))
         view = View(str(catalogue[wanted]), wanted, model, forget, _pick_data())
+        _show_notices((wanted, forget))
         _model_card(view)
         with st.expander("Share this view"):
             st.code(share_link(view, page_path), language=None, wrap_lines=True)

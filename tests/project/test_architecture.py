@@ -18,7 +18,7 @@ MAX_LINES = 350
 RANKS = {
     0: {"data", "forget", "atomic", "construction", "heads", "integrity", "sites", "layout",
         "gates", "hooks", "distributed", "objectives", "latex", "hfdir", "spreadsheet", "history", "configs", "methods",
-        "_version"},
+        "_version", "suggested"},
     1: {"backbones", "filtering", "engine", "manifest", "checkpoint", "upgrade", "shipped", "splits"},
     2: {"evaluation", "pipeline", "api", "gate_coverage", "importing", "preprocessing",
         "baselines", "inference", "answers", "removal", "baked"},

@@ -284,7 +284,7 @@ def test_forget_page_judges_the_set_and_warns_beyond_trained_sizes(assert_clean,
     at = open_app(forget="1")
     assert_clean(at)
     badges = [m.value for m in at.markdown if "-badge[" in m.value]
-    assert badges and "Forgotten" in badges[0] and ":green-badge[" in badges[0]
+    assert len(badges) == 2 and ":green-badge[" in badges[0] and "Forgotten" in badges[0] and "Retain" in badges[1]
     (fa,) = [m for m in at.metric if m.label.startswith("Forget accuracy")]
     assert fa.delta.endswith(" pp vs original")
     assert not at.warning
@@ -294,6 +294,9 @@ def test_forget_page_judges_the_set_and_warns_beyond_trained_sizes(assert_clean,
     (warn,) = [w.value for w in at.warning]
     assert "This set has 3 classes; the filters were trained on sets of 1–2 classes and measured on sets of 1, 2" in warn
     assert [c.value for c in at.code] == ["/?ckpt=fmnist-cnn&forget=5,7,9"]
+    at = open_app(forget="0,2,4,6")  # size 4 was never recorded: the command that records it, runnable as printed
+    assert [c.value for c in at.main.code] == ["wfexplain evaluate --checkpoint checkpoints/fmnist-cnn --sets 4 --record"]
+    at = open_app(forget="5,7,9")
     at.switch_page("views/memory.py").run()
     assert [c.value for c in at.code] == ["/memory?ckpt=fmnist-cnn&forget=5,7,9"]
 
@@ -426,8 +429,58 @@ def test_a_never_seen_set_on_a_slow_path_is_estimated_first_then_refined(monkeyp
     assert_clean(at)
     assert calls == [(2, 4, 6)] and answers.has((2, 4, 6))
     (images,) = [m for m in at.metric if m.label == "Test images"]
-    assert images.value == f"{EVAL_LIMIT:,}"  # the page ends on all images, not the estimate
+    assert images.value == f"{EVAL_LIMIT:,} of 10,000"  # the page ends on all images, not the estimate
     assert not any("Estimate" in i.value for i in at.info)
+    assert [m.label for m in at.metric].count("Update time") == 1  # one set of numbers: the estimate's were replaced
+    assert not [m for m in at.metric if m.label == "Estimate after"]
+
+
+def test_verdicts_judge_forgetting_and_retain_damage_apart(assert_clean, open_app):
+    """Seven classes forgotten: the first badge reads the forget accuracy alone, the second the retain drop alone
+    (on main before this, a set at 0.0% forget accuracy read "Not forgotten" because the rest was damaged)."""
+    from wfexplain.evaluation import quality
+
+    at = open_app(forget="0,1,2,3,4,5,6")
+    assert_clean(at)
+    (fa,) = [float(m.value.rstrip("%")) / 100 for m in at.metric if m.label.startswith("Forget accuracy")]
+    (ra,) = [m for m in at.metric if m.label.startswith("Retain accuracy")]
+    badges = [m.value for m in at.markdown if "-badge[" in m.value]
+    assert len(badges) == 2 and quality.forgetting(fa).label in badges[0]
+    assert any(label in badges[1] for label in ("Retain kept", "Retain damaged", "Retain broken")), (badges, ra.value)
+
+
+def test_a_set_that_leaves_one_class_says_its_retain_accuracy_cannot_show_damage(assert_clean, open_app):
+    at = open_app(forget="0,1,2,3,4,5,6,7,8")
+    assert_clean(at)
+    assert any("only one class is retained, so retain accuracy cannot show damage" in w.value for w in at.warning)
+
+
+def test_link_notices_outlive_reruns_until_the_view_changes(monkeypatch, assert_clean, open_app):
+    """A hand-edited link's notice stays through the estimate's redraw and later reruns; changing the set clears it."""
+    answers = _shared_answers()
+    monkeypatch.setattr(answers, "seconds_per_set", 5.0)  # the slow path: estimate, then all images
+    at = open_app(forget="42,abc,3,8,9")
+    assert_clean(at)
+    notice = "Ignored in the link's forget list: “42”, “abc”"
+    for _ in range(2):
+        assert any(notice in i.value for i in at.sidebar.info), [i.value for i in at.sidebar.info]
+        at.run()
+    at.multiselect(key="forget_classes").set_value(["Trouser"]).run()
+    assert_clean(at)
+    assert not any(notice in i.value for i in at.sidebar.info)
+
+
+def test_memories_never_trained_are_flagged(monkeypatch, tmp_path, assert_clean, open_app, copy_checkpoint):
+    """A checkpoint fresh from `wfexplain train`: forgetting with its untrained filters is not called forgetting."""
+    ckpt = copy_checkpoint(tmp_path / "extra" / "fresh")
+    manifest = json.loads((ckpt / "manifest.json").read_text())
+    manifest["unlearn_config"] = None
+    (ckpt / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv("WFEXPLAIN_CHECKPOINT_DIRS", str(tmp_path / "extra"))
+    at = open_app(ckpt="extra/fresh", forget="1")
+    assert_clean(at)
+    (warn,) = [w.value for w in at.warning if "never trained" in w.value]
+    assert "wfexplain unlearn --checkpoint fresh" in warn
 
 
 def test_without_precompute_the_page_does_not_claim_background_work(assert_clean, open_app):
@@ -447,7 +500,9 @@ def test_switching_to_a_checkpoint_without_the_forgotten_classes_says_so(assert_
     assert at.session_state["_view"].name == "mnist-cnn" and at.multiselect(key="forget_classes").value == []
     assert any("Trouser, Dress: not classes of `mnist-cnn`" in i.value for i in at.sidebar.info)
     assert [c.value for c in at.code] == ["/?ckpt=mnist-cnn"]
-    at.run()  # said once, on the run that dropped them
+    at.run()  # kept through reruns (a page drawn twice must not lose it) ...
+    assert any("Trouser, Dress: not classes of `mnist-cnn`" in i.value for i in at.sidebar.info)
+    at.multiselect(key="forget_classes").set_value(["1"]).run()  # ... until the user changes the view
     assert not at.sidebar.info
     # /nosuchpage: Streamlit runs the default page; the router names what was asked for
     assert unknown_page("nosuchpage", ["forget", "memory"]) == "nosuchpage"

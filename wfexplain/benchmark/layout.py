@@ -1,15 +1,12 @@
 """How the Compare page lays out a benchmark, with no Streamlit involved: metric tables by family that fit the page,
 what the tables show (the mean over the sets of one size, or one forget set), the cost at parity and the tuning as
-tables, the command that makes a benchmark, and which images the A/B view compares (the benchmark's or the
+tables, and which images the A/B view compares (the benchmark's or the
 dashboard's live subset, never mixed in one chart)."""
 
 from __future__ import annotations
 
 import math
-import os
-import shlex
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 
 import pandas as pd
 
@@ -191,29 +188,6 @@ def chosen_table(tuning: Mapping, name: Callable[[str], str] = str) -> pd.DataFr
 
 
 # ---------------------------------------------------------------- the command that makes a benchmark
-
-PAIRS = TRIPLES = 5  # the combinations a suggested command asks for (fewer when the classes have fewer)
-
-
-def shown_path(directory: str | os.PathLike, cwd: str | os.PathLike | None = None) -> str:
-    """How a page names a checkpoint directory in a command: relative to the server's working directory when it lies
-    inside it (``checkpoints/fmnist-cnn``: runs as printed from there), else its name alone, so that a page never
-    shows where the server keeps its files."""
-    path, base = Path(directory).resolve(), Path(cwd or Path.cwd()).resolve()
-    return str(path.relative_to(base)) if path.is_relative_to(base) else path.name
-
-
-def benchmark_command(directory: str, num_classes: int, tune: bool = True) -> str:
-    """``wfexplain benchmark --checkpoint DIR --pairs 5 --triples 5`` for the checkpoint at ``directory`` (quoted for
-    a POSIX shell), runnable as printed: as many pairs and triples as ``num_classes`` has (up to 5, none below), and
-    ``--no-tune`` when the checkpoint has no validation split to tune on (``tune`` False)."""
-    parts = ["wfexplain", "benchmark", "--checkpoint", shlex.quote(str(directory))]
-    for flag, size, most in (("--pairs", 2, PAIRS), ("--triples", 3, TRIPLES)):
-        count = min(most, math.comb(max(num_classes, 0), size))
-        if count:
-            parts += [flag, str(count)]
-    return " ".join(parts + ([] if tune else ["--no-tune"]))
-
 
 # ---------------------------------------------------------------- the A/B view: which images
 

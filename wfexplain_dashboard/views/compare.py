@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from wfexplain import figures
+from wfexplain import figures, suggested
 from wfexplain.benchmark import comparison, layout, reports
 from wfexplain.benchmark.catalogue import METRICS
 from wfexplain_dashboard.job_panel import job_panel, running, start_job
@@ -18,7 +18,7 @@ JOB, RESULT, COLLECTED = "compare_job", "compare_result", "compare_collected"
 
 view = current()
 manifest = view.model.checkpoint_manifest()
-COMMAND = layout.benchmark_command(layout.shown_path(view.path), view.model.num_classes, tune=bool(manifest.validation))
+COMMAND = suggested.benchmark(view.path, view.model.num_classes, tune=bool(manifest.validation))
 st.title("Compare")
 st.caption("Weight filtering (WF) against the Retrain oracle (trained from scratch without the forget set) and the "
            "baseline unlearning methods, each tuned on the validation split with the same budget, on every metric of "

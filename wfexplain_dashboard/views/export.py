@@ -2,13 +2,13 @@
 
 import streamlit as st
 
-from wfexplain import export, figures
+from wfexplain import export, figures, suggested
 from wfexplain.explain import analysis
 from wfexplain_dashboard.job_panel import job_panel, running, start_job
 from wfexplain_dashboard.jobs import Job
 from wfexplain_dashboard.resources import baked_file, current, live_answers, memory_figure_files, memory_files, predictions
 from wfexplain_dashboard.scoring import single_class_report, view_set_row
-from wfexplain_dashboard.settings import job_caps
+from wfexplain_dashboard.settings import data_path, job_caps
 from wfexplain_dashboard.text import escape_markdown
 
 view = current()
@@ -16,8 +16,9 @@ model = view.model
 names = list(model.class_names)
 stem = view.name.replace("/", "_")
 st.title("Export")
-st.caption("Static figures are drawn with matplotlib (PNG at 300 dpi, SVG, PDF); the same exports are available "
-           "from the command line: `wfexplain export --checkpoint DIR --out DIR [--forget 0 6]`.")
+st.caption("Static figures are drawn with matplotlib (PNG at 300 dpi, SVG, PDF); the same exports (with the sidebar's "
+           "forget set baked into a model) come from the command line:")
+st.code(suggested.export(view.path, view.forget, data_path(view.data)), language="bash")
 
 st.subheader("Memory-matrix heatmaps")
 a, b = st.columns([3, 1])
@@ -91,7 +92,7 @@ st.write("A bake *suppresses* the forgotten classes: fine-tuning on a few of the
          "a few steps. Removal zeroes every component whose gate is below the threshold and every weight only those "
          "components feed, then fine-tunes the rest of the network on the training images of the retained classes "
          "only, the removed weights held at zero. It is one short training per forget set (a minute or more on a "
-         "CPU), not a live toggle; `wfexplain remove --checkpoint DIR --forget 0 6 --out FILE` does the same. "
+         "CPU), not a live toggle; the command line does the same (below, for the sidebar's set). "
          "Measured on fmnist-cnn only: a removed class took 10.5 Adam steps to relearn (median of 10; Retrain 7, "
          "a bake 1–2) at 0.5 points of retain accuracy (docs/method.md, *Removal: prune and repair*).")
 if not view.forget:
@@ -102,6 +103,7 @@ else:
     steps = c1.number_input("Repair steps", 0, caps.unlearn_steps, min(1000, caps.unlearn_steps), 100, disabled=busy,
                             help="Adam steps of 64 retained-class training images (0: prune only)")
     threshold = c2.slider("Removal threshold", 0.05, 1.0, 0.5, 0.05, disabled=busy)
+    st.code(suggested.remove(view.path, view.forget, data_path(view.data), int(steps), threshold), language="bash")
     if st.button("Remove and repair", disabled=busy, key="remove_run"):
         forget, filtered = list(view.forget), model
         gone = escape_markdown(", ".join(view.forget_names), 300)  # class names are data: label and button are markdown

@@ -5,10 +5,11 @@ import time
 import numpy as np
 import streamlit as st
 
-from wfexplain import figures
+from wfexplain import figures, suggested
 from wfexplain.evaluation import quality
 from wfexplain_dashboard.resources import PRECOMPUTE, current, eval_data, live_answers, predictions
 from wfexplain_dashboard.scoring import live_scores
+from wfexplain_dashboard.settings import data_path
 from wfexplain_dashboard.sidebar import page_at
 from wfexplain_dashboard.text import escape_markdown, public_text
 
@@ -21,42 +22,24 @@ st.title("Forget")
 st.page_link(page_at("about"), label="New here? What weight filtering is, and a first walk through the pages",
              icon=":material/info:")
 
-start = time.perf_counter()  # the update time below covers the whole page, drawn last
+started = st.session_state.get("_run_started", time.perf_counter())  # app.py: when this run began (the click)
+manifest = model.checkpoint_manifest()
+if forget and not quality.memory_trained(manifest):
+    st.warning("This checkpoint's memory matrices were never trained (no `wfexplain unlearn` round): the forget set is "
+               "applied, but its filters are untrained, so what changes below is not forgetting. Run "
+               f"`{suggested.command('unlearn', view.path)}` first.")
 data = eval_data(view)
 answers = live_answers(view)
-rows = slice(None)  # the evaluation images shown: all, or a stratified part while an estimate is refined
-orig_pred, _ = predictions(view, ())
-estimating = bool(forget) and not answers.has(forget) and not answers.seconds_per_set < ESTIMATE_ABOVE_S
-if estimating:  # a never-seen set on a slow path: a stratified estimate now, all images right after
-    part, est_pred, est_prob = answers.estimate(forget, data.targets)
-    rows, filt_pred, filt_prob = part.numpy(), est_pred.numpy(), est_prob.numpy()
-    orig_pred = orig_pred[rows]
-    st.info(f"**Estimate** on {len(rows):,} of {len(data.targets):,} test images (stratified by class); "
-            "refining to all of them…")
-else:
-    filt_pred, filt_prob = predictions(view, forget)
-y = data.targets.numpy()[rows]
-indices = data.indices.numpy()[rows]
-
-scores = live_scores(y, orig_pred, filt_pred, model.num_classes, forget)
-orig_acc, filt_acc = scores["original_per_class"], scores["per_class"]
-
+pending = st.empty()  # the moment a set changes: what the page is doing, until its numbers are drawn
+if forget and not answers.has(forget):
+    pending.info(f"Computing the filtered model for {escape_markdown(', '.join(view.forget_names), 300)}…",
+                 icon=":material/hourglass_top:")
+orig_all, _ = predictions(view, ())
+total = len(data.targets)
 if not forget:
     st.info("Choose classes to forget in the sidebar (**Forget classes**): any subset is applied live, as the product "
             "of their filters, and this page says how well sets of that size were trained and measured. Until then "
             "it shows the original model.")
-
-c = st.columns([3, 3, 2, 2])  # room for the metric labels with their direction
-fa, fa0, ra, ra0 = scores["forget"], scores["original_forget"], scores["retain"], scores["original_retain"]  # nan: none
-c[0].metric("Forget accuracy (↓ lower is better)", "—" if not forget else f"{fa:.1%}",
-            None if not forget else f"{quality.points(fa - fa0)} vs original", delta_color="inverse",
-            help="Accuracy on test images of the forgotten classes, with their filter on. Retraining without them gives ~0.")
-c[1].metric("Retain accuracy (↑ higher is better)", "—" if np.isnan(ra) else f"{ra:.1%}",
-            None if np.isnan(ra) else f"{quality.points(ra - ra0)} vs original",
-            help="Accuracy on test images of all other classes, with the filter on; compared with the original model "
-                 "on the same images.")
-c[2].metric("Test images", f"{len(y):,}", help="A seeded, class-stratified subset of the test split")
-update_time = c[3].empty()
 
 
 @st.fragment(run_every=2.0 if PRECOMPUTE and answers.done < answers.total and not answers.error else None)
@@ -84,17 +67,72 @@ def precompute_status() -> None:
 
 precompute_status()
 
-if forget:
-    verdict = quality.judge(fa, ra, ra0, len(forget))
-    colour = {"good": "green", "partial": "orange", "poor": "red"}[verdict.level]
-    st.badge(verdict.label, color=colour, help=(
+
+def draw(rows: np.ndarray | None, filt_pred: np.ndarray, filt_prob: np.ndarray, phase: str) -> None:
+    """The page's numbers and charts on the evaluation images ``rows`` (None: all of them)."""
+    y = data.targets.numpy() if rows is None else data.targets.numpy()[rows]
+    orig_pred = orig_all if rows is None else orig_all[rows]
+    indices = data.indices.numpy() if rows is None else data.indices.numpy()[rows]
+    scores = live_scores(y, orig_pred, filt_pred, model.num_classes, forget)
+    c = st.columns([3, 3, 2, 2])  # room for the metric labels with their direction
+    fa, fa0, ra, ra0 = scores["forget"], scores["original_forget"], scores["retain"], scores["original_retain"]
+    c[0].metric("Forget accuracy (↓ lower is better)", "—" if not forget else f"{fa:.1%}",
+                None if not forget else f"{quality.points(fa - fa0)} vs original", delta_color="inverse",
+                help="Accuracy on test images of the forgotten classes, with their filter on. Retraining without "
+                     "them gives ~0.")
+    c[1].metric("Retain accuracy (↑ higher is better)", "—" if np.isnan(ra) else f"{ra:.1%}",
+                None if np.isnan(ra) else f"{quality.points(ra - ra0)} vs original",
+                help="Accuracy on test images of all other classes, with the filter on; compared with the original "
+                     "model on the same images.")
+    c[2].metric("Test images", f"{len(y):,} of {len(data.dataset):,}",
+                help="Every number on this page is on these images: a seeded, class-stratified subset of the test "
+                     "split (the sidebar's test accuracy is the full split's, recorded when the model was trained)"
+                     + ("; an estimate on a stratified part of them while all are computed" if rows is not None else ""))
+    if phase == "estimate":
+        c[3].metric("Estimate after", f"{(time.perf_counter() - started) * 1000:,.0f} ms",
+                    help="All images follow: this set is new and slow to evaluate, so a stratified part comes first")
+        st.info(f"**Estimate** on {len(y):,} of {total:,} test images (stratified by class); refining to all of them…")
+    else:
+        c[3].metric("Update time", f"{(time.perf_counter() - started) * 1000:,.0f} ms",
+                    help="What you waited: from your change to this page drawn in full (every single class and pair "
+                         "is precomputed; other sets are evaluated on first use, then kept)")
+    if forget:
+        verdicts(fa, ra, ra0, y, filt_pred)
+    st.plotly_chart(figures.accuracy_bars(scores["original_per_class"], scores["per_class"], names, forget),
+                    key=f"bars_{phase}")
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Confusion-matrix shift")
+        n = model.num_classes
+        cm0, cm1 = np.zeros((n, n)), np.zeros((n, n))
+        np.add.at(cm0, (y, orig_pred), 1)
+        np.add.at(cm1, (y, filt_pred), 1)
+        st.plotly_chart(figures.confusion_shift(cm0, cm1, names), key=f"confusion_{phase}")
+    with right:
+        st.subheader("Where the forgotten classes' predictions go")
+        if forget:
+            st.plotly_chart(figures.prediction_flow(y, filt_pred, names, forget), key=f"flow_{phase}")
+        else:
+            st.caption("Forget a class to see where its images are sent.")
+    if phase == "all":
+        gallery(y, orig_pred, filt_pred, filt_prob, indices)
+
+
+def verdicts(fa: float, ra: float, ra0: float, y: np.ndarray, filt_pred: np.ndarray) -> None:
+    """Forgetting and the damage to the rest, judged apart; what makes them mislead; what was recorded."""
+    colour = {"good": "green", "partial": "orange", "poor": "red"}
+    forgot, kept = quality.forgetting(fa), quality.retention(ra, ra0, len(forget))
+    b = st.columns([1, 1, 4])
+    b[0].badge(forgot.label, color=colour[forgot.level], help=(
         f"Forgotten: forget accuracy ≤ {quality.FORGOTTEN_AT_MOST:.0%}; not forgotten: above "
-        f"{quality.NOT_FORGOTTEN_ABOVE:.0%}. Retain accuracy may drop at most "
-        f"{quality.retain_tolerance(len(forget)) * 100:g} pp for {len(forget)} class(es)."))
-    if verdict.reasons:
-        why = "; ".join(verdict.reasons)
+        f"{quality.NOT_FORGOTTEN_ABOVE:.0%}. Judged on the forgotten classes only."))
+    b[1].badge(kept.label, color=colour[kept.level], help=(
+        f"Kept: retain accuracy drops at most {quality.retain_tolerance(len(forget)) * 100:g} pp for {len(forget)} "
+        "class(es); damaged: at most twice that; broken: more. Judged on the other classes only."))
+    if why := "; ".join(forgot.reasons + kept.reasons):
         st.caption(why[0].upper() + why[1:] + ".")
-    manifest = model.checkpoint_manifest()
+    if doubts := quality.degenerate(y, filt_pred, forget, model.num_classes):
+        st.warning("These numbers mislead here: " + "; ".join(doubts) + ".")
     trained, measured = quality.set_sizes(manifest)
     if (m := quality.measured_size(manifest, len(forget))) is not None:
         count = m.get("count")
@@ -104,51 +142,43 @@ if forget:
                      f"retain {m['retain_accuracy_mean']:.1%} (original {m['original_retain_accuracy_mean']:.1%}).")
     elif measured:
         st.caption(f"No recorded evaluation for sets of {len(forget)} classes (measured: sizes "
-                   f"{', '.join(map(str, measured))}; `wfexplain evaluate --sets {len(forget)} --record` adds it).")
+                   f"{', '.join(map(str, measured))}); this adds it:")
+        st.code(suggested.evaluate_sets(view.path, len(forget), data_path(view.data)), language="bash")
     if trained is not None and len(forget) > trained:
         st.warning(f"This set has {len(forget)} classes; the filters were trained on sets of 1–{trained} classes"
                    + (f" and measured on sets of {', '.join(map(str, measured))}" if measured else "")
                    + ". Larger sets multiply more filters than training saw: expect weaker forgetting or retain.")
 
-st.plotly_chart(figures.accuracy_bars(orig_acc, filt_acc, names, forget))
 
-left, right = st.columns(2)
-with left:
-    st.subheader("Confusion-matrix shift")
-    n = model.num_classes
-    cm0 = np.zeros((n, n))
-    cm1 = np.zeros((n, n))
-    np.add.at(cm0, (y, orig_pred), 1)
-    np.add.at(cm1, (y, filt_pred), 1)
-    st.plotly_chart(figures.confusion_shift(cm0, cm1, names))
-with right:
-    st.subheader("Where the forgotten classes' predictions go")
-    if forget:
-        st.plotly_chart(figures.prediction_flow(y, filt_pred, names, forget))
-    else:
-        st.caption("Forget a class to see where its images are sent.")
+def gallery(y: np.ndarray, orig_pred: np.ndarray, filt_pred: np.ndarray, filt_prob: np.ndarray,
+            indices: np.ndarray) -> None:
+    st.subheader("Gallery: predictions before → after")
+    per_class = st.slider("Images per class", 1, 8, 4)
+    shown = list(forget) or list(range(min(3, model.num_classes)))
+    others = [k for k in range(model.num_classes) if k not in shown][:2]
+    for k in shown + others:
+        idx = np.flatnonzero(y == k)[:per_class]
+        st.markdown(f"**{escape_markdown(names[k], 100)}**" + (" — forgotten" if k in forget else " — retained"))
+        cols = st.columns(per_class)
+        for col, i in zip(cols, idx, strict=False):
+            before = escape_markdown(names[orig_pred[i]], 100, line_start=True)  # an image caption is markdown
+            after = escape_markdown(names[filt_pred[i]], 100)
+            if k in forget:  # success means the class is no longer recognised
+                mark = "✓ forgotten" if filt_pred[i] != y[i] else "✗ still recognised"
+            else:
+                mark = "✓" if filt_pred[i] == y[i] else "✗ wrong"
+            col.image(data.dataset.pil(int(indices[i])).resize((84, 84)), width=84,  # one size for every thumbnail
+                      caption=f"{before} → {after} {mark} ({filt_prob[i].max():.0%})")
 
-st.subheader("Gallery: predictions before → after")
-per_class = st.slider("Images per class", 1, 8, 4)
-shown = list(forget) or list(range(min(3, model.num_classes)))
-others = [k for k in range(model.num_classes) if k not in shown][:2]
-for k in shown + others:
-    idx = np.flatnonzero(y == k)[:per_class]
-    st.markdown(f"**{escape_markdown(names[k], 100)}**" + (" — forgotten" if k in forget else " — retained"))
-    cols = st.columns(per_class)
-    for col, i in zip(cols, idx, strict=False):
-        before = escape_markdown(names[orig_pred[i]], 100, line_start=True)  # an image caption is markdown
-        after = escape_markdown(names[filt_pred[i]], 100)
-        if k in forget:  # success means the class is no longer recognised
-            mark = "✓ forgotten" if filt_pred[i] != y[i] else "✗ still recognised"
-        else:
-            mark = "✓" if filt_pred[i] == y[i] else "✗ wrong"
-        col.image(data.dataset.pil(int(indices[i])).resize((84, 84)), width=84,  # one size for every thumbnail
-                  caption=f"{before} → {after} {mark} ({filt_prob[i].max():.0%})")
 
-update_time.metric("Update time", f"{(time.perf_counter() - start) * 1000:.0f} ms",
-                   help="Time to draw this whole page (every single class and pair is precomputed; other sets are "
-                        "evaluated on first use, then cached)")
-if estimating:
-    predictions(view, forget)  # all images, then the page is drawn again from them
-    st.rerun()
+body = st.empty()
+if forget and not answers.has(forget) and not answers.seconds_per_set < ESTIMATE_ABOVE_S:
+    # a never-seen set on a slow path: a stratified estimate first, replaced in this same run by all images
+    part, est_pred, est_prob = answers.estimate(forget, data.targets)
+    pending.empty()
+    with body.container():
+        draw(part.numpy(), est_pred.numpy(), est_prob.numpy(), "estimate")
+filt_pred, filt_prob = predictions(view, forget)
+pending.empty()
+with body.container():
+    draw(None, filt_pred, filt_prob, "all")

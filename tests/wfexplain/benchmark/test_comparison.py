@@ -313,20 +313,6 @@ def test_downloadable_tables_of_a_file_read_back(tmp_path, make_bench, make_old_
     assert "| SSD | – | – | 0.4 |" in benchmark_table(bare, "md")  # no crash
 
 
-def test_the_suggested_command_runs_as_printed():
-    import shlex
-
-    cmd = layout.benchmark_command("/srv/check points/it's", 10)
-    assert shlex.split(cmd) == ["wfexplain", "benchmark", "--checkpoint", "/srv/check points/it's", "--pairs", "5",
-                                "--triples", "5"]
-    assert layout.benchmark_command("/c", 3, tune=False) == "wfexplain benchmark --checkpoint /c --pairs 3 --triples 1 --no-tune"
-    assert layout.benchmark_command("/c", 2) == "wfexplain benchmark --checkpoint /c --pairs 1"  # no triple of 2 classes
-    from wfexplain.cli import build_parser
-
-    args = build_parser().parse_args(shlex.split(cmd)[1:])
-    assert (args.checkpoint, args.pairs, args.triples) == ("/srv/check points/it's", 5, 5)
-
-
 # ---------------------------------------------------------------- trade-off labels
 
 METHOD_NAMES = ["Retrain (oracle)", "WF (weight filtering)", "Fine-tune", "NegGrad+", "Random labels", "SalUn", "SSD"]
@@ -404,10 +390,3 @@ def test_benchmark_csv_holds_every_number_in_long_form(source, make_bench):
     assert math.isclose(row["mean"], bench["methods"]["wf"]["forget_accuracy_test"]["mean"], rel_tol=1e-8)
     retrain = bench["methods"]["retrain"]["forget_accuracy_test"]["mean"]
     assert math.isclose(row["gap_to_retrain"], row["mean"] - retrain, rel_tol=1e-6, abs_tol=1e-12)
-
-
-def test_a_page_names_a_checkpoint_without_revealing_the_servers_disk(tmp_path):
-    inside = tmp_path / "srv" / "checkpoints" / "fmnist-cnn"
-    inside.mkdir(parents=True)
-    assert layout.shown_path(inside, cwd=tmp_path / "srv") == "checkpoints/fmnist-cnn"  # runs as printed from there
-    assert layout.shown_path(inside, cwd=tmp_path / "elsewhere") == "fmnist-cnn"
