@@ -11,8 +11,14 @@ backbone (:func:`wfexplain.gates.bake_into`) and runs that, with three exact rew
    set. It is computed once per input batch; each set multiplies the cached activation by its first
    gate. Known for :class:`~wfexplain.backbones.SmallCNN`, torchvision ``ResNet`` and timm
    ``VisionTransformer`` (any width or depth); other networks run whole.
-3. *Layout*: ``channels_last`` or not for convolutional networks, whichever runs faster when the
-   predictor is built; inputs in chunks of ``chunk`` images (the default chosen by ``perf/live.py``).
+3. *Layout*: ``channels_last`` for the networks where it was measured faster (:data:`CHANNELS_LAST`), by a rule
+   that load on the machine cannot flip (a wall-clock choice at build time picked the 1.5x-slower layout in 3 of 8
+   builds under load); inputs in chunks of ``chunk`` images (the default chosen by ``perf/live.py``).
+
+Interactive work first: calls serialise on one working copy, and a *background* call (``background=True``: the
+dashboard's precompute) gives way between chunks to any interactive call waiting, then waits until none has come
+for :data:`GRACE_S` before it goes on (re-baking its own set), so an interactive request waits for one chunk of
+background work at most, never for a whole set.
 
 Every rewrite is checked when the predictor is built: its logits must match the hook path
 (``model(x, forget=...)``) within ``tolerance`` relative on the first inputs for three forget sets.
@@ -24,6 +30,7 @@ on at least ``min_agreement`` of the inputs (checked at build time; otherwise fl
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
 import time
@@ -40,6 +47,10 @@ from .filtering import FilteredModel, Forget, set_gates
 from .sites import GateSite
 
 CHUNK = 256  # images per forward pass of the working copy
+GRACE_S = 0.5  # a background call resumes only after this long without an interactive request
+# Networks (type names) whose working copy runs channels_last: SmallCNN 2.4x faster; torchvision ResNet-18 1.3x
+# slower, hence contiguous, as every network not listed (measured on this project's 2-core CPU, float32).
+CHANNELS_LAST = ("SmallCNN",)
 _CHECK_IMAGES = 64  # inputs on which every rewrite is checked against the hook path
 
 
@@ -131,10 +142,15 @@ class Predictor:
         self.x = x.to(self.device)
         self.notes: list[str] = []
         self.layout = "contiguous"
+        self._layout: torch.memory_format = torch.contiguous_format
         self.mode = "hooks"
         self._work: nn.Module | None = None
         self._split: Split | None = None
         self._lock = threading.Lock()
+        self._turn = threading.Condition()  # guards the two fields below; notified when an interactive call ends
+        self._wanted = 0  # interactive calls waiting or running
+        self._quiet_since = 0.0  # monotonic time the last interactive call ended
+        self.yields = 0  # how often a background call gave way (for tests and perf/live.py)
         checks = [None, [0], list(range(min(2, model.num_classes)))]
         with torch.no_grad():
             reference = [model(self.x[:_CHECK_IMAGES], forget=f) for f in checks]
@@ -148,8 +164,9 @@ class Predictor:
             self.notes.append(f"{self.mode} is not exact for this network (relative error {max(errors):.1e}); dropped")
         else:
             self.mode, self._work = "hooks", None
-        if self._work is not None and any(isinstance(m, nn.Conv2d) for m in self._work.modules()):
-            self._choose_layout()
+        if self._work is not None and type(model.backbone).__name__ in CHANNELS_LAST:
+            self._layout, self.layout = torch.channels_last, "channels_last"
+            self._work = self._work.to(memory_format=self._layout)
         self._prefix = self._compute_prefix(self.x) if self._work is not None and self._split is not None else None
         self.dtype = torch.float32
         if precision == "bfloat16" and self._work is not None:
@@ -183,24 +200,6 @@ class Predictor:
         self.mode = ("folded" if fold else "baked") + ("+prefix" if split is not None else "")
         return True
 
-    def _choose_layout(self) -> None:
-        """channels_last or not, whichever runs a chunk faster here (measured: 2.4x faster for the small CNN,
-        1.3x slower for ResNet-18 on this project's CPU)."""
-        assert self._work is not None
-        sample, best = self.x[: self.chunk], None
-        for layout in (torch.contiguous_format, torch.channels_last):
-            self._work, self._layout = self._work.to(memory_format=layout), layout
-            times = []
-            for _ in range(2):
-                start = time.perf_counter()
-                self._run(None, sample, cached=False)
-                times.append(time.perf_counter() - start)
-            if best is None or min(times) < best[0]:
-                best = (min(times), layout)
-        assert best is not None
-        self._work, self._layout = self._work.to(memory_format=best[1]), best[1]
-        self.layout = "channels_last" if best[1] == torch.channels_last else "contiguous"
-
     def _compute_prefix(self, x: torch.Tensor) -> torch.Tensor:
         assert self._split is not None
         with torch.no_grad():
@@ -231,7 +230,7 @@ class Predictor:
 
     @torch.no_grad()
     def _run(self, forget: Forget, x: torch.Tensor | None, cached: bool, hard_threshold: float | None = None,
-             rows: torch.Tensor | None = None) -> torch.Tensor:
+             rows: torch.Tensor | None = None, background: bool = False) -> torch.Tensor:
         inputs = self.x if x is None else x
         if rows is not None:
             inputs = inputs[rows.to(inputs.device)]
@@ -240,29 +239,84 @@ class Predictor:
                 raise ValueError("hard_threshold needs a baked path; this network runs on hooks")
             return torch.cat([self.model(c, forget=forget) for c in inputs.split(self.chunk)])
         gates = self._set(forget, hard_threshold)
-        work = self._work
-        if self._split is None:
-            return torch.cat([work(c).float() for c in inputs.contiguous(memory_format=self._layout).split(self.chunk)])
-        split = self._split
-        acts = self._prefix if cached else self._compute_prefix(inputs)
-        assert acts is not None
-        if cached and rows is not None:
-            acts = acts[rows.to(acts.device)]
-        g = None
-        if self._boundary is not None:
-            g = G.expand(gates[self._boundary.path].to(self.device)[None], self._boundary, acts)
-        return torch.cat([split.rest(work, c if g is None else c * g).float() for c in acts.split(self.chunk)])
+        work, split = self._work, self._split
+        if split is None:
+            chunks = inputs.contiguous(memory_format=self._layout).split(self.chunk)
+        else:
+            acts = self._prefix if cached else self._compute_prefix(inputs)
+            assert acts is not None
+            if cached and rows is not None:
+                acts = acts[rows.to(acts.device)]
+            chunks = acts.split(self.chunk)
+        out = []
+        for i, c in enumerate(chunks):
+            if background and i and self._give_way():  # another set ran meanwhile: bake this one again
+                gates = self._set(forget, hard_threshold)
+            if split is None:
+                out.append(work(c).float())
+                continue
+            if self._boundary is not None:
+                c = c * G.expand(gates[self._boundary.path].to(self.device)[None], self._boundary, c)
+            out.append(split.rest(work, c).float())
+        return torch.cat(out)
+
+    # ------------------------------------------------------------ whose turn
+    @contextlib.contextmanager
+    def _serialised(self, background: bool):
+        """Hold the working copy: an interactive call queues ahead of background work; a background call first
+        waits for a quiet moment (no interactive call for :data:`GRACE_S`)."""
+        if background:
+            self._wait_quiet()
+            with self._lock:
+                yield
+            return
+        with self._turn:
+            self._wanted += 1
+        try:
+            with self._lock:
+                yield
+        finally:
+            with self._turn:
+                self._wanted -= 1
+                self._quiet_since = time.monotonic()
+                self._turn.notify_all()
+
+    def _wait_quiet(self) -> None:
+        with self._turn:
+            while True:
+                if self._wanted:
+                    self._turn.wait()
+                elif (left := GRACE_S - (time.monotonic() - self._quiet_since)) > 0:
+                    self._turn.wait(left)
+                else:
+                    return
+
+    def _give_way(self) -> bool:
+        """Between two chunks of a background call (the lock held): if an interactive call waits or has just run,
+        let it have the working copy and come back after a quiet moment. True if it gave way."""
+        with self._turn:
+            busy = self._wanted or time.monotonic() - self._quiet_since < GRACE_S
+        if not busy:
+            return False
+        self.yields += 1
+        self._lock.release()
+        try:
+            self._wait_quiet()
+        finally:
+            self._lock.acquire()
+        return True
 
     def logits(self, forget: Forget = None, hard_threshold: float | None = None,
-               rows: torch.Tensor | None = None) -> torch.Tensor:
+               rows: torch.Tensor | None = None, background: bool = False) -> torch.Tensor:
         """Logits ``[N, classes]`` (float32, on the model's device) of every input under ``forget``
-        (only the inputs at ``rows``, in that order, if given)."""
-        with self._lock, torch.autocast(self.device.type, torch.bfloat16, enabled=self.dtype == torch.bfloat16):
-            return self._run(forget, None, cached=True, hard_threshold=hard_threshold, rows=rows)
+        (only the inputs at ``rows``, in that order, if given). ``background``: work that gives way to others."""
+        with self._serialised(background), torch.autocast(self.device.type, torch.bfloat16,
+                                                          enabled=self.dtype == torch.bfloat16):
+            return self._run(forget, None, cached=True, hard_threshold=hard_threshold, rows=rows, background=background)
 
     def forward(self, x: torch.Tensor, forget: Forget = None, hard_threshold: float | None = None) -> torch.Tensor:
         """Logits of other inputs ``x`` under ``forget`` through the same path (their prefix computed, not cached)."""
-        with self._lock, torch.autocast(self.device.type, torch.bfloat16, enabled=self.dtype == torch.bfloat16):
+        with self._serialised(False), torch.autocast(self.device.type, torch.bfloat16, enabled=self.dtype == torch.bfloat16):
             return self._run(forget, x.to(self.device), cached=False, hard_threshold=hard_threshold)
 
     def describe(self) -> str:

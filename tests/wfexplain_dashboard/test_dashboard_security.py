@@ -221,3 +221,21 @@ def test_streamlit_config_matches_the_code_and_reaches_both_ways_of_starting():
     assert config["client"]["showErrorDetails"] == "none"
     assert "none" in {o.value for o in ShowErrorDetailsConfigOptions}
     assert config["server"]["maxUploadSize"] * 1024 * 1024 == uploads.MAX_BYTES
+
+
+@pytest.mark.slow
+def test_dashboard_processes_wait_passively_unless_told_otherwise(imported_after):
+    """OpenMP spin-waiting made the live path 2-3x slower on a shared machine: every way of starting sets PASSIVE
+    before torch loads, and a user's own OMP_WAIT_POLICY wins."""
+    import subprocess
+    import sys
+
+    code = "import wfexplain_dashboard, os; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+
+    def run(e: dict) -> str:
+        return subprocess.run([sys.executable, "-c", code], env=e, cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    assert run(env) == "PASSIVE" and run({**env, "OMP_WAIT_POLICY": "ACTIVE"}) == "ACTIVE"
+    assert "torch" not in imported_after("import wfexplain_dashboard")  # set before torch could load
