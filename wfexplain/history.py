@@ -6,6 +6,10 @@ and the metrics), optionally sending each metric to TensorBoard too (``torch.uti
 which needs the ``tensorboard`` package: asked for explicitly, never implied). A checkpoint keeps its
 rows beside the manifest as ``history.csv`` (:data:`HISTORY_FILE`): the training stage written by
 ``train``, the unlearning stage replaced by each ``unlearn``.
+
+A report whose metrics hold :data:`PHASE` (``{"phase": "validation"}``, ``{"phase": "final evaluation"}``) says the
+loop is paused for other work at that step: it is passed on (a progress bar says so, an ETA leaves it out of the pace)
+but not recorded as a row.
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ from pathlib import Path
 from .atomic import within
 
 HISTORY_FILE = "history.csv"
+PHASE = "phase"  # the metric key of a pause report (see the module docstring)
 _FIXED = ("stage", "step", "total")
 
 Progress = Callable[[int, int, dict], None]
 
-__all__ = ["HISTORY_FILE", "Recorder", "history_csv", "merge", "read_history"]
+__all__ = ["HISTORY_FILE", "PHASE", "Recorder", "history_csv", "merge", "read_history"]
 
 
 class Recorder:
@@ -45,6 +50,10 @@ class Recorder:
     def wrap(self, progress: Progress | None = None) -> Progress:
         """``progress`` with every report recorded first."""
         def report(step: int, total: int, metrics: dict) -> None:
+            if PHASE in metrics:  # a pause of the loop (validation, final evaluation), not a step: passed on only
+                if progress is not None:
+                    progress(step, total, metrics)
+                return
             numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
             self.rows.append({"stage": self.stage, "step": int(step), "total": int(total), **numbers})
             if self._writer is not None:

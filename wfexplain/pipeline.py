@@ -34,7 +34,7 @@ from .engine import Progress, StopFlag, reset_memory, train_classifier, train_me
 from .evaluation import evaluate, predict
 from .evaluation.metrics import accuracy, in_set
 from .filtering import FilteredModel
-from .history import HISTORY_FILE, Recorder, history_csv, merge, read_history
+from .history import HISTORY_FILE, PHASE, Recorder, history_csv, merge, read_history
 from .manifest import Manifest
 from .splits import VAL_FRACTION, checkpoint_split, checkpoint_train_split, hold_out, recorded_split, training_subset
 
@@ -95,7 +95,8 @@ def train_checkpoint(dataset: str, backbone: str, out: str | os.PathLike, cfg: T
         result = train_classifier(net, fit, cfg, history.wrap(progress), should_stop, workers)
     if result["cancelled"]:
         return {"cancelled": True, "seconds": result["seconds"], "accuracy": None, "path": None}
-
+    if progress:
+        progress(result["steps"], result["steps"], {PHASE: "final evaluation"})
     if half:  # evaluate exactly what will be loaded back
         net.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in net.state_dict().items()})
     model = FilteredModel(backbone, info, net).to(device)
@@ -172,6 +173,8 @@ def unlearn_checkpoint(path: str | os.PathLike, cfg: UnlearnConfig = UnlearnConf
     if result["cancelled"]:
         return {"cancelled": True, "seconds": result["seconds"], "single": None, "path": None}
     digest = dist.check_identical(model.memory, "memory matrices")
+    if progress:
+        progress(result["steps"], cfg.steps, {PHASE: "final evaluation"})
     val_report = evaluate(model, val, workers=workers)
     report = evaluate(model, test, limit=eval_limit, workers=workers)
     if dist.any_rank(bool(should_stop and should_stop())):
@@ -202,12 +205,15 @@ def _nbytes(module: nn.Module, half: bool = False) -> int:
 
 def _with_validation(model: FilteredModel, probe, total: int, progress: Progress | None, workers: int) -> Progress:
     """``progress`` with the validation figures of every single-class filter (``val_forget``, ``val_retain``:
-    means over classes on ``probe``) added, refreshed at 8 points of the run and at its end."""
-    every, last = max(1, total // 8), {}
+    means over classes on ``probe``) added, refreshed at 8 points of the run and at its end; each refresh is announced
+    as a ``validation`` pause (:data:`~wfexplain.history.PHASE`) first."""
+    every, last = max(1, total // 8), dict[str, float]()
 
     def report(step: int, steps: int, metrics: dict) -> None:
         nonlocal last
         if step % every == 0 or step == steps:
+            if progress:
+                progress(step, steps, {**metrics, **last, PHASE: "validation"})
             single = evaluate(model, probe, workers=workers)["single"]
             model.train()  # evaluate() switched to eval mode; the memory's training goes on
             last = {"val_forget": single["forget_accuracy_mean"], "val_retain": single["retain_accuracy_mean"]}

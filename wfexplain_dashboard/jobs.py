@@ -2,20 +2,27 @@
 
 Used by the dashboard so a long run neither blocks the page nor outlives a cancel.
 ``fn(progress, should_stop)`` receives the same callbacks as the loops in
-:mod:`wfexplain.engine`.
+:mod:`wfexplain.engine`; a report with a ``phase`` (:data:`wfexplain.history.PHASE`: validation, the final
+evaluation) is a pause, shown as such and left out of the pace the ETA is computed from.
 
 Server-wide limits (read from the environment): at most ``$WFEXPLAIN_MAX_JOBS`` jobs (default 1) run at
 once in the process, whichever session started them (:data:`LIMITER`); :func:`dashboard.settings.job_caps`
-bounds what a page may request (epochs, training images, unlearning steps).
+bounds what a page may request (epochs, training images, unlearning steps). Every session sees every job of the
+server on :data:`BOARD` (what, progress, when it started); only the session that started one, or whoever holds its
+cancel token (a link the starting session was shown), can cancel it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import secrets
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from wfexplain.history import PHASE
 
 from .settings import MAX_JOBS
 
@@ -56,6 +63,7 @@ class JobLimiter:
 
 
 LIMITER = JobLimiter(MAX_JOBS)  # shared by every session of the server process
+FINAL = "final evaluation"  # the phase after the last step: the ETA stops there
 
 
 @dataclass
@@ -69,6 +77,10 @@ class JobState:
     result: dict | None = None
     started: float = field(default_factory=time.perf_counter)
     finished: float | None = None
+    phase: str = ""  # the pause under way ("validation", "final evaluation"), "" while steps run
+    paused: float = 0.0  # seconds spent in finished pauses
+    pauses: int = 0  # finished pauses
+    phase_started: float = 0.0
 
     @property
     def fraction(self) -> float:
@@ -80,9 +92,29 @@ class JobState:
         return end - self.started
 
     def eta(self, now: float | None = None) -> float | None:
-        """Seconds left at the pace so far (None before the first step: no pace yet)."""
-        f = self.fraction
-        return None if f <= 0 or self.done else self.elapsed(now) * (1 - f) / f
+        """Seconds left: the steps left at the pace of the steps so far (pauses left out), plus as many pauses again
+        as came per step so far at their mean length. None before the first step (no pace yet), during the final
+        evaluation (its length is not known) and once done."""
+        if self.step <= 0 or not self.total or self.done or self.phase == FINAL:
+            return None
+        now = time.perf_counter() if now is None else now
+        pausing = now - self.phase_started if self.phase else 0.0
+        working = self.elapsed(now) - self.paused - pausing
+        left = self.total - self.step
+        more_pauses = self.pauses / self.step * left * (self.paused / self.pauses) if self.pauses else 0.0
+        return max(0.0, working / self.step * left + more_pauses)
+
+    def describe(self, now: float | None = None) -> str:
+        """``step 40/100 · 1.2 min elapsed · about 2 min left`` (or "starting…", "validation…", "final evaluation…")."""
+        if not self.total:
+            return "starting…"
+        text = f"step {self.step}/{self.total} · {duration(self.elapsed(now))} elapsed"
+        if self.phase:
+            text += f" · {self.phase}…"
+        eta = self.eta(now)
+        if eta is not None:
+            text += f" · about {duration(eta)} left" + (" (then the final evaluation)" if self.phase != FINAL else "")
+        return text
 
 
 def duration(seconds: float) -> str:
@@ -97,10 +129,15 @@ class Job:
     :class:`ServerBusy`; the slot is given back when the function returns, fails or is cancelled.
     """
 
-    def __init__(self, fn: Callable[[Callable, Callable], dict], label: str, limiter: JobLimiter | None = None):
+    def __init__(self, fn: Callable[[Callable, Callable], dict], label: str, limiter: JobLimiter | None = None,
+                 owner: str = "", board: JobBoard | None = None):
         self.label = label
+        self.owner = owner  # the id of the session that started it ("": none known)
+        self.token = secrets.token_urlsafe(12)  # whoever holds it may cancel (a link shown to the owner)
+        self.started_at = time.time()  # wall clock, for "started 14:02"
         self._fn = fn
         self._limiter = limiter or LIMITER
+        self._board = board if board is not None else BOARD
         self._state = JobState()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -114,14 +151,33 @@ class Job:
         except BaseException:
             self._limiter.release()
             raise
+        self._board.add(self)
         return self
 
     def cancel(self) -> None:
         self._stop.set()
 
+    def may_cancel(self, session: str = "", token: str = "") -> bool:
+        """Whether ``session`` started this job or ``token`` is its cancel token."""
+        return bool(session and session == self.owner) or (bool(token) and secrets.compare_digest(token, self.token))
+
+    @property
+    def cancelling(self) -> bool:
+        return self._stop.is_set()
+
     def _progress(self, step: int, total: int, metrics: dict) -> None:
+        now = time.perf_counter()
         with self._lock:
-            self._state.step, self._state.total, self._state.metrics = step, total, dict(metrics)
+            s = self._state
+            phase = str(metrics.get(PHASE, ""))
+            if s.phase and phase != s.phase:  # a pause ended
+                s.paused += now - s.phase_started
+                s.pauses += s.phase != FINAL
+            if phase and phase != s.phase:
+                s.phase_started = now
+            s.phase = phase
+            s.step, s.total = step, total
+            s.metrics = {k: v for k, v in metrics.items() if k != PHASE}
 
     def _run(self) -> None:
         try:
@@ -143,8 +199,35 @@ class Job:
         """A consistent snapshot of the job's progress."""
         with self._lock:
             s = self._state
-            return JobState(s.step, s.total, dict(s.metrics), s.done, s.cancelled, s.error, s.result,
-                            s.started, s.finished)
+            return dataclasses.replace(s, metrics=dict(s.metrics))
 
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
+
+
+class JobBoard:
+    """Every job of the server process, for every session to see: those running and those that finished in the last
+    :attr:`keep` seconds (so a job started from a tab that was closed is still seen, and its outcome too)."""
+
+    def __init__(self, keep: float = 900.0):
+        self.keep = keep
+        self._lock = threading.Lock()
+        self._jobs: list[Job] = []
+
+    def add(self, job: Job) -> None:
+        with self._lock:
+            self._jobs.append(job)
+
+    def jobs(self, now: float | None = None) -> list[Job]:
+        """Running jobs and recently finished ones, oldest first (older finished ones are forgotten here)."""
+        now = time.perf_counter() if now is None else now
+        with self._lock:
+            self._jobs = [j for j in self._jobs if (f := j.state().finished) is None or now - f < self.keep]
+            return list(self._jobs)
+
+    def find(self, token: str) -> Job | None:
+        """The job whose cancel token is ``token`` (None if none: unknown, or forgotten)."""
+        return next((j for j in self.jobs() if token and secrets.compare_digest(token, j.token)), None)
+
+
+BOARD = JobBoard()  # shared by every session of the server process

@@ -1,6 +1,7 @@
 """The shared sidebar: checkpoint picker, model card and the forget set, mirrored in the URL.
 
-``?ckpt=fmnist-cnn&forget=0,6`` reopens a view exactly; the page is the URL path. ``ckpt`` is a
+``?ckpt=fmnist-cnn&forget=0,6`` reopens a view exactly; the page is the URL path; ``?job=TOKEN`` (a job's link)
+shows that job in the server's job list with its Cancel. ``ckpt`` is a
 catalogue id (:func:`~wfexplain_dashboard.catalogue.checkpoint_catalogue`), never a path: anything else is
 refused with one message that does not depend on the server's disk. Malformed ``forget`` entries are
 dropped with a notice.
@@ -17,6 +18,8 @@ import streamlit as st
 from wfexplain import forget as forget_sets
 
 from .catalogue import checkpoint_catalogue
+from .job_panel import TOKEN as JOB_TOKEN
+from .job_panel import server_jobs
 from .resources import View, get_model
 from .settings import DEFAULT_CHECKPOINT, data_choices
 from .text import escape_markdown, public_text
@@ -72,6 +75,7 @@ def _init_from_url() -> None:
     q = st.query_params
     st.session_state["_ckpt"] = q.get("ckpt", DEFAULT_CHECKPOINT)
     st.session_state["_url_forget"] = q.get("forget", "")
+    st.session_state[JOB_TOKEN] = q.get("job", "")[:64]  # a job's link: that job shown with its Cancel
 
 
 def _picker(catalogue: dict, value: str) -> None:
@@ -232,6 +236,7 @@ def render_sidebar(page_path: str = "") -> View:
         view = View(str(catalogue[wanted]), wanted, model, forget, _pick_data())
         _show_notices((wanted, forget))
         _model_card(view)
+        server_jobs()
         with st.expander("Share this view"):
             st.code(share_link(view, page_path), language=None, wrap_lines=True)
             st.caption("Built from this session's checkpoint, forget set and page; copy it with the button.")

@@ -35,10 +35,16 @@ def test_train_then_unlearn_keep_both_stages_and_tensorboard_gets_them(tmp_path,
     train_rows = read_history(ck)
     assert train_rows and {r["stage"] for r in train_rows} == {"train"} and "loss" in train_rows[-1]
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))  # sent to TensorBoard as asked
-    result = pipeline.unlearn_checkpoint(ck, UnlearnConfig(steps=8, batch_size=16))
+    reports = []
+    result = pipeline.unlearn_checkpoint(ck, UnlearnConfig(steps=8, batch_size=16),
+                                         progress=lambda step, total, m: reports.append((step, m.get("phase"))))
     rows = read_history(ck)
     assert rows[: len(train_rows)] == train_rows and rows[len(train_rows):] == result["history"]
     assert {"val_forget", "val_retain"} <= set(rows[-1]) and rows[-1]["step"] == 8
+    # pauses are announced to the caller (a progress bar says so) and never recorded as steps
+    assert (1, "validation") in reports and reports[-1] == (8, "final evaluation")
+    assert len(reports) == len(result["history"]) + sum(p is not None for _, p in reports)
+    assert not any("phase" in r for r in rows)
     again = pipeline.unlearn_checkpoint(ck, UnlearnConfig(steps=4, batch_size=16), force=True)
     rows = read_history(ck)  # the new round replaces the old one's rows
     assert [r for r in rows if r["stage"] == "unlearn"] == again["history"] and rows[-1]["total"] == 4

@@ -121,3 +121,81 @@ def test_job_state_reports_elapsed_time_and_an_eta_at_the_pace_so_far():
     done = JobState(step=100, total=100, started=0.0, done=True, finished=12.0)
     assert done.elapsed(now=99.0) == 12.0 and done.eta() is None
     assert [duration(x) for x in (35, 192, 7200)] == ["35 s", "3.2 min", "2.0 h"]
+    assert JobState(total=0).describe() == "starting…"  # not "step 0/0"
+
+
+def test_pauses_are_said_and_left_out_of_the_pace():
+    """A validation pause of 20 s after 10 of 100 steps done in 10 s: the steps' pace is 1 s each; one more pause
+    of 20 s is expected per 10 steps, so 90 steps left are 90 s plus 9 pauses of 20 s."""
+    from wfexplain_dashboard.jobs import FINAL, JobState
+
+    s = JobState(step=10, total=100, started=0.0, phase="validation", phase_started=10.0)
+    assert s.eta(now=30.0) == pytest.approx(90.0)  # during the pause: none counted yet
+    assert "validation…" in s.describe(now=30.0)
+    after = JobState(step=10, total=100, started=0.0, paused=20.0, pauses=1)
+    assert after.eta(now=30.0) == pytest.approx(90.0 + 9 * 20.0)
+    final = JobState(step=100, total=100, started=0.0, phase=FINAL, phase_started=50.0)
+    assert final.eta(now=80.0) is None and final.describe(now=80.0).endswith("final evaluation…")  # never "0 s left"
+
+
+def test_a_jobs_phase_reports_are_timed_as_pauses():
+    from wfexplain.history import PHASE
+
+    release = threading.Event()
+
+    def fn(progress, should_stop):
+        progress(1, 4, {"loss": 1.0})
+        progress(1, 4, {"loss": 1.0, PHASE: "validation"})
+        time.sleep(0.05)
+        progress(2, 4, {"loss": 0.5})
+        progress(4, 4, {PHASE: "final evaluation"})
+        release.wait(5)
+        return {"cancelled": False}
+
+    job = Job(fn, "p", limiter=JobLimiter(1), board=jobs.JobBoard()).start()
+    deadline = time.monotonic() + 5
+    while job.state().phase != "final evaluation" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    s = job.state()
+    assert s.pauses == 1 and s.paused >= 0.05 and s.metrics == {} and s.eta() is None
+    release.set()
+    job.join(5)
+
+
+def test_every_session_sees_the_servers_jobs_and_only_the_owner_or_the_link_cancels():
+    board, started, release = jobs.JobBoard(keep=60), threading.Event(), threading.Event()
+    job = Job(blocking(started, release), "user/run", limiter=JobLimiter(2), owner="session-a", board=board).start()
+    started.wait(5)
+    assert board.jobs() == [job] and board.find(job.token) is job and board.find("forged") is None
+    assert job.may_cancel(session="session-a") and job.may_cancel(token=job.token)
+    assert not job.may_cancel(session="session-b") and not job.may_cancel(token="x" * 16) and not job.may_cancel()
+    release.set()
+    job.join(5)
+    assert board.jobs() == [job]  # finished: still listed (a closed tab's job and its outcome are seen) ...
+    assert board.jobs(now=job.state().finished + 61) == []  # ... until it is older than ``keep``
+
+
+@pytest.mark.slow
+def test_the_sidebar_lists_another_sessions_job_with_cancel_only_by_its_link(monkeypatch, open_app, assert_clean):
+    board, started, release = jobs.JobBoard(), threading.Event(), threading.Event()
+    monkeypatch.setattr(jobs, "BOARD", board)
+    from wfexplain_dashboard import job_panel
+
+    monkeypatch.setattr(job_panel, "BOARD", board)
+    job = Job(blocking(started, release), "user/other", limiter=JobLimiter(1), owner="someone-else",
+              board=board).start()
+    try:
+        started.wait(5)
+        at = open_app()
+        assert_clean(at)
+        assert any(e.label == "Jobs on this server (1 running)" for e in at.sidebar.expander)
+        assert any("**user/other** · started" in m.value for m in at.sidebar.markdown)
+        assert not [b for b in at.sidebar.button if b.label == "Cancel"]  # not this session's job
+        linked = open_app(job=job.token)
+        (cancel,) = [b for b in linked.sidebar.button if b.label == "Cancel"]
+        cancel.click().run()
+        assert_clean(linked)
+        job.join(5)
+        assert job.state().cancelled
+    finally:
+        release.set()
