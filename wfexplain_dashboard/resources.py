@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,24 +151,6 @@ def _finish(stop: threading.Event, thread: threading.Thread) -> None:
     thread.join(timeout=30)
 
 
-def attribution(path: str, x: np.ndarray, target: int, method: str,
-                forget: tuple[int, ...], layer: str | None = None) -> tuple[np.ndarray, dict]:
-    """One attribution map ``[H, W]`` and its insertion/deletion scores, cached per input, forget set and layer.
-
-    ``layer`` (Layer Grad-CAM only; None = :func:`wfexplain.explain.default_gradcam_layer`) is a module path.
-    """
-    return _attribution(path, _stamp(path), x, target, method, tuple(forget), layer)
-
-
-@st.cache_data(show_spinner=False, max_entries=256)
-def _attribution(path: str, stamp: float, x: np.ndarray, target: int, method: str,
-                 forget: tuple[int, ...], layer: str | None = None) -> tuple[np.ndarray, dict]:
-    model = _load(path, stamp)
-    xt, f = torch.from_numpy(x).to(next(model.parameters()).device), list(forget) or None
-    amap = explain.attribute(model, xt, target, method, forget=f, **({"layer": layer} if layer else {}))[0]
-    return amap.cpu().numpy(), explain.insertion_deletion(model, xt, amap, target, forget=f)
-
-
 def memory_figure_files(path: str, layers: tuple[str, ...], order: str) -> dict[str, bytes]:
     """The memory heatmap in every :data:`~wfexplain.figures.FIGURE_FORMATS` plus a screen ``"preview"`` PNG."""
     return _memory_figure_files(path, _stamp(path), tuple(layers), order)
@@ -212,3 +195,127 @@ def _baked_file(path: str, stamp: float, forget: tuple[int, ...], hard_threshold
 def current() -> View:
     """The session's view, as set up by the sidebar in ``app.py``."""
     return st.session_state["_view"]
+
+
+def _caller_side(progress: Callable | None) -> Callable:
+    """``progress`` for a cached function to call while it computes: run in the caller's context, not the cached
+    function's, so it may draw into an element made outside (Streamlit would otherwise record those calls and replay
+    them on a cache hit, where the element no longer exists: ``CacheReplayClosureError``)."""
+    import contextvars
+
+    outside = contextvars.copy_context()
+
+    def report(*args) -> None:
+        if progress is not None:
+            outside.run(progress, *args)
+
+    return report
+
+
+# ---------------------------------------------------------------- deletion curves (the Memory page)
+
+DELETION_FRACTIONS, DELETION_DRAWS, DELETION_SEED = (0.01, 0.02, 0.05, 0.1, 0.2), 5, 0  # the CLI's defaults
+
+
+def training_images(view: View) -> tuple[int, str | None]:
+    """(how many training images the checkpoint's backbone saw, None), or (0, why they cannot be read: no server
+    path in it), e.g. for an imported model whose training data is not on this server."""
+    try:
+        return _training_images(view.path, _stamp(view.path), view.data), None
+    except (OSError, ValueError) as e:  # DatasetError is an OSError, CheckpointError a ValueError
+        return 0, public_text(str(e))
+
+
+@st.cache_data(show_spinner="Looking for the checkpoint's training images…", max_entries=16)
+def _training_images(path: str, stamp: float, data: str | None) -> int:
+    from wfexplain.splits import checkpoint_train_split
+
+    root = data_choices()[data] if data is not None else None
+    return len(checkpoint_train_split(_load(path, stamp).checkpoint_manifest(), root))
+
+
+def deletion_report(view: View, members: tuple[int, ...], test_limit: int, train_limit: int, progress=None) -> dict:
+    """:func:`wfexplain.explain.deletion.measure` of one class (``members`` of one) or one forget set on seeded,
+    class-stratified subsets of ``test_limit`` test and ``train_limit`` training images, with the CLI's fractions,
+    draws and seed; cached per checkpoint (path and manifest time), data, set and limits. ``progress(done, total,
+    step)`` is called while it measures (not on a cached answer; :func:`_caller_side`)."""
+    say = _caller_side(progress)
+    return _deletion_report(view.path, _stamp(view.path), view.data, tuple(sorted(members)), int(test_limit),
+                            int(train_limit), DELETION_FRACTIONS, DELETION_DRAWS, DELETION_SEED,
+                            _progress=lambda done, total, info: say(done, total, str(info.get("step", ""))))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _deletion_report(path: str, stamp: float, data: str | None, members: tuple[int, ...], test_limit: int,
+                     train_limit: int, fractions: tuple[float, ...], draws: int, seed: int, _progress=None) -> dict:
+    from wfexplain.explain.deletion import measure
+    from wfexplain.splits import checkpoint_train_split
+
+    say = _progress or (lambda done, total, info: None)
+    say(0, 1, {"step": "reading the images"})
+    # A private copy: measuring hooks the network, and the shared one serves the other sessions meanwhile.
+    model = wfexplain.load(path, resolve_device(DEVICE))
+    manifest, root = model.checkpoint_manifest(), data_choices()[data] if data is not None else None
+    x, y, _ = subset_tensors(checkpoint_split(manifest, "test", root), test_limit, seed)
+    xt, yt, _ = subset_tensors(checkpoint_train_split(manifest, root), train_limit, seed)
+    say(0, 1, {"step": "activations and gradients of the training images"})
+    one = len(members) == 1
+    report = measure(model, x, y, xt, yt, classes=list(members) if one else [], sets=[] if one else [list(members)],
+                     fractions=fractions, draws=draws, seed=seed, progress=_progress)
+    return {**report, "limit": test_limit, "train_limit": train_limit}
+
+
+@st.cache_data(show_spinner="Drawing the deletion curves…", max_entries=32)
+def deletion_figure_files(entry: dict, fractions: tuple[float, ...], title: str) -> dict[str, bytes]:
+    """The deletion curves of one class's or set's entry in every :data:`~wfexplain.figures.FIGURE_FORMATS` plus a
+    screen ``"preview"`` PNG (``title``: plain text, drawn as written)."""
+    from wfexplain import figures  # matplotlib: only when curves are drawn
+
+    fig = figures.deletion_figure(entry, fractions, title)
+    return {**{fmt: figures.figure_bytes(fig, fmt) for fmt in figures.FIGURE_FORMATS},
+            "preview": figures.figure_bytes(fig, "png", dpi=110)}
+
+
+# ---------------------------------------------------------------- attributions with options, and over data (Explain)
+
+
+def attribution(path: str, x: np.ndarray, target: int, method: str, forget: tuple[int, ...],
+                       options: tuple[tuple[str, object], ...] = ()) -> tuple[np.ndarray, dict]:
+    """One attribution map ``[H, W]`` and its insertion/deletion scores, cached per input, forget set and method
+    options (``MethodOptions.for_method(method).items()``: IG ``n_steps``, Gradient SHAP ``n_samples``, Occlusion
+    ``window``/``stride``, Grad-CAM ``layer``)."""
+    return _attribution(path, _stamp(path), x, target, method, tuple(forget), tuple(sorted(options)))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _attribution(path: str, stamp: float, x: np.ndarray, target: int, method: str, forget: tuple[int, ...],
+                        options: tuple[tuple[str, object], ...]) -> tuple[np.ndarray, dict]:
+    model = _load(path, stamp)
+    xt, f = torch.from_numpy(x).to(next(model.parameters()).device), list(forget) or None
+    amap = explain.attribute(model, xt, target, method, forget=f, **dict(options))[0]
+    return amap.cpu().numpy(), explain.insertion_deletion(model, xt, amap, target, forget=f)
+
+
+def class_attributions(view: View, cls: int, n: int, method: str, options: tuple[tuple[str, object], ...],
+                       forget: tuple[int, ...], target: str, progress=None) -> dict:
+    """:func:`wfexplain.explain.over_data.class_attributions` of the first ``n`` images of class ``cls`` in the
+    evaluation subset (their test-split ids kept), for one method, original vs filtered under ``forget``, with
+    ``target`` ``"true"``, ``"original"`` or ``"filtered"``; cached per checkpoint (path and manifest time), data,
+    class, ``n``, method, options, forget set and target, so adding a method computes only that method.
+    ``progress(done, total)`` is called while it computes (not on a cached answer; :func:`_caller_side`). If the test
+    data cannot be read, the page says why."""
+    eval_data(view)
+    return _class_attributions(view.path, _stamp(view.path), view.data, int(cls), int(n), method,
+                               tuple(sorted(options)), tuple(sorted(forget)), target, _progress=_caller_side(progress))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _class_attributions(path: str, stamp: float, data: str | None, cls: int, n: int, method: str,
+                        options: tuple[tuple[str, object], ...], forget: tuple[int, ...], target: str,
+                        _progress=None) -> dict:
+    from wfexplain.explain import over_data
+
+    model, ev = _load(path, stamp), _eval_data(path, stamp, data)
+    rows = torch.nonzero(ev.targets == cls).flatten()[:n]
+    return over_data.class_attributions(model, ev.images[rows], ev.targets[rows], ev.indices[rows], method,
+                                        list(forget), target, dict(options), progress=_progress)

@@ -201,5 +201,8 @@ def test_no_pages_folder():
 
 def test_dashboard_settings_are_the_only_reader_of_the_environment():
     for path in (ROOT / "wfexplain_dashboard").glob("*.py"):
+        text = path.read_text()
+        if path.name == "__init__.py":  # sets one thing before torch loads (settings imports torch); reads nothing
+            text = text.replace('os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")', "")
         if path.name not in ("settings.py", "__main__.py"):  # the launcher passes the environment on to the server
-            assert "os.environ" not in path.read_text(), f"{path.name} reads the environment itself"
+            assert "os.environ" not in text, f"{path.name} reads the environment itself"

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         similarity_heatmap,
         sparsity_heatmap,
     )
+    from .deletion import deletion_aucs, deletion_figure, deletion_table, deletion_verdict
     from .paper import FIGURE_FORMATS, FIGURE_MIME, attribution_figure, figure_bytes, memory_figure
 
 _LAZY = {
@@ -34,11 +35,13 @@ _LAZY = {
     **dict.fromkeys(["accuracy_bars", "component_profile_bar", "confusion_shift", "history_curves", "memory_heatmap",
                      "prediction_flow", "set_components_bars", "set_memory_heatmap", "similarity_heatmap",
                      "sparsity_heatmap"], "dashboard"),
+    **dict.fromkeys(["deletion_aucs", "deletion_figure", "deletion_table", "deletion_verdict"], "deletion"),
     **dict.fromkeys(["FIGURE_FORMATS", "FIGURE_MIME", "attribution_figure", "figure_bytes", "memory_figure"], "paper"),
 }
 
 __all__ = ["B_COLOR", "FIGURE_FORMATS", "FIGURE_MIME", "FILTERED_COLOR", "FORGOTTEN_COLOR", "ORIGINAL_COLOR", "REFERENCE_COLOR",
            "ab_accuracy_bars", "accuracy_bars", "attribution_figure", "component_profile_bar", "confusion_shift",
+           "deletion_aucs", "deletion_figure", "deletion_table", "deletion_verdict",
            "figure_bytes", "forget_predictions_heatmap", "history_curves", "memory_figure", "memory_heatmap", "prediction_flow",
            "set_components_bars", "set_memory_heatmap", "similarity_heatmap", "sparsity_heatmap", "to_numpy",
            "tradeoff_scatter"]

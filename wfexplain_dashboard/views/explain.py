@@ -1,4 +1,5 @@
-"""Explain: Captum attributions of the original and the filtered model, side by side."""
+"""Explain: Captum attributions of the original and the filtered model, side by side, for one image or averaged over
+a class's test images (that mode: views/explain_data.py)."""
 
 import numpy as np
 import pandas as pd
@@ -18,11 +19,12 @@ from wfexplain.explain.uploads import (
 )
 from wfexplain_dashboard.resources import attribution, current, eval_data, ood_detector
 from wfexplain_dashboard.text import escape_markdown
+from wfexplain_dashboard.views import explain_data
 
 PHOTO_SIDE = 256  # the photo as given is drawn (and exported) at most this many pixels on a side
 # Choices below the image survive a run that stops before drawing them (an upload being replaced): a
 # widget not drawn in a run loses its state, so each is re-stated at the top.
-KEPT = ("explain_methods", "explain_target", "explain_target_cls")
+KEPT = ("explain_methods", "explain_target", "explain_target_cls", *explain_data.KEPT)
 for key in KEPT:
     if key in st.session_state:
         st.session_state[key] = st.session_state[key]
@@ -35,6 +37,10 @@ forget_text = escape_markdown(", ".join(view.forget_names), 400) or "nothing"
 st.title("Explain")
 if not forget:
     st.info("No forget set chosen in the sidebar: the filtered model equals the original. Pick classes to compare.")
+mode = st.radio("Explain", ["One image", "A class over many test images"], horizontal=True, key="explain_mode")
+if mode != "One image":
+    explain_data.class_mode(view)
+    st.stop()
 
 # ---------------------------------------------------------------- the image
 source = st.radio("Image", ["Test gallery", "Upload"], horizontal=True, key="explain_source")
@@ -95,30 +101,13 @@ t2.dataframe(pd.DataFrame([(names[c], f"{p:.1%}") for c, p in after], columns=["
 m1, m2 = st.columns([2, 1])
 methods = m1.multiselect("Captum methods", explain.METHODS, key="explain_methods",
                          help="Kept while you switch images or replace an upload")
-target_mode = m2.radio("Target", ["Predicted (original)", "Chosen class"], key="explain_target")
-target = before[0][0]
+target_mode = m2.radio("Target", ["Predicted (original)", "Predicted (filtered)", "Chosen class"], key="explain_target")
+target = after[0][0] if target_mode == "Predicted (filtered)" else before[0][0]
 if target_mode == "Chosen class":
     target = st.selectbox("Target class", range(len(names)), format_func=lambda i: names[i], key="explain_target_cls")
-gradcam_layer, side = None, "×".join(map(str, model.info.input_hw))
-if "Layer Grad-CAM" in methods:
-    try:  # probed once per model on a private copy; the shared model never gets a hook
-        layer_sides = dict(explain.gradcam_layers(model))
-        default_layer = explain.default_gradcam_layer(model)
-    except ValueError as e:
-        st.warning(f"Layer Grad-CAM is not available for this model: {e}")
-        methods = [m for m in methods if m != "Layer Grad-CAM"]
-    else:
-        options = list(layer_sides) if default_layer in layer_sides else [default_layer, *layer_sides]
-
-        def _layer_label(path: str) -> str:
-            h, w = layer_sides.get(path, ("?", "?"))
-            return f"{path} ({h}×{w})" + (" — default" if path == default_layer else "")
-
-        gradcam_layer = st.selectbox(
-            "Grad-CAM layer", options, index=options.index(default_layer), format_func=_layer_label,
-            key=f"explain_gradcam_layer:{view.name}",
-            help="Backbone module whose activations Grad-CAM weights by their gradients, in execution order with "
-                 "its output resolution: deeper layers are more class-specific, earlier ones finer-grained.")
+side = "×".join(map(str, model.info.input_hw))
+methods, method_options, layer_sides = explain_data.method_parameters(view, methods)
+gradcam_layer = method_options.gradcam_layer
 st.caption(f"Attributions for target **{shown_names[target]}**. Insertion AUC ↑ (higher is better) and deletion AUC ↓ "
            "(lower is better) measure how faithful each map is (Petsiuk et al., RISE, 2018): the target's "
            "probability as the map's most important pixels are added to a black image, or removed from this one."
@@ -137,7 +126,8 @@ for k, method in enumerate(methods):
         if bar is not None:
             bar.progress((2 * k + j) / (2 * len(methods)),
                          text=f"{method} on the {which} model ({k + 1} of {len(methods)} methods)…")
-        maps.append(attribution(view.path, x_np, int(target), method, f, layer=layer))
+        maps.append(attribution(view.path, x_np, int(target), method, f,
+                                       tuple(method_options.for_method(method).items())))
     (a0, s0), (a1, s1) = maps
     st.markdown(f"#### {method}")
     if layer is not None:

@@ -10,6 +10,7 @@ from wfexplain_dashboard.resources import current, eval_data, predictions
 from wfexplain_dashboard.scoring import live_scores
 from wfexplain_dashboard.sidebar import page_at
 from wfexplain_dashboard.text import escape_markdown
+from wfexplain_dashboard.views import memory_deletion
 
 view = current()
 model, forget = view.model, view.forget
@@ -106,3 +107,5 @@ with p2:
     for j, i in enumerate(best):
         cols[j % 4].image(data.dataset.pil(int(data.indices[i])).resize((84, 84)),  # a caption is markdown: escaped
                           caption=escape_markdown(names[int(data.targets[i])], 100, line_start=True), width=84)
+
+memory_deletion.section(view)  # deletion curves: do the components the filter ranks first carry the class?
