@@ -1,14 +1,17 @@
 """Answers before they are asked: every single class and every pair, evaluated once per checkpoint and
 evaluation subset, kept on disk and read back instantly by later sessions and restarts.
 
-:class:`Answers` holds the predicted labels and softmax probabilities of a :class:`~wfexplain.inference.Predictor`'s
-inputs under forget sets. :meth:`Answers.fill` computes every single class and every pair (the
-dashboard runs :meth:`Answers.background` in a thread when a checkpoint is opened) and writes them to one
-safetensors file, ``answers-<key>.safetensors``, in the cache directory (``<checkpoint>/cache`` unless
-``$WFEXPLAIN_CACHE_DIR`` names another).
+:class:`Answers` holds, per input, the predicted label and its softmax probability (the confidence) of a
+:class:`~wfexplain.inference.Predictor`'s inputs under forget sets: what the pages show, 4 bytes an input, so a set
+takes the same room at 1,000 classes as at 10 (the full probability rows took 8 GB of memory for the 1,001 sets of a
+1,000-class model, and the file rewritten every 16 sets grew to 129 GB of writes). :meth:`Answers.fill` computes
+every single class and every pair (the dashboard runs :meth:`Answers.background` in a thread when a checkpoint is
+opened) and writes them to one safetensors file, ``answers-<key>.safetensors``, in the cache directory
+(``<checkpoint>/cache`` unless ``$WFEXPLAIN_CACHE_DIR`` names another).
 
 Keyed: the key is made of the SHA-256 digests of the checkpoint's weight files and of the inputs'
-bytes, so a file is only ever read for exactly the model and images it was computed from.
+bytes, and of the predictor's precision, so a file is only ever read for exactly the model, images and arithmetic it
+was computed with.
 
 Signed: a cache directory may be writable by others (a shared checkpoint folder), and a file with
 the right name is not proof of anything. Each file therefore carries, in its safetensors metadata
@@ -20,10 +23,9 @@ dtype, shape and bytes in sorted order. Where no key file can be made or trusted
 this process signs: its files are then only read back by this same process.
 
 Validated: a file whose HMAC verifies is still checked entry by entry (:func:`check_answers`):
-labels of shape ``(n,)``, integer, in ``0..k-1``; probabilities of shape ``(n, k)``, finite,
-non-negative, rows summing to 1 within :data:`ROW_SUM_TOLERANCE` (float16 storage), and each label
-the largest probability of its row. A file failing any check (unreadable, unsigned, wrong HMAC,
-bad content) is never shown: it is ignored, counted in :attr:`Answers.rejected`, said in
+labels of shape ``(n,)``, integer, in ``0..k-1``; confidences of shape ``(n,)``, finite, between ``1/k`` (the
+top class of a softmax has at least that) and 1, within :data:`TOLERANCE` (float16 storage). A file failing any
+check (unreadable, unsigned, wrong HMAC, bad content) is never shown: it is ignored, counted in :attr:`Answers.rejected`, said in
 :attr:`Answers.note`, and recomputed (the next write replaces it).
 
 Written: the file is replaced atomically (temporary file, fsync, rename); temporaries a dead process
@@ -56,12 +58,12 @@ from .data import stratified_subset
 from .inference import Predictor
 from .integrity import KEY_ENV, install_key, key_id, tensors_mac
 
-__all__ = ["CACHE_ENV", "KEY_ENV", "Answers", "cache_dir", "check_answers", "singles_and_pairs"]
+__all__ = ["CACHE_ENV", "KEY_ENV", "Answers", "cache_dir", "check_answers", "set_bytes", "singles_and_pairs"]
 
 Progress = Callable[[int, int, dict], None]
 CACHE_ENV = "WFEXPLAIN_CACHE_DIR"
-FORMAT = "wfexplain-answers/1"  # in every file's metadata and in its HMAC
-ROW_SUM_TOLERANCE = 1e-2  # |sum of a row of probabilities - 1| allowed (float16 storage errs by ~1e-3)
+FORMAT = "wfexplain-answers/2"  # in every file's metadata and in its HMAC (/1 kept whole probability rows)
+TOLERANCE = 1e-2  # on a confidence's bounds (float16 storage errs by ~1e-3)
 EXTRA_SETS = 256  # larger sets kept in memory per checkpoint and data (least recently used dropped)
 MAX_PAIR_CLASSES = 20  # above this many classes only the singles are precomputed (pairs grow as N²/2)
 
@@ -87,45 +89,49 @@ def cache_dir(checkpoint: str | os.PathLike) -> Path:
 def check_answers(tensors: Mapping[str, torch.Tensor], names: Iterable[str], n: int, k: int) -> str:
     """Why the entries of an answers file are not valid answers for ``n`` inputs and ``k`` classes ("" if they are).
 
-    Every tensor must be ``labels/<set>`` or ``probs/<set>`` of a set in ``names``, in pairs; labels:
-    shape ``(n,)``, an integer dtype, values in ``0..k-1``; probabilities: shape ``(n, k)``, a
-    floating dtype, finite, non-negative, each row summing to 1 within :data:`ROW_SUM_TOLERANCE`,
-    and each label's probability the largest of its row (ties allowed).
+    Every tensor must be ``labels/<set>`` or ``confidence/<set>`` of a set in ``names``, in pairs; labels:
+    shape ``(n,)``, an integer dtype, values in ``0..k-1``; confidences: shape ``(n,)``, a floating dtype, finite,
+    in ``[1/k, 1]`` within :data:`TOLERANCE`.
     """
     names = set(names)
     sets: set[str] = set()
     for entry in tensors:
         kind, _, name = entry.partition("/")
-        if kind not in ("labels", "probs") or name not in names:
+        if kind not in ("labels", "confidence") or name not in names:
             return f"an unexpected entry {entry[:40]!r}"
         sets.add(name)
     for name in sorted(sets):
-        labels, probs = tensors.get(f"labels/{name}"), tensors.get(f"probs/{name}")
+        labels, conf = tensors.get(f"labels/{name}"), tensors.get(f"confidence/{name}")
         what = f"set {name or 'none'}"
-        if labels is None or probs is None:
-            return f"{what}: labels or probabilities missing"
+        if labels is None or conf is None:
+            return f"{what}: labels or confidences missing"
         if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
             return f"{what}: labels of dtype {labels.dtype}"
         if tuple(labels.shape) != (n,):
             return f"{what}: labels of shape {tuple(labels.shape)}, not ({n},)"
-        if not probs.dtype.is_floating_point:
-            return f"{what}: probabilities of dtype {probs.dtype}"
-        if tuple(probs.shape) != (n, k):
-            return f"{what}: probabilities of shape {tuple(probs.shape)}, not ({n}, {k})"
+        if not conf.dtype.is_floating_point:
+            return f"{what}: confidences of dtype {conf.dtype}"
+        if tuple(conf.shape) != (n,):
+            return f"{what}: confidences of shape {tuple(conf.shape)}, not ({n},)"
         if n == 0:
             continue
-        lab, p = labels.long(), probs.float()
+        lab, c = labels.long(), conf.float()
         if int(lab.min()) < 0 or int(lab.max()) >= k:
             return f"{what}: a label out of 0..{k - 1} ({int(lab.min())}..{int(lab.max())})"
-        if not bool(torch.isfinite(p).all()):
-            return f"{what}: non-finite probabilities"
-        if bool((p < 0).any()):
-            return f"{what}: negative probabilities"
-        if float((p.sum(1) - 1).abs().max()) > ROW_SUM_TOLERANCE:
-            return f"{what}: probabilities that do not sum to 1"
-        if bool((p.gather(1, lab[:, None])[:, 0] < p.max(1).values).any()):
-            return f"{what}: labels that are not the most probable class"
+        if not bool(torch.isfinite(c).all()):
+            return f"{what}: non-finite confidences"
+        if bool((c < 1 / k - TOLERANCE).any() | (c > 1 + TOLERANCE).any()):
+            return f"{what}: confidences outside [1/{k}, 1]"
     return ""
+
+
+def set_bytes(n: int, k: int) -> int:
+    """Bytes one set's answers take for ``n`` inputs and ``k`` classes, in memory and on disk (labels, confidences)."""
+    return n * (_label_dtype(k).itemsize + 2)
+
+
+def _label_dtype(k: int) -> torch.dtype:
+    return torch.int16 if k <= 2**15 else torch.int32
 
 
 
@@ -133,7 +139,7 @@ class Answers:
     """Predictions under forget sets of one model on fixed inputs, memoised in memory and on disk (thread-safe).
 
     Attributes:
-        key: digest of the checkpoint's weight files and of the inputs (names the file).
+        key: digest of the checkpoint's weight files, of the inputs and of the predictor's precision (names the file).
         path: the answers file (None: memory only, e.g. a model without a checkpoint).
         done, total: sets known so far, of the singles and pairs :meth:`fill` computes.
         rejected: answers files ignored because they failed a check (unsigned, tampered, bad content).
@@ -150,6 +156,7 @@ class Answers:
         for name in sorted(files):
             h.update(f"{name}={files[name]};".encode())
         h.update(predictor.x.detach().cpu().contiguous().numpy().tobytes())
+        h.update(f";dtype={predictor.dtype}".encode())  # bfloat16 answers are not float32's
         self.key = h.hexdigest()[:24]
         escaped = ""
         try:
@@ -216,16 +223,15 @@ class Answers:
             return self._reject(f"an answers file with invalid content ({why})")
         for name in self._named:
             if f"labels/{name}" in tensors:
-                self._store[name] = (tensors[f"labels/{name}"].long(), tensors[f"probs/{name}"].float())
+                self._store[name] = (tensors[f"labels/{name}"], tensors[f"confidence/{name}"])
         self.done = len(self._store)
 
     def _tensors(self) -> dict[str, torch.Tensor]:
-        """The singles and pairs known so far, as stored on disk (int16 labels, float16 probabilities)."""
+        """The singles and pairs known so far, as stored (int16 labels, float16 confidences)."""
         with self._lock:
             tensors = {}
-            for name, (labels, probs) in self._store.items():
-                tensors[f"labels/{name}"] = labels.to(torch.int16).contiguous()
-                tensors[f"probs/{name}"] = probs.half().contiguous()
+            for name, (labels, conf) in self._store.items():
+                tensors[f"labels/{name}"], tensors[f"confidence/{name}"] = labels.contiguous(), conf.contiguous()
         return tensors
 
     def _write(self, tensors: dict[str, torch.Tensor] | None = None) -> None:
@@ -246,7 +252,8 @@ class Answers:
 
     # ------------------------------------------------------------ answers
     def get(self, forget, background: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(labels [N], probabilities [N, classes])`` under ``forget``, computed on first request (``background``:
+        """``(labels [N], confidences [N])`` under ``forget`` (each input's predicted class and its softmax probability;
+        int16 and float16, as stored), computed on first request (``background``:
         by work that gives way to interactive requests, :meth:`~wfexplain.inference.Predictor.logits`)."""
         key = forget_sets.key(forget)  # the set's name in the file: "3", "1-5" ("": the original model)
         with self._lock:
@@ -259,7 +266,8 @@ class Answers:
         probs = self.predictor.logits(list(forget) or None, background=background).softmax(1).cpu()
         if self.predictor.yields == yields:  # a set that gave way took longer than its own work: not a measure
             self.seconds_per_set = time.perf_counter() - start
-        answer = (probs.argmax(1), probs.half().float())  # as stored on disk: the same numbers either way
+        conf, labels = probs.max(1)
+        answer = (labels.to(_label_dtype(probs.shape[1])), conf.half())  # as stored on disk: the same either way
         with self._lock:
             if key in self._named:
                 self._store[key] = answer
@@ -276,11 +284,11 @@ class Answers:
 
     def estimate(self, forget, targets: torch.Tensor, share: float = 0.2,
                  seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(rows, labels, probabilities)`` on a seeded, class-stratified ``share`` of the inputs
+        """``(rows, labels, confidences)`` on a seeded, class-stratified ``share`` of the inputs
         (``targets``: their labels)."""
         rows = stratified_subset(targets, max(targets.unique().numel(), round(share * len(targets))), seed)
-        probs = self.predictor.logits(list(forget) or None, rows=rows).softmax(1).cpu()
-        return rows, probs.argmax(1), probs
+        conf, labels = self.predictor.logits(list(forget) or None, rows=rows).softmax(1).cpu().max(1)
+        return rows, labels, conf
 
     def fill(self, progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
              write_every: int = 16) -> dict:

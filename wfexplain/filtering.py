@@ -146,13 +146,26 @@ class FilteredModel(nn.Module):
         return forget_sets.mask(forget, self.num_classes, batch)
 
     def gates(self, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-site gates ``[B, K] = prod_{c in S} alpha[c]`` for a forget mask ``[B, N]``."""
-        mask = mask.to(next(iter(self.alphas.values())).device)
+        """Per-site gates ``[B, K] = prod_{c in S} alpha[c]`` for a forget mask ``[B, N]`` (0/1 entries).
+
+        Computed from each sample's members only: their rows are gathered (padded with a row of ones up to the largest
+        set of the batch, ``m``) and multiplied, ``[B, m, K]``, never the dense ``[B, N, K]`` of every class (at 1,000
+        classes 2.8 s per small-CNN unlearning step and 4.9 GB per ResNet-18 intermediate at batch 256). The same
+        product of the same rows, with gradients to exactly those rows."""
+        device = next(iter(self.alphas.values())).device
+        mask = mask.to(device)
+        b, n = mask.shape
+        chosen = mask != 0
+        width = max(1, int(chosen.sum(1).max())) if b else 1
+        rank = torch.arange(n, device=device).expand(b, n)
+        # members first, in class order (non-members keyed past the end), then pad with index n: the row of ones
+        order = torch.where(chosen, rank, rank + n).argsort(dim=1)[:, :width]
+        members = torch.where(torch.gather(chosen, 1, order), order, torch.full_like(order, n))
         out = {}
         for s in self.sites:
             alpha = self.alphas[_key(s.path)]
-            # 1 - m_c (1 - alpha_c) is alpha_c for c in S and 1 otherwise.
-            out[s.path] = (1 - mask[:, :, None] * (1 - alpha[None])).prod(dim=1)
+            rows = torch.cat([alpha, alpha.new_ones(1, alpha.shape[1])])
+            out[s.path] = rows[members].prod(dim=1)
         return out
 
     def forward(self, x: torch.Tensor, forget: Forget = None) -> torch.Tensor:

@@ -28,7 +28,7 @@ from wfexplain.inference import Predictor
 from wfexplain.manifest import MANIFEST_FILE
 from wfexplain.splits import checkpoint_split
 
-from .settings import DEVICE, EVAL_LIMIT, PRECOMPUTE, data_choices
+from .settings import DEVICE, EVAL_LIMIT, PRECISION, PRECOMPUTE, data_choices
 from .text import escape_markdown, public_text
 
 
@@ -115,9 +115,9 @@ def _ood_detector(path: str, stamp: float, data: str | None):
 
 
 def predictions(view: View, forget: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """(predicted labels, softmax probabilities) on the evaluation subset under a forget set."""
-    labels, probs = live_answers(view).get(tuple(forget))
-    return labels.numpy(), probs.numpy()
+    """(predicted labels, their softmax probabilities) on the evaluation subset under a forget set."""
+    labels, confidence = live_answers(view).get(tuple(forget))
+    return labels.long().numpy(), confidence.float().numpy()
 
 
 def live_answers(view: View) -> Answers:
@@ -135,7 +135,7 @@ def live_answers(view: View) -> Answers:
 
 @st.cache_resource(show_spinner="Preparing the fast evaluation path…", max_entries=8)
 def _answers(path: str, stamp: float, data: str | None) -> Answers:
-    answers = Answers(Predictor(_load(path, stamp), _eval_data(path, stamp, data).images), path)
+    answers = Answers(Predictor(_load(path, stamp), _eval_data(path, stamp, data).images, precision=PRECISION), path)
     if PRECOMPUTE:
         stop = threading.Event()
         thread = threading.Thread(target=answers.background, kwargs={"should_stop": stop.is_set},

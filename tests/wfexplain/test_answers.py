@@ -43,14 +43,15 @@ def test_fill_computes_every_single_and_pair_once_and_a_restart_reads_them(ckpt)
     result = a.fill(progress=lambda i, n, m: seen.append(i))
     assert result == {"computed": 11, "total": 11, "cancelled": False, "path": a.path} and seen[-1] == 11
     model = wfexplain.load(path)
-    labels, probs = a.get((1, 3))
+    labels, conf = a.get((1, 3))
     with torch.no_grad():
         reference = model(x, forget=[1, 3]).softmax(1)
-    assert torch.equal(labels, reference.argmax(1)) and torch.allclose(probs, reference, atol=1e-3)
+    assert torch.equal(labels.long(), reference.argmax(1)) and torch.allclose(conf.float(), reference.max(1).values, atol=1e-3)
+    assert (labels.dtype, conf.dtype) == (torch.int16, torch.float16)  # 4 bytes an image, whatever the classes
     again = _answers(path, x)  # a new session, or a restart
     assert again.rejected == 0 and again.note == ""
     assert again.done == 11 and again.has((3, 1)) and again.fill()["computed"] == 0
-    assert torch.equal(again.get((1, 3))[0], labels) and torch.equal(again.get((1, 3))[1], probs)
+    assert torch.equal(again.get((1, 3))[0], labels) and torch.equal(again.get((1, 3))[1], conf)
 
 
 @pytest.mark.slow
@@ -83,10 +84,10 @@ def test_estimates_use_a_stratified_share_and_names_are_canonical(ckpt):
     path, x = ckpt
     a = _answers(path, x)
     targets = torch.arange(12) % 4
-    rows, labels, probs = a.estimate((0, 1, 2), targets, share=0.34)
-    assert torch.allclose(probs.sum(1), torch.ones(4))
+    rows, labels, conf = a.estimate((0, 1, 2), targets, share=0.34)
+    assert bool(((conf >= 0.25) & (conf <= 1)).all())
     assert len(rows) == 4 and sorted(targets[rows].tolist()) == [0, 1, 2, 3]
-    assert torch.equal(labels, a.get((0, 1, 2))[0][rows])
+    assert torch.equal(labels, a.get((0, 1, 2))[0][rows].long())
     assert set_key((3, 1, 1)) == "1-3" and set_key(()) == "" and len(singles_and_pairs(30)) == 31  # no pairs past 20
 
 
@@ -102,11 +103,11 @@ def test_a_forged_file_with_the_right_name_is_ignored_counted_and_recomputed(ckp
     a = _answers(path, x)
     a.fill()
     tensors, meta = _file(a.path)
-    tensors["labels/0"], tensors["probs/0"] = tensors["labels/"].clone(), tensors["probs/"].clone()  # plausible
+    tensors["labels/0"], tensors["confidence/0"] = tensors["labels/"].clone(), tensors["confidence/"].clone()  # plausible
     save_file(tensors, str(a.path), metadata=meta)  # the old HMAC, copied
     b = _answers(path, x)
     assert b.rejected == 1 and b.done == 0 and "tampered" in b.note
-    assert not torch.equal(b.get((0,))[1], tensors["probs/0"].float())  # recomputed, not the forgery
+    assert not torch.equal(b.get((0,))[0], tensors["labels/0"])  # recomputed, not the forgery
     b.fill()
     assert _answers(path, x).rejected == 0  # the next write replaced it
     save_file(tensors, str(a.path))  # no signature at all
@@ -118,11 +119,12 @@ def test_a_forged_file_with_the_right_name_is_ignored_counted_and_recomputed(ckp
 @pytest.mark.parametrize("damage, why", [
     (lambda t: t["labels/1"].fill_(99), "out of 0..3"),
     (lambda t: t["labels/1"].fill_(-1), "out of 0..3"),
-    (lambda t: t["probs/1"].__setitem__((0, 0), float("nan")), "non-finite"),
-    (lambda t: t["probs/1"].__setitem__((0, 0), -0.5), "negative"),
-    (lambda t: t["probs/1"].mul_(2), "sum to 1"),
-    (lambda t: t["labels/1"].copy_(t["probs/1"].float().argmin(1)), "most probable"),
-    (lambda t: t.pop("probs/1"), "missing"),
+    (lambda t: t["confidence/1"].__setitem__(0, float("nan")), "non-finite"),
+    (lambda t: t["confidence/1"].__setitem__(0, -0.5), "outside [1/4, 1]"),
+    (lambda t: t["confidence/1"].fill_(0.1), "outside [1/4, 1]"),  # below 1/k: no softmax's top class
+    (lambda t: t["confidence/1"].mul_(2).clamp_(min=1.5), "outside [1/4, 1]"),
+    (lambda t: t.pop("confidence/1"), "missing"),
+    (lambda t: t.__setitem__("confidence/1", t["confidence/1"][:, None].repeat(1, 4)), "shape"),
     (lambda t: t.__setitem__("labels/1", t["labels/1"][:5].clone()), "shape"),
 ])
 def test_a_signed_file_with_invalid_answers_is_ignored(ckpt, damage, why):
@@ -135,8 +137,8 @@ def test_a_signed_file_with_invalid_answers_is_ignored(ckpt, damage, why):
     a._write(tensors)  # signed with the right key: only the content check can refuse it
     b = _answers(path, x)
     assert b.rejected == 1 and b.done == 0 and why in b.note and "invalid content" in b.note
-    labels, probs = b.get((1,))
-    assert labels.max() < 4 and labels.min() >= 0 and torch.isfinite(probs).all()
+    labels, conf = b.get((1,))
+    assert labels.max() < 4 and labels.min() >= 0 and torch.isfinite(conf).all()
 
 
 def test_racing_processes_agree_on_one_private_key(tmp_path, monkeypatch):

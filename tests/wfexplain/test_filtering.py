@@ -128,3 +128,33 @@ def test_threads_share_one_model(make_model):
     assert not errors, errors
     for r, e in zip(results, expected, strict=True):
         assert torch.equal(r, e)
+
+
+@pytest.mark.parametrize("num_classes", [10, 1000])
+def test_gates_from_each_samples_members_equal_the_dense_product(make_model, num_classes):
+    """The gate product gathered from each sample's set members (never [B, N, K]) is the dense product of the method,
+    ``prod_c (1 - m_c (1 - alpha_c))``, in value and in gradient, with sets of different sizes and an empty one."""
+    from wfexplain.objectives import sample_forget_sets
+
+    model = make_model("cnn", num_classes=num_classes)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for a in model.alphas.values():
+            a.copy_(torch.rand(a.shape, generator=g))
+    y = torch.randint(num_classes, (32,), generator=g)
+    mask = torch.cat([sample_forget_sets(y[:16], num_classes, 3, True, g),
+                      sample_forget_sets(y[16:], num_classes, 3, False, g)]).float()
+    mask[5] = 0  # a sample with nothing forgotten: all ones
+    fast = model.gates(mask)
+    total = sum(v.sum() for v in fast.values())
+    total.backward()
+    grads = {k: a.grad.clone() for k, a in model.alphas.items()}
+    model.zero_grad()
+    alphas = {s.path: model.alphas[s.path.replace(".", "__")] for s in model.sites}
+    dense = {p: (1 - mask[:, :, None] * (1 - a[None])).prod(dim=1) for p, a in alphas.items()}
+    sum(v.sum() for v in dense.values()).backward()
+    for p, v in dense.items():
+        torch.testing.assert_close(fast[p], v, rtol=1e-6, atol=1e-7)
+        assert torch.equal(fast[p][5], torch.ones_like(v[5]))
+    for k, a in model.alphas.items():
+        torch.testing.assert_close(grads[k], a.grad, rtol=1e-5, atol=1e-7)

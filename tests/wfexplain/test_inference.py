@@ -92,6 +92,7 @@ def test_rows_and_reduced_precision_guard(make_model):
     assert strict.dtype == torch.float32 and any("bfloat16 refused" in n for n in strict.notes)
     loose = Predictor(model, x, precision="bfloat16", min_agreement=0.0)
     assert loose.dtype == torch.bfloat16 and relative_error(loose.logits([2]), p.logits([2])) < 0.1
+    assert p.agreement is None and 0.0 <= loose.agreement <= 1.0 and strict.agreement == loose.agreement  # reported
     with pytest.raises(ValueError, match="precision must be"):
         Predictor(model, x, precision="float8")
 

@@ -82,8 +82,9 @@ def test_models_job_runs_reports_and_clears(monkeypatch, tmp_path, assert_clean,
     at = open_app("views/models.py")
     start_job(at, "mine")
     assert calls and calls[0][2] == (tmp_path / "mine").resolve()
-    (text,) = [p.text for p in at.get("progress")]
-    assert re.fullmatch(r"user/mine: step 1/2 · \d+ s elapsed · about \d+ s left · loss 0\.5", text), text
+    (text,) = [p.text for p in at.main.get("progress")]  # the sidebar's server job list has a bar of its own
+    assert re.fullmatch(r"user/mine: step 1/2 · \d+ s elapsed · about \d+ s left \(then the final evaluation\) · "
+                        r"loss 0\.5", text), text
     assert next(b for b in at.main.button if b.label == "Start").disabled  # one job at a time
     release.set()
     at.session_state["job"].join(30)
@@ -288,6 +289,9 @@ def test_forget_page_judges_the_set_and_warns_beyond_trained_sizes(assert_clean,
     (fa,) = [m for m in at.metric if m.label.startswith("Forget accuracy")]
     assert fa.delta.endswith(" pp vs original")
     assert not at.warning
+    (arithmetic,) = [c.value for c in at.caption if c.value.startswith("Computed in")]  # which ran, and its guard
+    assert re.match(r"Computed in bfloat16 .* agree with float32's on \d+\.\d\d% .* margin -?\d\.\d\d pp", arithmetic) or (
+        "bfloat16 was refused" in arithmetic), arithmetic
     assert [c.value for c in at.code] == ["/?ckpt=fmnist-cnn&forget=1"]  # Forget is the default page, at /
     at = open_app(forget="5,7,9")  # Sandal, Sneaker, Ankle boot: 3 classes, trained on sets of 1-2
     assert_clean(at)

@@ -63,31 +63,54 @@ def memory_heatmap(alpha, class_names: Sequence[str], order=None, threshold: flo
     return fig
 
 
+MOST_CLASSES = 40  # classes a per-class chart draws; past it, the forgotten ones and those that changed most
+
+
+def classes_shown(change, forget, most: int = MOST_CLASSES) -> list[int]:
+    """Which classes a per-class chart draws, in class order: all of them up to ``most``; else the forgotten classes
+    and, to fill ``most``, the others with the largest ``|change|`` (NaN counts as none). A chart of 1,000 classes
+    was 10.7 MB of JSON per rerun and unreadable."""
+    c = np.nan_to_num(np.abs(to_numpy(change).astype(float)), nan=0.0)
+    if len(c) <= most:
+        return list(range(len(c)))
+    forgotten = [i for i in forget_list(forget) if 0 <= i < len(c)][:most]
+    rest = [int(i) for i in np.argsort(-c, kind="stable") if int(i) not in set(forgotten)]
+    return sorted(forgotten + rest[: max(0, most - len(forgotten))])
+
+
+def _of_all(shown: Sequence[int], total: int, what: str) -> str:
+    return "" if len(shown) == total else f" — {what} ({len(shown)} of {total:,} classes)"
+
+
 def accuracy_bars(original, filtered, class_names: Sequence[str], forget) -> go.Figure:
     """Grouped bars of per-class accuracy, original vs filtered; forgotten classes shaded red.
 
     On forgotten classes the filtered accuracy should drop (lower is better); on the
-    others it should stay at the original level (higher is better).
+    others it should stay at the original level (higher is better). Past :data:`MOST_CLASSES` classes, only
+    :func:`classes_shown` are drawn (the title says how many of how many).
     """
     orig, filt = to_numpy(original).astype(float), to_numpy(filtered).astype(float)
     names = _plotly_names(class_names, len(orig), "original")
     if len(filt) != len(orig):
         raise ValueError(f"original has {len(orig)} classes, filtered {len(filt)}")
     forgotten = set(forget_list(forget))
-    labels = [f"{n} (forgotten)" if i in forgotten else n for i, n in enumerate(names)]
-    colors = [FORGOTTEN_COLOR if i in forgotten else FILTERED_COLOR for i in range(len(names))]
+    shown = classes_shown(filt - orig, forget)
+    labels = [f"{names[i]} (forgotten)" if i in forgotten else names[i] for i in shown]
+    colors = [FORGOTTEN_COLOR if i in forgotten else FILTERED_COLOR for i in shown]
     fig = go.Figure([
-        go.Bar(name="original", x=labels, y=orig, marker_color=ORIGINAL_COLOR,
+        go.Bar(name="original", x=labels, y=orig[shown], marker_color=ORIGINAL_COLOR,
                hovertemplate="%{x}<br>original accuracy %{y:.3f}<extra></extra>"),
-        go.Bar(name="filtered", x=labels, y=filt, marker_color=colors,
+        go.Bar(name="filtered", x=labels, y=filt[shown], marker_color=colors,
                hovertemplate="%{x}<br>filtered accuracy %{y:.3f}<extra></extra>"),
     ])
-    for i in sorted(forgotten):
-        if 0 <= i < len(names):
-            fig.add_vrect(x0=i - 0.5, x1=i + 0.5, fillcolor=FORGOTTEN_COLOR, opacity=0.08, line_width=0, layer="below")
+    for j, i in enumerate(shown):
+        if i in forgotten:
+            fig.add_vrect(x0=j - 0.5, x1=j + 0.5, fillcolor=FORGOTTEN_COLOR, opacity=0.08, line_width=0, layer="below")
+    title = ("Per-class accuracy: forgotten classes (red) lower is better, retained classes higher is better"
+             + _of_all(shown, len(orig), "the forgotten classes and those whose accuracy changed most"))
     fig.update_layout(
         barmode="group",
-        **wrapped_title("Per-class accuracy: forgotten classes (red) lower is better, retained classes higher is better", 100),
+        **wrapped_title(title, 100),
         xaxis=dict(title="test class", type="category"),
         yaxis=dict(title="accuracy", range=[0, 1.05], tickformat=".0%"),
         legend=dict(title="model"),
@@ -95,21 +118,27 @@ def accuracy_bars(original, filtered, class_names: Sequence[str], forget) -> go.
     return fig
 
 
-def confusion_shift(cm_original, cm_filtered, class_names: Sequence[str]) -> go.Figure:
+def confusion_shift(cm_original, cm_filtered, class_names: Sequence[str], forget=None) -> go.Figure:
     """Heatmap of ``cm_filtered - cm_original`` (rows = true class, columns = predicted),
-    diverging colours centred on 0: red = more predictions there after filtering."""
+    diverging colours centred on 0: red = more predictions there after filtering. Past :data:`MOST_CLASSES` classes,
+    the rows and columns of :func:`classes_shown` by their total absolute shift (the forgotten classes first)."""
     a, b = to_numpy(cm_original).astype(float), to_numpy(cm_filtered).astype(float)
     if a.shape != b.shape or a.ndim != 2 or a.shape[0] != a.shape[1]:
         raise ValueError(f"confusion matrices must be square and of equal shape, got {a.shape} and {b.shape}")
     names = _plotly_names(class_names, a.shape[0], "the confusion matrix")
     diff = b - a
-    lim = float(np.abs(diff).max()) or 1.0
+    shown = classes_shown(np.abs(diff).sum(0) + np.abs(diff).sum(1), forget)
+    diff = diff[np.ix_(shown, shown)]
+    lim = float(np.abs(diff).max()) if diff.size else 0.0
+    labels = [names[i] for i in shown]
     fig = go.Figure(go.Heatmap(
-        z=diff, x=names, y=names, zmin=-lim, zmax=lim, zmid=0.0, colorscale="RdBu", reversescale=True,
+        z=diff, x=labels, y=labels, zmin=-(lim or 1.0), zmax=lim or 1.0, zmid=0.0, colorscale="RdBu", reversescale=True,
         colorbar=dict(title=dict(text="filtered − original")),
         hovertemplate="true %{y}<br>predicted %{x}<br>change %{z:+.3g}<extra></extra>",
     ))
-    fig.update_layout(**wrapped_title("Confusion shift after filtering (filtered − original)"),
+    title = "Confusion shift after filtering (filtered − original)" + _of_all(
+        shown, a.shape[0], "the forgotten classes and those that shifted most")
+    fig.update_layout(**wrapped_title(title),
                       xaxis=dict(title="predicted class", type="category"),
                       yaxis=dict(title="true class", autorange="reversed", type="category"))
     return fig

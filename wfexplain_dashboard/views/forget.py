@@ -68,7 +68,7 @@ def precompute_status() -> None:
 precompute_status()
 
 
-def draw(rows: np.ndarray | None, filt_pred: np.ndarray, filt_prob: np.ndarray, phase: str) -> None:
+def draw(rows: np.ndarray | None, filt_pred: np.ndarray, filt_conf: np.ndarray, phase: str) -> None:
     """The page's numbers and charts on the evaluation images ``rows`` (None: all of them)."""
     y = data.targets.numpy() if rows is None else data.targets.numpy()[rows]
     orig_pred = orig_all if rows is None else orig_all[rows]
@@ -88,6 +88,8 @@ def draw(rows: np.ndarray | None, filt_pred: np.ndarray, filt_prob: np.ndarray, 
                 help="Every number on this page is on these images: a seeded, class-stratified subset of the test "
                      "split (the sidebar's test accuracy is the full split's, recorded when the model was trained)"
                      + ("; an estimate on a stratified part of them while all are computed" if rows is not None else ""))
+    if phase == "all":
+        st.caption(arithmetic())
     if phase == "estimate":
         c[3].metric("Estimate after", f"{(time.perf_counter() - started) * 1000:,.0f} ms",
                     help="All images follow: this set is new and slow to evaluate, so a stratified part comes first")
@@ -107,7 +109,7 @@ def draw(rows: np.ndarray | None, filt_pred: np.ndarray, filt_prob: np.ndarray, 
         cm0, cm1 = np.zeros((n, n)), np.zeros((n, n))
         np.add.at(cm0, (y, orig_pred), 1)
         np.add.at(cm1, (y, filt_pred), 1)
-        st.plotly_chart(figures.confusion_shift(cm0, cm1, names), key=f"confusion_{phase}")
+        st.plotly_chart(figures.confusion_shift(cm0, cm1, names, forget), key=f"confusion_{phase}")
     with right:
         st.subheader("Where the forgotten classes' predictions go")
         if forget:
@@ -115,7 +117,22 @@ def draw(rows: np.ndarray | None, filt_pred: np.ndarray, filt_prob: np.ndarray, 
         else:
             st.caption("Forget a class to see where its images are sent.")
     if phase == "all":
-        gallery(y, orig_pred, filt_pred, filt_prob, indices)
+        gallery(y, orig_pred, filt_pred, filt_conf, indices)
+
+
+def arithmetic() -> str:
+    """Which arithmetic the numbers come from, and how close bfloat16's answers are to float32's (its guard)."""
+    p = answers.predictor
+    if p.agreement is None:
+        return "Computed in float32."
+    margin = (p.agreement - p.min_agreement) * 100
+    if str(p.dtype) == "torch.bfloat16":
+        return (f"Computed in bfloat16 (1.5–1.8× faster): its top-1 predictions agree with float32's on "
+                f"{p.agreement:.2%} of these images (worst of: nothing, one class, three classes forgotten; the guard "
+                f"asks ≥ {p.min_agreement:.1%}, margin {margin:.2f} pp), so a number here may differ from "
+                "`wfexplain evaluate` by a few images. WFEXPLAIN_PRECISION=float32 on the server turns it off.")
+    return (f"Computed in float32: bfloat16 was refused for this checkpoint (its predictions agree with float32's on "
+            f"{p.agreement:.2%} of these images, below the guard's {p.min_agreement:.1%}).")
 
 
 def verdicts(fa: float, ra: float, ra0: float, y: np.ndarray, filt_pred: np.ndarray) -> None:
@@ -150,7 +167,7 @@ def verdicts(fa: float, ra: float, ra0: float, y: np.ndarray, filt_pred: np.ndar
                    + ". Larger sets multiply more filters than training saw: expect weaker forgetting or retain.")
 
 
-def gallery(y: np.ndarray, orig_pred: np.ndarray, filt_pred: np.ndarray, filt_prob: np.ndarray,
+def gallery(y: np.ndarray, orig_pred: np.ndarray, filt_pred: np.ndarray, filt_conf: np.ndarray,
             indices: np.ndarray) -> None:
     st.subheader("Gallery: predictions before → after")
     per_class = st.slider("Images per class", 1, 8, 4)
@@ -168,17 +185,17 @@ def gallery(y: np.ndarray, orig_pred: np.ndarray, filt_pred: np.ndarray, filt_pr
             else:
                 mark = "✓" if filt_pred[i] == y[i] else "✗ wrong"
             col.image(data.dataset.pil(int(indices[i])).resize((84, 84)), width=84,  # one size for every thumbnail
-                      caption=f"{before} → {after} {mark} ({filt_prob[i].max():.0%})")
+                      caption=f"{before} → {after} {mark} ({filt_conf[i]:.0%})")
 
 
 body = st.empty()
 if forget and not answers.has(forget) and not answers.seconds_per_set < ESTIMATE_ABOVE_S:
     # a never-seen set on a slow path: a stratified estimate first, replaced in this same run by all images
-    part, est_pred, est_prob = answers.estimate(forget, data.targets)
+    part, est_pred, est_conf = answers.estimate(forget, data.targets)
     pending.empty()
     with body.container():
-        draw(part.numpy(), est_pred.numpy(), est_prob.numpy(), "estimate")
-filt_pred, filt_prob = predictions(view, forget)
+        draw(part.numpy(), est_pred.numpy(), est_conf.numpy(), "estimate")
+filt_pred, filt_conf = predictions(view, forget)
 pending.empty()
 with body.container():
-    draw(None, filt_pred, filt_prob, "all")
+    draw(None, filt_pred, filt_conf, "all")
