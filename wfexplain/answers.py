@@ -66,6 +66,7 @@ FORMAT = "wfexplain-answers/2"  # in every file's metadata and in its HMAC (/1 k
 TOLERANCE = 1e-2  # on a confidence's bounds (float16 storage errs by ~1e-3)
 EXTRA_SETS = 256  # larger sets kept in memory per checkpoint and data (least recently used dropped)
 MAX_PAIR_CLASSES = 20  # above this many classes only the singles are precomputed (pairs grow as N²/2)
+ESTIMATE_SHARE, ESTIMATE_S = 0.2, 0.2  # an estimate's largest share of the inputs, and the seconds it aims at
 
 
 def singles_and_pairs(num_classes: int) -> list[tuple[int, ...]]:
@@ -282,10 +283,14 @@ class Answers:
         with self._lock:
             return key in self._store or key in self._extra
 
-    def estimate(self, forget, targets: torch.Tensor, share: float = 0.2,
+    def estimate(self, forget, targets: torch.Tensor, share: float | None = None,
                  seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(rows, labels, confidences)`` on a seeded, class-stratified ``share`` of the inputs
-        (``targets``: their labels)."""
+        """``(rows, labels, confidences)`` on a seeded, class-stratified ``share`` of the inputs (``targets``: their
+        labels; at least one image a class). ``share`` None: as much as fits :data:`ESTIMATE_S` at the pace of the last
+        set computed, at most :data:`ESTIMATE_SHARE`."""
+        if share is None:
+            pace = self.seconds_per_set
+            share = ESTIMATE_SHARE if not pace > 0 else min(ESTIMATE_SHARE, ESTIMATE_S / pace)
         rows = stratified_subset(targets, max(targets.unique().numel(), round(share * len(targets))), seed)
         conf, labels = self.predictor.logits(list(forget) or None, rows=rows).softmax(1).cpu().max(1)
         return rows, labels, conf

@@ -221,3 +221,17 @@ def test_the_background_run_records_any_failure_instead_of_dying(ckpt, monkeypat
     assert a.background() is None  # never raises
     assert a.done == 2 and "out of memory" in a.error and "stopped after 2 of 11" in a.note
     assert a.background()["computed"] == 9 and a.error == "" and a.note == ""  # a later run finishes
+
+
+def test_an_estimate_takes_the_share_that_fits_its_time(ckpt):
+    """The estimate aims at ESTIMATE_S seconds at the last set's pace: a slower model gets a smaller share."""
+    from wfexplain.answers import ESTIMATE_S, ESTIMATE_SHARE
+
+    path, _ = ckpt
+    x = torch.randn(200, 1, 16, 16, generator=torch.Generator().manual_seed(3))
+    a, targets = _answers(path, x), torch.arange(200) % 4
+    assert len(a.estimate((0, 1), targets)[0]) == round(ESTIMATE_SHARE * 200)  # no pace yet: the largest share
+    a.seconds_per_set = 2 * ESTIMATE_S / ESTIMATE_SHARE  # twice too slow for the largest share
+    assert len(a.estimate((0, 1), targets)[0]) == round(ESTIMATE_SHARE / 2 * 200)
+    a.seconds_per_set = 1e6  # far too slow: still one image a class
+    assert sorted(targets[a.estimate((0, 1), targets)[0]].tolist()) == [0, 1, 2, 3]
