@@ -13,9 +13,10 @@ run (the machines are noisy). Sections:
 3. ``toggle``: a never-seen forget set on the dashboard's evaluation subset (``--limit`` images):
    the old hook path (chunks of 500), the fast path, a plain forward of the same images, the floor;
    and a precomputed single read back from :class:`wfexplain.answers.Answers`.
-4. ``page``: the whole Forget page (Streamlit AppTest) rerun for a never-seen triple, over one plain
-   forward of its evaluation images (AppTest's wall time, and the page's own "Update time"), right after opening
-   (``after_opening_*``: while the background precompute runs) and once the precompute is done,
+4. ``pages``: the whole Forget page of every checkpoint (Streamlit AppTest) rerun for a never-seen triple, over one
+   plain forward of its evaluation images (AppTest's wall time, and the page's own "Update time"), right after opening
+   (``after_opening_*``: while the background precompute runs) and once the precompute is done (``--baseline DIR``:
+   also the checkout in DIR, e.g. a ``git worktree`` of an earlier commit, in the same run),
    a precomputed single; cold (a fresh process: imports, load, first evaluations, page) and warm (a
    second session in the same process) first renders; the first visits of Export and Explain.
 """
@@ -27,6 +28,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -104,15 +106,18 @@ import wfexplain_dashboard  # first, as in a server: it sets what must be set be
 import torch
 torch.set_num_threads(int(sys.argv[3]))
 from streamlit.testing.v1 import AppTest
+CKPT = sys.argv[4]
 at = AppTest.from_file(sys.argv[1], default_timeout=600)
+at.query_params["ckpt"] = CKPT
 at.run()
 cold = time.perf_counter() - t0
 again = AppTest.from_file(sys.argv[1], default_timeout=600)
+again.query_params["ckpt"] = CKPT
 t = time.perf_counter(); again.run(); warm = time.perf_counter() - t
 from wfexplain_dashboard import resources, settings
-path = str(settings.SHIPPED_DIR / "fmnist-cnn")
+path = str(settings.SHIPPED_DIR / CKPT)
 answers = resources._answers(path, resources._stamp(path), None)
-names = ["Pullover", "Coat", "Shirt", "Bag", "Sandal", "Sneaker", "Dress"]
+names = list(at.session_state["_view"].model.class_names)[2:9]  # 7 classes: never-seen triples of them
 def page_ms():  # the page's own "Update time" metric: what the user waited, from the change to the page drawn
     (m,) = [m for m in at.metric if m.label == "Update time"]
     return float(m.value.split()[0].replace(",", "")) / 1e3
@@ -139,11 +144,13 @@ print(cold, warm, median(reruns), median(pages), median(singles), first["views/e
 """
 
 
-def page_section(repeats: int, limit: int, plain_ms: float, threads: int) -> dict:
-    env = {**os.environ, "WFEXPLAIN_EVAL_LIMIT": str(limit), "HF_HUB_OFFLINE": "1"}
-    app = str(ROOT / "wfexplain_dashboard" / "app.py")
-    result = subprocess.run([sys.executable, "-c", PAGE, app, str(repeats), str(threads)], cwd=ROOT, env=env,
-                            capture_output=True, text=True, check=True)
+def page_section(repeats: int, limit: int, plain_ms: float, threads: int, checkpoint: str, root: Path = ROOT) -> dict:
+    """The Forget page's timings on ``checkpoint`` in the checkout at ``root`` (this one, or ``--baseline``)."""
+    env = {**os.environ, "WFEXPLAIN_EVAL_LIMIT": str(limit), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(root),
+           "WFEXPLAIN_CACHE_DIR": tempfile.mkdtemp(prefix="live-")}  # no answers from an earlier run: a real opening
+    app = str(root / "wfexplain_dashboard" / "app.py")
+    result = subprocess.run([sys.executable, "-c", PAGE, app, str(repeats), str(threads), checkpoint], cwd=root,
+                            env=env, capture_output=True, text=True, check=True)
     cold, warm, rerun, page, single, export, explain, early, early_page, during = map(float, result.stdout.split()[-10:])
     return {"cold_first_render_s": cold, "warm_first_render_s": warm, "never_seen_triple_rerun_ms": rerun * 1e3,
             "after_opening_triple_rerun_ms": early * 1e3, "after_opening_over_plain_forward": early * 1e3 / plain_ms,
@@ -151,6 +158,14 @@ def page_section(repeats: int, limit: int, plain_ms: float, threads: int) -> dic
             "rerun_over_plain_forward": rerun * 1e3 / plain_ms, "never_seen_triple_page_ms": page * 1e3,
             "page_over_plain_forward": page * 1e3 / plain_ms, "precomputed_single_rerun_ms": single * 1e3,
             "export_first_visit_s": export, "explain_first_visit_s": explain}
+
+
+def page_line(name: str, p: dict) -> str:
+    return (f"| `{name}` | {p['after_opening_triple_rerun_ms']:.0f} ms = {p['after_opening_over_plain_forward']:.2f}× "
+            f"({'precompute running' if p['precompute_still_running'] else 'precompute done by then'}) | "
+            f"{p['never_seen_triple_rerun_ms']:.0f} ms = {p['rerun_over_plain_forward']:.2f}× | "
+            f"{p['precomputed_single_rerun_ms']:.0f} ms | {p['cold_first_render_s']:.1f} s / {p['warm_first_render_s']:.1f} s "
+            f"| {p['export_first_visit_s']:.1f} s / {p['explain_first_visit_s']:.1f} s |")
 
 
 def table(out: dict) -> str:
@@ -161,21 +176,12 @@ def table(out: dict) -> str:
         rows.append(f"| `{name}` | {c['predictor'].split(';')[0]} | {t['hooks_ms']:.0f} → {t['fast_ms']:.0f} ms "
                     f"({t['speedup_over_hooks']:.1f}×) | {t['fast_over_plain']:.2f}× | {t['fast_over_floor']:.2f}× | "
                     f"{t['precomputed_single_ms']:.2f} ms | {b['gated_over_plain']:.2f}× / {b['fast_over_plain']:.2f}× |")
-    if "page" in out:
-        p = out["page"]
-        if "after_opening_triple_rerun_ms" in p:
-            rows.append(f"\nForget page (`fmnist-cnn`, AppTest), right after opening (precompute "
-                        f"{'still running' if p['precompute_still_running'] else 'done by the last toggle'}): never-seen "
-                        f"triple {p['after_opening_triple_rerun_ms']:.0f} ms per rerun = "
-                        f"{p['after_opening_over_plain_forward']:.2f}× one plain forward.")
-        rows.append(f"\nForget page (`fmnist-cnn`, AppTest): never-seen triple {p['never_seen_triple_rerun_ms']:.0f} ms "
-                    f"per rerun = {p['rerun_over_plain_forward']:.2f}× one plain forward (the page script itself "
-                    f"{p.get('never_seen_triple_page_ms', float('nan')):.0f} ms = "
-                    f"{p.get('page_over_plain_forward', float('nan')):.2f}×); a precomputed single "
-                    f"{p.get('precomputed_single_rerun_ms', float('nan')):.0f} ms per rerun; first render cold "
-                    f"{p['cold_first_render_s']:.1f} s, warm {p['warm_first_render_s']:.1f} s; first visit of Export "
-                    f"{p.get('export_first_visit_s', float('nan')):.1f} s, Explain "
-                    f"{p.get('explain_first_visit_s', float('nan')):.1f} s.")
+    if out.get("pages"):
+        rows += ["", "Forget page (Streamlit AppTest), a never-seen triple per rerun, ÷ one plain forward of its images:",
+                 "", "| checkpoint | right after opening | after the precompute | precomputed single | first render: cold / "
+                 "new session | first visit: Export / Explain |", "|---|---|---|---|---|---|"]
+        rows += [page_line(name, p) for name, p in out["pages"].items()]
+        rows += [page_line(f"{name} (baseline)", p) for name, p in out.get("baseline_pages", {}).items()]
     return "\n".join(rows) + f"\n\n{out['threads']} threads, matmul peak {out['peak_gflops']:.0f} GFLOP/s, " \
                              f"{out['limit']:,} images."
 
@@ -187,6 +193,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--checkpoints", nargs="*", default=list(CHECKPOINTS))
     ap.add_argument("--no-page", action="store_true", help="skip the Streamlit page section")
+    ap.add_argument("--baseline", type=Path, help="also time the page of the checkout in this directory (e.g. a "
+                    "`git worktree` of an earlier commit), in the same run, after this one")
     ap.add_argument("--json", help="write every number here")
     ap.add_argument("--table", help="print the Markdown table of a stored --json run and exit")
     args = ap.parse_args()
@@ -199,9 +207,14 @@ def main() -> None:
     for name in args.checkpoints:
         out["checkpoints"][name] = checkpoint_section(name, args.limit, args.repeats, out["peak_gflops"])
         print(name, json.dumps(out["checkpoints"][name]["toggle"]), flush=True)
-    if not args.no_page and "fmnist-cnn" in out["checkpoints"]:
-        out["page"] = page_section(args.repeats, args.limit, out["checkpoints"]["fmnist-cnn"]["toggle"]["plain_forward_ms"],
-                                   args.threads)
+    for name in [] if args.no_page else args.checkpoints:
+        plain_ms = out["checkpoints"][name]["toggle"]["plain_forward_ms"]
+        out.setdefault("pages", {})[name] = page_section(args.repeats, args.limit, plain_ms, args.threads, name)
+        print(name, json.dumps(out["pages"][name]), flush=True)
+        if args.baseline:
+            out.setdefault("baseline_pages", {})[name] = page_section(args.repeats, args.limit, plain_ms, args.threads,
+                                                                      name, args.baseline.resolve())
+            out["baseline"] = str(args.baseline)
     print(table(out))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
