@@ -22,6 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--forget-set", type=INDEX, nargs="+", action="append", default=[], metavar="C",
                    help="also measure this forget set (repeatable): its filter's components, shared vs unique")
     p.add_argument("--limit", type=COUNT, help="seeded class-stratified subset of N test images (default: all)")
+    p.add_argument("--split", choices=["test", "validation"], default="test",
+                   help="score on the test split, or on the validation images held out of training (where settings "
+                        "are chosen; --record stores it as metrics.validation_explanations)")
     p.add_argument("--train-limit", type=COUNT, default=5000,
                    help="training images behind the activation and gradient rankings (default 5000)")
     p.add_argument("--fractions", type=ranged(float, 0, 1, open_lo=True), nargs="+", default=list(FRACTIONS),
@@ -67,29 +70,38 @@ def cmd_explanations(args) -> int:
     from ..checkpoint import load, update_manifest
     from ..data import subset_tensors
     from ..explain.deletion import measure
-    from ..splits import checkpoint_split, checkpoint_train_split
+    from ..splits import checkpoint_split, checkpoint_train_split, checkpoint_validation_split
 
     model = load(args.checkpoint, args.device)
     manifest = model.checkpoint_manifest()
     sets = _check(args, model.num_classes)
-    x, y, _ = subset_tensors(checkpoint_split(manifest, "test", args.data_dir, args.download), args.limit, args.seed)
+    if args.split == "validation":
+        scored = checkpoint_validation_split(manifest, args.data_dir)
+        if scored is None:
+            raise UsageError("--split", f"{args.checkpoint} records no validation split (made with --val-fraction 0, "
+                                        "or before validation splits): unlearn it once to hold one out")
+    else:
+        scored = checkpoint_split(manifest, "test", args.data_dir, args.download)
+    x, y, _ = subset_tensors(scored, args.limit, args.seed)
     xt, yt, _ = subset_tensors(checkpoint_train_split(manifest, args.data_dir), args.train_limit, args.seed)
-    log(f"explanations of {args.checkpoint}: rankings from {len(yt)} training images, accuracies on {len(y)} test images")
+    log(f"explanations of {args.checkpoint}: rankings from {len(yt)} training images, accuracies on {len(y)} "
+        f"{args.split} images")
     progress_bar, progress = bar("explanations")
     report = measure(model, x, y, xt, yt, classes=args.classes, sets=sets, fractions=args.fractions, draws=args.draws,
                      seed=args.seed, threshold=args.threshold, progress=progress)
     progress_bar.close()
     report = {"checkpoint": str(args.checkpoint), "dataset": model.info.name, "backbone": model.backbone_name,
-              "limit": args.limit, "train_limit": args.train_limit, **report}
+              "split": args.split, "limit": args.limit, "train_limit": args.train_limit, **report}
     if args.record:
         kept = {k: v for k, v in compact(report).items() if k not in ("checkpoint", "dataset", "backbone")}
-        update_manifest(args.checkpoint, lambda m: m.replace(metrics={**m.metrics, "explanations": kept}),
+        key = "explanations" if args.split == "test" else "validation_explanations"
+        update_manifest(args.checkpoint, lambda m: m.replace(metrics={**m.metrics, key: kept}),
                         expect=manifest.files)
     if args.json:
         print(dumps(report))
         return 0
     names, s = model.info.class_names, report["summary"]
-    print(f"{args.checkpoint}: {report['num_images']} test images, original accuracy {report['original_accuracy']:.4f}; "
+    print(f"{args.checkpoint}: {report['num_images']} {args.split} images, original accuracy {report['original_accuracy']:.4f}; "
           f"selectivity = class drop AUC - others' drop AUC (higher: the ranking finds what the class needs)")
     print(f"  {'class':<14s}{'memory':>8s}{'activ.':>8s}{'gradxa':>8s}{'random':>14s}{'rho':>7s}{'top':>6s}  nearest")
     for c, r in report["classes"].items():

@@ -193,6 +193,13 @@ def test_cli_json_and_record(trained_checkpoint, capsys):
     assert main(["explanations", "--checkpoint", ck, *OPTIONS, "--classes", "1", "-q"]) == 0
     out = capsys.readouterr().out
     assert "selectivity" in out and "middle" in out
+    # settings are chosen on the validation images (held out of the backbone's training), recorded apart from test's
+    assert main(["explanations", "--checkpoint", ck, *OPTIONS, "--split", "validation", "--json", "--record", "-q"]) == 0
+    val = json.loads(capsys.readouterr().out)
+    manifest = json.loads((Path(ck) / "manifest.json").read_text())
+    assert val["split"] == "validation" and val["num_images"] == manifest["validation"]["images"]
+    assert manifest["metrics"]["validation_explanations"]["summary"] == val["summary"]
+    assert manifest["metrics"]["explanations"]["summary"] == report["summary"]  # the test split's record kept
 
 
 @pytest.mark.parametrize("argv, option", [
