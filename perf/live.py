@@ -66,7 +66,7 @@ def forward_ratios(model, plain, baked, fast, xb: torch.Tensor, repeats: int) ->
 def checkpoint_section(name: str, limit: int, repeats: int, peak: float) -> dict:
     import wfexplain
     from wfexplain.answers import Answers
-    from wfexplain.api import ungated_copy
+    from wfexplain.gates import ungated_copy
     from wfexplain.data import subset_tensors
     from wfexplain.inference import Predictor
     from wfexplain.splits import checkpoint_split
