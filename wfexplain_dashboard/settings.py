@@ -10,7 +10,7 @@
 | ``WFEXPLAIN_DEVICE`` | cpu | cpu, cuda or cuda:N for models, predictions, attributions and jobs |
 | ``WFEXPLAIN_MAX_JOBS`` | 1 | jobs running at once across all sessions |
 | ``WFEXPLAIN_PRECOMPUTE`` | 1 | 1: evaluate every single class and pair in the background when a checkpoint opens; 0: on demand |
-| ``WFEXPLAIN_PRECISION`` | bfloat16 | the live path: bfloat16 where it agrees with float32 on ≥ 99.9% (guarded), or float32 |
+| ``WFEXPLAIN_PRECISION`` | auto | the live path: bfloat16 where faster and within 99.9% of float32 (guarded), or either |
 | ``WFEXPLAIN_CACHE_DIR`` | ``<checkpoint>/cache`` | where precomputed answers are kept (read by :mod:`wfexplain.answers`) |
 | ``WFEXPLAIN_KEY_FILE`` | ``~/.config/wfexplain/cache.key`` | the key that signs them (read by :mod:`wfexplain.integrity`) |
 | ``WFEXPLAIN_MAX_EPOCHS`` / ``_TRAIN_IMAGES`` / ``_UNLEARN_STEPS`` | 50 / 60,000 / 5,000 | caps of one job |
@@ -49,9 +49,9 @@ EVAL_LIMIT = env_int("WFEXPLAIN_EVAL_LIMIT", 2000)
 DEVICE = os.environ.get("WFEXPLAIN_DEVICE", "cpu")
 MAX_JOBS = env_int("WFEXPLAIN_MAX_JOBS", 1)
 PRECOMPUTE = env_int("WFEXPLAIN_PRECOMPUTE", 1, minimum=0) > 0
-PRECISION = os.environ.get("WFEXPLAIN_PRECISION", "bfloat16")
-if PRECISION not in ("bfloat16", "float32"):
-    raise ValueError(f"WFEXPLAIN_PRECISION must be bfloat16 or float32, got {PRECISION!r}")
+PRECISION = os.environ.get("WFEXPLAIN_PRECISION", "auto")
+if PRECISION not in ("auto", "bfloat16", "float32"):
+    raise ValueError(f"WFEXPLAIN_PRECISION must be auto, bfloat16 or float32, got {PRECISION!r}")
 
 
 def user_checkpoint_dir() -> Path:

@@ -96,6 +96,8 @@ def draw(rows: np.ndarray | None, filt_pred: np.ndarray, filt_conf: np.ndarray, 
         st.info(f"**Estimate** on {len(y):,} of {total:,} test images (stratified by class); refining to all of them…")
     else:
         c[3].metric("Update time", f"{(time.perf_counter() - started) * 1000:,.0f} ms",
+                    None if first_shown is None else f"estimate shown after {(first_shown - started) * 1000:,.0f} ms",
+                    delta_color="off",
                     help="What you waited: from your change to this page drawn in full (every single class and pair "
                          "is precomputed; other sets are evaluated on first use, then kept)")
     if forget:
@@ -188,13 +190,14 @@ def gallery(y: np.ndarray, orig_pred: np.ndarray, filt_pred: np.ndarray, filt_co
                       caption=f"{before} → {after} {mark} ({filt_conf[i]:.0%})")
 
 
-body = st.empty()
+body, first_shown = st.empty(), None
 if forget and not answers.has(forget) and not answers.seconds_per_set < ESTIMATE_ABOVE_S:
     # a never-seen set on a slow path: a stratified estimate first, replaced in this same run by all images
     part, est_pred, est_conf = answers.estimate(forget, data.targets)
     pending.empty()
     with body.container():
         draw(part.numpy(), est_pred.numpy(), est_conf.numpy(), "estimate")
+    first_shown = time.perf_counter()  # the estimate is on the page (sent as it was drawn)
 filt_pred, filt_conf = predictions(view, forget)
 pending.empty()
 with body.container():
