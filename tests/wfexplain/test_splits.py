@@ -66,9 +66,10 @@ def test_unlearning_reports_validation_figures_while_it_runs_and_records_them(tr
     split = read_manifest(ck).validation
     seen = []
     result = unlearn_checkpoint(ck, ROUND, progress=lambda s, t, m: seen.append((s, dict(m))))
-    with_val = [(s, m) for s, m in seen if "val_forget" in m]
-    assert with_val and with_val[0][0] == 3 and seen[-1][0] == 24  # refreshed every steps // 8
-    assert {"val_forget", "val_retain"} <= set(seen[-1][1])
+    steps = [(s, m) for s, m in seen if "phase" not in m]  # the validation pauses and the final evaluation apart
+    with_val = [(s, m) for s, m in steps if "val_forget" in m]
+    assert with_val and with_val[0][0] == 3 and steps[-1][0] == 24  # refreshed every steps // 8
+    assert {"val_forget", "val_retain"} <= set(steps[-1][1]) and seen[-1] == (24, {"phase": "final evaluation"})
     manifest = read_manifest(ck)
     recorded = manifest.metrics["unlearn_val"]
     assert recorded["images"] == 7 and recorded["forget_accuracy_mean"] == result["validation"]["forget_accuracy_mean"]
