@@ -187,8 +187,6 @@ def chosen_table(tuning: Mapping, name: Callable[[str], str] = str) -> pd.DataFr
                                        "distance to Retrain (val.) ↓"])
 
 
-# ---------------------------------------------------------------- the command that makes a benchmark
-
 # ---------------------------------------------------------------- the A/B view: which images
 
 LIVE, BENCHMARK = "live", "benchmark"  # the A/B view's two image sets; one chart never mixes them

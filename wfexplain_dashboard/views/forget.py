@@ -90,16 +90,9 @@ def draw(rows: np.ndarray | None, filt_pred: np.ndarray, filt_conf: np.ndarray, 
                      + ("; an estimate on a stratified part of them while all are computed" if rows is not None else ""))
     if phase == "all":
         st.caption(arithmetic())
+    waited = c[3].empty()  # filled last: the time until everything below is on the page
     if phase == "estimate":
-        c[3].metric("Estimate after", f"{(time.perf_counter() - started) * 1000:,.0f} ms",
-                    help="All images follow: this set is new and slow to evaluate, so a stratified part comes first")
         st.info(f"**Estimate** on {len(y):,} of {total:,} test images (stratified by class); refining to all of them…")
-    else:
-        c[3].metric("Update time", f"{(time.perf_counter() - started) * 1000:,.0f} ms",
-                    None if first_shown is None else f"estimate shown after {(first_shown - started) * 1000:,.0f} ms",
-                    delta_color="off",
-                    help="What you waited: from your change to this page drawn in full (every single class and pair "
-                         "is precomputed; other sets are evaluated on first use, then kept)")
     if forget:
         verdicts(fa, ra, ra0, y, filt_pred)
     st.plotly_chart(figures.accuracy_bars(scores["original_per_class"], scores["per_class"], names, forget),
@@ -120,6 +113,16 @@ def draw(rows: np.ndarray | None, filt_pred: np.ndarray, filt_conf: np.ndarray, 
             st.caption("Forget a class to see where its images are sent.")
     if phase == "all":
         gallery(y, orig_pred, filt_pred, filt_conf, indices)
+    ms = (time.perf_counter() - started) * 1000
+    if phase == "estimate":
+        waited.metric("Estimate after", f"{ms:,.0f} ms",
+                      help="All images follow: this set is new and slow to evaluate, so a stratified part comes first")
+    else:
+        waited.metric("Update time", f"{ms:,.0f} ms",
+                      None if first_shown is None else f"estimate shown after {(first_shown - started) * 1000:,.0f} ms",
+                      delta_color="off",
+                      help="What you waited: from your change to this page drawn in full (every single class and pair "
+                           "is precomputed; other sets are evaluated on first use, then kept)")
 
 
 def arithmetic() -> str:
