@@ -153,7 +153,7 @@ class FilteredModel(nn.Module):
         Up to :data:`DENSE_UP_TO` classes (and under tracing, whose shapes must not depend on data) the dense product
         ``prod_c (1 - m_c (1 - alpha_c))``; past it from each sample's members only: their rows are gathered (padded
         with a row of ones up to the largest set of the batch, ``m``) and multiplied, ``[B, m, K]``, never the dense
-        ``[B, N, K]`` of every class (at 1,000 classes 2.2 s per small-CNN unlearning step against 0.22 s, and 4.9 GB
+        ``[B, N, K]`` of every class (at 1,000 classes 3.1 s per small-CNN unlearning step against 0.25 s, and 4.9 GB
         per ResNet-18 intermediate at batch 256). The same product of the same rows, with gradients to exactly those
         rows."""
         device = next(iter(self.alphas.values())).device
