@@ -25,11 +25,12 @@ from .atomic import within
 
 HISTORY_FILE = "history.csv"
 PHASE = "phase"  # the metric key of a pause report (see the module docstring)
+FINAL = "final evaluation"  # the pause after a loop's last step
 _FIXED = ("stage", "step", "total")
 
 Progress = Callable[[int, int, dict], None]
 
-__all__ = ["HISTORY_FILE", "PHASE", "Recorder", "history_csv", "merge", "read_history"]
+__all__ = ["FINAL", "HISTORY_FILE", "PHASE", "Recorder", "history_csv", "merge", "read_history"]
 
 
 class Recorder:

@@ -18,7 +18,7 @@ backbone (:func:`wfexplain.gates.bake_into`) and runs that, with three exact rew
 Interactive work first: calls serialise on one working copy, and a *background* call (``background=True``: the
 dashboard's precompute) gives way between chunks to any interactive call waiting, then waits until none has come
 for :data:`GRACE_S` before it goes on (re-baking its own set), so an interactive request waits for one chunk of
-background work at most, never for a whole set.
+background work at most, never for a whole set (on the hook path, with no working copy, per set).
 
 Every rewrite is checked when the predictor is built: its logits must match the hook path
 (``model(x, forget=...)``) within ``tolerance`` relative on the first inputs for three forget sets.
@@ -330,6 +330,11 @@ class Predictor:
         """Logits of other inputs ``x`` under ``forget`` through the same path (their prefix computed, not cached)."""
         with self._serialised(False), torch.autocast(self.device.type, torch.bfloat16, enabled=self.dtype == torch.bfloat16):
             return self._run(forget, x.to(self.device), cached=False, hard_threshold=hard_threshold)
+
+    @property
+    def bfloat16(self) -> bool:
+        """Whether the fast path runs in bfloat16 (asked for, and its guard passed)."""
+        return self.dtype == torch.bfloat16
 
     def describe(self) -> str:
         """One line for logs and the dashboard: what runs and what was dropped."""

@@ -34,7 +34,7 @@ from .engine import Progress, StopFlag, reset_memory, train_classifier, train_me
 from .evaluation import evaluate, predict
 from .evaluation.metrics import accuracy, in_set
 from .filtering import FilteredModel
-from .history import HISTORY_FILE, PHASE, Recorder, history_csv, merge, read_history
+from .history import FINAL, HISTORY_FILE, PHASE, Recorder, history_csv, merge, read_history
 from .manifest import Manifest
 from .splits import VAL_FRACTION, checkpoint_split, checkpoint_train_split, hold_out, recorded_split, training_subset
 
@@ -96,7 +96,7 @@ def train_checkpoint(dataset: str, backbone: str, out: str | os.PathLike, cfg: T
     if result["cancelled"]:
         return {"cancelled": True, "seconds": result["seconds"], "accuracy": None, "path": None}
     if progress:
-        progress(result["steps"], result["steps"], {PHASE: "final evaluation"})
+        progress(result["steps"], result["steps"], {PHASE: FINAL})
     if half:  # evaluate exactly what will be loaded back
         net.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in net.state_dict().items()})
     model = FilteredModel(backbone, info, net).to(device)
@@ -174,7 +174,7 @@ def unlearn_checkpoint(path: str | os.PathLike, cfg: UnlearnConfig = UnlearnConf
         return {"cancelled": True, "seconds": result["seconds"], "single": None, "path": None}
     digest = dist.check_identical(model.memory, "memory matrices")
     if progress:
-        progress(result["steps"], cfg.steps, {PHASE: "final evaluation"})
+        progress(result["steps"], cfg.steps, {PHASE: FINAL})
     val_report = evaluate(model, val, workers=workers)
     report = evaluate(model, test, limit=eval_limit, workers=workers)
     if dist.any_rank(bool(should_stop and should_stop())):

@@ -32,8 +32,7 @@ def session_id() -> str:
 
 def job_link(job: Job) -> str:
     """A link to this server that shows ``job`` in the sidebar with its Cancel (``?job=TOKEN``)."""
-    page = (st.context.url or "/").split("?")[0]
-    return f"{page}?job={job.token}"
+    return f"{st.context.url or '/'}?job={job.token}"  # st.context.url carries no query
 
 
 def running(key: str) -> bool:
@@ -107,7 +106,8 @@ def server_jobs() -> None:
                 s = j.state()
                 state = ("failed" if s.error else "cancelled" if s.cancelled else "done") if s.done else s.describe()
                 mine = " (yours)" if j.owner and j.owner == me else ""
-                # labels are markdown the starting page escaped (class names, checkpoint names)
+                # labels are markdown the starting page made safe (class names escaped; a user checkpoint's name
+                # is limited to letters, digits, ".", "_" and "-")
                 st.markdown(f"**{j.label}**{mine} · started {time.strftime('%H:%M', time.localtime(j.started_at))} · "
                             f"{state}")
                 if not s.done:

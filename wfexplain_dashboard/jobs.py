@@ -22,7 +22,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from wfexplain.history import PHASE
+from wfexplain.history import FINAL, PHASE
 
 from .settings import MAX_JOBS
 
@@ -63,7 +63,6 @@ class JobLimiter:
 
 
 LIMITER = JobLimiter(MAX_JOBS)  # shared by every session of the server process
-FINAL = "final evaluation"  # the phase after the last step: the ETA stops there
 
 
 @dataclass
@@ -92,17 +91,14 @@ class JobState:
         return end - self.started
 
     def eta(self, now: float | None = None) -> float | None:
-        """Seconds left: the steps left at the pace of the steps so far (pauses left out), plus as many pauses again
-        as came per step so far at their mean length. None before the first step (no pace yet), during the final
+        """Seconds left: the steps left at the pace so far, finished pauses included (as many come per step again, at
+        their mean length), the pause under way left out. None before the first step (no pace yet), during the final
         evaluation (its length is not known) and once done."""
         if self.step <= 0 or not self.total or self.done or self.phase == FINAL:
             return None
         now = time.perf_counter() if now is None else now
         pausing = now - self.phase_started if self.phase else 0.0
-        working = self.elapsed(now) - self.paused - pausing
-        left = self.total - self.step
-        more_pauses = self.pauses / self.step * left * (self.paused / self.pauses) if self.pauses else 0.0
-        return max(0.0, working / self.step * left + more_pauses)
+        return max(0.0, (self.elapsed(now) - pausing) / self.step * (self.total - self.step))
 
     def describe(self, now: float | None = None) -> str:
         """``step 40/100 · 1.2 min elapsed · about 2 min left`` (or "starting…", "validation…", "final evaluation…")."""
@@ -113,7 +109,7 @@ class JobState:
             text += f" · {self.phase}…"
         eta = self.eta(now)
         if eta is not None:
-            text += f" · about {duration(eta)} left" + (" (then the final evaluation)" if self.phase != FINAL else "")
+            text += f" · about {duration(eta)} left"
         return text
 
 
@@ -159,7 +155,8 @@ class Job:
 
     def may_cancel(self, session: str = "", token: str = "") -> bool:
         """Whether ``session`` started this job or ``token`` is its cancel token."""
-        return bool(session and session == self.owner) or (bool(token) and secrets.compare_digest(token, self.token))
+        same = bool(token) and secrets.compare_digest(token.encode(), self.token.encode())  # any text, constant time
+        return bool(session and session == self.owner) or same
 
     @property
     def cancelling(self) -> bool:
@@ -224,10 +221,6 @@ class JobBoard:
         with self._lock:
             self._jobs = [j for j in self._jobs if (f := j.state().finished) is None or now - f < self.keep]
             return list(self._jobs)
-
-    def find(self, token: str) -> Job | None:
-        """The job whose cancel token is ``token`` (None if none: unknown, or forgotten)."""
-        return next((j for j in self.jobs() if token and secrets.compare_digest(token, j.token)), None)
 
 
 BOARD = JobBoard()  # shared by every session of the server process

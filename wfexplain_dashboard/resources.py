@@ -23,6 +23,7 @@ from wfexplain import explain  # its names load Captum on first use only
 from wfexplain.answers import Answers
 from wfexplain.data import subset_tensors
 from wfexplain.distributed import resolve_device
+from wfexplain.explain.deletion import DeletionConfig
 from wfexplain.filtering import FilteredModel
 from wfexplain.inference import Predictor
 from wfexplain.manifest import MANIFEST_FILE
@@ -214,7 +215,7 @@ def _caller_side(progress: Callable | None) -> Callable:
 
 # ---------------------------------------------------------------- deletion curves (the Memory page)
 
-DELETION_FRACTIONS, DELETION_DRAWS, DELETION_SEED = (0.01, 0.02, 0.05, 0.1, 0.2), 5, 0  # the CLI's defaults
+DELETION = DeletionConfig()  # the fractions, draws and seed of `wfexplain explanations` by default
 
 
 def training_images(view: View) -> tuple[int, str | None]:
@@ -241,7 +242,7 @@ def deletion_report(view: View, members: tuple[int, ...], test_limit: int, train
     step)`` is called while it measures (not on a cached answer; :func:`_caller_side`)."""
     say = _caller_side(progress)
     return _deletion_report(view.path, _stamp(view.path), view.data, tuple(sorted(members)), int(test_limit),
-                            int(train_limit), DELETION_FRACTIONS, DELETION_DRAWS, DELETION_SEED,
+                            int(train_limit), DELETION.fractions, DELETION.draws, DELETION.seed,
                             _progress=lambda done, total, info: say(done, total, str(info.get("step", ""))))
 
 

@@ -57,7 +57,9 @@ def refusal(requested: str, fallback: str, catalogue: dict | None = None) -> str
 def _notice(kind: str, text: str) -> None:
     """Keep a notice about the link or the view until the user changes the view (it outlives reruns: a page that
     draws itself twice, e.g. an estimate then all images, must not make it vanish); :func:`_show_notices` draws it."""
-    st.session_state.setdefault(NOTICES, []).append([kind, text, None])
+    notices = st.session_state.setdefault(NOTICES, [])
+    if not any(n[:2] == [kind, text] for n in notices):  # a run that repeats itself does not pile them up
+        notices.append([kind, text, None])
 
 
 def _show_notices(view_key: tuple) -> None:
@@ -75,7 +77,8 @@ def _init_from_url() -> None:
     q = st.query_params
     st.session_state["_ckpt"] = q.get("ckpt", DEFAULT_CHECKPOINT)
     st.session_state["_url_forget"] = q.get("forget", "")
-    st.session_state[JOB_TOKEN] = q.get("job", "")[:64]  # a job's link: that job shown with its Cancel
+    st.session_state[JOB_TOKEN] = q.get("job", "")[:64]  # a job's link: its Cancel, for this session only
+    q.pop("job", None)  # not left in the address bar, where a shared view would hand it on
 
 
 def _picker(catalogue: dict, value: str) -> None:

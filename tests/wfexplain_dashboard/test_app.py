@@ -83,8 +83,7 @@ def test_models_job_runs_reports_and_clears(monkeypatch, tmp_path, assert_clean,
     start_job(at, "mine")
     assert calls and calls[0][2] == (tmp_path / "mine").resolve()
     (text,) = [p.text for p in at.main.get("progress")]  # the sidebar's server job list has a bar of its own
-    assert re.fullmatch(r"user/mine: step 1/2 · \d+ s elapsed · about \d+ s left \(then the final evaluation\) · "
-                        r"loss 0\.5", text), text
+    assert re.fullmatch(r"user/mine: step 1/2 · \d+ s elapsed · about \d+ s left · loss 0\.5", text), text
     assert next(b for b in at.main.button if b.label == "Start").disabled  # one job at a time
     release.set()
     at.session_state["job"].join(30)

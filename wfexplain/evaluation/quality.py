@@ -37,7 +37,10 @@ def retain_tolerance(set_size: int) -> float:
 
 
 def forgetting(forget_accuracy: float) -> Verdict:
-    """How well the forget set is forgotten, from its forget accuracy alone (damage to the rest is :func:`retention`)."""
+    """How well the forget set is forgotten, from its forget accuracy alone (damage to the rest is :func:`retention`).
+    NaN (no image of the forgotten classes among those scored): nothing to judge, said as such."""
+    if math.isnan(forget_accuracy):
+        return Verdict("partial", "No images to judge", ("no image of the forgotten classes among the images scored",))
     if forget_accuracy > NOT_FORGOTTEN_ABOVE:
         return Verdict("poor", "Not forgotten", (f"forget accuracy {forget_accuracy:.1%} is above {NOT_FORGOTTEN_ABOVE:.0%}",))
     if forget_accuracy > FORGOTTEN_AT_MOST:

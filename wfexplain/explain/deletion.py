@@ -33,7 +33,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 
 from .. import gates as G
 from ..evaluation.metrics import forget_accuracy, retain_accuracy
@@ -197,6 +196,7 @@ def agreement(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], top: float
     """How two rankings agree: per-layer Spearman rho (NaN for ``K < 3`` or a constant score), their K-weighted mean,
     and the overlap of the top ``n_off(K, top)`` of each layer pooled over layers, with its chance level
     ``sum_l n_l^2 / K_l / sum_l n_l`` (about ``top``)."""
+    from scipy.stats import spearmanr  # only when agreement is measured
     rho, hit, total, chance = {}, 0, 0, 0.0
     for layer in a:
         x, y = a[layer].double().numpy(), b[layer].double().numpy()

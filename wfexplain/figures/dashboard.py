@@ -121,7 +121,8 @@ def accuracy_bars(original, filtered, class_names: Sequence[str], forget) -> go.
 def confusion_shift(cm_original, cm_filtered, class_names: Sequence[str], forget=None) -> go.Figure:
     """Heatmap of ``cm_filtered - cm_original`` (rows = true class, columns = predicted),
     diverging colours centred on 0: red = more predictions there after filtering. Past :data:`MOST_CLASSES` classes,
-    the rows and columns of :func:`classes_shown` by their total absolute shift (the forgotten classes first)."""
+    the rows and columns of :func:`classes_shown` (the forgotten classes and those with the largest total absolute
+    shift, in class order)."""
     a, b = to_numpy(cm_original).astype(float), to_numpy(cm_filtered).astype(float)
     if a.shape != b.shape or a.ndim != 2 or a.shape[0] != a.shape[1]:
         raise ValueError(f"confusion matrices must be square and of equal shape, got {a.shape} and {b.shape}")

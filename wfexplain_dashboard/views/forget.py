@@ -42,6 +42,9 @@ if not forget:
             "it shows the original model.")
 
 
+PAIRS = answers.total > model.num_classes + 1  # pairs are precomputed only up to 20 classes
+
+
 @st.fragment(run_every=2.0 if PRECOMPUTE and answers.done < answers.total and not answers.error else None)
 def precompute_status() -> None:
     note = escape_markdown(public_text(answers.note), 600)  # no server path (a key file's) on the page
@@ -49,14 +52,14 @@ def precompute_status() -> None:
     if answers.error:  # the background run stopped (its note says where and why): never "15 of 56 done" forever
         st.warning(note)
     elif answers.done < answers.total and PRECOMPUTE:
-        st.caption(f"Evaluating every single class and pair in the background: {answers.done} of {answers.total} "
-                   "done; those sets are then instant.")
+        st.caption(f"Evaluating every single class{' and pair' * PAIRS} in the background: {answers.done} of "
+                   f"{answers.total} done; those sets are then instant.")
     elif answers.done < answers.total:
         st.caption("Each forget set is evaluated when first chosen, then kept (this server does not precompute "
                    "them: WFEXPLAIN_PRECOMPUTE=0).")
     else:
-        st.caption(f"All {answers.total - 1} single classes and pairs are precomputed (instant); larger sets are "
-                   "evaluated when first chosen.")
+        st.caption(f"All {answers.total - 1} single classes{' and pairs' * PAIRS} are precomputed (instant); other "
+                   "sets are evaluated when first chosen.")
     if answers.rejected:
         st.warning(f"Ignored {answers.rejected} precomputed answers file{'s' * (answers.rejected > 1)} that failed "
                    "its integrity check (tampered, damaged or signed elsewhere): those answers are recomputed, "
@@ -76,8 +79,8 @@ def draw(rows: np.ndarray | None, filt_pred: np.ndarray, filt_conf: np.ndarray, 
     scores = live_scores(y, orig_pred, filt_pred, model.num_classes, forget)
     c = st.columns([3, 3, 2, 2])  # room for the metric labels with their direction
     fa, fa0, ra, ra0 = scores["forget"], scores["original_forget"], scores["retain"], scores["original_retain"]
-    c[0].metric("Forget accuracy (↓ lower is better)", "—" if not forget else f"{fa:.1%}",
-                None if not forget else f"{quality.points(fa - fa0)} vs original", delta_color="inverse",
+    c[0].metric("Forget accuracy (↓ lower is better)", "—" if not forget or np.isnan(fa) else f"{fa:.1%}",
+                None if not forget or np.isnan(fa) else f"{quality.points(fa - fa0)} vs original", delta_color="inverse",
                 help="Accuracy on test images of the forgotten classes, with their filter on. Retraining without "
                      "them gives ~0.")
     c[1].metric("Retain accuracy (↑ higher is better)", "—" if np.isnan(ra) else f"{ra:.1%}",
@@ -121,8 +124,8 @@ def draw(rows: np.ndarray | None, filt_pred: np.ndarray, filt_conf: np.ndarray, 
         waited.metric("Update time", f"{ms:,.0f} ms",
                       None if first_shown is None else f"estimate shown after {(first_shown - started) * 1000:,.0f} ms",
                       delta_color="off",
-                      help="What you waited: from your change to this page drawn in full (every single class and pair "
-                           "is precomputed; other sets are evaluated on first use, then kept)")
+                      help="What you waited: from your change to this page drawn in full (a set already evaluated "
+                           "is read back; a new one is evaluated now, then kept)")
 
 
 def arithmetic() -> str:
@@ -131,8 +134,8 @@ def arithmetic() -> str:
     if p.agreement is None:
         return "Computed in float32."
     margin = (p.agreement - p.min_agreement) * 100
-    if str(p.dtype) == "torch.bfloat16":
-        return (f"Computed in bfloat16 (1.5–1.8× faster): its top-1 predictions agree with float32's on "
+    if p.bfloat16:
+        return (f"Computed in bfloat16 (faster for this network here): its top-1 predictions agree with float32's on "
                 f"{p.agreement:.2%} of these images (worst of: nothing, one class, three classes forgotten; the guard "
                 f"asks ≥ {p.min_agreement:.1%}, margin {margin:.2f} pp), so a number here may differ from "
                 "`wfexplain evaluate` by a few images. WFEXPLAIN_PRECISION=float32 on the server turns it off.")

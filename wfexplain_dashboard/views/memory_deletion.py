@@ -7,7 +7,14 @@ import streamlit as st
 
 from wfexplain import figures
 from wfexplain.spreadsheet import csv_safe
-from wfexplain_dashboard.resources import View, deletion_figure_files, deletion_report, eval_data, training_images
+from wfexplain_dashboard.resources import (
+    DELETION,
+    View,
+    deletion_figure_files,
+    deletion_report,
+    eval_data,
+    training_images,
+)
 from wfexplain_dashboard.text import escape_markdown, public_text
 
 DEFAULT_TEST, DEFAULT_TRAIN, MAX_IMAGES = 1000, 2000, 10_000
@@ -76,8 +83,10 @@ def section(view: View) -> None:
     """The section, for the sidebar's forget set or (without one) a class chosen here."""
     names = list(view.model.class_names)
     st.subheader("Do these memories explain? (deletion curves)")
-    st.caption("Switch off the top 1, 2, 5, 10 and 20% of every layer's components, ranked by the filter's memory, by "
-               "the class selectivity of their activations, by gradient × activation, or at random, and measure the "
+    shares = ", ".join(f"{f:.0%}" for f in DELETION.fractions[:-1]) + f" and {DELETION.fractions[-1]:.0%}"
+    st.caption(f"Switch off the top {shares} of every layer's components, ranked by the filter's memory, by "
+               f"the class selectivity of their activations, by gradient × activation, or at random ({DELETION.draws} "
+               "draws), and measure the "
                "accuracy lost on the class (or the set's classes) and on the others. Selectivity = class drop − "
                "others' drop, each averaged over the fractions (AUC): higher means the ranking found what the class "
                "needs and little else (docs/method.md, *Do the memories explain?*).")

@@ -14,6 +14,7 @@ from wfexplain.evaluation.quality import degenerate, forgetting, memory_trained,
     (0.05, "good", "Forgotten"),
     (0.192, "partial", "Partly forgotten"),  # Sandal+Sneaker as an issue measured
     (0.365, "poor", "Not forgotten"),
+    (float("nan"), "partial", "No images to judge"),  # never a green "Forgotten" for want of images
 ])
 def test_forgetting_reads_the_forget_accuracy_only(forget, level, label):
     verdict = forgetting(forget)
