@@ -338,3 +338,31 @@ def test_a_benchmark_of_other_weights_is_flagged(checkpoint, make_bench, open_co
     assert not [w for w in open_compare(checkpoint, forget="5").warning if "other weights" in w.value]
 
 
+
+
+@needs_checkpoint
+def test_the_deletion_curves_measured_with_the_benchmark(checkpoint, make_bench, open_compare):
+    """The benchmark's `explanations` section: the chosen set's AUCs and the sentence; the mean over classes without
+    a chosen set; a plain note when a benchmark has none."""
+    def aucs(memory: float) -> dict:
+        row = {"class_drop": memory + 0.05, "others_drop": 0.05, "selectivity": memory}
+        return {"memory": row, "activation": {**row, "selectivity": 0.3}, "grad_x_activation": {**row, "selectivity": 0.4},
+                "random": {**row, "selectivity": 0.0, "selectivity_std": 0.01}}
+
+    bench = make_bench()
+    bench["explanations"] = {"fractions": [0.05, 0.1], "num_images": 1000, "num_train_images": 2000,
+                             "classes": {"5": {"rankings": {r: {"auc": a} for r, a in aucs(0.71).items()}}},
+                             "sets": {}, "summary": aucs(0.62)}
+    (checkpoint / "benchmark.json").write_text(json.dumps(bench))
+    at = open_compare(checkpoint, forget="5")
+    (table,) = [t.value for t in at.dataframe if "selectivity" in t.value.columns]
+    assert table["selectivity"].tolist()[0] == pytest.approx(0.71)  # class 5's own curves
+    assert any("For forget set 5" in c.value and "1000 test images" in c.value for c in at.caption), [
+        c.value for c in at.caption if "switched off" in c.value]
+    forget_set_pick(at).set_value("all-2").run()  # no curves for a pair here: the mean over classes
+    (table,) = [t.value for t in at.dataframe if "selectivity" in t.value.columns]
+    assert table["selectivity"].tolist()[0] == pytest.approx(0.62)
+    del bench["explanations"]
+    (checkpoint / "benchmark.json").write_text(json.dumps(bench))
+    at = open_compare(checkpoint, forget="5")
+    assert any("has no deletion curves" in c.value for c in at.caption)

@@ -66,6 +66,7 @@ class BenchmarkConfig:
         resume: keep every scored result, tuning point and WF round in the checkpoint's run store and reuse them.
         force: replace an existing ``benchmark.json`` that covers sets or seeds this run does not.
         command: the command line, recorded in ``benchmark.json``.
+        explanations: also measure WF's deletion curves on the forget sets (``explanations`` in ``benchmark.json``).
     """
 
     forget_classes: tuple[int, ...] | None = None
@@ -90,6 +91,7 @@ class BenchmarkConfig:
     resume: bool = True
     force: bool = False
     command: str = ""
+    explanations: bool = True
 
 
 def run_benchmark(checkpoint: str | os.PathLike, config: BenchmarkConfig = BenchmarkConfig(),
@@ -196,9 +198,25 @@ def run_benchmark(checkpoint: str | os.PathLike, config: BenchmarkConfig = Bench
         "config": {m: configs[m] for m in chosen},
         "versions": package_versions(),
     }
+    if c.explanations and wf_cfg is not None:
+        bench["explanations"] = _explanations(unlearner, wf_cfg, data, sets)
     if c.out is not None:
         write_benchmark(bench, Path(checkpoint) if c.out == "auto" else Path(c.out))
     return bench
+
+
+def _explanations(unlearner: Unlearner, wf_cfg: dict, data: Probe, sets: list[tuple[int, ...]]) -> dict | None:
+    """Do WF's memories explain? The deletion curves of :mod:`wfexplain.explain.deletion` for the benchmark's forget
+    sets, on its own test images, rankings from its training images, for seed 0's round (compact, as ``--record``)."""
+    from ..explain.deletion import measure
+    from ..explain.deletion_report import compact
+
+    model, _ = unlearner.wf_model(0, wf_cfg)
+    if model is None:
+        return None
+    report = measure(model, data.x_test, data.y_test, data.x_train, data.y_train,
+                     classes=[s[0] for s in sets if len(s) == 1], sets=[list(s) for s in sets if len(s) > 1])
+    return compact(report)
 
 
 def _chosen_methods(c: BenchmarkConfig, manifest: Manifest, checkpoint) -> list[str]:

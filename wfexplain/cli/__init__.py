@@ -170,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", nargs="*", choices=methods, metavar="METHOD", help=f"subset of: {' '.join(methods)}")
     p.add_argument("--no-tune", action="store_true",
                    help="skip the tuning on the validation split (every method's grid, same budget) and run defaults")
+    p.add_argument("--no-explanations", action="store_true",
+                   help="skip WF's deletion curves on the forget sets (the benchmark.json's explanations section)")
     p.add_argument("--tune-only", action="store_true",
                    help="stop after the tuning (its points are kept in the run store; the test split is not read)")
     p.add_argument("--limit", type=COUNT, help="test images (seeded, class-stratified; default all)")

@@ -184,7 +184,8 @@ def cmd_benchmark(args) -> int:
             tune=not args.no_tune, tune_only=args.tune_only, limit=args.limit, train_limit=args.train_limit,
             val_limit=args.val_limit,
             wf_round=args.wf_round, extra=extra, data_dir=args.data_dir, device=str(args.device), out=args.out or "auto",
-            command="wfexplain " + " ".join(sys.argv[1:]), resume=not args.no_store, force=args.force)
+            command="wfexplain " + " ".join(sys.argv[1:]), resume=not args.no_store, force=args.force,
+            explanations=not args.no_explanations)
         bench = run_benchmark(args.checkpoint, config, progress, stop)
     bar.close()
     if bench is None:

@@ -55,21 +55,11 @@ def _check(args, n: int) -> list[list[int]]:
     return sets
 
 
-def compact(report: dict) -> dict:
-    """The report without its per-fraction curves and per-layer Spearman values (what ``--record`` stores)."""
-    def slim(row: dict) -> dict:
-        return {**row, "rankings": {r: {"auc": v["auc"]} for r, v in row["rankings"].items()},
-                "agreement": {r: {k: v for k, v in a.items() if k != "spearman_per_layer"}
-                              for r, a in row["agreement"].items()}}
-
-    return {**report, "classes": {c: slim(r) for c, r in report["classes"].items()},
-            "sets": {s: slim(r) for s, r in report["sets"].items()}}
-
-
 def cmd_explanations(args) -> int:
     from ..checkpoint import load, update_manifest
     from ..data import subset_tensors
     from ..explain.deletion import measure
+    from ..explain.deletion_report import compact
     from ..splits import checkpoint_split, checkpoint_train_split, checkpoint_validation_split
 
     model = load(args.checkpoint, args.device)

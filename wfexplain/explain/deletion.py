@@ -39,10 +39,10 @@ from ..evaluation.metrics import forget_accuracy, retain_accuracy
 from ..filtering import FilteredModel, bake_gates
 from ..hooks import watch
 from ..sites import GateSite
-from .analysis import as_memory, class_similarity, specificity
+from .analysis import as_memory, specificity
+from .deletion_report import RANKINGS, nearest_class, summarize
 
 FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.2)
-RANKINGS = ("memory", "activation", "grad_x_activation", "random")
 Progress = Callable[[int, int, dict], None]
 
 
@@ -325,26 +325,3 @@ def measure(model: FilteredModel, images: torch.Tensor, labels: torch.Tensor, tr
             "classes": report_classes, "sets": report_sets, "summary": summarize(report_classes),
             "nearest_class": nearest_class(model), "num_images": len(labels), "num_train_images": len(train_labels),
             "seconds": time.perf_counter() - start}
-
-
-def summarize(per_class: dict) -> dict:
-    """Means over classes of each ranking's AUCs and of the agreements; ``memory_beats_random``: the classes whose
-    memory selectivity exceeds the random draws' mean."""
-    rows = list(per_class.values())
-    out: dict = {r: {k: float(np.mean([row["rankings"][r]["auc"][k] for row in rows]))
-                     for k in ("class_drop", "others_drop", "selectivity")} for r in RANKINGS}
-    def finite_mean(v: list) -> float:  # NaN where none is finite (a constant ranking has no Spearman rho)
-        return float(np.mean([x for x in v if math.isfinite(x)])) if any(map(math.isfinite, v)) else math.nan
-
-    out["agreement"] = {r: {k: finite_mean([row["agreement"][r][k] for row in rows])
-                            for k in ("spearman", "top_overlap", "top_chance")} for r in ("activation", "grad_x_activation")}
-    out["memory_beats_random"] = sum(row["rankings"]["memory"]["auc"]["selectivity"] >
-                                     row["rankings"]["random"]["auc"]["selectivity"] for row in rows)
-    return out
-
-
-def nearest_class(memory) -> dict:
-    """For each class, the other class whose suppression vector is most similar (cosine,
-    :func:`~wfexplain.explain.analysis.class_similarity`) and that similarity; the caller judges known groups."""
-    best = class_similarity(memory).fill_diagonal_(-math.inf).max(1)  # a fresh tensor
-    return {"nearest": best.indices.tolist(), "similarity": best.values.tolist()}

@@ -15,12 +15,12 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from ..explain.deletion_report import RANKINGS
 from .common import FORGOTTEN_COLOR, ORIGINAL_COLOR
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-RANKINGS = ("memory", "activation", "grad_x_activation", "random")  # wfexplain.explain.deletion.RANKINGS (no scipy)
 RANKING_LABELS = {"memory": "memory (the filter's ranking)", "activation": "activation selectivity",
                   "grad_x_activation": "gradient × activation", "random": "random"}
 RANKING_COLORS = {"memory": FORGOTTEN_COLOR, "activation": "#1f77b4", "grad_x_activation": "#2ca02c",

@@ -129,6 +129,7 @@ def _show(bench: dict, from_session: bool) -> None:
         st.caption("No forget/retain accuracies to plot.")
 
     parts.tuning(bench, lambda k: layout.set_name(k, names))
+    parts.explanations(bench, forget, lambda k: layout.set_name(k, names))
 
     # ------------------------------------------------------------ one forget set's views
     entries = bench["per_set"][forget] if forget is not None else {}

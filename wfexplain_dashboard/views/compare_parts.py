@@ -1,5 +1,6 @@
 """The Compare page's sections (views/compare.py draws them): the protocol banners, the cost at parity, the tuning,
-the A/B view and where a forgotten class's predictions go. Pure logic is in wfexplain.benchmark.layout."""
+the deletion curves of WF's memories, the A/B view and where a forgotten class's predictions go. Pure logic is in
+wfexplain.benchmark.layout."""
 
 import math
 
@@ -155,3 +156,27 @@ def where_predictions_go(entries: dict, names: list[str], key: str) -> None:
         st.error(f"Cannot draw the predictions: {md(e, 600)}")
     st.caption("Retrain sends the forgotten class's images to the classes they resemble; a method that matches "
                "that row forgets like the oracle, one that piles them on a single class is easy to detect.")
+
+
+def explanations(bench: dict, key: str | None, set_name) -> None:
+    """Do WF's memories explain? The deletion curves' AUCs for the chosen forget set (or the means over the single
+    classes), measured with the benchmark (docs/method.md, *Do the memories explain?*)."""
+    expl = bench.get("explanations")
+    with st.expander("Do WF's memories explain? (deletion curves)"):
+        if not isinstance(expl, dict):
+            st.caption("This benchmark has no deletion curves (made before they were measured, or with "
+                       "`--no-explanations`).")
+            return
+        entry = (expl.get("classes") or {}).get(key) or (expl.get("sets") or {}).get(key) if key else None
+        what = f"forget set {md(set_name(key), 200)}" if entry else "the mean over the benchmarked single classes"
+        aucs = figures.deletion_aucs(entry or expl.get("summary") or {})
+        if not aucs:
+            st.caption("No deletion curves for this choice.")
+            return
+        st.caption(f"For {what}: every layer's top {', '.join(f'{f:.0%}' for f in expl.get('fractions', []))} "
+                   "components switched off, ranked by WF's memory, by activation selectivity, by gradient × "
+                   f"activation or at random, on the benchmark's {md(expl.get('num_images', '?'))} test images "
+                   f"(rankings from {md(expl.get('num_train_images', '?'))} training images; seed 0's WF round). "
+                   "Selectivity = the forgotten classes' accuracy drop − the others' (AUC over the fractions).")
+        st.dataframe(figures.deletion_table(aucs), hide_index=True)
+        st.markdown(md(figures.deletion_verdict(aucs), 600))

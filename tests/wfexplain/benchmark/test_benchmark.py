@@ -116,6 +116,11 @@ def test_benchmark_schema_files_and_oracle_reuse(ckpt):
     assert parity["totals"]["wf"] >= parity["wf_round_seconds"]
     assert "stored oracle" in bench["cost"]["retrain_seconds_source"]  # reused from the previous test
     assert calls[-1][0] == calls[-1][1]  # progress reached its total
+    # do WF's memories explain? deletion curves of its forget sets, on the benchmark's own images
+    expl, pair = bench["explanations"], "-".join(map(str, bench["forget_sets"][1]))
+    assert set(expl["classes"]) == {"1"} and set(expl["sets"]) == {pair} and expl["num_images"] == 24
+    assert set(expl["classes"]["1"]["rankings"]) == {"memory", "activation", "grad_x_activation", "random"}
+    assert "curve" not in expl["classes"]["1"]["rankings"]["memory"]  # compact, as --record keeps it
     on_disk = json.loads((path / "benchmark.json").read_text())
     assert on_disk["forget_classes"] == [1] and on_disk["seeds"] == 1
     md = (path / "benchmark.md").read_text()

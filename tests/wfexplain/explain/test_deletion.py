@@ -14,6 +14,7 @@ from wfexplain.cli import main
 from wfexplain.data import subset_tensors
 from wfexplain.explain import deletion as D
 from wfexplain.explain.analysis import component_activations
+from wfexplain.explain.deletion_report import nearest_class
 from wfexplain.hooks import count
 from wfexplain.splits import checkpoint_split, checkpoint_train_split
 
@@ -84,7 +85,7 @@ def test_shared_components_and_nearest_class_by_hand():
     assert parts["unique"].tolist() == [True, False, False, False]
     both = D.shared_components({"bn": ALPHA}, [0, 2])["bn"]
     assert both["off"].tolist() == [True, False, True, True] and not both["shared"].any()
-    near = D.nearest_class({"bn": ALPHA})
+    near = nearest_class({"bn": ALPHA})
     assert near["nearest"][0] == 2 and near["nearest"][2] == 0  # they share channel 3
 
 
