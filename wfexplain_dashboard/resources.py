@@ -320,3 +320,17 @@ def _class_attributions(path: str, stamp: float, data: str | None, cls: int, n: 
     rows = torch.nonzero(ev.targets == cls).flatten()[:n]
     return over_data.class_attributions(model, ev.images[rows], ev.targets[rows], ev.indices[rows], method,
                                         list(forget), target, dict(options), progress=_progress)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def attribution_panel(seen: np.ndarray, photo: np.ndarray, original: np.ndarray, filtered: np.ndarray,
+                      title: str) -> dict[str, bytes]:
+    """One method's Explain panel (the photo, the model's input, both maps and their difference) in every
+    :data:`~wfexplain.figures.FIGURE_FORMATS` plus a screen ``"preview"`` PNG: drawn once per input, maps and title, so
+    a rerun (another method added, a download) does not draw every panel again in three formats."""
+    from wfexplain import figures  # matplotlib: only when a panel is drawn
+
+    fig = figures.attribution_figure(seen, {"original": original, "filtered": filtered}, title=title, original=photo,
+                                     difference=filtered - original, difference_title="filtered − original")
+    return {**{fmt: figures.figure_bytes(fig, fmt) for fmt in figures.FIGURE_FORMATS},
+            "preview": figures.figure_bytes(fig, "png", dpi=110)}

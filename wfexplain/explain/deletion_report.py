@@ -15,6 +15,11 @@ def summarize(per_class: dict) -> dict:
     """Means over classes of each ranking's AUCs and of the agreements; ``memory_beats_random``: the classes whose
     memory selectivity exceeds the random draws' mean."""
     rows = list(per_class.values())
+    if not rows:  # sets only: no class to average over
+        none = {k: math.nan for k in ("class_drop", "others_drop", "selectivity")}
+        agree = {k: math.nan for k in ("spearman", "top_overlap", "top_chance")}
+        return {**{r: dict(none) for r in RANKINGS}, "memory_beats_random": 0,
+                "agreement": {r: dict(agree) for r in ("activation", "grad_x_activation")}}
     out: dict = {r: {k: float(np.mean([row["rankings"][r]["auc"][k] for row in rows]))
                      for k in ("class_drop", "others_drop", "selectivity")} for r in RANKINGS}
     def finite_mean(v: list) -> float:  # NaN where none is finite (a constant ranking has no Spearman rho)

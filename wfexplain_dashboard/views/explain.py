@@ -17,7 +17,7 @@ from wfexplain.explain.uploads import (
     preprocessing_text,
     read_image,
 )
-from wfexplain_dashboard.resources import attribution, current, eval_data, ood_detector
+from wfexplain_dashboard.resources import attribution, attribution_panel, current, eval_data, ood_detector
 from wfexplain_dashboard.text import escape_markdown
 from wfexplain_dashboard.views import explain_data
 
@@ -117,7 +117,7 @@ st.caption(f"Attributions for target **{shown_names[target]}**. Insertion AUC �
 
 x_np = x.numpy()
 photo = display_copy(image, PHOTO_SIDE)  # L, RGB or RGBA: a palette, CMYK or LA upload drawn as a viewer shows it
-figures_shown: dict[str, object] = {}
+figures_shown: dict[str, dict[str, bytes]] = {}
 bar = st.progress(0.0) if methods else None
 for k, method in enumerate(methods):
     layer = gradcam_layer if method == "Layer Grad-CAM" else None
@@ -134,10 +134,9 @@ for k, method in enumerate(methods):
         h, w = layer_sides.get(layer, ("?", "?"))
         st.caption(f"Grad-CAM on `{layer}` ({h}×{w} of {side} input)")
     label = f"{method} · target {names[target]} · forgetting {', '.join(view.forget_names) or 'nothing'}"
-    fig = figures.attribution_figure(seen, {"original": a0, "filtered": a1}, title=label, original=np.asarray(photo),
-                                     difference=a1 - a0, difference_title="filtered − original")
-    figures_shown[method] = fig
-    st.image(figures.figure_bytes(fig, "png", dpi=110))
+    files = attribution_panel(seen, np.asarray(photo), a0, a1, label)  # drawn once; a rerun reads it back
+    figures_shown[method] = files
+    st.image(files["preview"])
     st.caption("Maps are drawn over the model's input (grey): the stronger the attribution, the more opaque its "
                "colour; the photo as given is on the left.")
     st.dataframe(pd.DataFrame({
@@ -145,11 +144,11 @@ for k, method in enumerate(methods):
         "deletion AUC ↓": [s0["deletion_auc"], s1["deletion_auc"]],
     }, index=["original", "filtered"]).style.format("{:.3f}"))
     for col, fmt in zip(st.columns(len(figures.FIGURE_FORMATS)), figures.FIGURE_FORMATS, strict=True):
-        col.download_button(f"{method} panel .{fmt}", figures.figure_bytes(fig, fmt),
+        col.download_button(f"{method} panel .{fmt}", files[fmt],
                             export.attribution_name(view.name, method, int(target), forget, fmt), figures.FIGURE_MIME[fmt],
                             key=f"dl_{method}_{fmt}", on_click="ignore")
 if bar is not None:
     bar.empty()
-# For the Export page: every method drawn here, keyed by its file stem (checkpoint, method, target, forget set).
+# For the Export page: every method's panel files drawn here, keyed by file stem (checkpoint, method, target, forget).
 st.session_state["attribution_figures"] = {
     export.attribution_name(view.name, m, int(target), forget, "").removesuffix("."): f for m, f in figures_shown.items()}

@@ -65,11 +65,11 @@ st.subheader("Attribution panels")
 panels = st.session_state.get("attribution_figures") or {}
 if not panels:
     st.caption("Compute attributions on the **Explain** page; every method drawn there appears here.")
-for name, panel in panels.items():  # file stem -> figure: checkpoint, method, target and forget set in the name
+for name, panel in panels.items():  # file stem -> its files: checkpoint, method, target and forget set in the name
     cols = st.columns([3, 1, 1, 1])
     cols[0].markdown(f"`{name}`")
     for col, fmt in zip(cols[1:], ("png", "svg", "pdf"), strict=True):
-        col.download_button(f".{fmt}", figures.figure_bytes(panel, fmt), f"{name}.{fmt}",
+        col.download_button(f".{fmt}", panel[fmt], f"{name}.{fmt}",
                             figures.FIGURE_MIME[fmt],
                             key=f"attr_{name}_{fmt}", on_click="ignore")
 
