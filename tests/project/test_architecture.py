@@ -206,3 +206,16 @@ def test_dashboard_settings_are_the_only_reader_of_the_environment():
             text = text.replace('os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")', "")
         if path.name not in ("settings.py", "__main__.py"):  # the launcher passes the environment on to the server
             assert "os.environ" not in text, f"{path.name} reads the environment itself"
+
+
+def test_every_download_leaves_the_page_alone():
+    """A download button that reruns the page on click (Streamlit's default) redraws it while the file downloads, and
+    a second click during that redraw lost the first download: every one passes ``on_click="ignore"``."""
+    rerunning = []
+    for path in sorted((ROOT / "wfexplain_dashboard").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "download_button":
+                on_click = {k.arg: k.value for k in node.keywords}.get("on_click")
+                if not (isinstance(on_click, ast.Constant) and on_click.value == "ignore"):
+                    rerunning.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not rerunning, rerunning

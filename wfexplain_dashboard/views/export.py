@@ -31,7 +31,7 @@ if layers:
     for col, fmt in zip(cols, figures.FIGURE_FORMATS, strict=True):
         col.download_button(f"Heatmap .{fmt}", files[fmt], f"{stem}-memory.{fmt}",
                             mime=figures.FIGURE_MIME[fmt],
-                            key=f"heatmap_{fmt}")
+                            key=f"heatmap_{fmt}", on_click="ignore")
     st.image(files["preview"])
 else:
     st.info("Choose at least one layer.")
@@ -39,8 +39,9 @@ else:
 st.subheader("Memory matrices")
 c1, c2 = st.columns(2)
 tables = memory_files(view.path)
-c1.download_button("memory.csv", tables["csv"], f"{stem}-memory.csv", "text/csv", key="memory_csv")
-c2.download_button("memory.npz", tables["npz"], f"{stem}-memory.npz", "application/octet-stream", key="memory_npz")
+c1.download_button("memory.csv", tables["csv"], f"{stem}-memory.csv", "text/csv", key="memory_csv", on_click="ignore")
+c2.download_button("memory.npz", tables["npz"], f"{stem}-memory.npz", "application/octet-stream", key="memory_npz",
+                   on_click="ignore")
 
 st.subheader("Metric tables")
 answers = live_answers(view)
@@ -58,8 +59,9 @@ table, caption, tex = export.metrics_export(view.model, report, f"tab:{stem}", v
 st.dataframe(table.set_index("class"), height="content")  # every class and the mean row, no scrolling
 st.caption(escape_markdown(caption, 2000))  # it names the backbone and dataset: manifest data
 t1, t2 = st.columns(2)
-t1.download_button("metrics.csv", export.table_csv(table), f"{stem}-metrics.csv", "text/csv", key="metrics_csv")
-t2.download_button("metrics.tex", tex, f"{stem}-metrics.tex", "application/x-tex", key="metrics_tex")
+t1.download_button("metrics.csv", export.table_csv(table), f"{stem}-metrics.csv", "text/csv", key="metrics_csv",
+                   on_click="ignore")
+t2.download_button("metrics.tex", tex, f"{stem}-metrics.tex", "application/x-tex", key="metrics_tex", on_click="ignore")
 
 st.subheader("Attribution panels")
 panels = st.session_state.get("attribution_figures") or {}
@@ -82,7 +84,7 @@ else:
     data = baked_file(view.path, view.forget, tau if hard else None)
     st.download_button(f"Baked model forgetting {', '.join(view.forget_names)} (.safetensors)", data,
                        f"{stem}-{export.baked_name(view.forget, tau if hard else None)}", "application/octet-stream",
-                       key="baked")  # soft and hard bakes get distinct names
+                       key="baked", on_click="ignore")  # soft and hard bakes get distinct names
     st.caption("A plain state dict (no gates) of the checkpoint's own architecture: load it into a fresh copy "
                "(built-in backbones: `wfexplain.create_backbone(...)`).")
 

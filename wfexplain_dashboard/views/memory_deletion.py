@@ -74,9 +74,9 @@ def _show(view: View, report: dict, members: tuple[int, ...], what: str) -> None
     cols = st.columns(len(figures.FIGURE_FORMATS) + 1)
     for col, fmt in zip(cols, figures.FIGURE_FORMATS, strict=False):
         col.download_button(f"Curves .{fmt}", files[fmt], f"{stem}.{fmt}", mime=figures.FIGURE_MIME[fmt],
-                            key=f"deletion_{fmt}")
+                            key=f"deletion_{fmt}", on_click="ignore")
     csv = csv_safe(table.assign(target=" + ".join(names[c] for c in members))).to_csv(index=False).encode("utf-8")
-    cols[-1].download_button("Table .csv", csv, f"{stem}.csv", "text/csv", key="deletion_csv")
+    cols[-1].download_button("Table .csv", csv, f"{stem}.csv", "text/csv", key="deletion_csv", on_click="ignore")
 
 
 def section(view: View) -> None:
