@@ -95,6 +95,17 @@ def cmd_unlearn(args) -> int:
     return 0
 
 
+def _scored_split(args, manifest):
+    """The images ``--split`` names: the test split, or the validation images the checkpoint holds out."""
+    if args.split == "test":
+        return checkpoint_split(manifest, "test", args.data_dir, args.download)
+    val = checkpoint_validation_split(manifest, args.data_dir)
+    if val is None:
+        raise UsageError("--split", f"{args.checkpoint} records no validation split (made with --val-fraction 0, "
+                                    "or before validation splits): unlearn it once to hold one out")
+    return val
+
+
 def cmd_evaluate(args) -> int:
     model = load(args.checkpoint, args.device)
     manifest = model.checkpoint_manifest()
@@ -104,13 +115,7 @@ def cmd_evaluate(args) -> int:
             raise UsageError("--sets", f"set sizes must be in 1..{model.num_classes - 1} (below the number of "
                                        f"classes, {model.num_classes}), got {size}")
     name = model.info.name
-    if args.split == "validation":
-        test = checkpoint_validation_split(manifest, args.data_dir)
-        if test is None:
-            raise UsageError("--split", f"{args.checkpoint} records no validation split (made with --val-fraction 0, "
-                                        "or before validation splits): unlearn it once to hold one out")
-    else:
-        test = checkpoint_split(manifest, "test", args.data_dir, args.download)
+    test = _scored_split(args, manifest)
     bar, progress = _bar("evaluate")
     report = evaluate(model, test, limit=args.limit, pairs=args.pairs, seed=args.seed, progress=progress,
                       hard_threshold=args.hard_threshold, workers=args.workers, sets=args.sets, samples=args.samples)

@@ -60,19 +60,13 @@ def cmd_explanations(args) -> int:
     from ..data import subset_tensors
     from ..explain.deletion import measure
     from ..explain.deletion_report import compact
-    from ..splits import checkpoint_split, checkpoint_train_split, checkpoint_validation_split
+    from ..splits import checkpoint_train_split
+    from .commands import _scored_split
 
     model = load(args.checkpoint, args.device)
     manifest = model.checkpoint_manifest()
     sets = _check(args, model.num_classes)
-    if args.split == "validation":
-        scored = checkpoint_validation_split(manifest, args.data_dir)
-        if scored is None:
-            raise UsageError("--split", f"{args.checkpoint} records no validation split (made with --val-fraction 0, "
-                                        "or before validation splits): unlearn it once to hold one out")
-    else:
-        scored = checkpoint_split(manifest, "test", args.data_dir, args.download)
-    x, y, _ = subset_tensors(scored, args.limit, args.seed)
+    x, y, _ = subset_tensors(_scored_split(args, manifest), args.limit, args.seed)
     xt, yt, _ = subset_tensors(checkpoint_train_split(manifest, args.data_dir), args.train_limit, args.seed)
     log(f"explanations of {args.checkpoint}: rankings from {len(yt)} training images, accuracies on {len(y)} "
         f"{args.split} images")
