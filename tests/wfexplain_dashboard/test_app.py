@@ -431,8 +431,8 @@ def test_a_never_seen_set_on_a_slow_path_is_estimated_first_then_refined(monkeyp
     at.multiselect(key="forget_classes").set_value(triple).run()
     assert_clean(at)
     assert calls == [(2, 4, 6)] and answers.has((2, 4, 6))
-    (images,) = [m for m in at.metric if m.label == "Test images"]
-    assert images.value == f"{EVAL_LIMIT:,} of 10,000"  # the page ends on all images, not the estimate
+    (images,) = [m for m in at.metric if m.label == "Test images (of 10,000)"]
+    assert images.value == f"{EVAL_LIMIT:,}"  # the page ends on all images, not the estimate
     assert not any("Estimate" in i.value for i in at.info)
     assert [m.label for m in at.metric].count("Update time") == 1  # one set of numbers: the estimate's were replaced
     assert not [m for m in at.metric if m.label == "Estimate after"]

@@ -87,7 +87,7 @@ def draw(rows: np.ndarray | None, filt_pred: np.ndarray, filt_conf: np.ndarray, 
                 None if np.isnan(ra) else f"{quality.points(ra - ra0)} vs original",
                 help="Accuracy on test images of all other classes, with the filter on; compared with the original "
                      "model on the same images.")
-    c[2].metric("Test images", f"{len(y):,} of {len(data.dataset):,}",
+    c[2].metric(f"Test images (of {len(data.dataset):,})", f"{len(y):,}",  # the value fits its column
                 help="Every number on this page is on these images: a seeded, class-stratified subset of the test "
                      "split (the sidebar's test accuracy is the full split's, recorded when the model was trained)"
                      + ("; an estimate on a stratified part of them while all are computed" if rows is not None else ""))
